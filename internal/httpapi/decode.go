@@ -1,0 +1,106 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 1 << 20
+
+// readBody reads at most MaxBody bytes; BODY_TOO_LARGE beyond.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	if r.ContentLength > MaxBody {
+		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, payment.Errorf(payment.CodeInvalidRequest, "could not read the request body")
+	}
+	if len(b) > MaxBody {
+		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+	}
+	return b, nil
+}
+
+// decodeJSON strictly decodes body into dst: JSON content type, valid UTF-8,
+// one object, no unknown fields, right types. Every failure is a 4xx.
+func decodeJSON(r *http.Request, body []byte, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return payment.Errorf(payment.CodeUnsupportedMediaType, "Content-Type must be application/json")
+		}
+	} else if len(body) > 0 {
+		return payment.Errorf(payment.CodeUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	return decodeStrict(body, dst)
+}
+
+// decodeStrict is decodeJSON without the header check (fuzzed directly).
+func decodeStrict(body []byte, dst any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return payment.Errorf(payment.CodeInvalidRequest, "request body is empty; a JSON object is required")
+	}
+	if !utf8.Valid(body) {
+		return payment.Errorf(payment.CodeInvalidRequest, "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(dst); err != nil {
+		return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: trailing data after the object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: trailing data after the object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type.Kind().String()))
+		}
+		return "the body must be a JSON object"
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "unexpected end of body"
+	}
+	return "malformed"
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int64", "int", "int32":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "ptr":
+		return "of the documented type"
+	}
+	return "of the documented type"
+}

@@ -1,0 +1,227 @@
+// Package httpapi is payrail's HTTP ingress: it authenticates, validates,
+// records and enqueues, and answers. It never calls the PG and never blocks on
+// a worker, except `Prefer: wait`, which only watches state.
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
+)
+
+// Enqueuer is what the ingress enqueues after a commit.
+type Enqueuer interface {
+	Confirm(ctx context.Context, orderID string, version int) error
+	Cancel(ctx context.Context, cancelID string) error
+	Webhook(ctx context.Context, provider, eventKey string) error
+	Callback(ctx context.Context, callbackID string, attempt int) error
+}
+
+var _ Enqueuer = (*queue.Client)(nil)
+
+// Server holds the ingress's dependencies.
+type Server struct {
+	Store       *store.Store
+	Verifier    *auth.Verifier
+	Queue       Enqueuer
+	Waiter      *Waiter
+	Log         *slog.Logger
+	AdminToken  string
+	CheckoutURL string
+	OrderTTL    time.Duration
+	// ValidateCallbackURL vets a merchant's callback URL at registration.
+	ValidateCallbackURL func(string) error
+	// Ready reports whether PostgreSQL and Redis answer.
+	Ready func(ctx context.Context) error
+	// Extra mounts more handlers (ops console, asynqmon, metrics, webhooks).
+	Extra map[string]http.Handler
+	// Observe, when set, is told of every request's route, status and latency.
+	Observe func(route string, status int, d time.Duration)
+}
+
+// Handler returns the routed, instrumented handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+
+	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.adminOnly(h)) }
+	admin("POST /admin/merchants", s.createMerchant)
+	admin("GET /admin/merchants/{merchantId}", s.getMerchant)
+	admin("PATCH /admin/merchants/{merchantId}", s.patchMerchant)
+	admin("POST /admin/merchants/{merchantId}/secrets", s.addSecret)
+	admin("DELETE /admin/merchants/{merchantId}/secrets/{secretId}", s.revokeSecret)
+
+	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }
+	merchant("POST /v1/orders", s.createOrder)
+	merchant("GET /v1/orders", s.listOrders)
+	merchant("GET /v1/orders/{orderId}", s.getOrder)
+	merchant("POST /v1/orders/{orderId}/confirm", s.confirm)
+	merchant("GET /v1/payments/{paymentKey}", s.getPayment)
+
+	for pattern, h := range s.Extra {
+		mux.Handle(pattern, h)
+	}
+	return s.instrument(mux)
+}
+
+// instrument adds the request id, the request logger, panic recovery, a
+// problem+json 404/405, and observation.
+func (s *Server) instrument(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rid := r.Header.Get("X-Request-Id")
+		if rid == "" || len(rid) > 64 {
+			rid = store.NewID("req_", 20)
+		}
+		log := s.Log.With("request_id", rid)
+		ctx := context.WithValue(r.Context(), keyRequestID, rid)
+		ctx = context.WithValue(ctx, keyLogger, log)
+		r = r.WithContext(ctx)
+		w.Header().Set("X-Request-Id", rid)
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		_, pattern := mux.Handler(r)
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.Error("panic", "panic", p, "path", r.URL.Path)
+				if !sw.wrote {
+					writeProblem(ctx, sw, 500, payment.CodeInternal, "internal error")
+				}
+			}
+			d := time.Since(start)
+			route := pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			if s.Observe != nil {
+				s.Observe(route, sw.status, d)
+			}
+			if !strings.HasPrefix(r.URL.Path, "/ops/queues") && r.URL.Path != "/metrics" {
+				log.Info("request", "method", r.Method, "route", route, "status", sw.status, "ms", float64(d.Microseconds())/1000)
+			}
+		}()
+		if pattern == "" {
+			code, status := payment.CodeNotFound, http.StatusNotFound
+			// ServeMux answers 405 itself when only the method is wrong.
+			if h, _ := mux.Handler(r); h != nil {
+				rec := &probeWriter{header: http.Header{}}
+				h.ServeHTTP(rec, r)
+				if rec.status == http.StatusMethodNotAllowed {
+					code, status = "METHOD_NOT_ALLOWED", http.StatusMethodNotAllowed
+					sw.Header().Set("Allow", rec.header.Get("Allow"))
+				}
+			}
+			writeProblem(ctx, sw, status, code, "no such route")
+			return
+		}
+		mux.ServeHTTP(sw, r)
+	})
+}
+
+type probeWriter struct {
+	header http.Header
+	status int
+}
+
+func (p *probeWriter) Header() http.Header         { return p.header }
+func (p *probeWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (p *probeWriter) WriteHeader(s int)           { p.status = s }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if s.Ready != nil {
+		if err := s.Ready(ctx); err != nil {
+			logger(ctx).Warn("not ready", "err", err)
+			writeProblem(r.Context(), w, http.StatusServiceUnavailable, payment.CodeUnavailable, "a dependency does not answer")
+			return
+		}
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+func (s *Server) adminOnly(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.AdminToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="payrail-admin"`)
+			writeProblem(r.Context(), w, http.StatusUnauthorized, payment.CodeUnauthorized, "admin bearer token required")
+			return
+		}
+		body, err := readBody(r)
+		if err != nil {
+			writeError(r.Context(), w, err)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyBody, body)))
+	})
+}
+
+// merchantOnly reads the body (≤ 1 MiB), verifies the HMAC signature and
+// scopes the request to the merchant.
+func (s *Server) merchantOnly(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := readBody(r)
+		if err != nil {
+			writeError(r.Context(), w, err)
+			return
+		}
+		merchantID, err := s.Verifier.Verify(r.Context(), r, body)
+		if err != nil {
+			writeError(r.Context(), w, err)
+			return
+		}
+		ctx := context.WithValue(r.Context(), keyMerchant, merchantID)
+		ctx = context.WithValue(ctx, keyBody, body)
+		ctx = context.WithValue(ctx, keyLogger, logger(ctx).With("merchant_id", merchantID))
+		h(w, r.WithContext(ctx))
+	})
+}
+
+func merchantID(r *http.Request) string {
+	v, _ := r.Context().Value(keyMerchant).(string)
+	return v
+}
+
+func body(r *http.Request) []byte {
+	v, _ := r.Context().Value(keyBody).([]byte)
+	return v
+}

@@ -1,0 +1,130 @@
+// Package queue defines payrail's asynq tasks in one place: their type names,
+// payloads, task IDs (which carry a generation, DESIGN rule 7) and queues.
+// It owns enqueueing; it never decides payment state.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task types.
+const (
+	TypeConfirm   = "payment:confirm"
+	TypeReconcile = "payment:reconcile"
+	TypeCancel    = "payment:cancel"
+	TypeRefund    = "payment:refund"
+	TypeWebhook   = "pg:webhook"
+	TypeCallback  = "callback:deliver"
+	TypeSweep     = "sweep:tick"
+)
+
+// Queues, by priority. Confirm work never waits behind callbacks.
+const (
+	QueuePayments    = "payments"
+	QueueCallbacks   = "callbacks"
+	QueueMaintenance = "maintenance"
+)
+
+// Priorities are asynq's weighted queue priorities.
+var Priorities = map[string]int{QueuePayments: 6, QueueCallbacks: 3, QueueMaintenance: 1}
+
+// OrderPayload names an order at a version.
+type OrderPayload struct {
+	OrderID string `json:"orderId"`
+	Version int    `json:"version"`
+}
+
+// IDPayload names one row (a cancel, refund, webhook event or callback).
+type IDPayload struct {
+	ID      string `json:"id"`
+	Attempt int    `json:"attempt,omitempty"`
+}
+
+// SweepPayload names one tick of the periodic sweep.
+type SweepPayload struct {
+	Tick int64 `json:"tick"`
+}
+
+// Decode unmarshals a payload; an undecodable one can never succeed, so it
+// is wrapped in asynq.SkipRetry.
+func Decode(t *asynq.Task, v any) error {
+	if err := json.Unmarshal(t.Payload(), v); err != nil {
+		return fmt.Errorf("decode %s payload: %v: %w", t.Type(), err, asynq.SkipRetry)
+	}
+	return nil
+}
+
+// Client enqueues tasks.
+type Client struct {
+	c *asynq.Client
+	// MaxRetry bounds asynq's own retries; payrail keeps the real retry
+	// budget in PostgreSQL, so this is only a backstop.
+	MaxRetry int
+}
+
+// NewClient wraps an asynq client.
+func NewClient(c *asynq.Client) *Client { return &Client{c: c, MaxRetry: 1000} }
+
+// Close closes the underlying client.
+func (c *Client) Close() error { return c.c.Close() }
+
+func (c *Client) enqueue(ctx context.Context, typ, id, queue string, payload any, opts ...asynq.Option) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	opts = append([]asynq.Option{asynq.TaskID(id), asynq.Queue(queue), asynq.MaxRetry(c.MaxRetry)}, opts...)
+	_, err = c.c.EnqueueContext(ctx, asynq.NewTask(typ, b), opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The same generation is already queued: that is the goal.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue %s: %w", id, err)
+	}
+	return nil
+}
+
+// Confirm enqueues the confirm of an order that entered CONFIRMING at version.
+func (c *Client) Confirm(ctx context.Context, orderID string, version int) error {
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version})
+}
+
+// Reconcile enqueues a PG lookup for an order whose confirm outcome is unknown.
+func (c *Client) Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error {
+	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version}, asynq.ProcessIn(delay))
+}
+
+// Cancel enqueues a merchant cancel.
+func (c *Client) Cancel(ctx context.Context, cancelID string) error {
+	return c.enqueue(ctx, TypeCancel, "cancel:"+cancelID, QueuePayments, IDPayload{ID: cancelID})
+}
+
+// Refund enqueues the automatic refund of a late approval, one per attempt.
+func (c *Client) Refund(ctx context.Context, refundID string, attempt int) error {
+	return c.enqueue(ctx, TypeRefund, "refund:"+refundID+":"+strconv.Itoa(attempt), QueuePayments, IDPayload{ID: refundID, Attempt: attempt})
+}
+
+// Webhook enqueues the application of a stored PG webhook event.
+func (c *Client) Webhook(ctx context.Context, provider, eventKey string) error {
+	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey, QueuePayments, IDPayload{ID: provider + ":" + eventKey})
+}
+
+// Callback enqueues delivery attempt `attempt` of a callback.
+func (c *Client) Callback(ctx context.Context, callbackID string, attempt int) error {
+	return c.enqueue(ctx, TypeCallback, "callback:"+callbackID+":"+strconv.Itoa(attempt), QueueCallbacks, IDPayload{ID: callbackID, Attempt: attempt})
+}
+
+// Sweep enqueues one tick of the periodic sweep. The tick's task ID is kept
+// (retention) for a while, so two workers enqueueing the same tick run it once.
+func (c *Client) Sweep(ctx context.Context, tick int64, retention time.Duration) error {
+	return c.enqueue(ctx, TypeSweep, "sweep:"+strconv.FormatInt(tick, 10), QueueMaintenance, SweepPayload{Tick: tick},
+		asynq.Retention(retention), asynq.MaxRetry(0))
+}

@@ -1,0 +1,242 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// MaxActiveSecrets is how many secrets of one kind a merchant may hold at
+// once: two, so a rotation overlaps.
+const MaxActiveSecrets = 2
+
+// Merchant is a merchant account as the admin API shows it.
+type Merchant struct {
+	MerchantID      string    `json:"merchantId" db:"merchant_id"`
+	Name            string    `json:"name" db:"name"`
+	ClientID        string    `json:"clientId" db:"client_id"`
+	Status          string    `json:"status" db:"status"`
+	CallbackURL     string    `json:"callbackUrl" db:"callback_url"`
+	ReturnURL       *string   `json:"returnUrl" db:"return_url"`
+	CallbackEnabled bool      `json:"callbackEnabled" db:"callback_enabled"`
+	CreatedAt       time.Time `json:"createdAt" db:"created_at"`
+	UpdatedAt       time.Time `json:"updatedAt" db:"updated_at"`
+}
+
+// NewMerchant is what creating a merchant takes.
+type NewMerchant struct {
+	Name        string
+	CallbackURL string
+	ReturnURL   *string
+}
+
+// CreatedMerchant carries the secrets shown once at creation.
+type CreatedMerchant struct {
+	Merchant
+	ClientSecret     string `json:"clientSecret"`
+	ClientSecretID   string `json:"clientSecretId"`
+	CallbackSecret   string `json:"callbackSecret"`
+	CallbackSecretID string `json:"callbackSecretId"`
+}
+
+const sqlInsertMerchant = `
+INSERT INTO merchants (merchant_id, name, client_id, callback_url, return_url)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at`
+
+// CreateMerchant creates a merchant with one client and one callback secret.
+func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerchant, error) {
+	var out CreatedMerchant
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := tx.GetContext(ctx, &out.Merchant, sqlInsertMerchant,
+			NewID("mer_", 20), m.Name, NewID("ck_", 24), m.CallbackURL, m.ReturnURL); err != nil {
+			return fmt.Errorf("insert merchant: %w", err)
+		}
+		var err error
+		out.ClientSecretID, out.ClientSecret, err = s.addSecretTx(ctx, tx, out.MerchantID, "client")
+		if err != nil {
+			return err
+		}
+		out.CallbackSecretID, out.CallbackSecret, err = s.addSecretTx(ctx, tx, out.MerchantID, "callback")
+		return err
+	})
+	return out, err
+}
+
+const sqlSelectMerchant = `
+SELECT merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at
+FROM merchants WHERE merchant_id = $1`
+
+// Merchant returns a merchant; MERCHANT_NOT_FOUND when absent.
+func (s *Store) Merchant(ctx context.Context, merchantID string) (Merchant, error) {
+	var m Merchant
+	err := s.db.GetContext(ctx, &m, sqlSelectMerchant, merchantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+	}
+	return m, err
+}
+
+// MerchantPatch holds the fields a PATCH may change; nil leaves one alone.
+type MerchantPatch struct {
+	Status          *string
+	CallbackURL     *string
+	ReturnURL       *string
+	CallbackEnabled *bool
+}
+
+const sqlPatchMerchant = `
+UPDATE merchants SET
+    status = COALESCE($2, status),
+    callback_url = COALESCE($3, callback_url),
+    return_url = COALESCE($4, return_url),
+    callback_enabled = COALESCE($5, callback_enabled),
+    updated_at = now()
+WHERE merchant_id = $1
+RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at`
+
+// UpdateMerchant applies p; MERCHANT_NOT_FOUND when absent.
+func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p MerchantPatch) (Merchant, error) {
+	var m Merchant
+	err := s.db.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+	}
+	return m, err
+}
+
+// AddSecret adds a client or callback secret, returned once in plaintext.
+// TOO_MANY_ACTIVE_SECRETS when two are already active.
+func (s *Store) AddSecret(ctx context.Context, merchantID, kind string) (secretID, secret string, err error) {
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		// Lock the merchant so two concurrent adds cannot both pass the count.
+		var id string
+		if err := tx.GetContext(ctx, &id, `SELECT merchant_id FROM merchants WHERE merchant_id = $1 FOR UPDATE`, merchantID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+			}
+			return err
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`, merchantID, kind); err != nil {
+			return err
+		}
+		if n >= MaxActiveSecrets {
+			return payment.Errorf(payment.CodeTooManySecrets, "a merchant holds at most %d active %s secrets; revoke one first", MaxActiveSecrets, kind)
+		}
+		secretID, secret, err = s.addSecretTx(ctx, tx, merchantID, kind)
+		return err
+	})
+	return secretID, secret, err
+}
+
+func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind string) (string, string, error) {
+	secretID := NewID("sec_", 20)
+	var secret string
+	if kind == "callback" {
+		secret = NewCallbackSecret()
+	} else {
+		secret = NewSecret("sk_")
+	}
+	keyID, ct, err := s.keys.Encrypt([]byte(secret), []byte(secretID))
+	if err != nil {
+		return "", "", fmt.Errorf("encrypt secret: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, ciphertext) VALUES ($1, $2, $3, $4, $5)`,
+		secretID, merchantID, kind, keyID, ct); err != nil {
+		return "", "", fmt.Errorf("insert secret: %w", err)
+	}
+	return secretID, secret, nil
+}
+
+// RevokeSecret revokes a secret. SECRET_NOT_FOUND when it is not the
+// merchant's or already revoked; LAST_ACTIVE_SECRET when it is the last
+// active one of its kind (that would lock the merchant out).
+func (s *Store) RevokeSecret(ctx context.Context, merchantID, secretID string) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var kind string
+		err := tx.GetContext(ctx, &kind, `SELECT kind FROM merchant_secrets WHERE secret_id = $1 AND merchant_id = $2 AND revoked_at IS NULL FOR UPDATE`, secretID, merchantID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeSecretNotFound, "secret not found")
+		}
+		if err != nil {
+			return err
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`, merchantID, kind); err != nil {
+			return err
+		}
+		if n <= 1 {
+			return payment.Errorf(payment.CodeLastSecret, "cannot revoke the last active %s secret; add a new one first", kind)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE merchant_secrets SET revoked_at = now() WHERE secret_id = $1`, secretID)
+		return err
+	})
+}
+
+type secretRow struct {
+	SecretID   string `db:"secret_id"`
+	KeyID      string `db:"key_id"`
+	Ciphertext []byte `db:"ciphertext"`
+}
+
+func (s *Store) decryptSecrets(rows []secretRow) ([]string, error) {
+	out := make([]string, 0, len(rows))
+	for _, r := range rows {
+		pt, err := s.keys.Decrypt(r.KeyID, r.Ciphertext, []byte(r.SecretID))
+		if err != nil {
+			return nil, fmt.Errorf("decrypt secret %s: %w", r.SecretID, err)
+		}
+		out = append(out, string(pt))
+	}
+	return out, nil
+}
+
+const sqlCredentials = `
+SELECT m.merchant_id, m.status, s.secret_id, s.key_id, s.ciphertext
+FROM merchants m
+LEFT JOIN merchant_secrets s ON s.merchant_id = m.merchant_id AND s.kind = 'client' AND s.revoked_at IS NULL
+WHERE m.client_id = $1`
+
+// Credentials implements auth.CredentialStore.
+func (s *Store) Credentials(ctx context.Context, clientID string) (auth.Credentials, error) {
+	var rows []struct {
+		MerchantID string  `db:"merchant_id"`
+		Status     string  `db:"status"`
+		SecretID   *string `db:"secret_id"`
+		KeyID      *string `db:"key_id"`
+		Ciphertext []byte  `db:"ciphertext"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, sqlCredentials, clientID); err != nil {
+		return auth.Credentials{}, fmt.Errorf("credentials: %w", err)
+	}
+	if len(rows) == 0 {
+		return auth.Credentials{}, auth.ErrUnknownClient
+	}
+	c := auth.Credentials{MerchantID: rows[0].MerchantID, Suspended: rows[0].Status == "SUSPENDED"}
+	var secrets []secretRow
+	for _, r := range rows {
+		if r.SecretID != nil {
+			secrets = append(secrets, secretRow{SecretID: *r.SecretID, KeyID: *r.KeyID, Ciphertext: r.Ciphertext})
+		}
+	}
+	var err error
+	c.Secrets, err = s.decryptSecrets(secrets)
+	return c, err
+}
+
+// CallbackSecrets returns the merchant's active callback secrets, newest first.
+func (s *Store) CallbackSecrets(ctx context.Context, merchantID string) ([]string, error) {
+	var rows []secretRow
+	if err := s.db.SelectContext(ctx, &rows, `SELECT secret_id, key_id, ciphertext FROM merchant_secrets WHERE merchant_id = $1 AND kind = 'callback' AND revoked_at IS NULL ORDER BY created_at DESC`, merchantID); err != nil {
+		return nil, fmt.Errorf("callback secrets: %w", err)
+	}
+	return s.decryptSecrets(rows)
+}

@@ -1,0 +1,503 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+const orderColumns = `order_id, merchant_id, merchant_order_id, amount, currency, order_name, success_url, fail_url,
+status, version, payment_token_hash, payment_key, pg_idempotency_key, method, approved_at, failure_code, failure_message,
+canceled_amount, reserved_cancel_amount, needs_reconciliation, outcome_unknown, confirm_attempts, confirm_requested_at,
+next_check_at, expires_at, created_at, updated_at, seq`
+
+// OrderRow is an order as stored, with the fields workers need that merchants
+// never see.
+type OrderRow struct {
+	OrderID              string     `db:"order_id"`
+	MerchantID           string     `db:"merchant_id"`
+	MerchantOrderID      *string    `db:"merchant_order_id"`
+	Amount               int64      `db:"amount"`
+	Currency             string     `db:"currency"`
+	OrderName            string     `db:"order_name"`
+	SuccessURL           *string    `db:"success_url"`
+	FailURL              *string    `db:"fail_url"`
+	Status               string     `db:"status"`
+	Version              int        `db:"version"`
+	PaymentTokenHash     []byte     `db:"payment_token_hash"`
+	PaymentKey           *string    `db:"payment_key"`
+	PGIdempotencyKey     *string    `db:"pg_idempotency_key"`
+	Method               *string    `db:"method"`
+	ApprovedAt           *time.Time `db:"approved_at"`
+	FailureCode          *string    `db:"failure_code"`
+	FailureMessage       *string    `db:"failure_message"`
+	CanceledAmount       int64      `db:"canceled_amount"`
+	ReservedCancelAmount int64      `db:"reserved_cancel_amount"`
+	NeedsReconciliation  bool       `db:"needs_reconciliation"`
+	OutcomeUnknown       bool       `db:"outcome_unknown"`
+	ConfirmAttempts      int        `db:"confirm_attempts"`
+	ConfirmRequestedAt   *time.Time `db:"confirm_requested_at"`
+	NextCheckAt          *time.Time `db:"next_check_at"`
+	ExpiresAt            time.Time  `db:"expires_at"`
+	CreatedAt            time.Time  `db:"created_at"`
+	UpdatedAt            time.Time  `db:"updated_at"`
+	Seq                  int64      `db:"seq"`
+}
+
+// Order converts the row to its public form.
+func (r OrderRow) Order() payment.Order {
+	o := payment.Order{
+		OrderID: r.OrderID, MerchantID: r.MerchantID, MerchantOrderID: r.MerchantOrderID,
+		Status: payment.Status(r.Status), Version: r.Version, Amount: r.Amount, Currency: r.Currency,
+		OrderName: r.OrderName, SuccessURL: r.SuccessURL, FailURL: r.FailURL, PaymentKey: r.PaymentKey,
+		Method: r.Method, ApprovedAt: utcPtr(r.ApprovedAt), CanceledAmount: r.CanceledAmount,
+		PendingCancelAmount: r.ReservedCancelAmount, NeedsReconciliation: r.NeedsReconciliation,
+		ExpiresAt: r.ExpiresAt.UTC(), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+	if r.FailureCode != nil {
+		o.Failure = &payment.Failure{Code: *r.FailureCode}
+		if r.FailureMessage != nil {
+			o.Failure.Message = *r.FailureMessage
+		}
+	}
+	return o
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// NewOrder is what creating an order takes.
+type NewOrder struct {
+	MerchantID      string
+	MerchantOrderID *string
+	Amount          int64
+	Currency        string
+	OrderName       string
+	SuccessURL      *string
+	FailURL         *string
+	TokenHash       []byte
+	TTL             time.Duration
+}
+
+const sqlInsertOrder = `
+INSERT INTO orders (order_id, merchant_id, merchant_order_id, amount, currency, order_name, success_url, fail_url,
+    payment_token_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING ` + orderColumns
+
+// CreateOrder inserts an order in CREATED. ORDER_ALREADY_EXISTS when the
+// merchant already used merchantOrderId. fin, when set, records the
+// idempotent response in the same transaction.
+func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish) (payment.Order, error) {
+	var out payment.Order
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var row OrderRow
+		now := s.now()
+		err := tx.GetContext(ctx, &row, sqlInsertOrder, NewID("ord_", 24), o.MerchantID, o.MerchantOrderID, o.Amount,
+			o.Currency, o.OrderName, o.SuccessURL, o.FailURL, o.TokenHash, now.Add(o.TTL))
+		if isUniqueViolation(err, "orders_merchant_id_merchant_order_id_key") {
+			return payment.Errorf(payment.CodeOrderAlreadyExists, "merchantOrderId %q is already used", *o.MerchantOrderID)
+		}
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		to := payment.Created
+		if err := appendLogTx(ctx, tx, row.OrderID, "order.created", nil, &to, "merchant", map[string]any{"amount": o.Amount}); err != nil {
+			return err
+		}
+		out = row.Order()
+		return fin.finish(ctx, tx, s, out)
+	})
+	return out, err
+}
+
+func (s *Store) orderRow(ctx context.Context, q sqlx.QueryerContext, merchantID, orderID string, forUpdate bool) (OrderRow, error) {
+	var row OrderRow
+	query := `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2)`
+	if forUpdate {
+		query += ` FOR UPDATE`
+	}
+	err := sqlx.GetContext(ctx, q, &row, query, orderID, merchantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return row, payment.Errorf(payment.CodeOrderNotFound, "order not found")
+	}
+	if err != nil {
+		return row, fmt.Errorf("select order: %w", err)
+	}
+	return row, nil
+}
+
+// OrderRow returns the stored row; merchantID "" means any merchant (workers,
+// operators). ORDER_NOT_FOUND when absent or another merchant's.
+func (s *Store) OrderRow(ctx context.Context, merchantID, orderID string) (OrderRow, error) {
+	return s.orderRow(ctx, s.db, merchantID, orderID, false)
+}
+
+// Order returns an order with its history; merchantID "" means any merchant.
+func (s *Store) Order(ctx context.Context, merchantID, orderID string, withHistory bool) (payment.Order, error) {
+	row, err := s.orderRow(ctx, s.db, merchantID, orderID, false)
+	if err != nil {
+		return payment.Order{}, err
+	}
+	o := row.Order()
+	if withHistory {
+		o.History, err = s.History(ctx, orderID)
+	}
+	return o, err
+}
+
+// OrderByPaymentKey returns the order a paymentKey paid (or is confirming);
+// PAYMENT_NOT_FOUND when none of the merchant's orders has it.
+func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey string) (payment.Order, error) {
+	var row OrderRow
+	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND ($2 = '' OR merchant_id = $2)`, paymentKey, merchantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return payment.Order{}, payment.Errorf(payment.CodePaymentNotFound, "payment not found")
+	}
+	if err != nil {
+		return payment.Order{}, fmt.Errorf("select order by payment key: %w", err)
+	}
+	o := row.Order()
+	o.History, err = s.History(ctx, row.OrderID)
+	return o, err
+}
+
+type logRow struct {
+	At      time.Time `db:"at"`
+	Action  string    `db:"action"`
+	From    *string   `db:"from_status"`
+	To      *string   `db:"to_status"`
+	Actor   string    `db:"actor"`
+	Details []byte    `db:"details"`
+}
+
+// History returns an order's payment_log, oldest first.
+func (s *Store) History(ctx context.Context, orderID string) ([]payment.LogEntry, error) {
+	var rows []logRow
+	if err := s.db.SelectContext(ctx, &rows, `SELECT at, action, from_status, to_status, actor, details FROM payment_log WHERE order_id = $1 ORDER BY id`, orderID); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	out := make([]payment.LogEntry, 0, len(rows))
+	for _, r := range rows {
+		e := payment.LogEntry{At: r.At.UTC(), Action: r.Action, Actor: r.Actor}
+		if r.From != nil {
+			st := payment.Status(*r.From)
+			e.From = &st
+		}
+		if r.To != nil {
+			st := payment.Status(*r.To)
+			e.To = &st
+		}
+		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
+			return nil, fmt.Errorf("history details: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// ListFilter narrows ListOrders.
+type ListFilter struct {
+	Status          string
+	MerchantOrderID string
+	PaymentKey      string
+	OrderID         string
+	NeedsReconcile  bool
+	Limit           int
+	Cursor          string
+}
+
+// ListOrders returns a merchant's orders newest first ("" = every merchant's,
+// for operators), keyset-paginated on seq. next is "" on the last page.
+func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter) (orders []payment.Order, next string, err error) {
+	if f.Limit <= 0 || f.Limit > 100 {
+		f.Limit = 20
+	}
+	var before int64 = 1<<63 - 1
+	if f.Cursor != "" {
+		before, err = strconv.ParseInt(f.Cursor, 36, 64)
+		if err != nil || before <= 0 {
+			return nil, "", payment.Errorf(payment.CodeInvalidRequest, "cursor is not one this API returned")
+		}
+	}
+	var rows []OrderRow
+	err = s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders
+WHERE ($1 = '' OR merchant_id = $1) AND seq < $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR merchant_order_id = $4)
+  AND ($5 = '' OR payment_key = $5) AND ($6 = '' OR order_id = $6) AND (NOT $7 OR needs_reconciliation)
+ORDER BY seq DESC LIMIT $8`, merchantID, before, f.Status, f.MerchantOrderID, f.PaymentKey, f.OrderID, f.NeedsReconcile, f.Limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	if len(rows) > f.Limit {
+		rows = rows[:f.Limit]
+		next = strconv.FormatInt(rows[len(rows)-1].Seq, 36)
+	}
+	orders = make([]payment.Order, len(rows))
+	for i, r := range rows {
+		orders[i] = r.Order()
+	}
+	return orders, next, nil
+}
+
+func appendLogTx(ctx context.Context, tx *sqlx.Tx, orderID, action string, from, to *payment.Status, actor string, details map[string]any) error {
+	if details == nil {
+		details = map[string]any{}
+	}
+	d, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("log details: %w", err)
+	}
+	if actor == "" {
+		actor = "system"
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, $2, $3, $4, $5, $6)`,
+		orderID, action, statusPtr(from), statusPtr(to), actor, d)
+	if err != nil {
+		return fmt.Errorf("insert payment_log: %w", err)
+	}
+	return nil
+}
+
+func statusPtr(s *payment.Status) *string {
+	if s == nil {
+		return nil
+	}
+	v := string(*s)
+	return &v
+}
+
+// AppendLog records a history row that changes no state (a PG call, an alert).
+func (s *Store) AppendLog(ctx context.Context, orderID, action, actor string, details map[string]any) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		return appendLogTx(ctx, tx, orderID, action, nil, nil, actor, details)
+	})
+}
+
+// ConfirmResult is what a confirm request did.
+type ConfirmResult struct {
+	Order payment.Order
+	// Result is ACCEPTED, DUPLICATE or FAILURE.
+	Result string
+	// Enqueue is true when this request moved the order to CONFIRMING and
+	// the confirm task must be enqueued (after commit).
+	Enqueue bool
+}
+
+// RequestConfirm records a merchant's confirm, checking in DESIGN.md's order:
+// the order is the merchant's (ORDER_NOT_FOUND, nothing recorded), the
+// paymentToken (INVALID_PAYMENT_TOKEN, recorded as a security event), the
+// amount (AMOUNT_MISMATCH), then the state (ORDER_NOT_CONFIRMABLE,
+// PAYMENT_KEY_CONFLICT). CREATED → CONFIRMING stores the paymentKey and the
+// PG idempotency key.
+func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *IdemFinish) (ConfirmResult, error) {
+	var res ConfirmResult
+	var securityErr error
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		row, err := s.orderRow(ctx, tx, merchantID, orderID, true)
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare(HashToken(token), row.PaymentTokenHash) != 1 {
+			securityErr = payment.Errorf(payment.CodeInvalidPaymentToken, "paymentToken does not match this order")
+			// Committed on purpose: the attempt is a security event in the history.
+			return appendLogTx(ctx, tx, orderID, "security.invalid_payment_token", nil, nil, "merchant", map[string]any{"paymentKey": paymentKey})
+		}
+		if amount != row.Amount {
+			return payment.Errorf(payment.CodeAmountMismatch, "amount %d does not match the order amount", amount)
+		}
+		st := payment.Status(row.Status)
+		samePK := row.PaymentKey != nil && *row.PaymentKey == paymentKey
+		switch {
+		case st == payment.Created:
+			if !row.ExpiresAt.After(s.now()) {
+				return payment.Errorf(payment.CodeOrderNotConfirmable, "order expired at %s", row.ExpiresAt.UTC().Format(time.RFC3339))
+			}
+			now := s.now()
+			idem := payment.ConfirmIdempotencyKey(orderID, paymentKey)
+			o, err := s.transitionTx(ctx, tx, row, Change{
+				OrderID: orderID, Version: row.Version, To: payment.Confirming, Action: "confirm.accepted", Actor: "merchant",
+				PaymentKey: &paymentKey, PGIdempotencyKey: &idem, ConfirmRequestedAt: &now, NextCheckAt: ptr(now.Add(ConfirmStuckAfter)),
+				Details: map[string]any{"paymentKey": paymentKey},
+			})
+			if err != nil {
+				return err
+			}
+			res = ConfirmResult{Order: o, Result: "ACCEPTED", Enqueue: true}
+		case !samePK:
+			if st == payment.Expired {
+				return payment.Errorf(payment.CodeOrderNotConfirmable, "order has expired")
+			}
+			return payment.Errorf(payment.CodePaymentKeyConflict, "another paymentKey is already confirming or confirmed this order")
+		case st == payment.Confirming:
+			res = ConfirmResult{Order: row.Order(), Result: "ACCEPTED"}
+		case st == payment.Failed:
+			res = ConfirmResult{Order: row.Order(), Result: "FAILURE"}
+		case st == payment.Expired:
+			return payment.Errorf(payment.CodeOrderNotConfirmable, "order has expired")
+		default: // PAID, PARTIALLY_CANCELED, CANCELED
+			res = ConfirmResult{Order: row.Order(), Result: "DUPLICATE"}
+		}
+		return fin.finish(ctx, tx, s, res)
+	})
+	if err == nil && securityErr != nil {
+		return res, securityErr
+	}
+	if isUniqueViolation(err, "orders_payment_key") {
+		return res, payment.Errorf(payment.CodePaymentKeyConflict, "paymentKey is already used by another order")
+	}
+	return res, err
+}
+
+// ConfirmStuckAfter is how long a CONFIRMING order may go without news
+// before the sweep re-enqueues its confirm (covering a lost enqueue).
+var ConfirmStuckAfter = 30 * time.Second
+
+func ptr[T any](v T) *T { return &v }
+
+// Change is one fenced transition and what travels with it.
+type Change struct {
+	OrderID string
+	// Version is the version the caller read; the UPDATE is fenced on it.
+	Version int
+	To      payment.Status
+	Action  string
+	Actor   string
+	Details map[string]any
+
+	PaymentKey          *string
+	PGIdempotencyKey    *string
+	Method              *string
+	ApprovedAt          *time.Time
+	FailureCode         *string
+	FailureMessage      *string
+	ConfirmRequestedAt  *time.Time
+	NextCheckAt         *time.Time
+	CanceledAmountDelta int64
+	ReservedDelta       int64
+	// Event overrides the callback event (default payment.EventFor(To)).
+	Event payment.CallbackEvent
+}
+
+// ErrVersionConflict means someone else moved the order first: re-read, never
+// overwrite.
+var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was changed concurrently")
+
+// Transition applies c in one transaction: the fenced UPDATE, a payment_log
+// row and, when the merchant must hear of it, a callbacks outbox row. It
+// returns ErrVersionConflict when the order is no longer at c.Version, and
+// ILLEGAL_TRANSITION (logged, never applied) when the table refuses it.
+func (s *Store) Transition(ctx context.Context, c Change) (payment.Order, error) {
+	var out payment.Order
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		row, err := s.orderRow(ctx, tx, "", c.OrderID, true)
+		if err != nil {
+			return err
+		}
+		out, err = s.transitionTx(ctx, tx, row, c)
+		return err
+	})
+	return out, err
+}
+
+const sqlTransition = `
+UPDATE orders SET
+    status = $4, version = version + 1, updated_at = now(),
+    payment_key = COALESCE($5, payment_key),
+    pg_idempotency_key = COALESCE($6, pg_idempotency_key),
+    method = COALESCE($7, method),
+    approved_at = COALESCE($8, approved_at),
+    failure_code = COALESCE($9, failure_code),
+    failure_message = COALESCE($10, failure_message),
+    confirm_requested_at = COALESCE($11, confirm_requested_at),
+    next_check_at = COALESCE($12, next_check_at),
+    canceled_amount = canceled_amount + $13,
+    reserved_cancel_amount = reserved_cancel_amount + $14,
+    needs_reconciliation = CASE WHEN $4 = 'CONFIRMING' THEN needs_reconciliation ELSE false END
+WHERE order_id = $1 AND version = $2 AND status = ANY($3)
+RETURNING ` + orderColumns
+
+// transitionTx applies c to row, which the caller read in tx (FOR UPDATE).
+func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, row OrderRow, c Change) (payment.Order, error) {
+	from := payment.Status(row.Status)
+	if row.Version != c.Version {
+		return payment.Order{}, ErrVersionConflict
+	}
+	if err := payment.CheckTransition(from, c.To); err != nil {
+		return payment.Order{}, err
+	}
+	sources := payment.Sources(c.To)
+	src := make([]string, len(sources))
+	for i, st := range sources {
+		src[i] = string(st)
+	}
+	var updated OrderRow
+	err := tx.GetContext(ctx, &updated, sqlTransition, c.OrderID, c.Version, pq.Array(src), string(c.To),
+		c.PaymentKey, c.PGIdempotencyKey, c.Method, c.ApprovedAt, c.FailureCode, c.FailureMessage,
+		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta)
+	if errors.Is(err, sql.ErrNoRows) {
+		return payment.Order{}, ErrVersionConflict
+	}
+	if err != nil {
+		return payment.Order{}, fmt.Errorf("transition %s → %s: %w", from, c.To, err)
+	}
+	to := c.To
+	if err := appendLogTx(ctx, tx, c.OrderID, c.Action, &from, &to, c.Actor, c.Details); err != nil {
+		return payment.Order{}, err
+	}
+	order := updated.Order()
+	event := c.Event
+	if event == "" {
+		event = payment.EventFor(c.To)
+	}
+	if event != "" {
+		if err := insertCallbackTx(ctx, tx, s.now(), order, from, event); err != nil {
+			return payment.Order{}, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_notify('payrail_order', $1)`, c.OrderID+" "+string(c.To)); err != nil {
+		return payment.Order{}, fmt.Errorf("notify: %w", err)
+	}
+	return order, nil
+}
+
+// CallbackPayload is the body of a merchant callback.
+type CallbackPayload struct {
+	Type      payment.CallbackEvent `json:"type"`
+	Timestamp time.Time             `json:"timestamp"`
+	Data      CallbackData          `json:"data"`
+}
+
+// CallbackData is the order snapshot a callback carries.
+type CallbackData struct {
+	payment.Order
+	PreviousStatus payment.Status `json:"previousStatus"`
+}
+
+func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, now time.Time, o payment.Order, prev payment.Status, event payment.CallbackEvent) error {
+	o.History = nil
+	body, err := json.Marshal(CallbackPayload{Type: event, Timestamp: now.UTC(), Data: CallbackData{Order: o, PreviousStatus: prev}})
+	if err != nil {
+		return fmt.Errorf("callback payload: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		NewID("msg_", 24), o.MerchantID, o.OrderID, string(event), body, now)
+	if err != nil {
+		return fmt.Errorf("insert callback: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+// Package store is payrail's PostgreSQL persistence: merchants, orders, the
+// payment log, the callback outbox and idempotency records. Every public method
+// that changes state opens its own transaction, so a transition, its log row
+// and its outbox row commit together or not at all. Unique violations become
+// domain errors here and nowhere else.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/pressly/goose/v3"
+
+	"github.com/payrail/payrail/internal/secretbox"
+	"github.com/payrail/payrail/migrations"
+)
+
+// Store is the PostgreSQL store.
+type Store struct {
+	db   *sqlx.DB
+	keys *secretbox.Keyring
+	now  func() time.Time
+}
+
+// Options tunes a Store.
+type Options struct {
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// New wraps an open database.
+func New(db *sqlx.DB, keys *secretbox.Keyring, opt Options) *Store {
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, keys: keys, now: now}
+}
+
+// DB returns the underlying pool (for health checks and tests).
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Open connects to url with a bounded pool.
+func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if maxConns <= 0 {
+		maxConns = 20
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ping postgres: %w", err)
+	}
+	return db, nil
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	for _, r := range results {
+		if log != nil {
+			log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration)
+		}
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction, rolling back on error or panic.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func isUniqueViolation(err error, constraint string) bool {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) && pqErr.Code == "23505" {
+		return constraint == "" || pqErr.Constraint == constraint
+	}
+	return false
+}
+
+func isCheckViolation(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23514"
+}
