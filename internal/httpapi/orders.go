@@ -41,7 +41,9 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
-	bad := func(format string, args ...any) { writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, format, args...)) }
+	bad := func(format string, args ...any) {
+		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, format, args...))
+	}
 	switch {
 	case req.Amount == nil:
 		bad("amount is required")

@@ -298,4 +298,3 @@ func Must(tb testing.TB, err error) {
 		tb.Fatal(err)
 	}
 }
-
