@@ -402,7 +402,8 @@ func decodeLenient(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 // decodeStrict is decodeLenient for the sandbox endpoints, which refuse
-// unknown fields so typos in fault configs do not pass silently.
+// unknown fields so typos in fault configs do not pass silently (encoding/json
+// still matches names case-insensitively: "declinerate" is declineRate).
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
