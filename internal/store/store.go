@@ -113,3 +113,18 @@ func isCheckViolation(err error) bool {
 	var pqErr *pq.Error
 	return errors.As(err, &pqErr) && pqErr.Code == "23514"
 }
+
+// Exclusive runs fn while holding a transaction-scoped PostgreSQL advisory
+// lock; if another session holds it, fn does not run and ran is false. Used so
+// a periodic sweep never runs twice at once across workers.
+func (s *Store) Exclusive(ctx context.Context, lockID int64, fn func(ctx context.Context) error) (ran bool, err error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if err := tx.GetContext(ctx, &ran, `SELECT pg_try_advisory_xact_lock($1)`, lockID); err != nil || !ran {
+		return false, err
+	}
+	return true, fn(ctx)
+}

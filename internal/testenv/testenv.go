@@ -5,12 +5,9 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,49 +18,17 @@ import (
 	_ "github.com/lib/pq" // postgres driver
 	"github.com/redis/go-redis/v9"
 
+	"github.com/payrail/payrail/internal/envfile"
 	"github.com/payrail/payrail/internal/secretbox"
 	"github.com/payrail/payrail/internal/store"
 	"github.com/payrail/payrail/migrations"
 )
 
-// Env reads a variable, falling back to the repository's .run/env written by
-// `make up` / `make test`.
-func Env(key string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return runEnv()[key]
-}
+// Env reads a variable, falling back to the .run/test.env and .run/env files
+// that `make test` and `make up` write.
+func Env(key string) string { return getenv()(key) }
 
-var runEnvOnce = sync.OnceValue(func() map[string]string {
-	out := map[string]string{}
-	dir, _ := os.Getwd()
-	for i := 0; i < 6 && dir != "/"; i++ {
-		for _, name := range []string{".run/test.env", ".run/env"} {
-			f, err := os.Open(filepath.Join(dir, name))
-			if err != nil {
-				continue
-			}
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				line := strings.TrimSpace(sc.Text())
-				line = strings.TrimPrefix(line, "export ")
-				k, v, ok := strings.Cut(line, "=")
-				if !ok || strings.HasPrefix(k, "#") {
-					continue
-				}
-				if _, seen := out[k]; !seen {
-					out[k] = strings.Trim(v, `"'`)
-				}
-			}
-			f.Close()
-		}
-		dir = filepath.Dir(dir)
-	}
-	return out
-})
-
-func runEnv() map[string]string { return runEnvOnce() }
+var getenv = sync.OnceValue(func() func(string) string { return envfile.Getenv(".run/test.env", ".run/env") })
 
 func databaseURL(tb testing.TB) string {
 	u := Env("PAYRAIL_TEST_DATABASE_URL")

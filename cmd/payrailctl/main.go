@@ -1,0 +1,369 @@
+// Command payrailctl is the command line for people: it migrates the
+// database, creates merchants, and signs and sends merchant requests — the
+// reference client of payrail's signature scheme.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/envfile"
+	"github.com/payrail/payrail/internal/process"
+	"github.com/payrail/payrail/internal/store"
+)
+
+const usage = `payrailctl — payrail's command line
+
+Credentials come from the environment or, when unset, from .run/env and
+.run/merchant.env (written by 'make up' and 'payrailctl merchant create').
+
+  payrailctl migrate up                          apply database migrations (PAYRAIL_DATABASE_URL)
+  payrailctl merchant create --name N --callback-url URL [--return-url URL] [--save]
+                                                 create a merchant (admin API); --save writes .run/merchant.env
+  payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]
+                                                 sign and send a merchant request; prints status and body
+  payrailctl order create --amount N --name NAME [--merchant-order-id ID]
+  payrailctl order get ORDER_ID
+  payrailctl order confirm ORDER_ID --payment-key K --amount N --token T [--wait N]
+  payrailctl sandbox session ORDER_ID AMOUNT     open a mockpg payment session (no browser); prints the paymentKey
+  payrailctl pay ORDER_ID AMOUNT TOKEN [--wait N] open a mockpg session and confirm it in one go
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], envfile.Getenv(".run/merchant.env", ".run/env"), os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "payrailctl:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(out, usage)
+		return nil
+	}
+	c := &cli{getenv: getenv, out: out, http: &http.Client{Timeout: 40 * time.Second}}
+	switch args[0] {
+	case "migrate":
+		return c.migrate(ctx, args[1:])
+	case "merchant":
+		if len(args) > 1 && args[1] == "create" {
+			return c.merchantCreate(ctx, args[2:])
+		}
+	case "call":
+		return c.call(ctx, args[1:])
+	case "order":
+		if len(args) > 1 {
+			switch args[1] {
+			case "get":
+				if len(args) != 3 {
+					return errors.New("usage: payrailctl order get ORDER_ID")
+				}
+				return c.send(ctx, "GET", "/v1/orders/"+args[2], nil, nil)
+			case "create":
+				return c.orderCreate(ctx, args[2:])
+			case "confirm":
+				return c.orderConfirm(ctx, args[2:])
+			}
+		}
+	case "sandbox":
+		if len(args) == 4 && args[1] == "session" {
+			key, err := c.session(ctx, args[2], args[3])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(out, key)
+			return nil
+		}
+	case "pay":
+		return c.pay(ctx, args[1:])
+	}
+	return fmt.Errorf("unknown command %q; run 'payrailctl help'", strings.Join(args, " "))
+}
+
+type cli struct {
+	getenv func(string) string
+	out    io.Writer
+	http   *http.Client
+}
+
+func (c *cli) need(key string) (string, error) {
+	v := c.getenv(key)
+	if v == "" {
+		return "", fmt.Errorf("%s is not set (run 'make up' or export it)", key)
+	}
+	return v, nil
+}
+
+func (c *cli) migrate(ctx context.Context, args []string) error {
+	if len(args) != 1 || args[0] != "up" {
+		return errors.New("usage: payrailctl migrate up")
+	}
+	url, err := c.need("PAYRAIL_DATABASE_URL")
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, url, 2)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := store.Migrate(ctx, db.DB, process.NewLogger("info", os.Stderr)); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.out, "migrations are up to date")
+	return nil
+}
+
+func (c *cli) merchantCreate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("merchant create", flag.ContinueOnError)
+	name := fs.String("name", "", "merchant name")
+	cb := fs.String("callback-url", "", "where callbacks go")
+	ret := fs.String("return-url", "", "default success/fail URL")
+	save := fs.Bool("save", false, "write the credentials to .run/merchant.env")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	api, err := c.need("PAYRAIL_API_URL")
+	if err != nil {
+		return err
+	}
+	token, err := c.need("PAYRAIL_ADMIN_TOKEN")
+	if err != nil {
+		return err
+	}
+	body := map[string]any{"name": *name, "callbackUrl": *cb}
+	if *ret != "" {
+		body["returnUrl"] = *ret
+	}
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, "POST", api+"/admin/merchants", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 201 {
+		return fmt.Errorf("%s: %s", resp.Status, rb)
+	}
+	var m struct {
+		MerchantID, ClientID, ClientSecret, CallbackSecret string
+	}
+	_ = json.Unmarshal(rb, &m)
+	fmt.Fprintf(c.out, "%s\n", rb)
+	env := fmt.Sprintf("PAYRAIL_MERCHANT_ID=%s\nPAYRAIL_CLIENT_ID=%s\nPAYRAIL_CLIENT_SECRET=%s\nPAYRAIL_CALLBACK_SECRET=%s\n", m.MerchantID, m.ClientID, m.ClientSecret, m.CallbackSecret)
+	if *save {
+		if err := os.MkdirAll(".run", 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(".run", "merchant.env"), []byte(env), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, "# saved to .run/merchant.env; 'payrailctl call' now signs as this merchant")
+	} else {
+		fmt.Fprint(c.out, "# to sign as this merchant:\n"+strings.ReplaceAll("export "+env, "\nP", "\nexport P"))
+	}
+	return nil
+}
+
+// headerFlags collects repeated -H flags.
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+func (c *cli) call(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("call", flag.ContinueOnError)
+	var hdrs headerFlags
+	fs.Var(&hdrs, "H", "extra header 'Name: value' (repeatable)")
+	idem := fs.String("idempotency-key", "", "Idempotency-Key header")
+	// Flags may follow the positional arguments.
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	if len(pos) < 2 || len(pos) > 3 {
+		return errors.New("usage: payrailctl call METHOD PATH [BODY]")
+	}
+	var body []byte
+	if len(pos) == 3 {
+		body = []byte(pos[2])
+		if pos[2] == "-" {
+			var err error
+			if body, err = io.ReadAll(os.Stdin); err != nil {
+				return err
+			}
+		}
+	}
+	h := http.Header{}
+	for _, kv := range hdrs {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok {
+			return fmt.Errorf("header %q: want 'Name: value'", kv)
+		}
+		h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if *idem != "" {
+		h.Set("Idempotency-Key", *idem)
+	}
+	return c.send(ctx, strings.ToUpper(pos[0]), pos[1], body, h)
+}
+
+// do signs and sends a merchant request and returns the status and body.
+func (c *cli) do(ctx context.Context, method, path string, body []byte, h http.Header) (int, []byte, error) {
+	api, err := c.need("PAYRAIL_API_URL")
+	if err != nil {
+		return 0, nil, err
+	}
+	clientID, err := c.need("PAYRAIL_CLIENT_ID")
+	if err != nil {
+		return 0, nil, err
+	}
+	secret, err := c.need("PAYRAIL_CLIENT_SECRET")
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(api, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
+	if len(body) > 0 {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if err := auth.SignRequest(req, clientID, secret, time.Now()); err != nil {
+		return 0, nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, rb, err
+}
+
+func (c *cli) send(ctx context.Context, method, path string, body []byte, h http.Header) error {
+	status, rb, err := c.do(ctx, method, path, body, h)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "HTTP %d\n", status)
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, rb, "", "  ") == nil {
+		rb = pretty.Bytes()
+	}
+	fmt.Fprintf(c.out, "%s\n", bytes.TrimSpace(rb))
+	if status >= 400 {
+		return fmt.Errorf("request failed with HTTP %d", status)
+	}
+	return nil
+}
+
+func (c *cli) orderCreate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("order create", flag.ContinueOnError)
+	amount := fs.Int64("amount", 0, "amount in minor units (KRW: won)")
+	name := fs.String("name", "", "order name")
+	moid := fs.String("merchant-order-id", "", "your own reference")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	body := map[string]any{"amount": *amount, "orderName": *name}
+	if *moid != "" {
+		body["merchantOrderId"] = *moid
+	}
+	b, _ := json.Marshal(body)
+	return c.send(ctx, "POST", "/v1/orders", b, nil)
+}
+
+func (c *cli) orderConfirm(ctx context.Context, args []string) error {
+	if len(args) < 1 {
+		return errors.New("usage: payrailctl order confirm ORDER_ID --payment-key K --amount N --token T [--wait N]")
+	}
+	orderID := args[0]
+	fs := flag.NewFlagSet("order confirm", flag.ContinueOnError)
+	key := fs.String("payment-key", "", "paymentKey from the PG")
+	amount := fs.Int64("amount", 0, "amount")
+	token := fs.String("token", "", "the order's paymentToken")
+	wait := fs.Int("wait", 0, "Prefer: wait=N seconds")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	return c.confirm(ctx, orderID, *key, *amount, *token, *wait)
+}
+
+func (c *cli) confirm(ctx context.Context, orderID, key string, amount int64, token string, wait int) error {
+	b, _ := json.Marshal(map[string]any{"paymentKey": key, "amount": amount, "paymentToken": token})
+	h := http.Header{}
+	if wait > 0 {
+		h.Set("Prefer", fmt.Sprintf("wait=%d", wait))
+	}
+	return c.send(ctx, "POST", "/v1/orders/"+orderID+"/confirm", b, h)
+}
+
+func (c *cli) session(ctx context.Context, orderID, amount string) (string, error) {
+	pg, err := c.need("MOCKPG_URL")
+	if err != nil {
+		return "", err
+	}
+	b := fmt.Sprintf(`{"orderId":%q,"amount":%s}`, orderID, amount)
+	resp, err := c.http.Post(strings.TrimRight(pg, "/")+"/sandbox/sessions", "application/json", strings.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		PaymentKey string `json:"paymentKey"`
+	}
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 || json.Unmarshal(rb, &out) != nil || out.PaymentKey == "" {
+		return "", fmt.Errorf("mockpg session: %d %s", resp.StatusCode, rb)
+	}
+	return out.PaymentKey, nil
+}
+
+func (c *cli) pay(ctx context.Context, args []string) error {
+	if len(args) < 3 {
+		return errors.New("usage: payrailctl pay ORDER_ID AMOUNT TOKEN [--wait N]")
+	}
+	fs := flag.NewFlagSet("pay", flag.ContinueOnError)
+	wait := fs.Int("wait", 10, "Prefer: wait=N seconds")
+	if err := fs.Parse(args[3:]); err != nil {
+		return err
+	}
+	key, err := c.session(ctx, args[0], args[1])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "# mockpg session paymentKey=%s\n", key)
+	var amount int64
+	if _, err := fmt.Sscan(args[1], &amount); err != nil {
+		return fmt.Errorf("amount: %w", err)
+	}
+	return c.confirm(ctx, args[0], key, amount, args[2], *wait)
+}

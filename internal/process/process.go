@@ -1,0 +1,207 @@
+// Package process assembles payrail's api and worker processes from their
+// configuration, so the binaries and the end-to-end tests run the same
+// wiring.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/config"
+	"github.com/payrail/payrail/internal/httpapi"
+	"github.com/payrail/payrail/internal/lock"
+	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
+	"github.com/payrail/payrail/internal/worker"
+)
+
+// NewLogger returns the JSON logger every process uses.
+func NewLogger(level string, w *os.File) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// Deps are the connections both processes share.
+type Deps struct {
+	DB    *sqlx.DB
+	Redis *redis.Client
+	Store *store.Store
+	Queue *queue.Client
+}
+
+// Connect opens PostgreSQL and Redis.
+func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("PAYRAIL_REDIS_URL: %w", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, 50)
+	rdb := redis.NewClient(opt)
+	return &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{}),
+		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}, nil
+}
+
+// Close closes the connections.
+func (d *Deps) Close() {
+	d.Queue.Close()
+	d.Redis.Close()
+	d.DB.Close()
+}
+
+// Ready pings PostgreSQL and Redis.
+func (d *Deps) Ready(ctx context.Context) error {
+	return errors.Join(d.DB.PingContext(ctx), d.Redis.Ping(ctx).Err())
+}
+
+// API is an assembled ingress.
+type API struct {
+	Deps   *Deps
+	Server *httpapi.Server
+	Waiter *httpapi.Waiter
+	HTTP   *http.Server
+	cfg    config.Config
+}
+
+// NewAPI wires the ingress. extra handlers (ops console, metrics) are mounted
+// by the caller through Server.Extra before Serve.
+func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
+	waiter := httpapi.NewWaiter(deps.Store, log, cfg.MaxWaiters)
+	srv := &httpapi.Server{
+		Store:       deps.Store,
+		Verifier:    &auth.Verifier{Store: deps.Store, Nonces: auth.RedisNonces{Client: deps.Redis}},
+		Queue:       deps.Queue,
+		Waiter:      waiter,
+		Log:         log,
+		AdminToken:  cfg.AdminToken,
+		CheckoutURL: cfg.CheckoutURL,
+		OrderTTL:    cfg.OrderTTL,
+		Ready:       deps.Ready,
+		Extra:       map[string]http.Handler{},
+	}
+	if cfg.CallbackAllowPrivate {
+		srv.ValidateCallbackURL = func(u string) error {
+			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				return errors.New("must be an absolute http(s) URL")
+			}
+			return nil
+		}
+	}
+	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}
+}
+
+// Serve listens on ln until ctx ends, then shuts down gracefully.
+func (a *API) Serve(ctx context.Context, ln net.Listener) error {
+	a.HTTP = &http.Server{
+		Handler:           a.Server.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// Longer than the longest `Prefer: wait` (30 s).
+		WriteTimeout:   45 * time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(a.Server.Log.Handler(), slog.LevelWarn),
+	}
+	wctx, stopWaiter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWaiter()
+	go a.Waiter.Run(wctx, a.cfg.DatabaseURL)
+	errc := make(chan error, 1)
+	go func() { errc <- a.HTTP.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+	defer cancel()
+	return a.HTTP.Shutdown(sctx)
+}
+
+// Worker is an assembled worker process.
+type Worker struct {
+	Deps    *Deps
+	Handler *worker.Worker
+	Server  *asynq.Server
+	cfg     config.Config
+	log     *slog.Logger
+}
+
+// NewWorker wires the worker.
+func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
+	w := &worker.Worker{
+		Store:               deps.Store,
+		PG:                  pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
+		Locks:               lock.New(deps.Redis, cfg.PGTimeout+5*time.Second, log),
+		Queue:               deps.Queue,
+		Log:                 log,
+		PGTimeout:           cfg.PGTimeout,
+		SessionWindow:       cfg.PGSessionWindow,
+		ConfirmBackoff:      time.Second,
+		ConfirmBackoffMax:   time.Minute,
+		ReconcileBackoff:    30 * time.Second,
+		ReconcileBackoffMax: 10 * time.Minute,
+		SweepInterval:       cfg.SweepInterval,
+	}
+	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
+		Concurrency:     cfg.WorkerConcurrency,
+		Queues:          queue.Priorities,
+		RetryDelayFunc:  w.RetryDelay,
+		IsFailure:       worker.IsFailure,
+		ShutdownTimeout: cfg.PGTimeout + 5*time.Second,
+		Logger:          asynqLogger{log},
+		LogLevel:        asynq.WarnLevel,
+	})
+	return &Worker{Deps: deps, Handler: w, Server: srv, cfg: cfg, log: log}
+}
+
+// Run processes tasks and ticks the sweep until ctx ends; then it stops
+// taking tasks and waits for running ones (their ctx is cancelled at the
+// shutdown timeout and they are re-queued, not lost).
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Server.Start(w.Handler.Mux()); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	interval := w.cfg.SweepInterval
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			w.Server.Shutdown()
+			return nil
+		case now := <-t.C:
+			tick := now.Truncate(interval).Unix()
+			if err := w.Deps.Queue.Sweep(ctx, tick, 3*interval); err != nil {
+				w.log.Warn("enqueue sweep", "err", err)
+			}
+		}
+	}
+}
+
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }

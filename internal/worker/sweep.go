@@ -1,0 +1,61 @@
+package worker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/store"
+)
+
+// sweepLockID is the PostgreSQL advisory lock that keeps two sweeps from
+// running at once, whichever workers enqueued them.
+const sweepLockID = 7316002
+
+// HandleSweep runs one maintenance tick: re-enqueue confirms whose task was
+// lost, reconcile stuck ones, expire stale orders.
+func (w *Worker) HandleSweep(ctx context.Context, t *asynq.Task) error {
+	ran, err := w.Store.Exclusive(ctx, sweepLockID, func(ctx context.Context) error {
+		return w.sweep(ctx)
+	})
+	if err != nil {
+		w.Log.Error("sweep", "err", err)
+		return nil // the next tick tries again; a sweep task is never retried
+	}
+	if !ran {
+		w.Log.Debug("sweep already running elsewhere")
+	}
+	w.observeTask(t.Type(), nil)
+	return nil
+}
+
+// Sweep runs one sweep now (tests, payrailctl).
+func (w *Worker) Sweep(ctx context.Context) error {
+	_, err := w.Store.Exclusive(ctx, sweepLockID, w.sweep)
+	return err
+}
+
+func (w *Worker) sweep(ctx context.Context) error {
+	var errs []error
+	refs, err := w.Store.ClaimDueConfirms(ctx, 500, store.ConfirmStuckAfter)
+	errs = append(errs, err)
+	for _, r := range refs {
+		if r.NeedsReconciliation {
+			errs = append(errs, w.Queue.Reconcile(ctx, r.OrderID, r.Version, 0))
+		} else {
+			errs = append(errs, w.Queue.Confirm(ctx, r.OrderID, r.Version))
+		}
+	}
+	if len(refs) > 0 {
+		w.Log.Info("sweep re-enqueued confirms", "count", len(refs))
+	}
+	exp, err := w.Store.DueExpiries(ctx, 500)
+	errs = append(errs, err)
+	for _, r := range exp {
+		if _, err := w.Store.Expire(ctx, r); err != nil && !errors.Is(err, store.ErrVersionConflict) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
