@@ -129,6 +129,7 @@ type Server struct {
 	paidOrder  map[string]string   // orderId -> the paymentKey that was approved
 	recent     []string            // paymentKeys, newest last, capped
 	idem       map[idemKey]*idemEntry
+	idemClaims int
 	stats      map[string]*OrderStats
 	events     []logEntry // ring of recent requests and webhooks for the console
 

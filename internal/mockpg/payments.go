@@ -290,6 +290,7 @@ func (s *Server) serveMutation(w http.ResponseWriter, r *http.Request, what stri
 			case e == nil:
 				entry = &idemEntry{done: make(chan struct{})}
 				s.idem[ik] = entry
+				s.pruneIdemLocked()
 				s.mu.Unlock()
 			case e.resp != nil:
 				resp := *e.resp
@@ -360,6 +361,21 @@ func (s *Server) serveMutation(w http.ResponseWriter, r *http.Request, what stri
 		return
 	}
 	writeRaw(w, resp)
+}
+
+// pruneIdemLocked forgets expired answers now and then, so a long-running
+// sandbox does not keep every key forever.
+func (s *Server) pruneIdemLocked() {
+	s.idemClaims++
+	if s.idemClaims%1024 != 0 {
+		return
+	}
+	now := s.cfg.Now()
+	for k, e := range s.idem {
+		if e.resp != nil && !now.Before(e.expires) {
+			delete(s.idem, k)
+		}
+	}
 }
 
 // dropConnection closes the client's connection without an answer: the

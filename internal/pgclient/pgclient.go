@@ -7,6 +7,9 @@
 // brought back no clear answer is Unknown, never Declined or Retryable. The
 // client never retries on its own and never invents idempotency keys: the
 // caller derives them (rule 8) and decides what to do with each outcome.
+// (net/http itself may resend a request that carries an Idempotency-Key when
+// a reused keep-alive connection died under it; that is safe for the same
+// reason a caller's retry is.)
 package pgclient
 
 import (
