@@ -1,0 +1,294 @@
+// Package systest assembles a whole payrail in process for end-to-end tests:
+// a fresh database and Redis index, the real api handler on a real listener,
+// the real worker (asynq server), and mockpg as a real HTTP server. Only the
+// merchant and the PG are stand-ins, as they are outside the system.
+package systest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/config"
+	"github.com/payrail/payrail/internal/mockpg"
+	"github.com/payrail/payrail/internal/process"
+	"github.com/payrail/payrail/internal/testenv"
+)
+
+// AdminToken is the admin bearer token of every test system.
+const AdminToken = "test-admin-token-0123456789"
+
+// Options shapes a test system.
+type Options struct {
+	// Worker starts an in-process worker.
+	Worker bool
+	// Env overrides PAYRAIL_* settings.
+	Env map[string]string
+	// Faults are mockpg's faults at start.
+	Faults mockpg.Faults
+	// PGNow is mockpg's clock.
+	PGNow func() time.Time
+}
+
+// System is a running payrail for one test.
+type System struct {
+	T       testing.TB
+	DB      testenv.Database
+	Redis   testenv.Redis
+	Config  config.Config
+	Env     map[string]string
+	Deps    *process.Deps
+	API     *process.API
+	URL     string
+	PG      *mockpg.Server
+	PGURL   string
+	Worker  *process.Worker
+	Log     *slog.Logger
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+// Start builds and starts a system; it stops when t ends.
+func Start(t testing.TB, opt Options) *System {
+	t.Helper()
+	s := &System{T: t, DB: testenv.NewDatabase(t), Redis: testenv.NewRedis(t)}
+	level := slog.LevelWarn
+	if os.Getenv("PAYRAIL_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	s.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	s.PG = mockpg.New(mockpg.Config{SecretKey: "test_sk_systest", WebhookSecret: "whsec_systest", Faults: opt.Faults, Now: opt.PGNow})
+	pgSrv := httptest.NewServer(s.PG)
+	s.PGURL = pgSrv.URL
+	t.Cleanup(func() { pgSrv.Close(); s.PG.Close() })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	testenv.Must(t, err)
+	s.URL = "http://" + ln.Addr().String()
+	s.Env = map[string]string{
+		"PAYRAIL_DATABASE_URL":           s.DB.URL,
+		"PAYRAIL_REDIS_URL":              s.Redis.URL,
+		"PAYRAIL_ADMIN_TOKEN":            AdminToken,
+		"PAYRAIL_ENCRYPTION_KEYS":        testenv.KeysString,
+		"PAYRAIL_PG_BASE_URL":            s.PGURL,
+		"PAYRAIL_PG_SECRET_KEY":          "test_sk_systest",
+		"PAYRAIL_PG_WEBHOOK_SECRET":      "whsec_systest",
+		"PAYRAIL_CHECKOUT_URL":           s.PGURL + "/checkout",
+		"PAYRAIL_CALLBACK_ALLOW_PRIVATE": "true",
+		"PAYRAIL_PG_TIMEOUT":             "2s",
+		"PAYRAIL_SWEEP_INTERVAL":         "1s",
+		"PAYRAIL_DB_MAX_CONNS":           "20",
+		"PAYRAIL_WORKER_CONCURRENCY":     "10",
+		"PAYRAIL_METRICS_ADDR":           "127.0.0.1:0",
+	}
+	for k, v := range opt.Env {
+		s.Env[k] = v
+	}
+	s.Config, err = config.Load(func(k string) string { return s.Env[k] })
+	testenv.Must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.Deps, err = process.Connect(ctx, s.Config)
+	testenv.Must(t, err)
+	s.API = process.NewAPI(s.Config, s.Deps, s.Log)
+	testenv.Must(t, process.MountOps(ctx, s.Config, s.API, s.Log))
+	s.stopped = make(chan struct{})
+	go func() {
+		defer close(s.stopped)
+		if err := s.API.Serve(ctx, ln); err != nil && err != http.ErrServerClosed {
+			t.Errorf("api serve: %v", err)
+		}
+	}()
+	// Registered before any worker, so workers stop before Redis closes.
+	t.Cleanup(s.stop)
+	if opt.Worker {
+		s.StartWorker()
+	}
+	return s
+}
+
+// StartWorker starts an in-process worker (another one, if one runs).
+func (s *System) StartWorker() *process.Worker {
+	w := process.NewWorker(s.Config, s.Deps, s.Log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			s.T.Errorf("worker: %v", err)
+		}
+	}()
+	s.T.Cleanup(func() { cancel(); <-done })
+	if s.Worker == nil {
+		s.Worker = w
+	}
+	return w
+}
+
+func (s *System) stop() {
+	s.cancel()
+	<-s.stopped
+	s.Deps.Close()
+}
+
+// Merchant is a merchant's credentials.
+type Merchant struct {
+	sys              *System
+	MerchantID       string `json:"merchantId"`
+	ClientID         string `json:"clientId"`
+	ClientSecret     string `json:"clientSecret"`
+	ClientSecretID   string `json:"clientSecretId"`
+	CallbackSecret   string `json:"callbackSecret"`
+	CallbackSecretID string `json:"callbackSecretId"`
+}
+
+// Admin sends an admin request.
+func (s *System) Admin(method, path string, body any) (int, []byte) {
+	s.T.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.URL+path, rd)
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	testenv.Must(s.T, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// NewMerchant creates a merchant whose callbacks go to callbackURL.
+func (s *System) NewMerchant(callbackURL string) *Merchant {
+	s.T.Helper()
+	if callbackURL == "" {
+		callbackURL = "http://127.0.0.1:9/callbacks"
+	}
+	status, b := s.Admin("POST", "/admin/merchants", map[string]any{"name": "Test Shop", "callbackUrl": callbackURL, "returnUrl": "http://127.0.0.1:9/return"})
+	if status != 201 {
+		s.T.Fatalf("create merchant: %d %s", status, b)
+	}
+	m := &Merchant{sys: s}
+	testenv.Must(s.T, json.Unmarshal(b, m))
+	return m
+}
+
+// Response is a merchant request's answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into a map.
+func (r Response) JSON() map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(r.Body, &m)
+	return m
+}
+
+// Code is the problem code of an error answer.
+func (r Response) Code() string {
+	c, _ := r.JSON()["code"].(string)
+	return c
+}
+
+// Do signs (as this merchant) and sends a request.
+func (m *Merchant) Do(method, path string, body any, hdr ...string) Response {
+	m.sys.T.Helper()
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		raw = b
+	case string:
+		raw = []byte(b)
+	default:
+		raw, _ = json.Marshal(b)
+	}
+	req, err := http.NewRequest(method, m.sys.URL+path, bytes.NewReader(raw))
+	testenv.Must(m.sys.T, err)
+	if raw != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	testenv.Must(m.sys.T, auth.SignRequest(req, m.ClientID, m.ClientSecret, time.Now()))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		m.sys.T.Errorf("%s %s: %v", method, path, err)
+		return Response{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Order is a created order with its one-time token.
+type Order struct {
+	OrderID      string `json:"orderId"`
+	PaymentToken string `json:"paymentToken"`
+	Amount       int64  `json:"amount"`
+	Status       string `json:"status"`
+}
+
+// CreateOrder creates an order for amount.
+func (m *Merchant) CreateOrder(amount int64) Order {
+	m.sys.T.Helper()
+	r := m.Do("POST", "/v1/orders", map[string]any{"amount": amount, "orderName": "Test order"})
+	if r.Status != 201 {
+		m.sys.T.Fatalf("create order: %d %s", r.Status, r.Body)
+	}
+	var o Order
+	testenv.Must(m.sys.T, json.Unmarshal(r.Body, &o))
+	return o
+}
+
+// Session opens a mockpg session for the order and returns its paymentKey.
+func (s *System) Session(o Order) string {
+	s.T.Helper()
+	key, err := s.PG.CreateSession(o.OrderID, o.Amount, "Test order")
+	testenv.Must(s.T, err)
+	return key
+}
+
+// Confirm posts a confirm.
+func (m *Merchant) Confirm(o Order, paymentKey string, hdr ...string) Response {
+	return m.Do("POST", "/v1/orders/"+o.OrderID+"/confirm", map[string]any{"paymentKey": paymentKey, "amount": o.Amount, "paymentToken": o.PaymentToken}, hdr...)
+}
+
+// Status reads an order's status through the API.
+func (m *Merchant) Status(orderID string) string {
+	r := m.Do("GET", "/v1/orders/"+orderID, nil)
+	st, _ := r.JSON()["status"].(string)
+	return st
+}
+
+// WaitStatus polls until the order reaches want.
+func (m *Merchant) WaitStatus(orderID, want string, timeout time.Duration) {
+	m.sys.T.Helper()
+	testenv.Poll(m.sys.T, timeout, "order "+orderID+" to become "+want, func() bool {
+		return m.Status(orderID) == want
+	})
+}
+
+// Count runs a count query on the test database.
+func (s *System) Count(query string, args ...any) int {
+	s.T.Helper()
+	var n int
+	testenv.Must(s.T, s.DB.DB.Get(&n, query, args...))
+	return n
+}
