@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Shared helpers for payrail's scripts. Sourced, never executed.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN="$ROOT/.run"
+
+DEFAULT_DATABASE_URL='postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable'
+DEFAULT_REDIS_URL='redis://127.0.0.1:56379/0'
+
+say()  { printf '==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+warn() { printf '!!! %s\n' "$*" >&2; }
+die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# as_root runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $* (no sudo available)"
+  fi
+}
+
+# apt_install installs Debian packages, waiting for a dpkg lock held by another apt run
+# instead of failing, and refreshing the package lists once if the first try fails.
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found; install these yourself: $*"
+  say "installing with apt-get: $* (waits for the dpkg lock if another apt is running)"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q
+             --no-install-recommends install "$@")
+  if ! as_root "${apt[@]}" >&2; then
+    note "install failed; running apt-get update and trying again"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -q update >&2 || true
+    as_root "${apt[@]}" >&2
+  fi
+}
+
+# elapsed prints seconds since the given epoch-with-nanoseconds start value.
+now_ns() { date +%s%N; }
+elapsed() { local s=$1 e; e=$(now_ns); awk -v d=$(( (e - s) / 1000000 )) 'BEGIN{printf "%.1fs", d/1000}'; }
+
+# port_open reports whether something accepts TCP connections at host:port.
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
