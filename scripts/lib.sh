@@ -40,3 +40,38 @@ elapsed() { local s=$1 e; e=$(now_ns); awk -v d=$(( (e - s) / 1000000 )) 'BEGIN{
 
 # port_open reports whether something accepts TCP connections at host:port.
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+# ---- processes started by `make up` (pidfiles in .run/pids) -------------------------------
+
+# proc_pid prints the pid recorded for a payrail process if that process is still one of
+# our binaries from .run/bin (a pidfile may outlive its process and the pid be reused).
+proc_pid() {
+  local name=$1 pidf="$RUN/pids/$1.pid" pid exe
+  [[ -f $pidf ]] || return 1
+  pid=$(cat "$pidf" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  [[ $exe == "$RUN/bin/$name" || $exe == "$RUN/bin/$name (deleted)" ]] || return 1
+  echo "$pid"
+}
+
+# stop_proc stops one payrail process started by `make up`: TERM to its process group
+# (it was started with setsid), then KILL after 15 s.
+stop_proc() {
+  local name=$1 pid i
+  if ! pid=$(proc_pid "$name"); then rm -f "$RUN/pids/$name.pid"; return 0; fi
+  say "stopping $name (pid $pid)"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 150); do
+    [[ -e /proc/$pid ]] || break
+    sleep 0.1
+  done
+  if [[ -e /proc/$pid ]]; then
+    warn "$name (pid $pid) did not stop within 15 s; sending KILL"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/pids/$name.pid"
+}
+
+# The processes `make up` runs, in start order (mockpg first: api and worker call it).
+PROCS=(mockpg api worker demoshop)

@@ -1,0 +1,94 @@
+# payrail: the one way to build, run, test, benchmark and lint. `make` lists the targets.
+# Targets are documented by their `## ` comment; `make help` prints them.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PKG       ?= ./...
+TESTFLAGS ?= -race -count=1 -timeout 20m
+# Environment of the services (same discovery as make up / make test).
+SERVICES_ENV = eval "$$(scripts/services.sh env)"
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
+	  /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2} \
+	  /^##@ / {printf "\n%s\n", substr($$0, 5)}' $(MAKEFILE_LIST)
+
+##@ Run
+
+.PHONY: up
+up: ## Run everything locally: PostgreSQL, Redis, migrations, api, worker, mockpg, demoshop
+	@scripts/up.sh
+
+.PHONY: down
+down: ## Stop exactly what make up (or make test) started
+	@scripts/down.sh
+
+.PHONY: status
+status: ## Show whether PostgreSQL and Redis answer and which ones this repo started
+	@scripts/services.sh status
+
+.PHONY: logs
+logs: ## Follow the logs of the processes make up started
+	@ls .run/logs/*.log >/dev/null 2>&1 || { echo "no logs yet (make up)"; exit 1; }
+	tail -n 50 -F .run/logs/*.log
+
+.PHONY: migrate
+migrate: ## Apply database migrations (payrailctl migrate up)
+	@scripts/services.sh up
+	@$(SERVICES_ENV); go run ./cmd/payrailctl migrate up
+
+.PHONY: psql
+psql: ## Open psql on PAYRAIL_DATABASE_URL
+	@$(SERVICES_ENV); exec psql "$$PAYRAIL_DATABASE_URL"
+
+.PHONY: redis-cli
+redis-cli: ## Open redis-cli on PAYRAIL_REDIS_URL
+	@$(SERVICES_ENV); exec redis-cli -u "$$PAYRAIL_REDIS_URL"
+
+##@ Test
+
+.PHONY: test
+test: ## Run all tests with -race against real PostgreSQL and Redis (PKG=, TESTFLAGS=)
+	@PKG='$(PKG)' TESTFLAGS='$(TESTFLAGS)' scripts/test.sh
+
+.PHONY: test-short
+test-short: ## Quick tests: -short, no race detector
+	@PKG='$(PKG)' TESTFLAGS='-short -count=1 -timeout 5m' scripts/test.sh
+
+.PHONY: bench
+bench: ## Load test the running system (make up first) with cmd/loadgen
+	@if [ -d cmd/loadgen ]; then set -a; [ -f .run/env ] && . .run/env; set +a; go run ./cmd/loadgen $(ARGS); \
+	else echo "cmd/loadgen does not exist yet: no benchmark to run"; fi
+
+.PHONY: chaos
+chaos: ## Run the chaos tests (build tag chaos) in ./chaos
+	@if [ -d chaos ]; then PKG=./chaos/... TESTFLAGS='-tags chaos -count=1 -timeout 30m' scripts/test.sh; \
+	else echo "./chaos does not exist yet: no chaos tests to run"; fi
+
+##@ Build
+
+.PHONY: build
+build: ## Build every binary into bin/
+	@mkdir -p bin
+	go build -o bin/ ./cmd/...
+
+.PHONY: lint
+lint: ## gofmt (must list nothing) and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+.PHONY: fmt
+fmt: ## Format all Go code
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: clean
+clean: ## Remove build output and logs (keeps .run/env secrets and data)
+	rm -rf bin/ .run/bin/ .run/logs/
+
+.PHONY: reset
+reset: down ## Stop everything and delete .run/ entirely (data, secrets, logs)
+	rm -rf .run/

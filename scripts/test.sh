@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# test.sh (make test): every test, with the race detector, against a real PostgreSQL and
+# Redis found or started the way `make up` does (scripts/services.sh). Works from a fresh
+# clone on a fresh Debian machine with nothing running.
+#
+#   PKG        packages to test (default ./...)
+#   TESTFLAGS  go test flags (default -race -count=1 -timeout 20m)
+#   KEEP_SERVICES=1  leave a PostgreSQL/Redis this run started running afterwards
+#
+# Tests isolate themselves: each creates its own database from PAYRAIL_TEST_DATABASE_URL
+# (a superuser URL) and picks its own Redis DB index on PAYRAIL_TEST_REDIS_URL (servers we
+# start have 4096 of them).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+START=$(now_ns)
+cd "$ROOT"
+PKG=${PKG:-./...}
+TESTFLAGS=${TESTFLAGS:--race -count=1 -timeout 20m}
+
+command -v go >/dev/null || die "go is not on PATH (need the version in go.mod)"
+if [[ " $TESTFLAGS " == *" -race "* ]] && ! command -v gcc >/dev/null; then
+  say "the race detector needs cgo and gcc"
+  apt_install gcc libc6-dev
+fi
+
+# Browser tests drive a real headless Chromium; without one they skip (loudly).
+if ! command -v chromium >/dev/null; then
+  say "chromium not found; installing it for the browser tests"
+  if ! apt_install chromium; then
+    warn "************************************************************"
+    warn "* chromium could not be installed: BROWSER TESTS WILL SKIP *"
+    warn "************************************************************"
+  fi
+fi
+if command -v chromium >/dev/null; then
+  export PAYRAIL_CHROMIUM=${PAYRAIL_CHROMIUM:-$(command -v chromium)}
+fi
+
+# Services: a server this run starts is in test mode (fsync off) and is stopped at the end
+# unless KEEP_SERVICES=1 or `make up` has since claimed it.
+"$ROOT/scripts/services.sh" up --fast --owner test
+if [[ ${KEEP_SERVICES:-0} != 1 ]]; then
+  trap '"$ROOT/scripts/services.sh" down --owner test || true' EXIT
+fi
+eval "$("$ROOT/scripts/services.sh" env)"
+export PAYRAIL_TEST_DATABASE_URL PAYRAIL_TEST_REDIS_URL
+
+say "go test $TESTFLAGS $PKG"
+note "PAYRAIL_TEST_DATABASE_URL=${PAYRAIL_TEST_DATABASE_URL%%\?*}"
+note "PAYRAIL_TEST_REDIS_URL=$PAYRAIL_TEST_REDIS_URL"
+note "PAYRAIL_CHROMIUM=${PAYRAIL_CHROMIUM:-<none: browser tests skip>}"
+rc=0
+# shellcheck disable=SC2086 # TESTFLAGS and PKG are word lists on purpose
+go test $TESTFLAGS $PKG || rc=$?
+if ((rc == 0)); then say "tests passed ($(elapsed "$START"))"
+else warn "tests FAILED (exit $rc) after $(elapsed "$START")"; fi
+exit "$rc"
