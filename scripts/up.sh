@@ -136,6 +136,9 @@ for name in "${started[@]}"; do
   proc_pid "$name" >/dev/null || warn "$name exited right after start; see .run/logs/$name.log"
 done
 
+# url_or_absent prints a URL, or why there is nothing behind it.
+url_or_absent() { if proc_pid "$1" >/dev/null; then echo "$2"; else echo "(not running: $1 not built or exited)"; fi; }
+
 cat <<EOF
 
 payrail is up ($(elapsed "$START")).
@@ -144,9 +147,9 @@ payrail is up ($(elapsed "$START")).
   ops console     $PAYRAIL_API_URL/ops
   asynqmon        $PAYRAIL_API_URL/ops/queues
   api metrics     $PAYRAIL_API_URL/metrics
-  worker metrics  http://$WORKER_METRICS_ADDR/metrics
-  mockpg console  $MOCKPG_URL/
-  demoshop        $DEMOSHOP_URL/
+  worker metrics  $(url_or_absent worker "http://$WORKER_METRICS_ADDR/metrics")
+  mockpg console  $(url_or_absent mockpg "$MOCKPG_URL/")
+  demoshop        $(url_or_absent demoshop "$DEMOSHOP_URL/")
   logs            .run/logs/*.log   (make logs)
 EOF
 ((${#missing[@]})) && echo "  not started     ${missing[*]} (no main package yet)"
