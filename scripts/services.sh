@@ -121,7 +121,7 @@ as_pg() {
 ensure_pg_binaries() {
   if [[ -z "$(find_pg_bindir)" ]]; then
     say "PostgreSQL server binaries not found"
-    apt_install postgresql
+    apt_install postgresql 9>&- # a daemon the package starts must not inherit our lock
     [[ -n "$(find_pg_bindir)" ]] || die "installed postgresql but still cannot find initdb (set PG_BINDIR)"
   fi
 }
@@ -274,7 +274,7 @@ redis_start() {
   is_local_host "$REDIS_HOST" || die "nothing answers at $REDIS_HOST:$REDIS_PORT and it is not this machine; start that Redis or change PAYRAIL_REDIS_URL"
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     say "redis-server not found"
-    apt_install redis-server
+    apt_install redis-server 9>&- # a daemon the package starts must not inherit our lock
     # The package may start its own server on 6379; that one is the system's, not ours.
   fi
   if our_redis_pid >/dev/null; then
@@ -343,6 +343,8 @@ lock() {
   local f=/tmp/payrail-services.lock
   exec 9>>"$f"
   chmod 666 "$f" 2>/dev/null || true
+  flock -n 9 && return 0
+  note "waiting for another payrail services.sh (lock $f)"
   flock -w 900 9 || die "waited 15 min for $f (another payrail services.sh is busy)"
 }
 
