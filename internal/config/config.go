@@ -36,6 +36,12 @@ type Config struct {
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
 	MaxWaiters           int             // PAYRAIL_MAX_WAITERS
+	ConfirmBackoff       time.Duration   // PAYRAIL_CONFIRM_BACKOFF (first retry; doubles)
+	ConfirmBackoffMax    time.Duration   // PAYRAIL_CONFIRM_BACKOFF_MAX
+	ReconcileBackoff     time.Duration   // PAYRAIL_RECONCILE_BACKOFF
+	ReconcileBackoffMax  time.Duration   // PAYRAIL_RECONCILE_BACKOFF_MAX
+	ConfirmStuckAfter    time.Duration   // PAYRAIL_CONFIRM_STUCK_AFTER
+	LockTTL              time.Duration   // PAYRAIL_LOCK_TTL
 	LogLevel             string          // PAYRAIL_LOG_LEVEL
 }
 
@@ -94,6 +100,12 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_ORDER_TTL", 30*time.Minute, &c.OrderTTL)
 	durVar("PAYRAIL_CALLBACK_TIMEOUT", 10*time.Second, &c.CallbackTimeout)
 	durVar("PAYRAIL_SWEEP_INTERVAL", 5*time.Second, &c.SweepInterval)
+	durVar("PAYRAIL_CONFIRM_BACKOFF", time.Second, &c.ConfirmBackoff)
+	durVar("PAYRAIL_CONFIRM_BACKOFF_MAX", time.Minute, &c.ConfirmBackoffMax)
+	durVar("PAYRAIL_RECONCILE_BACKOFF", 30*time.Second, &c.ReconcileBackoff)
+	durVar("PAYRAIL_RECONCILE_BACKOFF_MAX", 10*time.Minute, &c.ReconcileBackoffMax)
+	durVar("PAYRAIL_CONFIRM_STUCK_AFTER", 30*time.Second, &c.ConfirmStuckAfter)
+	durVar("PAYRAIL_LOCK_TTL", c.PGTimeout+5*time.Second, &c.LockTTL)
 	if v := getenv("PAYRAIL_CALLBACK_SCHEDULE"); v != "" {
 		var sched []time.Duration
 		for _, p := range strings.Split(v, ",") {
@@ -120,6 +132,9 @@ func Load(getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(v); err != nil || u.Scheme == "" || u.Host == "" {
 			bad(name, "not a URL: %q", mask(v))
 		}
+	}
+	if c.LockTTL <= c.PGTimeout {
+		bad("PAYRAIL_LOCK_TTL", "must exceed PAYRAIL_PG_TIMEOUT (%s) so a lock outlives the PG call it guards", c.PGTimeout)
 	}
 	if c.PGTimeout >= c.PGSessionWindow {
 		bad("PAYRAIL_PG_TIMEOUT", "must be shorter than PAYRAIL_PG_SESSION_WINDOW")

@@ -24,6 +24,9 @@ type Locker struct {
 	rs  *redsync.Redsync
 	ttl time.Duration
 	log *slog.Logger
+	// NoExtend stops the extension while fn runs; tests use it to make a
+	// lock lapse mid-call, as a long GC pause would.
+	NoExtend bool
 }
 
 // New returns a Locker whose locks live ttl unless extended.
@@ -50,6 +53,10 @@ func (l *Locker) Do(ctx context.Context, key string, fn func(ctx context.Context
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
+		if l.NoExtend {
+			<-done
+			return
+		}
 		t := time.NewTicker(l.ttl / 3)
 		defer t.Stop()
 		for {

@@ -58,7 +58,7 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	}
 	opt.PoolSize = max(opt.PoolSize, 50)
 	rdb := redis.NewClient(opt)
-	return &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{}),
+	return &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}, nil
 }
 
@@ -151,15 +151,15 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	w := &worker.Worker{
 		Store:               deps.Store,
 		PG:                  pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
-		Locks:               lock.New(deps.Redis, cfg.PGTimeout+5*time.Second, log),
+		Locks:               lock.New(deps.Redis, cfg.LockTTL, log),
 		Queue:               deps.Queue,
 		Log:                 log,
 		PGTimeout:           cfg.PGTimeout,
 		SessionWindow:       cfg.PGSessionWindow,
-		ConfirmBackoff:      time.Second,
-		ConfirmBackoffMax:   time.Minute,
-		ReconcileBackoff:    30 * time.Second,
-		ReconcileBackoffMax: 10 * time.Minute,
+		ConfirmBackoff:      cfg.ConfirmBackoff,
+		ConfirmBackoffMax:   cfg.ConfirmBackoffMax,
+		ReconcileBackoff:    cfg.ReconcileBackoff,
+		ReconcileBackoffMax: cfg.ReconcileBackoffMax,
 		SweepInterval:       cfg.SweepInterval,
 	}
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{

@@ -97,6 +97,19 @@ func (c *Client) Confirm(ctx context.Context, orderID string, version int) error
 	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version})
 }
 
+// ConfirmAgain re-enqueues a confirm the sweep found stuck. gen (the sweep's
+// tick) makes a new task ID, so an orphaned task of a killed worker, whose ID
+// asynq keeps until its lease expires, does not block the retry. The lock, the
+// version fence and the PG idempotency key make a second run harmless.
+func (c *Client) ConfirmAgain(ctx context.Context, orderID string, version int, gen int64) error {
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version)+":"+strconv.FormatInt(gen, 10), QueuePayments, OrderPayload{orderID, version})
+}
+
+// ReconcileAgain is ConfirmAgain for lookups.
+func (c *Client) ReconcileAgain(ctx context.Context, orderID string, version int, gen int64) error {
+	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version)+":"+strconv.FormatInt(gen, 10), QueuePayments, OrderPayload{orderID, version})
+}
+
 // Reconcile enqueues a PG lookup for an order whose confirm outcome is unknown.
 func (c *Client) Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error {
 	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version}, asynq.ProcessIn(delay))

@@ -331,7 +331,7 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 			idem := payment.ConfirmIdempotencyKey(orderID, paymentKey)
 			o, err := s.transitionTx(ctx, tx, row, Change{
 				OrderID: orderID, Version: row.Version, To: payment.Confirming, Action: "confirm.accepted", Actor: "merchant",
-				PaymentKey: &paymentKey, PGIdempotencyKey: &idem, ConfirmRequestedAt: &now, NextCheckAt: ptr(now.Add(ConfirmStuckAfter)),
+				PaymentKey: &paymentKey, PGIdempotencyKey: &idem, ConfirmRequestedAt: &now, NextCheckAt: ptr(now.Add(s.stuckAfter)),
 				Details: map[string]any{"paymentKey": paymentKey},
 			})
 			if err != nil {
@@ -362,10 +362,6 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 	}
 	return res, err
 }
-
-// ConfirmStuckAfter is how long a CONFIRMING order may go without news
-// before the sweep re-enqueues its confirm (covering a lost enqueue).
-var ConfirmStuckAfter = 30 * time.Second
 
 func ptr[T any](v T) *T { return &v }
 

@@ -26,12 +26,18 @@ type Store struct {
 	db   *sqlx.DB
 	keys *secretbox.Keyring
 	now  func() time.Time
+	// stuckAfter is how long a CONFIRMING order may go without news before
+	// the sweep re-enqueues its confirm (covering a lost enqueue or a
+	// killed worker).
+	stuckAfter time.Duration
 }
 
 // Options tunes a Store.
 type Options struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// ConfirmStuckAfter defaults to 30 s.
+	ConfirmStuckAfter time.Duration
 }
 
 // New wraps an open database.
@@ -40,8 +46,15 @@ func New(db *sqlx.DB, keys *secretbox.Keyring, opt Options) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, keys: keys, now: now}
+	if opt.ConfirmStuckAfter <= 0 {
+		opt.ConfirmStuckAfter = 30 * time.Second
+	}
+	return &Store{db: db, keys: keys, now: now, stuckAfter: opt.ConfirmStuckAfter}
 }
+
+// ConfirmStuckAfter is how long a CONFIRMING order may go without news
+// before the sweep looks at it again.
+func (s *Store) ConfirmStuckAfter() time.Duration { return s.stuckAfter }
 
 // DB returns the underlying pool (for health checks and tests).
 func (s *Store) DB() *sqlx.DB { return s.db }

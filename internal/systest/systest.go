@@ -37,11 +37,14 @@ type Options struct {
 	Faults mockpg.Faults
 	// PGNow is mockpg's clock.
 	PGNow func() time.Time
+	// WorkerHook adjusts an in-process worker before it starts.
+	WorkerHook func(*process.Worker)
 }
 
 // System is a running payrail for one test.
 type System struct {
 	T       testing.TB
+	opt     Options
 	DB      testenv.Database
 	Redis   testenv.Redis
 	Config  config.Config
@@ -60,7 +63,7 @@ type System struct {
 // Start builds and starts a system; it stops when t ends.
 func Start(t testing.TB, opt Options) *System {
 	t.Helper()
-	s := &System{T: t, DB: testenv.NewDatabase(t), Redis: testenv.NewRedis(t)}
+	s := &System{T: t, opt: opt, DB: testenv.NewDatabase(t), Redis: testenv.NewRedis(t)}
 	level := slog.LevelWarn
 	if os.Getenv("PAYRAIL_TEST_LOG") != "" {
 		level = slog.LevelDebug
@@ -90,6 +93,11 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_DB_MAX_CONNS":           "20",
 		"PAYRAIL_WORKER_CONCURRENCY":     "10",
 		"PAYRAIL_METRICS_ADDR":           "127.0.0.1:0",
+		"PAYRAIL_CONFIRM_BACKOFF":        "50ms",
+		"PAYRAIL_CONFIRM_BACKOFF_MAX":    "400ms",
+		"PAYRAIL_RECONCILE_BACKOFF":      "200ms",
+		"PAYRAIL_RECONCILE_BACKOFF_MAX":  "1s",
+		"PAYRAIL_CONFIRM_STUCK_AFTER":    "2s",
 	}
 	for k, v := range opt.Env {
 		s.Env[k] = v
@@ -120,6 +128,9 @@ func Start(t testing.TB, opt Options) *System {
 // StartWorker starts an in-process worker (another one, if one runs).
 func (s *System) StartWorker() *process.Worker {
 	w := process.NewWorker(s.Config, s.Deps, s.Log)
+	if s.opt.WorkerHook != nil {
+		s.opt.WorkerHook(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -38,13 +38,14 @@ func (w *Worker) Sweep(ctx context.Context) error {
 
 func (w *Worker) sweep(ctx context.Context) error {
 	var errs []error
-	refs, err := w.Store.ClaimDueConfirms(ctx, 500, store.ConfirmStuckAfter)
+	refs, err := w.Store.ClaimDueConfirms(ctx, 500, w.Store.ConfirmStuckAfter())
 	errs = append(errs, err)
+	gen := w.now().UnixMilli()
 	for _, r := range refs {
 		if r.NeedsReconciliation {
-			errs = append(errs, w.Queue.Reconcile(ctx, r.OrderID, r.Version, 0))
+			errs = append(errs, w.Queue.ReconcileAgain(ctx, r.OrderID, r.Version, gen))
 		} else {
-			errs = append(errs, w.Queue.Confirm(ctx, r.OrderID, r.Version))
+			errs = append(errs, w.Queue.ConfirmAgain(ctx, r.OrderID, r.Version, gen))
 		}
 	}
 	if len(refs) > 0 {

@@ -214,13 +214,13 @@ func (w *Worker) confirmLocked(ctx context.Context, log *slog.Logger, orderID st
 	log = log.With("pg_outcome", res.Outcome.String(), "pg_code", res.Code)
 	switch res.Outcome {
 	case pgclient.Approved:
-		call.NextCheckAt = now.Add(store.ConfirmStuckAfter)
+		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
 		if err := w.Store.RecordPGCall(ctx, call); err != nil {
 			return err
 		}
 		return w.apply(ctx, log, row, res.Payment, "pg.confirm")
 	case pgclient.Declined:
-		call.NextCheckAt = now.Add(store.ConfirmStuckAfter)
+		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
 		if err := w.Store.RecordPGCall(ctx, call); err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func (w *Worker) confirmLocked(ctx context.Context, log *slog.Logger, orderID st
 		exhausted := now.Add(delay).Sub(*row.ConfirmRequestedAt) >= w.SessionWindow
 		call.Unknown = res.Outcome == pgclient.Unknown
 		call.NeedsReconciliation = exhausted
-		call.NextCheckAt = now.Add(delay + store.ConfirmStuckAfter)
+		call.NextCheckAt = now.Add(delay + w.Store.ConfirmStuckAfter())
 		if err := w.Store.RecordPGCall(ctx, call); err != nil {
 			return err
 		}
@@ -261,7 +261,7 @@ func (w *Worker) lookupLocked(ctx context.Context, log *slog.Logger, row store.O
 	now := w.now()
 	call := store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "pg.lookup", Attempt: row.ConfirmAttempts,
 		Outcome: res.Outcome.String(), Code: res.Code, Message: res.Message, Status: res.HTTPStatus, Latency: res.Latency,
-		NextCheckAt: now.Add(w.ReconcileBackoff + store.ConfirmStuckAfter)}
+		NextCheckAt: now.Add(w.ReconcileBackoff + w.Store.ConfirmStuckAfter())}
 	if res.Payment != nil {
 		call.Message = "pg status " + res.Payment.Status
 	}

@@ -1,0 +1,431 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// This file holds what the operator console (internal/ops) and the metrics
+// collectors read: cross-merchant searches, an order's whole timeline, the
+// lists that need a person, and operator accounts. None of it is reachable
+// by a merchant.
+
+// CodeOperatorExists is returned when an operator name is taken.
+const CodeOperatorExists = "OPERATOR_ALREADY_EXISTS"
+
+// CodeOperatorNotFound is returned when no operator has the name.
+const CodeOperatorNotFound = "OPERATOR_NOT_FOUND"
+
+// Operator is a console account. PasswordHash is a bcrypt hash.
+type Operator struct {
+	OperatorID   string    `db:"operator_id" json:"operatorId"`
+	Name         string    `db:"name" json:"name"`
+	PasswordHash string    `db:"password_hash" json:"-"`
+	CreatedAt    time.Time `db:"created_at" json:"createdAt"`
+}
+
+// CreateOperator stores a new operator; OPERATOR_ALREADY_EXISTS when the
+// name is taken. The caller hashes the password.
+func (s *Store) CreateOperator(ctx context.Context, name, passwordHash string) (Operator, error) {
+	var op Operator
+	err := s.db.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
+RETURNING operator_id, name, password_hash, created_at`, NewID("opr_", 20), name, passwordHash)
+	if isUniqueViolation(err, "") {
+		return Operator{}, payment.Errorf(CodeOperatorExists, "operator %q already exists", name)
+	}
+	if err != nil {
+		return Operator{}, fmt.Errorf("insert operator: %w", err)
+	}
+	return op, nil
+}
+
+// OperatorByName returns an operator; OPERATOR_NOT_FOUND when absent.
+func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, error) {
+	var op Operator
+	err := s.db.GetContext(ctx, &op, `SELECT operator_id, name, password_hash, created_at FROM operators WHERE name = $1`, name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return op, payment.Errorf(CodeOperatorNotFound, "operator not found")
+	}
+	if err != nil {
+		return op, fmt.Errorf("select operator: %w", err)
+	}
+	return op, nil
+}
+
+// OrderSearch narrows SearchOrders. Query matches an orderId, a
+// merchantOrderId or a paymentKey exactly.
+type OrderSearch struct {
+	Query          string
+	Status         string
+	MerchantID     string
+	NeedsReconcile bool
+	Limit          int
+	// Before is a seq cursor (0 = newest).
+	Before int64
+}
+
+const sqlSearchOrders = `SELECT ` + orderColumns + ` FROM orders
+WHERE ($1 = '' OR order_id = $1 OR merchant_order_id = $1 OR payment_key = $1)
+  AND ($2 = '' OR status = $2) AND ($3 = '' OR merchant_id = $3) AND (NOT $4 OR needs_reconciliation)
+  AND ($5 = 0 OR seq < $5)
+ORDER BY seq DESC LIMIT $6`
+
+// SearchOrders returns every merchant's orders matching f, newest first.
+func (s *Store) SearchOrders(ctx context.Context, f OrderSearch) ([]OrderRow, error) {
+	if f.Limit <= 0 || f.Limit > 200 {
+		f.Limit = 50
+	}
+	var rows []OrderRow
+	if err := s.db.SelectContext(ctx, &rows, sqlSearchOrders, f.Query, f.Status, f.MerchantID, f.NeedsReconcile, f.Before, f.Limit); err != nil {
+		return nil, fmt.Errorf("search orders: %w", err)
+	}
+	return rows, nil
+}
+
+// TimelineEntry is one line of an order's timeline.
+type TimelineEntry struct {
+	At time.Time
+	// Kind is log, callback, attempt, cancel or refund.
+	Kind   string
+	Action string
+	Actor  string
+	From   string
+	To     string
+	// Ref names the row (callback, cancel or refund id) when there is one.
+	Ref     string
+	Details map[string]any
+}
+
+// OrderTimeline merges an order's payment_log (transitions, PG calls,
+// operator actions), callbacks and each delivery attempt, cancels and
+// refunds, oldest first.
+func (s *Store) OrderTimeline(ctx context.Context, orderID string) ([]TimelineEntry, error) {
+	var out []TimelineEntry
+	var logs []logRow
+	if err := s.db.SelectContext(ctx, &logs, `SELECT at, action, from_status, to_status, actor, details FROM payment_log WHERE order_id = $1 ORDER BY id`, orderID); err != nil {
+		return nil, fmt.Errorf("timeline log: %w", err)
+	}
+	for _, l := range logs {
+		e := TimelineEntry{At: l.At, Kind: "log", Action: l.Action, Actor: l.Actor, From: deref(l.From), To: deref(l.To)}
+		_ = json.Unmarshal(l.Details, &e.Details)
+		out = append(out, e)
+	}
+
+	var cbs []struct {
+		ID          string     `db:"callback_id"`
+		Event       string     `db:"event_type"`
+		Status      string     `db:"status"`
+		Attempt     int        `db:"attempt"`
+		LastError   *string    `db:"last_error"`
+		CreatedAt   time.Time  `db:"created_at"`
+		DeliveredAt *time.Time `db:"delivered_at"`
+	}
+	if err := s.db.SelectContext(ctx, &cbs, `SELECT callback_id, event_type, status, attempt, last_error, created_at, delivered_at
+FROM callbacks WHERE order_id = $1 ORDER BY seq`, orderID); err != nil {
+		return nil, fmt.Errorf("timeline callbacks: %w", err)
+	}
+	for _, c := range cbs {
+		d := map[string]any{"event": c.Event, "status": c.Status, "attempt": c.Attempt}
+		if c.LastError != nil {
+			d["lastError"] = *c.LastError
+		}
+		out = append(out, TimelineEntry{At: c.CreatedAt, Kind: "callback", Action: "callback." + c.Event, Actor: "system", Ref: c.ID, Details: d})
+	}
+
+	var atts []struct {
+		CallbackID string    `db:"callback_id"`
+		Attempt    int       `db:"attempt"`
+		StartedAt  time.Time `db:"started_at"`
+		StatusCode *int      `db:"status_code"`
+		LatencyMS  int       `db:"latency_ms"`
+		Error      *string   `db:"error"`
+	}
+	if err := s.db.SelectContext(ctx, &atts, `SELECT a.callback_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.error
+FROM callback_attempts a JOIN callbacks c USING (callback_id) WHERE c.order_id = $1 ORDER BY a.id`, orderID); err != nil {
+		return nil, fmt.Errorf("timeline attempts: %w", err)
+	}
+	for _, a := range atts {
+		d := map[string]any{"attempt": a.Attempt, "latencyMs": a.LatencyMS}
+		if a.StatusCode != nil {
+			d["httpStatus"] = *a.StatusCode
+		}
+		if a.Error != nil {
+			d["error"] = *a.Error
+		}
+		out = append(out, TimelineEntry{At: a.StartedAt, Kind: "attempt", Action: "callback.attempt", Actor: "worker", Ref: a.CallbackID, Details: d})
+	}
+
+	var cancels []struct {
+		ID        string    `db:"cancel_id"`
+		Amount    int64     `db:"amount"`
+		Reason    string    `db:"reason"`
+		Status    string    `db:"status"`
+		Code      *string   `db:"failure_code"`
+		Attempts  int       `db:"attempts"`
+		CreatedAt time.Time `db:"created_at"`
+		UpdatedAt time.Time `db:"updated_at"`
+	}
+	if err := s.db.SelectContext(ctx, &cancels, `SELECT cancel_id, amount, reason, status, failure_code, attempts, created_at, updated_at
+FROM cancels WHERE order_id = $1 ORDER BY created_at`, orderID); err != nil {
+		return nil, fmt.Errorf("timeline cancels: %w", err)
+	}
+	for _, c := range cancels {
+		d := map[string]any{"amount": c.Amount, "reason": c.Reason, "status": c.Status, "attempts": c.Attempts, "updatedAt": c.UpdatedAt.UTC()}
+		if c.Code != nil {
+			d["failureCode"] = *c.Code
+		}
+		out = append(out, TimelineEntry{At: c.CreatedAt, Kind: "cancel", Action: "cancel", Actor: "merchant", Ref: c.ID, Details: d})
+	}
+
+	var refunds []struct {
+		ID        string    `db:"refund_id"`
+		Amount    int64     `db:"amount"`
+		Status    string    `db:"status"`
+		Attempts  int       `db:"attempts"`
+		LastError *string   `db:"last_error"`
+		CreatedAt time.Time `db:"created_at"`
+		UpdatedAt time.Time `db:"updated_at"`
+	}
+	if err := s.db.SelectContext(ctx, &refunds, `SELECT refund_id, amount, status, attempts, last_error, created_at, updated_at
+FROM refunds WHERE order_id = $1 ORDER BY created_at`, orderID); err != nil {
+		return nil, fmt.Errorf("timeline refunds: %w", err)
+	}
+	for _, r := range refunds {
+		d := map[string]any{"amount": r.Amount, "status": r.Status, "attempts": r.Attempts, "updatedAt": r.UpdatedAt.UTC()}
+		if r.LastError != nil {
+			d["lastError"] = *r.LastError
+		}
+		out = append(out, TimelineEntry{At: r.CreatedAt, Kind: "refund", Action: "refund", Actor: "system", Ref: r.ID, Details: d})
+	}
+
+	slices.SortStableFunc(out, func(a, b TimelineEntry) int { return a.At.Compare(b.At) })
+	for i := range out {
+		out[i].At = out[i].At.UTC()
+	}
+	return out, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// CallbackRow is a callback as operators see it.
+type CallbackRow struct {
+	CallbackID    string    `db:"callback_id"`
+	MerchantID    string    `db:"merchant_id"`
+	OrderID       string    `db:"order_id"`
+	EventType     string    `db:"event_type"`
+	Status        string    `db:"status"`
+	Attempt       int       `db:"attempt"`
+	NextAttemptAt time.Time `db:"next_attempt_at"`
+	LastError     *string   `db:"last_error"`
+	CreatedAt     time.Time `db:"created_at"`
+}
+
+// FailingCallbacks returns DEAD callbacks and PENDING ones that have failed
+// at least once, newest first.
+func (s *Store) FailingCallbacks(ctx context.Context, limit int) ([]CallbackRow, error) {
+	var rows []CallbackRow
+	err := s.db.SelectContext(ctx, &rows, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
+FROM callbacks WHERE status = 'DEAD' OR (status = 'PENDING' AND last_error IS NOT NULL)
+ORDER BY seq DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failing callbacks: %w", err)
+	}
+	return rows, nil
+}
+
+// RedeliverCallbackAsOperator puts a DEAD or failing callback back in the
+// outbox (PENDING, attempt+1, due now) and records who did it in the order's
+// history, in one transaction. It returns the new attempt number, which the
+// caller enqueues after commit. CALLBACK_NOT_FOUND when absent; an already
+// delivered callback is refused with INVALID_REQUEST.
+func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (CallbackRow, error) {
+	var row CallbackRow
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		err := tx.GetContext(ctx, &row, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
+FROM callbacks WHERE callback_id = $1 FOR UPDATE`, callbackID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+		}
+		if err != nil {
+			return fmt.Errorf("select callback: %w", err)
+		}
+		if row.Status == "DELIVERED" {
+			return payment.Errorf(payment.CodeInvalidRequest, "callback %s was already delivered", callbackID)
+		}
+		prev := row.Status
+		err = tx.GetContext(ctx, &row, `UPDATE callbacks SET status = 'PENDING', attempt = attempt + 1, next_attempt_at = $2, enqueued_at = $2
+WHERE callback_id = $1
+RETURNING callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at`, callbackID, s.now())
+		if err != nil {
+			return fmt.Errorf("reset callback: %w", err)
+		}
+		return appendLogTx(ctx, tx, row.OrderID, "ops.callback_redeliver", nil, nil, actor,
+			map[string]any{"callbackId": callbackID, "event": row.EventType, "previousStatus": prev, "attempt": row.Attempt})
+	})
+	return row, err
+}
+
+// StuckConfirms returns CONFIRMING orders flagged for reconciliation or
+// overdue for their next check, oldest first.
+func (s *Store) StuckConfirms(ctx context.Context, limit int) ([]OrderRow, error) {
+	var rows []OrderRow
+	err := s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders
+WHERE status = 'CONFIRMING' AND (needs_reconciliation OR next_check_at < $1)
+ORDER BY confirm_requested_at LIMIT $2`, s.now(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("stuck confirms: %w", err)
+	}
+	return rows, nil
+}
+
+// PendingRefund is an automatic refund or a merchant cancel still waiting
+// for the PG.
+type PendingRefund struct {
+	Kind      string    `db:"kind"` // refund or cancel
+	ID        string    `db:"id"`
+	OrderID   string    `db:"order_id"`
+	Amount    int64     `db:"amount"`
+	Attempts  int       `db:"attempts"`
+	LastError *string   `db:"last_error"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+// PendingRefunds lists refunds and cancels not yet confirmed by the PG,
+// oldest first.
+func (s *Store) PendingRefunds(ctx context.Context, limit int) ([]PendingRefund, error) {
+	var rows []PendingRefund
+	err := s.db.SelectContext(ctx, &rows, `
+SELECT 'refund' AS kind, refund_id AS id, order_id, amount, attempts, last_error, created_at FROM refunds WHERE status = 'PENDING'
+UNION ALL
+SELECT 'cancel', cancel_id, order_id, amount, attempts, failure_message, created_at FROM cancels WHERE status = 'PENDING'
+ORDER BY created_at LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending refunds: %w", err)
+	}
+	return rows, nil
+}
+
+// MerchantTotal is one merchant's paid orders since a moment.
+type MerchantTotal struct {
+	MerchantID      string `db:"merchant_id"`
+	Name            string `db:"name"`
+	Status          string `db:"status"`
+	CallbackEnabled bool   `db:"callback_enabled"`
+	CallbackURL     string `db:"callback_url"`
+	PaidCount       int64  `db:"paid_count"`
+	PaidAmount      int64  `db:"paid_amount"`
+}
+
+// MerchantTotalsSince returns every merchant with the count and sum of its
+// orders approved by the PG since `since` (PAID, including those canceled
+// since), busiest first.
+func (s *Store) MerchantTotalsSince(ctx context.Context, since time.Time) ([]MerchantTotal, error) {
+	var rows []MerchantTotal
+	err := s.db.SelectContext(ctx, &rows, `
+SELECT m.merchant_id, m.name, m.status, m.callback_enabled, m.callback_url,
+       count(o.order_id) AS paid_count, COALESCE(sum(o.amount), 0)::bigint AS paid_amount
+FROM merchants m
+LEFT JOIN orders o ON o.merchant_id = m.merchant_id AND o.approved_at >= $1
+    AND o.status IN ('PAID', 'PARTIALLY_CANCELED', 'CANCELED')
+GROUP BY m.merchant_id
+ORDER BY paid_amount DESC, m.name`, since)
+	if err != nil {
+		return nil, fmt.Errorf("merchant totals: %w", err)
+	}
+	return rows, nil
+}
+
+// CountOrdersByStatus returns how many orders are in each status.
+func (s *Store) CountOrdersByStatus(ctx context.Context) (map[string]int64, error) {
+	return s.countBy(ctx, `SELECT status, count(*) FROM orders GROUP BY status`)
+}
+
+// CountCallbacksByStatus returns how many callbacks are in each status.
+func (s *Store) CountCallbacksByStatus(ctx context.Context) (map[string]int64, error) {
+	return s.countBy(ctx, `SELECT status, count(*) FROM callbacks GROUP BY status`)
+}
+
+func (s *Store) countBy(ctx context.Context, query string) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var n int64
+		if err := rows.Scan(&k, &n); err != nil {
+			return nil, err
+		}
+		out[k] = n
+	}
+	return out, rows.Err()
+}
+
+// DeliveryAttempt is one callback attempt as metrics see it.
+type DeliveryAttempt struct {
+	ID         int64      `db:"id"`
+	StatusCode *int       `db:"status_code"`
+	Error      *string    `db:"error"`
+	StartedAt  time.Time  `db:"started_at"`
+	LatencyMS  int        `db:"latency_ms"`
+	EventType  string     `db:"event_type"`
+	ApprovedAt *time.Time `db:"approved_at"`
+}
+
+// Outcome classifies the attempt: delivered (2xx), http_error or
+// network_error.
+func (a DeliveryAttempt) Outcome() string {
+	switch {
+	case a.StatusCode != nil && *a.StatusCode >= 200 && *a.StatusCode < 300:
+		return "delivered"
+	case a.StatusCode != nil:
+		return "http_" + strconv.Itoa(*a.StatusCode/100) + "xx"
+	default:
+		return "network_error"
+	}
+}
+
+// AckedAt is when the merchant's answer arrived.
+func (a DeliveryAttempt) AckedAt() time.Time {
+	return a.StartedAt.Add(time.Duration(a.LatencyMS) * time.Millisecond)
+}
+
+// CallbackAttemptsAfter returns up to limit callback attempts with id >
+// afterID, oldest first, with the approval time of their order. Rows of
+// transactions that commit out of id order can be skipped: this feeds
+// metrics, not money.
+func (s *Store) CallbackAttemptsAfter(ctx context.Context, afterID int64, limit int) ([]DeliveryAttempt, error) {
+	var rows []DeliveryAttempt
+	err := s.db.SelectContext(ctx, &rows, `SELECT a.id, a.status_code, a.error, a.started_at, a.latency_ms, c.event_type, o.approved_at
+FROM callback_attempts a JOIN callbacks c USING (callback_id) JOIN orders o ON o.order_id = c.order_id
+WHERE a.id > $1 ORDER BY a.id LIMIT $2`, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("callback attempts: %w", err)
+	}
+	return rows, nil
+}
+
+// LastCallbackAttemptID is the newest attempt id (0 when none), where a
+// metrics cursor starts.
+func (s *Store) LastCallbackAttemptID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.db.GetContext(ctx, &id, `SELECT COALESCE(max(id), 0) FROM callback_attempts`)
+	return id, err
+}

@@ -1,0 +1,380 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/lock"
+	"github.com/payrail/payrail/internal/mockpg"
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/process"
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testenv"
+	"github.com/payrail/payrail/internal/worker"
+)
+
+func transitions(sys *systest.System, orderID, to string) int {
+	return sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND to_status = $2`, orderID, to)
+}
+
+func callbacks(sys *systest.System, orderID, event string) int {
+	return sys.Count(`SELECT count(*) FROM callbacks WHERE order_id = $1 AND event_type = $2`, orderID, event)
+}
+
+func TestConcurrentDuplicateConfirms(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 50}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(15000)
+	key := sys.Session(o)
+
+	const n = 200
+	var wg sync.WaitGroup
+	results := make([]systest.Response, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = m.Confirm(o, key)
+		}()
+	}
+	wg.Wait()
+	accepted, dup := 0, 0
+	for _, r := range results {
+		switch {
+		case r.Status == 202 && r.JSON()["result"] == "ACCEPTED":
+			accepted++
+		case r.Status == 200 && r.JSON()["result"] == "DUPLICATE":
+			dup++
+		default:
+			t.Errorf("unexpected answer %d %s", r.Status, r.Body)
+		}
+	}
+	m.WaitStatus(o.OrderID, "PAID", 15*time.Second)
+	if got := sys.PG.Stats()[o.OrderID].Approvals; got != 1 {
+		t.Fatalf("mockpg approvals = %d, want 1", got)
+	}
+	if got := transitions(sys, o.OrderID, "PAID"); got != 1 {
+		t.Fatalf("PAID transitions = %d, want 1", got)
+	}
+	if got := transitions(sys, o.OrderID, "CONFIRMING"); got != 1 {
+		t.Fatalf("CONFIRMING transitions = %d, want 1", got)
+	}
+	if got := callbacks(sys, o.OrderID, "payment.paid"); got != 1 {
+		t.Fatalf("payment.paid callbacks = %d, want 1", got)
+	}
+	t.Logf("200 concurrent confirms: %d ACCEPTED, %d DUPLICATE", accepted, dup)
+}
+
+func TestRacingPaymentKeys(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(20000)
+	const n = 10
+	var wg sync.WaitGroup
+	results := make([]systest.Response, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = m.Confirm(o, fmt.Sprintf("tmock_racer_%02d", i))
+		}()
+	}
+	wg.Wait()
+	won, conflict := 0, 0
+	for _, r := range results {
+		switch {
+		case r.Status == 202:
+			won++
+		case r.Status == 409 && r.Code() == payment.CodePaymentKeyConflict:
+			conflict++
+		default:
+			t.Errorf("unexpected %d %s", r.Status, r.Body)
+		}
+	}
+	if won != 1 || conflict != n-1 {
+		t.Fatalf("won=%d conflict=%d, want 1 and %d", won, conflict, n-1)
+	}
+}
+
+func TestConfirmRejectionsChangeNothing(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true})
+	a := sys.NewMerchant("")
+	b := sys.NewMerchant("")
+	o := a.CreateOrder(30000)
+	key := sys.Session(o)
+	body := func(amount int64, token string) map[string]any {
+		return map[string]any{"paymentKey": key, "amount": amount, "paymentToken": token}
+	}
+	cases := []struct {
+		name   string
+		m      *systest.Merchant
+		body   map[string]any
+		status int
+		code   string
+	}{
+		{"wrong amount", a, body(29999, o.PaymentToken), 400, payment.CodeAmountMismatch},
+		{"wrong token", a, body(30000, "pt_not-the-token"), 403, payment.CodeInvalidPaymentToken},
+		{"another merchant", b, body(30000, o.PaymentToken), 404, payment.CodeOrderNotFound},
+	}
+	for _, c := range cases {
+		before := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1`, o.OrderID)
+		r := c.m.Do("POST", "/v1/orders/"+o.OrderID+"/confirm", c.body)
+		if r.Status != c.status || r.Code() != c.code {
+			t.Errorf("%s: got %d %s, want %d %s", c.name, r.Status, r.Body, c.status, c.code)
+		}
+		after := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1`, o.OrderID)
+		wantLog := 0
+		if c.code == payment.CodeInvalidPaymentToken {
+			wantLog = 1 // the security event, nothing else
+			if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'security.invalid_payment_token'`, o.OrderID); n != 1 {
+				t.Errorf("security event rows = %d, want 1", n)
+			}
+		}
+		if after-before != wantLog {
+			t.Errorf("%s: %d history rows written, want %d", c.name, after-before, wantLog)
+		}
+	}
+	if st := a.Status(o.OrderID); st != "CREATED" {
+		t.Fatalf("status = %s, want CREATED", st)
+	}
+	if calls := sys.PG.Stats()[o.OrderID].ConfirmCalls; calls != 0 {
+		t.Fatalf("PG confirm calls = %d, want 0", calls)
+	}
+}
+
+func TestDeclineFails(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{DeclineRate: 1}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(5000)
+	key := sys.Session(o)
+	r := m.Confirm(o, key, "Prefer", "wait=10")
+	if r.Status != 200 || r.JSON()["result"] != "FAILURE" {
+		t.Fatalf("confirm with wait: %d %s", r.Status, r.Body)
+	}
+	failure, _ := r.JSON()["failure"].(map[string]any)
+	if failure["code"] != "REJECT_CARD_PAYMENT" {
+		t.Fatalf("failure = %v, want the PG's code REJECT_CARD_PAYMENT", failure)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.failed"); n != 1 {
+		t.Fatalf("payment.failed callbacks = %d", n)
+	}
+	// The same paymentKey again answers the stored failure.
+	r = m.Confirm(o, key)
+	if r.Status != 200 || r.JSON()["result"] != "FAILURE" {
+		t.Fatalf("repeat: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestTransientErrorsThenSuccess(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{Error5xxRate: 1}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(7000)
+	key := sys.Session(o)
+	if r := m.Confirm(o, key); r.Status != 202 {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	testenv.Poll(t, 10*time.Second, "three 5xx answers", func() bool { return sys.PG.Stats()[o.OrderID].ConfirmCalls >= 3 })
+	sys.PG.SetFaults(mockpg.Faults{})
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	if got := sys.PG.Stats()[o.OrderID].Approvals; got != 1 {
+		t.Fatalf("approvals = %d", got)
+	}
+	if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'pg.confirm' AND details->>'outcome' = 'retryable'`, o.OrderID); n < 3 {
+		t.Fatalf("retryable attempts logged = %d, want ≥ 3", n)
+	}
+}
+
+func TestAnswerLostStillPaidOnce(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{AnswerLostRate: 1}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(8000)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	testenv.Poll(t, 10*time.Second, "the approval whose answer is lost", func() bool { return sys.PG.Stats()[o.OrderID].Approvals == 1 })
+	testenv.Poll(t, 10*time.Second, "a second confirm call", func() bool { return sys.PG.Stats()[o.OrderID].ConfirmCalls >= 2 })
+	sys.PG.SetFaults(mockpg.Faults{})
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	st := sys.PG.Stats()[o.OrderID]
+	if st.Approvals != 1 {
+		t.Fatalf("approvals = %d, want 1", st.Approvals)
+	}
+	if n := transitions(sys, o.OrderID, "FAILED"); n != 0 {
+		t.Fatal("an approved payment was marked FAILED")
+	}
+}
+
+func TestUnknownThenSessionGoneIsDecidedByLookup(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	pgNow := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return pgNow }
+	sys := systest.Start(t, systest.Options{Worker: true, PGNow: clock,
+		Faults: mockpg.Faults{TimeoutRate: 1, TimeoutMS: 5000},
+		Env:    map[string]string{"PAYRAIL_PG_TIMEOUT": "300ms", "PAYRAIL_LOCK_TTL": "3s"}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(9000)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	testenv.Poll(t, 10*time.Second, "an unknown outcome", func() bool {
+		return sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND details->>'outcome' = 'unknown'`, o.OrderID) >= 1
+	})
+	// The PG session expires while we did not know: confirm now answers
+	// NOT_FOUND_PAYMENT_SESSION, which must not fail the order on its own.
+	mu.Lock()
+	pgNow = pgNow.Add(time.Hour)
+	mu.Unlock()
+	sys.PG.SetFaults(mockpg.Faults{})
+	testenv.Poll(t, 15*time.Second, "a terminal status", func() bool {
+		st := m.Status(o.OrderID)
+		return st == "FAILED" || st == "PAID"
+	})
+	var actions []string
+	testenv.Must(t, sys.DB.DB.Select(&actions, `SELECT action || coalesce(':' || (details->>'code'), '') FROM payment_log WHERE order_id = $1 ORDER BY id`, o.OrderID))
+	joined := strings.Join(actions, " ")
+	if !strings.Contains(joined, "pg.lookup") {
+		t.Fatalf("no lookup before deciding: %s", joined)
+	}
+	if sys.PG.Stats()[o.OrderID].Approvals != 0 || m.Status(o.OrderID) != "FAILED" {
+		t.Fatalf("want FAILED with no approval; history: %s", joined)
+	}
+}
+
+func TestRedisFlushedBeforeTaskRan(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_CONFIRM_STUCK_AFTER": "300ms"}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(11000)
+	key := sys.Session(o)
+	if r := m.Confirm(o, key); r.Status != 202 {
+		t.Fatalf("confirm: %d", r.Status)
+	}
+	testenv.Must(t, sys.Redis.Client.FlushDB(context.Background()).Err())
+	sys.StartWorker()
+	m.WaitStatus(o.OrderID, "PAID", 15*time.Second)
+	if sys.PG.Stats()[o.OrderID].Approvals != 1 {
+		t.Fatal("want exactly one approval")
+	}
+}
+
+// A worker whose lock lapsed mid-call (GC pause, slow PG) must not write a
+// second transition: the version fence stops it.
+func TestExpiredLockFencedByVersion(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Faults: mockpg.Faults{LatencyMS: 400}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(12000)
+	key := sys.Session(o)
+	if r := m.Confirm(o, key); r.Status != 202 {
+		t.Fatalf("confirm: %d", r.Status)
+	}
+	row, err := sys.Deps.Store.OrderRow(context.Background(), "", o.OrderID)
+	testenv.Must(t, err)
+	mk := func() *worker.Worker {
+		w := process.NewWorker(sys.Config, sys.Deps, sys.Log).Handler
+		w.Locks = lock.New(sys.Redis.Client, 50*time.Millisecond, sys.Log)
+		w.Locks.NoExtend = true
+		return w
+	}
+	w1, w2 := mk(), mk()
+	started := make(chan struct{})
+	w1.PG = signalPG{PG: w1.PG, started: started}
+	task := asynq.NewTask(queue.TypeConfirm, []byte(fmt.Sprintf(`{"orderId":%q,"version":%d}`, o.OrderID, row.Version)))
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, w := range []*worker.Worker{w1, w2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				// Start once the first one's lock has lapsed.
+				<-started
+				time.Sleep(100 * time.Millisecond) // let the 50 ms lock lapse: this is the fault under test
+			}
+			errs[i] = w.HandleConfirm(context.Background(), task)
+		}()
+	}
+	wg.Wait()
+	t.Logf("handler errors: %v", errs)
+	st := sys.PG.Stats()[o.OrderID]
+	if st.ConfirmCalls != 2 {
+		t.Fatalf("confirm calls = %d, want 2 (both workers called the PG)", st.ConfirmCalls)
+	}
+	if st.Approvals != 1 {
+		t.Fatalf("approvals = %d, want 1", st.Approvals)
+	}
+	if n := transitions(sys, o.OrderID, "PAID"); n != 1 {
+		t.Fatalf("PAID transitions = %d, want 1", n)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.paid"); n != 1 {
+		t.Fatalf("payment.paid callbacks = %d, want 1", n)
+	}
+}
+
+func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 1500},
+		Env: map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "200", "PAYRAIL_DB_MAX_CONNS": "20", "PAYRAIL_LOCK_TTL": "8s"}})
+	m := sys.NewMerchant("")
+	const n = 200
+	orders := make([]systest.Order, n)
+	keys := make([]string, n)
+	for i := range n {
+		orders[i] = m.CreateOrder(int64(1000 + i))
+		keys[i] = sys.Session(orders[i])
+	}
+	var wg sync.WaitGroup
+	results := make([]systest.Response, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = m.Confirm(orders[i], keys[i], "Prefer", "wait=20")
+		}()
+	}
+	// While the PG is slow, all 200 wait; sample the pool meanwhile.
+	testenv.Poll(t, 20*time.Second, "200 waiters", func() bool { return sys.API.Waiter.Waiting() == n })
+	peak := 0
+	for range 20 {
+		if u := sys.Deps.DB.Stats().InUse; u > peak {
+			peak = u
+		}
+		time.Sleep(10 * time.Millisecond) // sampling interval, not a wait for work
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Status != 200 || r.JSON()["result"] != "SUCCESS" {
+			t.Fatalf("order %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	stats := sys.Deps.DB.Stats()
+	t.Logf("200 waiters: pool max %d, in use while waiting (peak of samples) %d, total waits for a connection %d", stats.MaxOpenConnections, peak, stats.WaitCount)
+	if peak > 5 {
+		t.Fatalf("%d connections in use while 200 requests waited; waiters must not hold connections", peak)
+	}
+}
+
+
+// signalPG tells the test when a confirm call has begun.
+type signalPG struct {
+	worker.PG
+	started chan struct{}
+}
+
+func (p signalPG) Confirm(ctx context.Context, idem, paymentKey, orderID string, amount int64) pgclient.Result {
+	close(p.started)
+	return p.PG.Confirm(ctx, idem, paymentKey, orderID, amount)
+}
