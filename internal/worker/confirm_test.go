@@ -367,7 +367,6 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	}
 }
 
-
 // signalPG tells the test when a confirm call has begun.
 type signalPG struct {
 	worker.PG
