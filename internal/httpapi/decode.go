@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -68,6 +69,55 @@ func decodeStrict(body []byte, dst any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: trailing data after the object")
+	}
+	return checkKeys(body, dst)
+}
+
+// checkKeys closes two gaps encoding/json leaves open: it matches field names
+// case-insensitively ("AMOUNT" fills amount) and lets the last of duplicate
+// keys win. Either lets two readers of one signed body see different
+// requests, so a top-level key must be a field's exact name, once.
+func checkKeys(body []byte, dst any) error {
+	t := reflect.TypeOf(dst)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]bool{}
+	for f := range t.Elem().Fields() {
+		if f.Anonymous {
+			return nil // embedded fields: DisallowUnknownFields alone
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = true
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // null: nothing to check
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: malformed")
+		}
+		key, _ := tok.(string)
+		if !fields[key] {
+			return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: unknown field %q", key)
+		}
+		if seen[key] {
+			return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: duplicate field %q", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return payment.Errorf(payment.CodeInvalidRequest, "invalid JSON body: malformed")
+		}
 	}
 	return nil
 }
