@@ -32,6 +32,7 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl migrate up                          apply database migrations (PAYRAIL_DATABASE_URL)
   payrailctl merchant create --name N --callback-url URL [--return-url URL] [--save]
                                                  create a merchant (admin API); --save writes .run/merchant.env
+  payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
   payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]
                                                  sign and send a merchant request; prints status and body
   payrailctl order create --amount N --name NAME [--merchant-order-id ID]
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 	case "call":
 		return c.call(ctx, args[1:])
+	case "operator":
+		return c.operator(ctx, args[1:])
 	case "order":
 		if len(args) > 1 {
 			switch args[1] {

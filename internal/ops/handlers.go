@@ -1,0 +1,178 @@
+package ops
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/store"
+)
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, "login.html", "Sign in", map[string]any{"Next": safeNext(r.URL.Query().Get("next"), "/ops/")})
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	name, password := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("password")
+	next := safeNext(r.PostFormValue("next"), "/ops/")
+	if !sameOrigin(r, false) {
+		http.Error(w, "cross-origin login refused", http.StatusForbidden)
+		return
+	}
+	op, err := c.Store.OperatorByName(r.Context(), name)
+	hash := []byte(op.PasswordHash)
+	if err != nil {
+		if e, ok := payment.AsError(err); !ok || e.Code != store.CodeOperatorNotFound {
+			c.fail(w, r, err)
+			return
+		}
+		hash = dummyHash
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
+		c.Log.Warn("operator login failed", "operator", name, "remote", r.RemoteAddr)
+		w.WriteHeader(http.StatusUnauthorized)
+		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "Wrong name or password."})
+		return
+	}
+	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, c.now())
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: id, Path: "/ops", MaxAge: int(c.Sessions.ttl() / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r),
+	})
+	c.Log.Info("operator login", "operator", op.Name)
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// isHTTPS reports whether the browser reached us over TLS (directly or
+// through a proxy that says so).
+func isHTTPS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {
+	a := session(r)
+	if err := c.Sessions.Delete(r.Context(), a.id); err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/ops", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r)})
+	c.Log.Info("operator logout", "operator", a.sess.Operator)
+	http.Redirect(w, r, "/ops/login", http.StatusSeeOther)
+	return nil
+}
+
+// statuses are the order statuses the search offers.
+var statuses = []payment.Status{payment.Created, payment.Confirming, payment.Paid, payment.PartiallyCanceled, payment.Canceled, payment.Failed, payment.Expired}
+
+func (c *Console) orders(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.OrderSearch{
+		Query:          strings.TrimSpace(q.Get("q")),
+		Status:         q.Get("status"),
+		MerchantID:     strings.TrimSpace(q.Get("merchant")),
+		NeedsReconcile: q.Get("reconcile") != "",
+		Limit:          50,
+	}
+	f.Before, _ = strconv.ParseInt(q.Get("before"), 10, 64)
+	rows, err := c.Store.SearchOrders(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	var older string
+	if len(rows) == f.Limit {
+		q.Set("before", strconv.FormatInt(rows[len(rows)-1].Seq, 10))
+		older = "/ops/?" + q.Encode()
+	}
+	c.render(w, r, "orders.html", "Orders", map[string]any{"Filter": f, "Orders": rows, "Statuses": statuses, "Older": older})
+	return nil
+}
+
+func (c *Console) order(w http.ResponseWriter, r *http.Request) error {
+	row, err := c.Store.OrderRow(r.Context(), "", r.PathValue("orderId"))
+	if err != nil {
+		return err
+	}
+	tl, err := c.Store.OrderTimeline(r.Context(), row.OrderID)
+	if err != nil {
+		return err
+	}
+	c.render(w, r, "order.html", "Order "+row.OrderID, map[string]any{"Order": row, "Timeline": tl})
+	return nil
+}
+
+func (c *Console) callbacks(w http.ResponseWriter, r *http.Request) error {
+	rows, err := c.Store.FailingCallbacks(r.Context(), 200)
+	if err != nil {
+		return err
+	}
+	c.render(w, r, "callbacks.html", "Failing callbacks", map[string]any{"Callbacks": rows})
+	return nil
+}
+
+func (c *Console) redeliver(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("callbackId")
+	row, err := c.Store.RedeliverCallbackAsOperator(r.Context(), id, actor(r))
+	if err != nil {
+		return err
+	}
+	flash := "redelivered"
+	if err := c.Queue.Callback(r.Context(), row.CallbackID, row.Attempt); err != nil {
+		// The row is PENDING and due: the outbox sweep delivers it anyway.
+		c.Log.Warn("ops redeliver enqueue", "callback_id", id, "err", err)
+		flash = "redeliver-later"
+	}
+	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "callback.redeliver", "callback_id", id, "order_id", row.OrderID, "attempt", row.Attempt)
+	http.Redirect(w, r, withFlash(safeNext(r.PostFormValue("next"), "/ops/callbacks"), flash), http.StatusSeeOther)
+	return nil
+}
+
+func (c *Console) attention(w http.ResponseWriter, r *http.Request) error {
+	stuck, err := c.Store.StuckConfirms(r.Context(), 200)
+	if err != nil {
+		return err
+	}
+	refunds, err := c.Store.PendingRefunds(r.Context(), 200)
+	if err != nil {
+		return err
+	}
+	c.render(w, r, "attention.html", "Needs attention", map[string]any{"Stuck": stuck, "Refunds": refunds})
+	return nil
+}
+
+func (c *Console) merchants(w http.ResponseWriter, r *http.Request) error {
+	now := c.now().UTC()
+	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	rows, err := c.Store.MerchantTotalsSince(r.Context(), since)
+	if err != nil {
+		return err
+	}
+	var count, sum int64
+	for _, m := range rows {
+		count += m.PaidCount
+		sum += m.PaidAmount
+	}
+	c.render(w, r, "merchants.html", "Merchants today", map[string]any{"Since": since, "Merchants": rows, "Count": count, "Sum": sum})
+	return nil
+}
+
+// enableCallbacks turns a merchant's callback endpoint back on. It
+// concerns no single order, so it is recorded in the log under the
+// operator's name rather than in an order's history.
+func (c *Console) enableCallbacks(w http.ResponseWriter, r *http.Request) error {
+	on := true
+	m, err := c.Store.UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{CallbackEnabled: &on})
+	if err != nil {
+		return err
+	}
+	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "merchant.callbacks_enabled", "merchant_id", m.MerchantID)
+	http.Redirect(w, r, withFlash("/ops/merchants", "enabled"), http.StatusSeeOther)
+	return nil
+}

@@ -1,0 +1,379 @@
+// Package ops is payrail's operator console: the login, sessions and CSRF
+// protection that guard /ops (asynqmon included), and the server-rendered
+// pages where people search orders, read an order's whole timeline, and act
+// on what needs a person (failing callbacks, stuck confirms, pending
+// refunds, disabled merchant endpoints). Every action is recorded under the
+// operator's name. It never moves an order's status itself: actions go
+// through the store and the queue like any other writer.
+package ops
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/store"
+)
+
+// Store is what the console reads and writes.
+type Store interface {
+	// OperatorByName returns OPERATOR_NOT_FOUND for an unknown name.
+	OperatorByName(ctx context.Context, name string) (store.Operator, error)
+	SearchOrders(ctx context.Context, f store.OrderSearch) ([]store.OrderRow, error)
+	// OrderRow returns ORDER_NOT_FOUND for an unknown order.
+	OrderRow(ctx context.Context, merchantID, orderID string) (store.OrderRow, error)
+	OrderTimeline(ctx context.Context, orderID string) ([]store.TimelineEntry, error)
+	FailingCallbacks(ctx context.Context, limit int) ([]store.CallbackRow, error)
+	// RedeliverCallbackAsOperator returns CALLBACK_NOT_FOUND, or
+	// INVALID_REQUEST for a delivered callback.
+	RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (store.CallbackRow, error)
+	StuckConfirms(ctx context.Context, limit int) ([]store.OrderRow, error)
+	PendingRefunds(ctx context.Context, limit int) ([]store.PendingRefund, error)
+	MerchantTotalsSince(ctx context.Context, since time.Time) ([]store.MerchantTotal, error)
+	// UpdateMerchant returns MERCHANT_NOT_FOUND for an unknown merchant.
+	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
+}
+
+// Enqueuer triggers a callback delivery attempt.
+type Enqueuer interface {
+	Callback(ctx context.Context, callbackID string, attempt int) error
+}
+
+// Console serves /ops. Mount Handler at "/ops/".
+type Console struct {
+	Store    Store
+	Queue    Enqueuer
+	Sessions *Sessions
+	// Queues is asynqmon, built with RootPath "/ops/queues"; nil leaves
+	// /ops/queues/ unmounted.
+	Queues http.Handler
+	Log    *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// CookieName is the session cookie.
+const CookieName = "payrail_ops"
+
+// MinPasswordLen is the shortest operator password accepted.
+const MinPasswordLen = 12
+
+// CheckOperator vets a new operator's name and password.
+func CheckOperator(name, password string) error {
+	if name == "" || len(name) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") != "" {
+		return payment.Errorf(payment.CodeInvalidRequest, "name must be 1–64 characters of letters, digits, '.', '_', '@' and '-'")
+	}
+	if utf8.RuneCountInString(password) < MinPasswordLen {
+		return payment.Errorf(payment.CodeInvalidRequest, "password must be at least %d characters", MinPasswordLen)
+	}
+	if len(password) > 72 {
+		// bcrypt reads only 72 bytes; refuse rather than silently truncate.
+		return payment.Errorf(payment.CodeInvalidRequest, "password must be at most 72 bytes")
+	}
+	return nil
+}
+
+// HashPassword returns the bcrypt hash stored for an operator.
+func HashPassword(password string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// dummyHash is compared against when the operator does not exist, so a
+// wrong name costs as long as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("payrail-no-such-operator"), bcrypt.DefaultCost)
+
+func (c *Console) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+type ctxKey struct{}
+
+type authed struct {
+	id   string
+	sess Session
+}
+
+func session(r *http.Request) authed {
+	a, _ := r.Context().Value(ctxKey{}).(authed)
+	return a
+}
+
+// Handler routes /ops/*.
+func (c *Console) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ops/login", c.loginPage)
+	mux.HandleFunc("POST /ops/login", c.login)
+	mux.Handle("POST /ops/logout", c.action(c.logout))
+	mux.Handle("GET /ops/{$}", c.page(c.orders))
+	mux.Handle("GET /ops/orders/{orderId}", c.page(c.order))
+	mux.Handle("GET /ops/callbacks", c.page(c.callbacks))
+	mux.Handle("POST /ops/callbacks/{callbackId}/redeliver", c.action(c.redeliver))
+	mux.Handle("GET /ops/attention", c.page(c.attention))
+	mux.Handle("GET /ops/merchants", c.page(c.merchants))
+	mux.Handle("POST /ops/merchants/{merchantId}/enable-callbacks", c.action(c.enableCallbacks))
+	if c.Queues != nil {
+		mux.Handle("/ops/queues/", c.requireSession(c.queues()))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/ops/queues/") {
+			// asynqmon's page needs its own inline scripts; ours need nothing.
+			w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Referrer-Policy", "same-origin")
+		}
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// requireSession lets a request through only with a live session cookie.
+// Without one, asynqmon's API answers 401 and pages redirect to the login.
+func (c *Console) requireSession(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sess Session
+		ck, err := r.Cookie(CookieName)
+		if err == nil {
+			sess, err = c.Sessions.Get(r.Context(), ck.Value)
+		}
+		if err != nil {
+			if !errors.Is(err, errNoSession) && !errors.Is(err, http.ErrNoCookie) {
+				c.Log.Error("ops session", "err", err)
+				http.Error(w, "session store unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			if strings.HasPrefix(r.URL.Path, "/ops/queues/api/") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = w.Write([]byte(`{"error":"operator login required"}` + "\n"))
+				return
+			}
+			next := r.URL.Path
+			if r.Method != http.MethodGet {
+				next = ""
+			} else if r.URL.RawQuery != "" {
+				next += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, "/ops/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, authed{id: ck.Value, sess: sess})))
+	})
+}
+
+// queues guards asynqmon. Its single-page app issues its own POST and
+// DELETE requests and cannot carry our CSRF token, so a state-changing
+// request must come from our own origin (browsers always send Origin on
+// them); SameSite=Strict on the cookie is the second wall. Each such call
+// is logged under the operator's name.
+func (c *Console) queues() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if !sameOrigin(r, true) {
+				http.Error(w, "cross-origin request refused", http.StatusForbidden)
+				return
+			}
+			c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "asynqmon", "method", r.Method, "path", r.URL.Path)
+		}
+		c.Queues.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin reports whether the request's Origin (or, failing it,
+// Sec-Fetch-Site) says it came from this site. Without either header the
+// answer is !required (old clients and curl send neither).
+func sameOrigin(r *http.Request, required bool) bool {
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		return err == nil && u.Host == r.Host
+	}
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s == "same-origin" || s == "none"
+	}
+	return !required
+}
+
+// page wraps a GET page: a session, then the page.
+func (c *Console) page(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return c.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			c.fail(w, r, err)
+		}
+	}))
+}
+
+// action wraps a console POST: a session, a same-origin request and the
+// session's CSRF token in the form, compared in constant time. Anything
+// missing or wrong is a 403 and the action does not run.
+func (c *Console) action(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return c.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		token := r.PostFormValue("csrf")
+		want := session(r).sess.CSRF
+		if token == "" || want == "" || subtle.ConstantTimeCompare([]byte(token), []byte(want)) != 1 || !sameOrigin(r, false) {
+			c.Log.Warn("ops csrf check failed", "operator", session(r).sess.Operator, "path", r.URL.Path)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte("403 forbidden: missing or invalid CSRF token; reload the page and try again\n"))
+			return
+		}
+		if err := h(w, r); err != nil {
+			c.fail(w, r, err)
+		}
+	}))
+}
+
+// fail renders an error page: domain errors say what went wrong; anything
+// else is logged and shown as a generic 500.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := http.StatusInternalServerError, "internal error; see the api logs"
+	if e, ok := payment.AsError(err); ok {
+		status, msg = http.StatusBadRequest, e.Message
+		if strings.HasSuffix(e.Code, "NOT_FOUND") {
+			status = http.StatusNotFound
+		}
+	} else {
+		c.Log.Error("ops console", "err", err, "path", r.URL.Path)
+	}
+	w.WriteHeader(status)
+	c.render(w, r, "error.html", "Error", map[string]any{"Status": status, "Message": msg})
+}
+
+// actor is how an operator appears in an order's history.
+func actor(r *http.Request) string { return "operator:" + session(r).sess.Operator }
+
+// safeNext keeps a post-login or post-action redirect on the console.
+func safeNext(next, fallback string) string {
+	u, err := url.Parse(next)
+	if next == "" || err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/ops/") ||
+		strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return fallback
+	}
+	return next
+}
+
+func withFlash(next, flash string) string {
+	sep := "?"
+	if strings.Contains(next, "?") {
+		sep = "&"
+	}
+	return next + sep + "flash=" + url.QueryEscape(flash)
+}
+
+// flashes are the only messages a redirect may ask a page to show, so a
+// link cannot make the console say something of the sender's choosing.
+var flashes = map[string]string{
+	"redelivered":     "Callback put back in the outbox and enqueued.",
+	"redeliver-later": "Callback put back in the outbox; enqueueing failed, the sweep will deliver it.",
+	"enabled":         "Callbacks re-enabled for the merchant.",
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+var funcs = template.FuncMap{
+	"ts": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			return v.UTC().Format("2006-01-02 15:04:05.000Z")
+		case *time.Time:
+			if v == nil {
+				return ""
+			}
+			return v.UTC().Format("2006-01-02 15:04:05.000Z")
+		}
+		return ""
+	},
+	"money": func(n int64) string {
+		s := strconv.FormatInt(n, 10)
+		neg := strings.HasPrefix(s, "-")
+		s = strings.TrimPrefix(s, "-")
+		var b strings.Builder
+		for i, ch := range s {
+			if i > 0 && (len(s)-i)%3 == 0 {
+				b.WriteByte(',')
+			}
+			b.WriteRune(ch)
+		}
+		if neg {
+			return "-" + b.String()
+		}
+		return b.String()
+	},
+	"deref": func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	},
+	"json": func(v any) string {
+		if m, ok := v.(map[string]any); ok && len(m) == 0 {
+			return ""
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	},
+	"redeliverable": func(e store.TimelineEntry) bool {
+		st, _ := e.Details["status"].(string)
+		return e.Kind == "callback" && st != "DELIVERED"
+	},
+}
+
+var pages = map[string]*template.Template{}
+
+func init() {
+	names, err := templateFS.ReadDir("templates")
+	if err != nil {
+		panic(err)
+	}
+	for _, n := range names {
+		if n.Name() == "layout.html" {
+			continue
+		}
+		pages[n.Name()] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n.Name()))
+	}
+}
+
+// view is what every page template gets.
+type view struct {
+	Title    string
+	Operator string
+	CSRF     string
+	Path     string
+	Flash    string
+	Data     any
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any) {
+	a := session(r)
+	v := view{Title: title, Operator: a.sess.Operator, CSRF: a.sess.CSRF, Path: r.URL.RequestURI(), Flash: flashes[r.URL.Query().Get("flash")], Data: data}
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	}
+	if err := pages[name].Execute(w, v); err != nil {
+		c.Log.Error("ops render", "page", name, "err", err)
+	}
+}

@@ -1,0 +1,91 @@
+package ops
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SessionTTL is how long an operator session lasts from login.
+const SessionTTL = 12 * time.Hour
+
+// Session is a logged-in operator.
+type Session struct {
+	OperatorID string    `json:"operatorId"`
+	Operator   string    `json:"operator"`
+	CSRF       string    `json:"csrf"`
+	CreatedAt  time.Time `json:"createdAt"`
+}
+
+// Sessions keeps operator sessions in Redis under the SHA-256 of their id,
+// so a read of Redis does not hand out live cookies. A session expires
+// SessionTTL after login whatever its use.
+type Sessions struct {
+	Redis *redis.Client
+	TTL   time.Duration
+}
+
+func (s *Sessions) key(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "payrail:ops:session:" + hex.EncodeToString(sum[:])
+}
+
+func (s *Sessions) ttl() time.Duration {
+	if s.TTL > 0 {
+		return s.TTL
+	}
+	return SessionTTL
+}
+
+// randomToken returns 256 random bits, base64url.
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics on a broken source)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Create starts a session and returns its id (the cookie value).
+func (s *Sessions) Create(ctx context.Context, operatorID, operator string, now time.Time) (string, Session, error) {
+	id := randomToken()
+	sess := Session{OperatorID: operatorID, Operator: operator, CSRF: randomToken(), CreatedAt: now.UTC()}
+	b, _ := json.Marshal(sess)
+	if err := s.Redis.Set(ctx, s.key(id), b, s.ttl()).Err(); err != nil {
+		return "", Session{}, fmt.Errorf("store session: %w", err)
+	}
+	return id, sess, nil
+}
+
+// errNoSession means the id names no live session.
+var errNoSession = errors.New("no such session")
+
+// Get returns a live session; errNoSession when it expired or never was.
+func (s *Sessions) Get(ctx context.Context, id string) (Session, error) {
+	var sess Session
+	if len(id) != 43 { // 32 bytes, base64url without padding
+		return sess, errNoSession
+	}
+	b, err := s.Redis.Get(ctx, s.key(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return sess, errNoSession
+	}
+	if err != nil {
+		return sess, fmt.Errorf("read session: %w", err)
+	}
+	if err := json.Unmarshal(b, &sess); err != nil {
+		return sess, errNoSession
+	}
+	return sess, nil
+}
+
+// Delete ends a session.
+func (s *Sessions) Delete(ctx context.Context, id string) error {
+	return s.Redis.Del(ctx, s.key(id)).Err()
+}
