@@ -59,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	admin("PATCH /admin/merchants/{merchantId}", s.patchMerchant)
 	admin("POST /admin/merchants/{merchantId}/secrets", s.addSecret)
 	admin("DELETE /admin/merchants/{merchantId}/secrets/{secretId}", s.revokeSecret)
+	admin("POST /admin/operators", s.createOperator)
 
 	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }
 	merchant("POST /v1/orders", s.createOrder)
