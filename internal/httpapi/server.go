@@ -67,6 +67,8 @@ func (s *Server) Handler() http.Handler {
 	merchant("GET /v1/orders/{orderId}", s.getOrder)
 	merchant("POST /v1/orders/{orderId}/confirm", s.confirm)
 	merchant("GET /v1/payments/{paymentKey}", s.getPayment)
+	merchant("GET /v1/callbacks", s.listCallbacks)
+	merchant("POST /v1/callbacks/{callbackId}/redeliver", s.redeliverCallback)
 
 	for pattern, h := range s.Extra {
 		mux.Handle(pattern, h)

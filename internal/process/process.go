@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/callback"
 	"github.com/payrail/payrail/internal/config"
 	"github.com/payrail/payrail/internal/httpapi"
 	"github.com/payrail/payrail/internal/lock"
@@ -99,14 +99,7 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		Ready:       deps.Ready,
 		Extra:       map[string]http.Handler{},
 	}
-	if cfg.CallbackAllowPrivate {
-		srv.ValidateCallbackURL = func(u string) error {
-			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-				return errors.New("must be an absolute http(s) URL")
-			}
-			return nil
-		}
-	}
+	srv.ValidateCallbackURL = (&callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}).ValidateURL
 	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}
 }
 
@@ -162,6 +155,9 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		ReconcileBackoffMax: cfg.ReconcileBackoffMax,
 		SweepInterval:       cfg.SweepInterval,
 	}
+	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
+		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
+		Timeout: cfg.CallbackTimeout, MaxInFlight: max(1, cfg.WorkerConcurrency/2)})
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
 		Concurrency:     cfg.WorkerConcurrency,
 		Queues:          queue.Priorities,

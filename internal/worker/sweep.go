@@ -58,5 +58,8 @@ func (w *Worker) sweep(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if w.Callbacks != nil {
+		errs = append(errs, w.Callbacks.EnqueueDue(ctx))
+	}
 	return errors.Join(errs...)
 }

@@ -49,6 +49,15 @@ type Worker struct {
 	Now           func() time.Time
 	// Hooks observe outcomes (metrics); nil is fine.
 	Hooks Hooks
+	// Callbacks delivers merchant callbacks (internal/callback); nil leaves
+	// callback:deliver unhandled.
+	Callbacks Callbacks
+}
+
+// Callbacks handles callback:deliver and enqueues the callbacks that are due.
+type Callbacks interface {
+	asynq.Handler
+	EnqueueDue(ctx context.Context) error
 }
 
 // Hooks lets metrics observe the worker without the worker importing them.
@@ -73,6 +82,9 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	mux.HandleFunc(queue.TypeConfirm, w.HandleConfirm)
 	mux.HandleFunc(queue.TypeReconcile, w.HandleReconcile)
 	mux.HandleFunc(queue.TypeSweep, w.HandleSweep)
+	if w.Callbacks != nil {
+		mux.Handle(queue.TypeCallback, w.Callbacks)
+	}
 	return mux
 }
 

@@ -1,0 +1,283 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// CallbackGeneration is the stride of callback attempt numbers. Attempt n of
+// generation g is numbered g·CallbackGeneration + n, so a redelivery starts
+// the retry schedule afresh while attempt numbers (and the task IDs
+// callback:{id}:{attempt} built from them) only ever grow and never collide.
+const CallbackGeneration = 100
+
+// CallbackDelivery is what the deliverer needs to send one callback: the
+// outbox row and its merchant's endpoint.
+type CallbackDelivery struct {
+	CallbackID      string    `db:"callback_id"`
+	MerchantID      string    `db:"merchant_id"`
+	OrderID         string    `db:"order_id"`
+	EventType       string    `db:"event_type"`
+	Payload         []byte    `db:"payload"`
+	Status          string    `db:"status"`
+	Attempt         int       `db:"attempt"`
+	NextAttemptAt   time.Time `db:"next_attempt_at"`
+	Seq             int64     `db:"seq"`
+	CallbackURL     string    `db:"callback_url"`
+	CallbackEnabled bool      `db:"callback_enabled"`
+}
+
+// payload::text is the body that is signed and sent: jsonb prints the same
+// bytes every time, so retries of one callback carry identical bodies.
+const sqlCallbackDelivery = `
+SELECT c.callback_id, c.merchant_id, c.order_id, c.event_type, c.payload::text AS payload, c.status, c.attempt,
+       c.next_attempt_at, c.seq, m.callback_url, m.callback_enabled
+FROM callbacks c JOIN merchants m ON m.merchant_id = c.merchant_id
+WHERE c.callback_id = $1`
+
+// CallbackDelivery loads a callback for delivery; CALLBACK_NOT_FOUND when absent.
+func (s *Store) CallbackDelivery(ctx context.Context, callbackID string) (CallbackDelivery, error) {
+	var d CallbackDelivery
+	err := s.db.GetContext(ctx, &d, sqlCallbackDelivery, callbackID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+	}
+	if err != nil {
+		return d, fmt.Errorf("load callback: %w", err)
+	}
+	return d, nil
+}
+
+// CallbackRef names one generation of a callback to trigger.
+type CallbackRef struct {
+	CallbackID string `db:"callback_id"`
+	Attempt    int    `db:"attempt"`
+	Seq        int64  `db:"seq"`
+}
+
+// A row is claimable when it is PENDING, due, its merchant's endpoint is
+// enabled, and no trigger is known to be out for this due time: never
+// enqueued, enqueued before it became due (an earlier attempt's trigger), or
+// enqueued so long ago that the trigger must have been lost (Redis flushed or
+// failed over). Claiming stamps enqueued_at, so each due row is enqueued once
+// per attempt; SKIP LOCKED keeps two sweeps from claiming the same row.
+const sqlClaimDueCallbacks = `
+UPDATE callbacks c SET enqueued_at = $1
+FROM (
+    SELECT d.callback_id FROM callbacks d JOIN merchants m ON m.merchant_id = d.merchant_id
+    WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND m.callback_enabled
+      AND (d.enqueued_at IS NULL OR d.enqueued_at < d.next_attempt_at OR d.enqueued_at < $2)
+    ORDER BY d.seq
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+) due
+WHERE c.callback_id = due.callback_id
+RETURNING c.callback_id, c.attempt, c.seq`
+
+// ClaimDueCallbacks claims up to limit due callbacks of enabled endpoints,
+// oldest first, and returns them in order of creation. A row enqueued before
+// lostBefore without having been attempted since is claimed again.
+func (s *Store) ClaimDueCallbacks(ctx context.Context, now, lostBefore time.Time, limit int) ([]CallbackRef, error) {
+	var refs []CallbackRef
+	if err := s.db.SelectContext(ctx, &refs, sqlClaimDueCallbacks, now, lostBefore, limit); err != nil {
+		return nil, fmt.Errorf("claim due callbacks: %w", err)
+	}
+	sortRefs(refs)
+	return refs, nil
+}
+
+func sortRefs(refs []CallbackRef) {
+	slices.SortFunc(refs, func(a, b CallbackRef) int { return cmp.Compare(a.Seq, b.Seq) })
+}
+
+// ParkCallback forgets the trigger of a callback whose endpoint is disabled,
+// without spending an attempt: the sweep claims it again once the endpoint is
+// re-enabled.
+func (s *Store) ParkCallback(ctx context.Context, callbackID string, attempt int) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE callbacks SET enqueued_at = NULL WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`, callbackID, attempt)
+	if err != nil {
+		return fmt.Errorf("park callback: %w", err)
+	}
+	return nil
+}
+
+// CallbackOutcome is one delivery attempt and the schedule it leaves.
+type CallbackOutcome struct {
+	CallbackID string
+	// Attempt is the callback's attempt count before this attempt; the
+	// attempt recorded is Attempt+1.
+	Attempt     int
+	StartedAt   time.Time
+	StatusCode  int // 0 when no answer arrived
+	Latency     time.Duration
+	Error       string
+	Response    string // at most 1 KiB, valid UTF-8
+	Status      string // PENDING, DELIVERED or DEAD afterwards
+	NextAttempt time.Time
+	// DisableEndpoint turns the merchant's callbacks off (the endpoint
+	// answered 410 Gone).
+	DisableEndpoint bool
+	MerchantID      string
+}
+
+const sqlRecordCallback = `
+UPDATE callbacks SET
+    status = $3,
+    attempt = attempt + 1,
+    next_attempt_at = $4,
+    enqueued_at = CASE WHEN $5 THEN NULL ELSE enqueued_at END,
+    last_error = NULLIF($6, ''),
+    delivered_at = CASE WHEN $3 = 'DELIVERED' THEN $7::timestamptz ELSE NULL END
+WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`
+
+const sqlInsertCallbackAttempt = `
+INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
+VALUES ($1, $2, $3, NULLIF($4, 0), $5, NULLIF($6, ''), $7)`
+
+// RecordCallbackAttempt records one attempt and moves the callback's schedule,
+// in one transaction: the attempt row and one conditional update of the
+// callback (and, for a 410, of the merchant). recorded is false, and nothing
+// is written, when the callback is no longer PENDING at o.Attempt: another
+// delivery of the same generation got there first.
+func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (recorded bool, err error) {
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, sqlRecordCallback, o.CallbackID, o.Attempt, o.Status, o.NextAttempt,
+			o.DisableEndpoint, o.Error, o.StartedAt.Add(o.Latency))
+		if err != nil {
+			return fmt.Errorf("update callback: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errStale
+		}
+		if _, err := tx.ExecContext(ctx, sqlInsertCallbackAttempt, o.CallbackID, o.Attempt+1, o.StartedAt, o.StatusCode,
+			o.Latency.Milliseconds(), o.Error, o.Response); err != nil {
+			return fmt.Errorf("insert callback attempt: %w", err)
+		}
+		if o.DisableEndpoint {
+			if _, err := tx.ExecContext(ctx, `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`, o.MerchantID); err != nil {
+				return fmt.Errorf("disable endpoint: %w", err)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+var errStale = errors.New("callback moved concurrently")
+
+// Callback is a callback as its merchant sees it, with its attempts.
+type Callback struct {
+	CallbackID    string            `json:"callbackId" db:"callback_id"`
+	OrderID       string            `json:"orderId" db:"order_id"`
+	Type          string            `json:"type" db:"event_type"`
+	Status        string            `json:"status" db:"status"`
+	Attempt       int               `json:"attempt" db:"attempt"`
+	NextAttemptAt *time.Time        `json:"nextAttemptAt" db:"next_attempt_at"`
+	DeliveredAt   *time.Time        `json:"deliveredAt" db:"delivered_at"`
+	LastError     *string           `json:"lastError" db:"last_error"`
+	CreatedAt     time.Time         `json:"createdAt" db:"created_at"`
+	Payload       json.RawMessage   `json:"payload" db:"payload"`
+	Attempts      []CallbackAttempt `json:"attempts" db:"-"`
+}
+
+// CallbackAttempt is one recorded delivery attempt.
+type CallbackAttempt struct {
+	CallbackID     string    `json:"-" db:"callback_id"`
+	Attempt        int       `json:"attempt" db:"attempt"`
+	StartedAt      time.Time `json:"startedAt" db:"started_at"`
+	StatusCode     *int      `json:"statusCode" db:"status_code"`
+	LatencyMS      int       `json:"latencyMs" db:"latency_ms"`
+	Error          *string   `json:"error" db:"error"`
+	ResponsePrefix *string   `json:"responsePrefix" db:"response_prefix"`
+}
+
+const callbackColumns = `callback_id, order_id, event_type, status, attempt, next_attempt_at, delivered_at, last_error, created_at, payload::text AS payload`
+
+// CallbackFilter selects a merchant's callbacks.
+type CallbackFilter struct {
+	MerchantID string
+	OrderID    string // optional
+	Limit      int
+}
+
+// Callbacks lists a merchant's callbacks (of one order when OrderID is set),
+// newest first, each with its attempts. Another merchant's order yields none.
+func (s *Store) Callbacks(ctx context.Context, f CallbackFilter) ([]Callback, error) {
+	if f.Limit <= 0 || f.Limit > 200 {
+		f.Limit = 100
+	}
+	var out []Callback
+	err := s.db.SelectContext(ctx, &out, `SELECT `+callbackColumns+` FROM callbacks
+WHERE merchant_id = $1 AND ($2 = '' OR order_id = $2) ORDER BY seq DESC LIMIT $3`, f.MerchantID, f.OrderID, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list callbacks: %w", err)
+	}
+	if len(out) == 0 {
+		return []Callback{}, nil
+	}
+	ids := make([]string, len(out))
+	byID := make(map[string]*Callback, len(out))
+	for i := range out {
+		ids[i] = out[i].CallbackID
+		out[i].Attempts = []CallbackAttempt{}
+		fixCallback(&out[i])
+		byID[out[i].CallbackID] = &out[i]
+	}
+	var atts []CallbackAttempt
+	if err := s.db.SelectContext(ctx, &atts, `SELECT callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix
+FROM callback_attempts WHERE callback_id = ANY($1) ORDER BY callback_id, attempt, id`, pq.Array(ids)); err != nil {
+		return nil, fmt.Errorf("list callback attempts: %w", err)
+	}
+	for _, a := range atts {
+		a.StartedAt = a.StartedAt.UTC()
+		c := byID[a.CallbackID]
+		c.Attempts = append(c.Attempts, a)
+	}
+	return out, nil
+}
+
+func fixCallback(c *Callback) {
+	c.CreatedAt = c.CreatedAt.UTC()
+	c.DeliveredAt = utcPtr(c.DeliveredAt)
+	if c.Status != "PENDING" {
+		c.NextAttemptAt = nil
+	} else {
+		c.NextAttemptAt = utcPtr(c.NextAttemptAt)
+	}
+}
+
+// RedeliverCallback makes a merchant's callback due now. A DELIVERED or DEAD
+// callback becomes PENDING in a new attempt generation, so the retry schedule
+// starts again; a PENDING one is only made due now. CALLBACK_NOT_FOUND when
+// it is not the merchant's.
+func (s *Store) RedeliverCallback(ctx context.Context, merchantID, callbackID string) (Callback, error) {
+	var c Callback
+	err := s.db.GetContext(ctx, &c, `UPDATE callbacks SET
+    attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
+    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
+WHERE callback_id = $1 AND merchant_id = $2
+RETURNING `+callbackColumns, callbackID, merchantID, s.now(), CallbackGeneration)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+	}
+	if err != nil {
+		return c, fmt.Errorf("redeliver callback: %w", err)
+	}
+	fixCallback(&c)
+	c.Attempts = []CallbackAttempt{}
+	return c, nil
+}
