@@ -1,0 +1,57 @@
+package main
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:8090" || c.PublicURL != "http://127.0.0.1:8090" || c.APIURL != "http://127.0.0.1:8080" {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestParseConfigPublicURLFallsBackToDemoshopURL(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig(nil, env(map[string]string{"DEMOSHOP_URL": "http://demoshop:8090"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PublicURL != "http://demoshop:8090" {
+		t.Fatalf("PublicURL = %q", c.PublicURL)
+	}
+	c, _ = parseConfig(nil, env(map[string]string{"DEMOSHOP_URL": "http://a", "DEMOSHOP_PUBLIC_URL": "http://b"}))
+	if c.PublicURL != "http://b" {
+		t.Fatalf("PublicURL = %q, want DEMOSHOP_PUBLIC_URL to win", c.PublicURL)
+	}
+}
+
+func TestParseConfigRefusesHalfCredentials(t *testing.T) {
+	t.Parallel()
+	if _, err := parseConfig(nil, env(map[string]string{"DEMOSHOP_CLIENT_ID": "ck_x"})); err == nil {
+		t.Fatal("want an error for a client id without a secret")
+	}
+	if _, err := parseConfig([]string{"extra"}, env(nil)); err == nil {
+		t.Fatal("want an error for arguments")
+	}
+}
+
+func TestConfigLogValueMasksSecrets(t *testing.T) {
+	t.Parallel()
+	c := config{AdminToken: "admin-token-very-secret", ClientSecret: "cs_very_secret_value", CallbackSecret: "whsec_verysecretvalue"}
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "config", c)
+	for _, secret := range []string{"admin-token-very-secret", "cs_very_secret_value", "whsec_verysecretvalue"} {
+		if strings.Contains(b.String(), secret) {
+			t.Fatalf("log shows %q: %s", secret, b.String())
+		}
+	}
+}
