@@ -31,7 +31,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			c.fail(w, r, err)
 			return
 		}
-		hash = dummyHash
+		hash = dummyHash()
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
 		c.Log.Warn("operator login failed", "operator", name, "remote", r.RemoteAddr)

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -87,9 +88,14 @@ func CheckOperator(name, password string) error {
 	return nil
 }
 
+// PasswordCost is the bcrypt cost of new operator passwords. Tests lower it
+// (before anything hashes) because bcrypt under the race detector takes
+// seconds; a stored hash keeps the cost it was made with.
+var PasswordCost = bcrypt.DefaultCost
+
 // HashPassword returns the bcrypt hash stored for an operator.
 func HashPassword(password string) (string, error) {
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), PasswordCost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
@@ -98,7 +104,10 @@ func HashPassword(password string) (string, error) {
 
 // dummyHash is compared against when the operator does not exist, so a
 // wrong name costs as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("payrail-no-such-operator"), bcrypt.DefaultCost)
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("payrail-no-such-operator"), PasswordCost)
+	return h
+})
 
 func (c *Console) now() time.Time {
 	if c.Now != nil {
