@@ -36,7 +36,9 @@ type Server struct {
 	Log         *slog.Logger
 	AdminToken  string
 	CheckoutURL string
-	OrderTTL    time.Duration
+	// PGWebhookSecret verifies mockpg's X-MockPG-Signature.
+	PGWebhookSecret string
+	OrderTTL        time.Duration
 	// ValidateCallbackURL vets a merchant's callback URL at registration.
 	ValidateCallbackURL func(string) error
 	// Ready reports whether PostgreSQL and Redis answer.
@@ -69,6 +71,9 @@ func (s *Server) Handler() http.Handler {
 	merchant("GET /v1/payments/{paymentKey}", s.getPayment)
 	merchant("GET /v1/callbacks", s.listCallbacks)
 	merchant("POST /v1/callbacks/{callbackId}/redeliver", s.redeliverCallback)
+	merchant("POST /v1/orders/{orderId}/cancel", s.cancel)
+	merchant("GET /v1/orders/{orderId}/cancels/{cancelId}", s.getCancel)
+	mux.HandleFunc("POST /pg/webhooks/{provider}", s.pgWebhook)
 
 	for pattern, h := range s.Extra {
 		mux.Handle(pattern, h)

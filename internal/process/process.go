@@ -88,16 +88,17 @@ type API struct {
 func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 	waiter := httpapi.NewWaiter(deps.Store, log, cfg.MaxWaiters)
 	srv := &httpapi.Server{
-		Store:       deps.Store,
-		Verifier:    &auth.Verifier{Store: deps.Store, Nonces: auth.RedisNonces{Client: deps.Redis}},
-		Queue:       deps.Queue,
-		Waiter:      waiter,
-		Log:         log,
-		AdminToken:  cfg.AdminToken,
-		CheckoutURL: cfg.CheckoutURL,
-		OrderTTL:    cfg.OrderTTL,
-		Ready:       deps.Ready,
-		Extra:       map[string]http.Handler{},
+		Store:           deps.Store,
+		Verifier:        &auth.Verifier{Store: deps.Store, Nonces: auth.RedisNonces{Client: deps.Redis}},
+		Queue:           deps.Queue,
+		Waiter:          waiter,
+		Log:             log,
+		AdminToken:      cfg.AdminToken,
+		CheckoutURL:     cfg.CheckoutURL,
+		PGWebhookSecret: cfg.PGWebhookSecret,
+		OrderTTL:        cfg.OrderTTL,
+		Ready:           deps.Ready,
+		Extra:           map[string]http.Handler{},
 	}
 	srv.ValidateCallbackURL = (&callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}).ValidateURL
 	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}

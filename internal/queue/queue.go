@@ -120,6 +120,16 @@ func (c *Client) Cancel(ctx context.Context, cancelID string) error {
 	return c.enqueue(ctx, TypeCancel, "cancel:"+cancelID, QueuePayments, IDPayload{ID: cancelID})
 }
 
+// CancelAgain re-enqueues a cancel the sweep found stale.
+func (c *Client) CancelAgain(ctx context.Context, cancelID string, gen int64) error {
+	return c.enqueue(ctx, TypeCancel, "cancel:"+cancelID+":"+strconv.FormatInt(gen, 10), QueuePayments, IDPayload{ID: cancelID})
+}
+
+// WebhookAgain re-enqueues a stored webhook whose enqueue was lost.
+func (c *Client) WebhookAgain(ctx context.Context, provider, eventKey string, gen int64) error {
+	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey+":"+strconv.FormatInt(gen, 10), QueuePayments, IDPayload{ID: provider + ":" + eventKey})
+}
+
 // Refund enqueues the automatic refund of a late approval, one per attempt.
 func (c *Client) Refund(ctx context.Context, refundID string, attempt int) error {
 	return c.enqueue(ctx, TypeRefund, "refund:"+refundID+":"+strconv.Itoa(attempt), QueuePayments, IDPayload{ID: refundID, Attempt: attempt})

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 
 	"github.com/payrail/payrail/internal/payment"
 )
@@ -248,35 +245,33 @@ ORDER BY seq DESC LIMIT $1`, limit)
 	return rows, nil
 }
 
-// RedeliverCallbackAsOperator puts a DEAD or failing callback back in the
-// outbox (PENDING, attempt+1, due now) and records who did it in the order's
-// history, in one transaction. It returns the new attempt number, which the
-// caller enqueues after commit. CALLBACK_NOT_FOUND when absent; an already
-// delivered callback is refused with INVALID_REQUEST.
+// RedeliverCallbackAsOperator makes a callback due again through
+// RedeliverCallback (a DEAD or DELIVERED one in a new attempt generation)
+// and records who asked in the order's history. It returns the callback
+// with the attempt to enqueue. CALLBACK_NOT_FOUND when absent. The history
+// row is written after the redelivery commits; if that write fails the
+// error is returned, so the caller logs the action under the operator.
 func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (CallbackRow, error) {
 	var row CallbackRow
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		err := tx.GetContext(ctx, &row, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
-FROM callbacks WHERE callback_id = $1 FOR UPDATE`, callbackID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
-		}
-		if err != nil {
-			return fmt.Errorf("select callback: %w", err)
-		}
-		if row.Status == "DELIVERED" {
-			return payment.Errorf(payment.CodeInvalidRequest, "callback %s was already delivered", callbackID)
-		}
-		prev := row.Status
-		err = tx.GetContext(ctx, &row, `UPDATE callbacks SET status = 'PENDING', attempt = attempt + 1, next_attempt_at = $2, enqueued_at = $2
-WHERE callback_id = $1
-RETURNING callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at`, callbackID, s.now())
-		if err != nil {
-			return fmt.Errorf("reset callback: %w", err)
-		}
-		return appendLogTx(ctx, tx, row.OrderID, "ops.callback_redeliver", nil, nil, actor,
-			map[string]any{"callbackId": callbackID, "event": row.EventType, "previousStatus": prev, "attempt": row.Attempt})
-	})
+	err := s.db.GetContext(ctx, &row, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
+FROM callbacks WHERE callback_id = $1`, callbackID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return row, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+	}
+	if err != nil {
+		return row, fmt.Errorf("select callback: %w", err)
+	}
+	prev, prevAttempt := row.Status, row.Attempt
+	c, err := s.RedeliverCallback(ctx, row.MerchantID, callbackID)
+	if err != nil {
+		return row, err
+	}
+	row.Status, row.Attempt, row.LastError = c.Status, c.Attempt, c.LastError
+	if c.NextAttemptAt != nil {
+		row.NextAttemptAt = *c.NextAttemptAt
+	}
+	err = s.AppendLog(ctx, row.OrderID, "ops.callback_redeliver", actor, map[string]any{
+		"callbackId": callbackID, "event": row.EventType, "previousStatus": prev, "previousAttempt": prevAttempt, "attempt": row.Attempt})
 	return row, err
 }
 
@@ -389,17 +384,9 @@ type DeliveryAttempt struct {
 	ApprovedAt *time.Time `db:"approved_at"`
 }
 
-// Outcome classifies the attempt: delivered (2xx), http_error or
-// network_error.
-func (a DeliveryAttempt) Outcome() string {
-	switch {
-	case a.StatusCode != nil && *a.StatusCode >= 200 && *a.StatusCode < 300:
-		return "delivered"
-	case a.StatusCode != nil:
-		return "http_" + strconv.Itoa(*a.StatusCode/100) + "xx"
-	default:
-		return "network_error"
-	}
+// Delivered reports whether the merchant answered 2xx.
+func (a DeliveryAttempt) Delivered() bool {
+	return a.StatusCode != nil && *a.StatusCode >= 200 && *a.StatusCode < 300
 }
 
 // AckedAt is when the merchant's answer arrived.

@@ -20,6 +20,7 @@ import (
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/config"
 	"github.com/payrail/payrail/internal/mockpg"
+	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/process"
 	"github.com/payrail/payrail/internal/testenv"
 )
@@ -78,6 +79,8 @@ func Start(t testing.TB, opt Options) *System {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	testenv.Must(t, err)
 	s.URL = "http://" + ln.Addr().String()
+	// mockpg tells payrail of every status change, as Toss does.
+	s.PG.SetWebhookURL(s.URL + "/pg/webhooks/mockpg")
 	s.Env = map[string]string{
 		"PAYRAIL_DATABASE_URL":           s.DB.URL,
 		"PAYRAIL_REDIS_URL":              s.Redis.URL,
@@ -127,7 +130,10 @@ func Start(t testing.TB, opt Options) *System {
 
 // StartWorker starts an in-process worker (another one, if one runs).
 func (s *System) StartWorker() *process.Worker {
-	w := process.NewWorker(s.Config, s.Deps, s.Log)
+	// Its own pools, as a separate process would have.
+	deps, err := process.Connect(context.Background(), s.Config)
+	testenv.Must(s.T, err)
+	w := process.NewWorker(s.Config, deps, s.Log)
 	if s.opt.WorkerHook != nil {
 		s.opt.WorkerHook(w)
 	}
@@ -139,7 +145,7 @@ func (s *System) StartWorker() *process.Worker {
 			s.T.Errorf("worker: %v", err)
 		}
 	}()
-	s.T.Cleanup(func() { cancel(); <-done })
+	s.T.Cleanup(func() { cancel(); <-done; deps.Close() })
 	if s.Worker == nil {
 		s.Worker = w
 	}
@@ -266,6 +272,28 @@ func (m *Merchant) CreateOrder(amount int64) Order {
 	var o Order
 	testenv.Must(m.sys.T, json.Unmarshal(r.Body, &o))
 	return o
+}
+
+// PGClient is a client of the system's mockpg, for acting as the PG's
+// console or as a third party in tests.
+func (s *System) PGClient() *pgclient.Client { return pgclient.New(s.PGURL, "test_sk_systest", nil) }
+
+// SignedPGWebhook posts a mockpg-signed PAYMENT_STATUS_CHANGED event with the
+// given event id; data is the payment object.
+func (s *System) SignedPGWebhook(eventID string, data map[string]any) int {
+	s.T.Helper()
+	body, _ := json.Marshal(map[string]any{"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-11-24T00:00:00.000", "data": data})
+	req, _ := http.NewRequest("POST", s.URL+"/pg/webhooks/mockpg", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-MockPG-Signature", mockpg.Sign("whsec_systest", body))
+	req.Header.Set("X-MockPG-Event-Id", eventID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.T.Errorf("post webhook: %v", err)
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // Session opens a mockpg session for the order and returns its paymentKey.

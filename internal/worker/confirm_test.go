@@ -200,6 +200,7 @@ func TestTransientErrorsThenSuccess(t *testing.T) {
 func TestAnswerLostStillPaidOnce(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{AnswerLostRate: 1}})
+	sys.PG.SetWebhookURL("") // only the confirm's own retry may learn of the approval
 	m := sys.NewMerchant("")
 	o := m.CreateOrder(8000)
 	key := sys.Session(o)
@@ -328,6 +329,7 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 1500},
 		Env: map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "200", "PAYRAIL_DB_MAX_CONNS": "20", "PAYRAIL_LOCK_TTL": "8s"}})
+	sys.PG.SetWebhookURL("") // measure the waiters, not webhook ingestion
 	m := sys.NewMerchant("")
 	const n = 200
 	orders := make([]systest.Order, n)
@@ -362,7 +364,7 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	}
 	stats := sys.Deps.DB.Stats()
 	t.Logf("200 waiters: pool max %d, in use while waiting (peak of samples) %d, total waits for a connection %d", stats.MaxOpenConnections, peak, stats.WaitCount)
-	if peak > 5 {
+	if peak > 2 {
 		t.Fatalf("%d connections in use while 200 requests waited; waiters must not hold connections", peak)
 	}
 }

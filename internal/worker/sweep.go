@@ -58,6 +58,21 @@ func (w *Worker) sweep(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	refunds, err := w.Store.DueRefunds(ctx, 200, w.ReconcileBackoffMax)
+	errs = append(errs, err)
+	for _, r := range refunds {
+		errs = append(errs, w.Queue.Refund(ctx, r.RefundID, r.Attempts))
+	}
+	cancels, err := w.Store.StalePendingCancels(ctx, w.Store.ConfirmStuckAfter(), 200)
+	errs = append(errs, err)
+	for _, id := range cancels {
+		errs = append(errs, w.Queue.CancelAgain(ctx, id, gen))
+	}
+	events, err := w.Store.StaleReceivedEvents(ctx, w.Store.ConfirmStuckAfter(), 200)
+	errs = append(errs, err)
+	for _, e := range events {
+		errs = append(errs, w.Queue.WebhookAgain(ctx, e.Provider, e.EventKey, gen))
+	}
 	if w.Callbacks != nil {
 		errs = append(errs, w.Callbacks.EnqueueDue(ctx))
 	}

@@ -85,6 +85,9 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	if w.Callbacks != nil {
 		mux.Handle(queue.TypeCallback, w.Callbacks)
 	}
+	mux.HandleFunc(queue.TypeWebhook, w.HandleWebhook)
+	mux.HandleFunc(queue.TypeCancel, w.HandleCancel)
+	mux.HandleFunc(queue.TypeRefund, w.HandleRefund)
 	return mux
 }
 
@@ -311,33 +314,61 @@ func decided(pgStatus string) bool {
 	return false
 }
 
-// apply moves a CONFIRMING order to what the PG's payment record says.
+// apply moves an order to what the PG's payment record says, whatever state
+// the order is in, through the transition table. It never moves an order
+// backwards: a record that the table refuses is noted, not applied. An
+// approval for an order that can no longer be paid is refunded.
 func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string) error {
 	if p == nil {
 		return fmt.Errorf("pg answered without a payment: %w", errRetry)
 	}
-	if p.OrderID != row.OrderID || p.PaymentKey != *row.PaymentKey || p.TotalAmount != row.Amount {
+	if p.OrderID != row.OrderID || p.TotalAmount != row.Amount || (row.PaymentKey != nil && p.PaymentKey != *row.PaymentKey && payment.Status(row.Status) != payment.Created && payment.Status(row.Status) != payment.Expired && payment.Status(row.Status) != payment.Failed) {
 		// Never guess: an operator must look.
-		log.Error("pg payment disagrees with the order", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount)
+		log.Error("pg payment disagrees with the order", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount, "pg_payment_key", p.PaymentKey)
 		return w.Store.RecordPGCall(ctx, store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "alert.pg_mismatch",
-			Outcome: "mismatch", Message: fmt.Sprintf("pg orderId=%s amount=%d paymentKey=%s", p.OrderID, p.TotalAmount, p.PaymentKey),
+			Outcome: "mismatch", Message: fmt.Sprintf("pg orderId=%s amount=%d paymentKey=%s status=%s", p.OrderID, p.TotalAmount, p.PaymentKey, p.Status),
 			NeedsReconciliation: true, NextCheckAt: w.now().Add(time.Hour)})
+	}
+	st := payment.Status(row.Status)
+	approved := p.Status == "DONE" || p.Status == "PARTIAL_CANCELED" || p.Status == "CANCELED"
+	switch {
+	case st == payment.Expired || st == payment.Failed:
+		if p.Status == "DONE" || p.Status == "PARTIAL_CANCELED" {
+			r, created, err := w.Store.CreateRefund(ctx, row.OrderID, p.PaymentKey, p.BalanceAmount, source)
+			if err != nil {
+				return err
+			}
+			if created {
+				log.Warn("late PG approval for an order that can no longer be paid; refunding", "status", st, "refund_id", r.RefundID)
+				if err := w.Queue.Refund(context.WithoutCancel(ctx), r.RefundID, 0); err != nil {
+					log.Warn("enqueue refund; the sweep retries", "err", err)
+				}
+			}
+		}
+		return nil
+	case st == payment.Created:
+		return nil // only our own confirm moves an order out of CREATED
+	case st != payment.Confirming && !(p.Status == "CANCELED" && (st == payment.Paid || st == payment.PartiallyCanceled)):
+		return nil // PAID and later: only a full cancel at the PG moves it
+	case !approved && p.Status != "ABORTED" && p.Status != "EXPIRED":
+		return fmt.Errorf("pg payment status %s is not final: %w", p.Status, errRetry)
 	}
 	var c store.Change
 	switch p.Status {
 	case "DONE", "PARTIAL_CANCELED":
 		c = store.Change{To: payment.Paid, Action: "payment.approved", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt)}
 	case "CANCELED":
+		if row.ReservedCancelAmount > 0 {
+			return nil // our own cancel is in flight; it settles the amounts
+		}
 		c = store.Change{To: payment.Canceled, Action: "payment.canceled_at_pg", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt),
-			CanceledAmountDelta: row.Amount}
-	case "ABORTED", "EXPIRED":
+			CanceledAmountDelta: row.Amount - row.CanceledAmount}
+	default: // ABORTED, EXPIRED while confirming
 		code, msg := "PG_"+p.Status, "the PG reports the payment "+p.Status
 		if p.Failure != nil && p.Failure.Code != "" {
 			code, msg = p.Failure.Code, p.Failure.Message
 		}
 		return w.fail(ctx, log, row, code, msg, source)
-	default:
-		return fmt.Errorf("pg payment status %s is not final: %w", p.Status, errRetry)
 	}
 	c.OrderID, c.Version, c.Actor = row.OrderID, row.Version, "worker"
 	c.Details = map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}

@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// Cancel is a merchant's cancel request as the API shows it.
+type Cancel struct {
+	CancelID         string    `json:"cancelId" db:"cancel_id"`
+	OrderID          string    `json:"orderId" db:"order_id"`
+	MerchantID       string    `json:"-" db:"merchant_id"`
+	Amount           int64     `json:"amount" db:"amount"`
+	Reason           string    `json:"reason" db:"reason"`
+	Status           string    `json:"status" db:"status"`
+	PGIdempotencyKey string    `json:"-" db:"pg_idempotency_key"`
+	FailureCode      *string   `json:"failureCode" db:"failure_code"`
+	FailureMessage   *string   `json:"failureMessage" db:"failure_message"`
+	Attempts         int       `json:"attempts" db:"attempts"`
+	CreatedAt        time.Time `json:"createdAt" db:"created_at"`
+	UpdatedAt        time.Time `json:"updatedAt" db:"updated_at"`
+}
+
+const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, created_at, updated_at`
+
+// RequestCancel reserves amount (0 = all that remains) on a PAID or
+// PARTIALLY_CANCELED order and records a PENDING cancel, in one fenced
+// transaction: pending cancels count, so concurrent requests can never
+// reserve more than the order holds. ORDER_NOT_FOUND, ORDER_NOT_CANCELABLE,
+// CANCEL_AMOUNT_EXCEEDED.
+func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *IdemFinish) (Cancel, error) {
+	var c Cancel
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		row, err := s.orderRow(ctx, tx, merchantID, orderID, true)
+		if err != nil {
+			return err
+		}
+		st := payment.Status(row.Status)
+		if st != payment.Paid && st != payment.PartiallyCanceled {
+			return payment.Errorf(payment.CodeOrderNotCancelable, "order is %s; only PAID or PARTIALLY_CANCELED orders can be canceled", st)
+		}
+		remaining := row.Amount - row.CanceledAmount - row.ReservedCancelAmount
+		if amount == 0 {
+			amount = remaining
+		}
+		if amount <= 0 || amount > remaining {
+			return payment.Errorf(payment.CodeCancelAmountExceeded, "%d remains cancelable (canceled %d, pending %d)", remaining, row.CanceledAmount, row.ReservedCancelAmount)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount + $3, version = version + 1, updated_at = now()
+WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED')`, orderID, row.Version, amount)
+		if err != nil {
+			return fmt.Errorf("reserve cancel: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrVersionConflict
+		}
+		id := NewID("cnl_", 20)
+		if err := tx.GetContext(ctx, &c, `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+cancelColumns, id, orderID, row.MerchantID, amount, reason, payment.CancelIdempotencyKey(id)); err != nil {
+			return fmt.Errorf("insert cancel: %w", err)
+		}
+		if err := appendLogTx(ctx, tx, orderID, "cancel.requested", nil, nil, "merchant", map[string]any{"cancelId": id, "amount": amount, "reason": reason}); err != nil {
+			return err
+		}
+		return fin.finish(ctx, tx, s, c)
+	})
+	return c, err
+}
+
+// CancelByID returns a cancel; merchantID "" means any merchant.
+// CANCEL_NOT_FOUND when absent or another merchant's.
+func (s *Store) CancelByID(ctx context.Context, merchantID, orderID, cancelID string) (Cancel, error) {
+	var c Cancel
+	err := s.db.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 AND ($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)`, cancelID, orderID, merchantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, payment.Errorf(payment.CodeCancelNotFound, "cancel not found")
+	}
+	return c, err
+}
+
+// CancelsOfOrder lists an order's cancels, oldest first.
+func (s *Store) CancelsOfOrder(ctx context.Context, orderID string) ([]Cancel, error) {
+	var cs []Cancel
+	err := s.db.SelectContext(ctx, &cs, `SELECT `+cancelColumns+` FROM cancels WHERE order_id = $1 ORDER BY created_at`, orderID)
+	return cs, err
+}
+
+// RecordCancelAttempt notes a PG cancel call whose outcome is not final.
+func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code string) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1 AND status = 'PENDING'`, c.CancelID); err != nil {
+			return err
+		}
+		return appendLogTx(ctx, tx, c.OrderID, "pg.cancel", nil, nil, "worker", map[string]any{"cancelId": c.CancelID, "outcome": outcome, "code": code})
+	})
+}
+
+// FinishCancel settles a PENDING cancel in one transaction. On success the
+// reservation becomes canceled amount and the order moves to
+// PARTIALLY_CANCELED or CANCELED (fenced, with its callback); on refusal the
+// reservation is released and payment.cancel_failed is emitted. A cancel
+// that is no longer PENDING is left alone (ok=false).
+func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded bool, code, message string) (ok bool, err error) {
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var c Cancel
+		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
+			return fmt.Errorf("cancel %s: %w", cancelID, err)
+		}
+		if c.Status != "PENDING" {
+			return nil
+		}
+		row, err := s.orderRow(ctx, tx, "", c.OrderID, true)
+		if err != nil {
+			return err
+		}
+		ok = true
+		if succeeded {
+			if _, err := tx.ExecContext(ctx, `UPDATE cancels SET status = 'SUCCEEDED', attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`, cancelID); err != nil {
+				return err
+			}
+			to := payment.PartiallyCanceled
+			if row.CanceledAmount+c.Amount >= row.Amount {
+				to = payment.Canceled
+			}
+			_, err := s.transitionTx(ctx, tx, row, Change{OrderID: row.OrderID, Version: row.Version, To: to, Action: "cancel.succeeded", Actor: "worker",
+				CanceledAmountDelta: c.Amount, ReservedDelta: -c.Amount, Details: map[string]any{"cancelId": cancelID, "amount": c.Amount}})
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET status = 'FAILED', failure_code = $2, failure_message = $3, attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`, cancelID, code, message); err != nil {
+			return err
+		}
+		var updated OrderRow
+		if err := tx.GetContext(ctx, &updated, `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount - $3, version = version + 1, updated_at = now()
+WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns, row.OrderID, row.Version, c.Amount); err != nil {
+			return fmt.Errorf("release reservation: %w", err)
+		}
+		if err := appendLogTx(ctx, tx, row.OrderID, "cancel.failed", nil, nil, "worker", map[string]any{"cancelId": cancelID, "amount": c.Amount, "code": code, "message": message}); err != nil {
+			return err
+		}
+		return insertCallbackTx(ctx, tx, s.now(), updated.Order(), payment.Status(row.Status), payment.EventCancelFailed)
+	})
+	return ok, err
+}
+
+// StalePendingCancels returns PENDING cancels not touched for `age`.
+func (s *Store) StalePendingCancels(ctx context.Context, age time.Duration, limit int) ([]string, error) {
+	var ids []string
+	err := s.db.SelectContext(ctx, &ids, `SELECT cancel_id FROM cancels WHERE status = 'PENDING' AND updated_at <= $1 ORDER BY updated_at LIMIT $2`, s.now().Add(-age), limit)
+	return ids, err
+}

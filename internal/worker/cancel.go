@@ -1,0 +1,102 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/queue"
+)
+
+// HandleCancel sends a merchant's cancel to the PG under the order's lock,
+// with the cancel's own idempotency key, and settles it.
+func (w *Worker) HandleCancel(ctx context.Context, t *asynq.Task) error {
+	var p queue.IDPayload
+	if err := queue.Decode(t, &p); err != nil {
+		return err
+	}
+	c, err := w.Store.CancelByID(ctx, "", "", p.ID)
+	if err != nil {
+		return ignoreNotFound(err)
+	}
+	log := w.taskLog(ctx, c.OrderID).With("cancel_id", c.CancelID)
+	err = w.Locks.Do(ctx, "order:"+c.OrderID, func(ctx context.Context) error {
+		c, err := w.Store.CancelByID(ctx, "", "", p.ID)
+		if err != nil || c.Status != "PENDING" {
+			return err
+		}
+		row, err := w.Store.OrderRow(ctx, "", c.OrderID)
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+		res := w.PG.Cancel(pctx, c.PGIdempotencyKey, *row.PaymentKey, c.Reason, c.Amount)
+		cancel()
+		w.observePG("cancel", res)
+		switch res.Outcome {
+		case pgclient.Approved:
+			_, err := w.Store.FinishCancel(ctx, c.CancelID, true, "", "")
+			return err
+		case pgclient.Declined:
+			log.Warn("PG refused the cancel", "code", res.Code)
+			_, err := w.Store.FinishCancel(ctx, c.CancelID, false, res.Code, res.Message)
+			return err
+		}
+		if err := w.Store.RecordCancelAttempt(ctx, c, res.Outcome.String(), res.Code); err != nil {
+			return err
+		}
+		return fmt.Errorf("pg cancel %s: %w", res.Outcome, errRetry)
+	})
+	w.observeTask(t.Type(), err)
+	return finish(ctx, log, err)
+}
+
+// HandleRefund refunds a late approval: a full PG cancel with the refund's
+// own idempotency key, retried (by the task, then by the sweep) until the PG
+// confirms it. The key makes a retry after a crash harmless.
+func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
+	var p queue.IDPayload
+	if err := queue.Decode(t, &p); err != nil {
+		return err
+	}
+	r, err := w.Store.RefundByID(ctx, p.ID)
+	if err != nil {
+		return nil // unknown refund: nothing to do
+	}
+	log := w.taskLog(ctx, r.OrderID).With("refund_id", r.RefundID)
+	err = w.Locks.Do(ctx, "order:"+r.OrderID, func(ctx context.Context) error {
+		r, err := w.Store.RefundByID(ctx, p.ID)
+		if err != nil || r.Status != "PENDING" {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+		res := w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0)
+		cancel()
+		w.observePG("refund", res)
+		done := res.Outcome == pgclient.Approved
+		if res.Outcome == pgclient.Declined {
+			// Already canceled (by an earlier attempt whose answer we lost
+			// without the key, or at the PG's console)? Ask.
+			lctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+			lr := w.PG.GetPayment(lctx, r.PaymentKey)
+			cancel()
+			done = lr.Outcome == pgclient.Approved && lr.Payment != nil && lr.Payment.Status == "CANCELED"
+		}
+		if done {
+			_, err := w.Store.CompleteRefund(ctx, r.RefundID)
+			if err == nil {
+				log.Info("late approval refunded")
+			}
+			return err
+		}
+		next := w.now().Add(backoff(r.Attempts, w.ReconcileBackoff, w.ReconcileBackoffMax))
+		if err := w.Store.RecordRefundAttempt(ctx, r, res.Outcome.String(), res.Code, next); err != nil {
+			return err
+		}
+		return nil // the sweep retries at next_attempt_at
+	})
+	w.observeTask(t.Type(), err)
+	return finish(ctx, log, err)
+}

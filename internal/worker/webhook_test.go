@@ -1,0 +1,226 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/mockpg"
+	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testenv"
+)
+
+func paymentData(orderID, paymentKey, status string, amount int64) map[string]any {
+	return map[string]any{"paymentKey": paymentKey, "orderId": orderID, "status": status, "totalAmount": amount, "balanceAmount": amount, "method": "카드"}
+}
+
+// mockpg applies the approval, its webhook lands, and only then is the
+// confirm's own answer (lost) retried: one PAID, one transition, one callback.
+func TestWebhookBeforeConfirmAnswer(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{AnswerLostRate: 1},
+		Env: map[string]string{"PAYRAIL_CONFIRM_BACKOFF": "1s", "PAYRAIL_CONFIRM_BACKOFF_MAX": "1s"}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(15000)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE state = 'APPLIED'`); n != 1 {
+		t.Fatalf("applied webhooks = %d; want the PAID to come from the webhook", n)
+	}
+	sys.PG.SetFaults(mockpg.Faults{})
+	// The confirm task's retry finds the order PAID and stops.
+	insp := asynq.NewInspectorFromRedisClient(sys.Redis.Client)
+	testenv.Poll(t, 10*time.Second, "the payments queue to drain", func() bool {
+		q, err := insp.GetQueueInfo("payments")
+		return err == nil && q.Size == 0
+	})
+	if n := transitions(sys, o.OrderID, "PAID"); n != 1 {
+		t.Fatalf("PAID transitions = %d", n)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.paid"); n != 1 {
+		t.Fatalf("payment.paid callbacks = %d", n)
+	}
+	if st := sys.PG.Stats()[o.OrderID]; st.Approvals != 1 {
+		t.Fatalf("approvals = %d", st.Approvals)
+	}
+}
+
+func TestSameWebhookFiftyTimes(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(4000)
+	key := sys.Session(o)
+	m.Confirm(o, key) // CONFIRMING; no worker yet
+	var wg sync.WaitGroup
+	codes := make([]int, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = sys.SignedPGWebhook("evt_same_1", paymentData(o.OrderID, key, "DONE", o.Amount))
+		}()
+	}
+	wg.Wait()
+	for _, c := range codes {
+		if c != 200 {
+			t.Fatalf("webhook answered %d", c)
+		}
+	}
+	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_same_1'`); n != 1 {
+		t.Fatalf("stored %d times", n)
+	}
+	// The event says DONE but mockpg never approved: our confirm decides.
+	sys.StartWorker()
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	testenv.Poll(t, 5*time.Second, "the event to be settled", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_same_1' AND state <> 'RECEIVED'`) == 1
+	})
+	if n := transitions(sys, o.OrderID, "PAID"); n != 1 {
+		t.Fatalf("PAID transitions = %d", n)
+	}
+}
+
+func TestForgedWebhooksRefused(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{})
+	body := []byte(`{"eventType":"PAYMENT_STATUS_CHANGED","data":{"paymentKey":"k","orderId":"ord_x","status":"DONE"}}`)
+	for name, sig := range map[string]string{
+		"none":    "",
+		"forged":  "v1=" + fmt.Sprintf("%064x", 1),
+		"altered": mockpg.Sign("whsec_systest", append([]byte(" "), body...)),
+		"other":   mockpg.Sign("whsec_wrong", body),
+	} {
+		req, _ := http.NewRequest("POST", sys.URL+"/pg/webhooks/mockpg", bytes.NewReader(body))
+		req.Header.Set("X-MockPG-Signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		testenv.Must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("%s signature: %d, want 401", name, resp.StatusCode)
+		}
+	}
+	if n := sys.Count(`SELECT count(*) FROM pg_events`); n != 0 {
+		t.Fatalf("%d events stored from forged requests", n)
+	}
+}
+
+func TestTossEventDisagreeingWithLookupIsNotApplied(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{Error5xxRate: 1}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(6000)
+	key := sys.Session(o)
+	m.Confirm(o, key) // stays CONFIRMING: mockpg answers 5xx
+	body, _ := json.Marshal(map[string]any{"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-11-24T00:00:00.000", "data": paymentData(o.OrderID, key, "DONE", o.Amount)})
+	resp, err := http.Post(sys.URL+"/pg/webhooks/toss", "application/json", bytes.NewReader(body))
+	testenv.Must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("toss webhook: %d", resp.StatusCode)
+	}
+	testenv.Poll(t, 10*time.Second, "the alert", func() bool {
+		return sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'alert.webhook_disagrees'`, o.OrderID) == 1
+	})
+	if st := m.Status(o.OrderID); st != "CONFIRMING" {
+		t.Fatalf("status = %s; an unverified event moved the order", st)
+	}
+	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE provider = 'toss' AND state = 'REJECTED'`); n != 1 {
+		t.Fatalf("rejected events = %d", n)
+	}
+}
+
+func TestAbortForPreviousPaymentKeyIgnored(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 500}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(3000)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	if c := sys.SignedPGWebhook("evt_abort_old", paymentData(o.OrderID, "tmock_previous_attempt", "ABORTED", o.Amount)); c != 200 {
+		t.Fatalf("webhook: %d", c)
+	}
+	testenv.Poll(t, 10*time.Second, "the event to be ignored", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_abort_old' AND state = 'IGNORED'`) == 1
+	})
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	if n := transitions(sys, o.OrderID, "FAILED"); n != 0 {
+		t.Fatal("the ABORTED of another paymentKey failed the order")
+	}
+}
+
+func TestReorderedCanceledThenDone(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(8000)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	// Canceled in the PG's console; mockpg's webhook tells payrail.
+	res := sys.PGClient().Cancel(context.Background(), "console-cancel-1", key, "customer asked the PG", 0)
+	if res.Outcome != pgclient.Approved {
+		t.Fatalf("pg cancel: %+v", res)
+	}
+	m.WaitStatus(o.OrderID, "CANCELED", 10*time.Second)
+	// A late DONE (sent before the cancel, arriving after) must not move it back.
+	if c := sys.SignedPGWebhook("evt_late_done", paymentData(o.OrderID, key, "DONE", o.Amount)); c != 200 {
+		t.Fatalf("webhook: %d", c)
+	}
+	testenv.Poll(t, 10*time.Second, "the late event to settle", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_late_done' AND state <> 'RECEIVED'`) == 1
+	})
+	if st := m.Status(o.OrderID); st != "CANCELED" {
+		t.Fatalf("status = %s", st)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.canceled"); n != 1 {
+		t.Fatalf("payment.canceled callbacks = %d", n)
+	}
+}
+
+// A PG approval for an expired order is refunded exactly once, even when the
+// worker dies between the PG's cancel and our commit.
+func TestLateApprovalRefundedOnceAcrossKill(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_ORDER_TTL": "1s", "PAYRAIL_SWEEP_INTERVAL": "300ms",
+		"PAYRAIL_RECONCILE_BACKOFF": "300ms", "PAYRAIL_RECONCILE_BACKOFF_MAX": "600ms"}})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(21000)
+	key := sys.Session(o)
+	w1 := startWorkerProcess(t, sys)
+	m.WaitStatus(o.OrderID, "EXPIRED", 15*time.Second)
+	// The buyer's payment is approved anyway (say, by a stale client).
+	sys.PG.SetFaults(mockpg.Faults{})
+	if res := sys.PGClient().Confirm(context.Background(), "stale-client-confirm", key, o.OrderID, o.Amount); res.Outcome != pgclient.Approved {
+		t.Fatalf("direct approval: %+v", res)
+	}
+	sys.PG.SetFaults(mockpg.Faults{AnswerLostRate: 1}) // the refund's answer is lost...
+	testenv.Poll(t, 15*time.Second, "the PG to apply the refund", func() bool { return sys.PG.Stats()[o.OrderID].Cancels == 1 })
+	testenv.Must(t, w1.Process.Signal(syscall.SIGKILL)) // ...and the worker dies
+	_, _ = w1.Process.Wait()
+	sys.PG.SetFaults(mockpg.Faults{})
+	startWorkerProcess(t, sys)
+	testenv.Poll(t, 20*time.Second, "the refund to be confirmed", func() bool {
+		return sys.Count(`SELECT count(*) FROM refunds WHERE order_id = $1 AND status = 'SUCCEEDED'`, o.OrderID) == 1
+	})
+	st := sys.PG.Stats()[o.OrderID]
+	if st.Cancels != 1 || st.CanceledAmount != o.Amount {
+		t.Fatalf("mockpg cancels = %d (%d), want exactly one full refund", st.Cancels, st.CanceledAmount)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.refunded_late_approval"); n != 1 {
+		t.Fatalf("refund callbacks = %d", n)
+	}
+	if st := m.Status(o.OrderID); st != "EXPIRED" {
+		t.Fatalf("status = %s; a refunded late approval leaves the order EXPIRED", st)
+	}
+}
