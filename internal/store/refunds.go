@@ -112,4 +112,3 @@ func (s *Store) DueRefunds(ctx context.Context, limit int, again time.Duration) 
 RETURNING `+refundColumns, s.now(), limit, s.now().Add(again))
 	return rs, err
 }
-
