@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"net/http"
@@ -17,8 +18,8 @@ type reply struct {
 }
 
 func makeReply(status int, headers map[string]string, v any) (reply, error) {
-	b, err := json.Marshal(v)
-	return reply{Status: status, Headers: headers, Body: b}, err
+	b, err := marshal(v)
+	return reply{Status: status, Headers: headers, Body: bytes.TrimSpace(b)}, err
 }
 
 func (rp reply) write(w http.ResponseWriter) {
