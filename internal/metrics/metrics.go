@@ -52,14 +52,16 @@ func (h *HTTP) Observe(route string, status int, d time.Duration) {
 	h.requests.WithLabelValues(route, strconv.Itoa(status)).Observe(d.Seconds())
 }
 
-// Worker is the worker's task and PG call series.
+// Worker is the worker's task, PG call and callback attempt series.
 type Worker struct {
-	tasks   *prometheus.CounterVec
-	pgCalls *prometheus.HistogramVec
+	tasks     *prometheus.CounterVec
+	pgCalls   *prometheus.HistogramVec
+	callbacks *prometheus.HistogramVec
 }
 
-// NewWorker registers payrail_tasks_total{type,outcome} and
-// payrail_pg_call_duration_seconds{op,outcome}.
+// NewWorker registers payrail_tasks_total{type,outcome},
+// payrail_pg_call_duration_seconds{op,outcome} and
+// payrail_callback_attempt_duration_seconds{outcome}.
 func NewWorker(reg prometheus.Registerer) *Worker {
 	w := &Worker{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -71,8 +73,13 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Help:    "PG call latency by operation and classified outcome.",
 			Buckets: latencyBuckets,
 		}, []string{"op", "outcome"}),
+		callbacks: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "payrail_callback_attempt_duration_seconds",
+			Help:    "Callback delivery attempts by outcome (delivered, rejected, error, gone, dead) and their latency; the count is the attempt count.",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(w.tasks, w.pgCalls)
+	reg.MustRegister(w.tasks, w.pgCalls, w.callbacks)
 	return w
 }
 
@@ -82,4 +89,10 @@ func (w *Worker) Task(typ, outcome string) { w.tasks.WithLabelValues(typ, outcom
 // PGCall records a PG call; it fits worker.Hooks.PGCall.
 func (w *Worker) PGCall(op, outcome string, d time.Duration) {
 	w.pgCalls.WithLabelValues(op, outcome).Observe(d.Seconds())
+}
+
+// CallbackAttempt records one delivery attempt; it fits
+// callback.Deliverer.Observe.
+func (w *Worker) CallbackAttempt(outcome string, d time.Duration) {
+	w.callbacks.WithLabelValues(outcome).Observe(d.Seconds())
 }

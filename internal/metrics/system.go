@@ -107,35 +107,32 @@ type AttemptSource interface {
 }
 
 // Deliveries turns the callback_attempts table into
-// payrail_callback_attempts_total{outcome} and
-// payrail_callback_approval_to_ack_seconds{event}, the end-to-end time from
-// the PG's approval to the merchant's 2xx. It follows the table with an id
-// cursor that starts at the newest row when Run starts, so the counters
-// count what happened since this process started (rate() is the same on
-// every replica).
+// payrail_callback_approval_to_ack_seconds{event}: the end-to-end time from
+// the PG's approval of an order to the merchant's 2xx for its callback,
+// which no single process sees (the approval is the worker's, the answer
+// the merchant's, possibly hours and retries later). It follows the table
+// with an id cursor that starts at the newest row when Run starts, so it
+// observes what happened since this process started; every api replica
+// observes the same deliveries. The worker counts attempts by outcome
+// itself (Worker.CallbackAttempt).
 type Deliveries struct {
-	src      AttemptSource
-	log      *slog.Logger
-	attempts *prometheus.CounterVec
-	e2e      *prometheus.HistogramVec
-	cursor   int64
+	src    AttemptSource
+	log    *slog.Logger
+	e2e    *prometheus.HistogramVec
+	cursor int64
 }
 
 // NewDeliveries registers the delivery series on reg.
 func NewDeliveries(reg prometheus.Registerer, src AttemptSource, log *slog.Logger) *Deliveries {
 	d := &Deliveries{
 		src: src, log: log,
-		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "payrail_callback_attempts_total",
-			Help: "Callback delivery attempts by outcome (delivered, http_4xx, http_5xx, network_error); system-wide.",
-		}, []string{"outcome"}),
 		e2e: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "payrail_callback_approval_to_ack_seconds",
-			Help:    "Time from the PG's approval of an order to the merchant's 2xx for its callback; system-wide.",
+			Help:    "Time from the PG's approval of an order to the merchant's 2xx for its callback, by event; system-wide.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600},
 		}, []string{"event"}),
 	}
-	reg.MustRegister(d.attempts, d.e2e)
+	reg.MustRegister(d.e2e)
 	return d
 }
 
@@ -168,24 +165,24 @@ func (d *Deliveries) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Poll reads the attempts recorded since the last poll.
+// Poll reads the attempts recorded since the last poll. It is not safe to
+// call concurrently with itself or Run.
 func (d *Deliveries) Poll(ctx context.Context) error {
+	const page = 1000
 	for {
-		rows, err := d.src.CallbackAttemptsAfter(ctx, d.cursor, 1000)
+		rows, err := d.src.CallbackAttemptsAfter(ctx, d.cursor, page)
 		if err != nil {
 			return err
 		}
 		for _, a := range rows {
 			d.cursor = a.ID
-			outcome := a.Outcome()
-			d.attempts.WithLabelValues(outcome).Inc()
-			if outcome == "delivered" && a.ApprovedAt != nil {
+			if a.Delivered() && a.ApprovedAt != nil {
 				if e2e := a.AckedAt().Sub(*a.ApprovedAt); e2e >= 0 {
 					d.e2e.WithLabelValues(a.EventType).Observe(e2e.Seconds())
 				}
 			}
 		}
-		if len(rows) < 1000 {
+		if len(rows) < page {
 			return nil
 		}
 	}

@@ -39,8 +39,8 @@ type Store interface {
 	OrderRow(ctx context.Context, merchantID, orderID string) (store.OrderRow, error)
 	OrderTimeline(ctx context.Context, orderID string) ([]store.TimelineEntry, error)
 	FailingCallbacks(ctx context.Context, limit int) ([]store.CallbackRow, error)
-	// RedeliverCallbackAsOperator returns CALLBACK_NOT_FOUND, or
-	// INVALID_REQUEST for a delivered callback.
+	// RedeliverCallbackAsOperator returns CALLBACK_NOT_FOUND for an
+	// unknown callback.
 	RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (store.CallbackRow, error)
 	StuckConfirms(ctx context.Context, limit int) ([]store.OrderRow, error)
 	PendingRefunds(ctx context.Context, limit int) ([]store.PendingRefund, error)

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 
+	"github.com/payrail/payrail/internal/callback"
 	"github.com/payrail/payrail/internal/config"
 	"github.com/payrail/payrail/internal/metrics"
 	"github.com/payrail/payrail/internal/ops"
@@ -73,6 +74,9 @@ func WorkerMetrics(w *Worker) http.Handler {
 	reg := metrics.NewRegistry()
 	m := metrics.NewWorker(reg)
 	w.Handler.Hooks = worker.Hooks{PGCall: m.PGCall, Task: m.Task}
+	if d, ok := w.Handler.Callbacks.(*callback.Deliverer); ok {
+		d.Observe = m.CallbackAttempt
+	}
 	return metrics.Handler(reg)
 }
 

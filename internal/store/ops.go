@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/payrail/payrail/internal/payment"
 )
 
@@ -245,33 +247,38 @@ ORDER BY seq DESC LIMIT $1`, limit)
 	return rows, nil
 }
 
-// RedeliverCallbackAsOperator makes a callback due again through
-// RedeliverCallback (a DEAD or DELIVERED one in a new attempt generation)
-// and records who asked in the order's history. It returns the callback
-// with the attempt to enqueue. CALLBACK_NOT_FOUND when absent. The history
-// row is written after the redelivery commits; if that write fails the
-// error is returned, so the caller logs the action under the operator.
+// RedeliverCallbackAsOperator makes a callback due now, as
+// RedeliverCallback does for a merchant (a DEAD or DELIVERED callback
+// becomes PENDING in a new attempt generation, a PENDING one is only made
+// due), and records who asked in the order's history in the same
+// transaction. It returns the callback with the attempt to enqueue after
+// commit. CALLBACK_NOT_FOUND when absent.
 func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (CallbackRow, error) {
 	var row CallbackRow
-	err := s.db.GetContext(ctx, &row, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
-FROM callbacks WHERE callback_id = $1`, callbackID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return row, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
-	}
-	if err != nil {
-		return row, fmt.Errorf("select callback: %w", err)
-	}
-	prev, prevAttempt := row.Status, row.Attempt
-	c, err := s.RedeliverCallback(ctx, row.MerchantID, callbackID)
-	if err != nil {
-		return row, err
-	}
-	row.Status, row.Attempt, row.LastError = c.Status, c.Attempt, c.LastError
-	if c.NextAttemptAt != nil {
-		row.NextAttemptAt = *c.NextAttemptAt
-	}
-	err = s.AppendLog(ctx, row.OrderID, "ops.callback_redeliver", actor, map[string]any{
-		"callbackId": callbackID, "event": row.EventType, "previousStatus": prev, "previousAttempt": prevAttempt, "attempt": row.Attempt})
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var prev struct {
+			Status  string `db:"status"`
+			Attempt int    `db:"attempt"`
+		}
+		err := tx.GetContext(ctx, &prev, `SELECT status, attempt FROM callbacks WHERE callback_id = $1 FOR UPDATE`, callbackID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+		}
+		if err != nil {
+			return fmt.Errorf("select callback: %w", err)
+		}
+		err = tx.GetContext(ctx, &row, `UPDATE callbacks SET
+    attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $3 + 1) * $3 END,
+    status = 'PENDING', next_attempt_at = $2, enqueued_at = NULL, delivered_at = NULL
+WHERE callback_id = $1
+RETURNING callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at`,
+			callbackID, s.now(), CallbackGeneration)
+		if err != nil {
+			return fmt.Errorf("redeliver callback: %w", err)
+		}
+		return appendLogTx(ctx, tx, row.OrderID, "ops.callback_redeliver", nil, nil, actor, map[string]any{
+			"callbackId": callbackID, "event": row.EventType, "previousStatus": prev.Status, "previousAttempt": prev.Attempt, "attempt": row.Attempt})
+	})
 	return row, err
 }
 
