@@ -64,7 +64,7 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
-	if eventKey == "" || len(eventKey) > 200 {
+	if eventKey == "" || len(eventKey) > 200 || !payment.ValidID(eventKey) {
 		sum := sha256.Sum256(body)
 		eventKey = hex.EncodeToString(sum[:])
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -101,13 +102,13 @@ func (c *Client) Confirm(ctx context.Context, orderID string, version int) error
 // tick) makes a new task ID, so an orphaned task of a killed worker, whose ID
 // asynq keeps until its lease expires, does not block the retry. The lock, the
 // version fence and the PG idempotency key make a second run harmless.
-func (c *Client) ConfirmAgain(ctx context.Context, orderID string, version int, gen int64) error {
-	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version)+":"+strconv.FormatInt(gen, 10), QueuePayments, OrderPayload{orderID, version})
+func (c *Client) ConfirmAgain(ctx context.Context, orderID string, version int, g int64) error {
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{orderID, version})
 }
 
 // ReconcileAgain is ConfirmAgain for lookups.
-func (c *Client) ReconcileAgain(ctx context.Context, orderID string, version int, gen int64) error {
-	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version)+":"+strconv.FormatInt(gen, 10), QueuePayments, OrderPayload{orderID, version})
+func (c *Client) ReconcileAgain(ctx context.Context, orderID string, version int, g int64) error {
+	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{orderID, version})
 }
 
 // Reconcile enqueues a PG lookup for an order whose confirm outcome is unknown.
@@ -121,13 +122,13 @@ func (c *Client) Cancel(ctx context.Context, cancelID string) error {
 }
 
 // CancelAgain re-enqueues a cancel the sweep found stale.
-func (c *Client) CancelAgain(ctx context.Context, cancelID string, gen int64) error {
-	return c.enqueue(ctx, TypeCancel, "cancel:"+cancelID+":"+strconv.FormatInt(gen, 10), QueuePayments, IDPayload{ID: cancelID})
+func (c *Client) CancelAgain(ctx context.Context, cancelID string, g int64) error {
+	return c.enqueue(ctx, TypeCancel, "cancel:"+cancelID+gen(g), QueuePayments, IDPayload{ID: cancelID})
 }
 
 // WebhookAgain re-enqueues a stored webhook whose enqueue was lost.
-func (c *Client) WebhookAgain(ctx context.Context, provider, eventKey string, gen int64) error {
-	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey+":"+strconv.FormatInt(gen, 10), QueuePayments, IDPayload{ID: provider + ":" + eventKey})
+func (c *Client) WebhookAgain(ctx context.Context, provider, eventKey string, g int64) error {
+	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey+gen(g), QueuePayments, IDPayload{ID: provider + ":" + eventKey})
 }
 
 // Refund enqueues the automatic refund of a late approval, one per attempt.
@@ -150,4 +151,22 @@ func (c *Client) Callback(ctx context.Context, callbackID string, attempt int) e
 func (c *Client) Sweep(ctx context.Context, tick int64, retention time.Duration) error {
 	return c.enqueue(ctx, TypeSweep, "sweep:"+strconv.FormatInt(tick, 10), QueueMaintenance, SweepPayload{Tick: tick},
 		asynq.Retention(retention), asynq.MaxRetry(0))
+}
+
+// gen renders a sweep generation as a task-ID suffix.
+func gen(g int64) string { return ":g" + strconv.FormatInt(g, 10) }
+
+// IsSweepGeneration reports whether a task ID was made by a sweep's
+// re-enqueue (it ends in ":g<number>").
+func IsSweepGeneration(taskID string) bool {
+	i := strings.LastIndex(taskID, ":g")
+	if i < 0 || i+2 == len(taskID) {
+		return false
+	}
+	for _, c := range taskID[i+2:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

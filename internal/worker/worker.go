@@ -191,6 +191,13 @@ func finish(ctx context.Context, log *slog.Logger, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: asynq re-queues the task
 	}
+	if id, _ := asynq.GetTaskID(ctx); errors.Is(err, errRetry) && queue.IsSweepGeneration(id) {
+		// A sweep's re-enqueue (its ID carries the sweep's generation): the
+		// schedule is in PostgreSQL and the sweep comes back, so this task
+		// does not retry on its own and tasks never pile up during an outage.
+		log.Info("not retrying a sweep-generated task; the sweep will come back", "err", err)
+		return nil
+	}
 	n, _ := asynq.GetRetryCount(ctx)
 	max, _ := asynq.GetMaxRetry(ctx)
 	if n >= max {
