@@ -250,8 +250,8 @@ type Attempt struct {
 // Post sends one signed attempt: body as is, Standard Webhooks headers signed
 // with every secret, within d.Timeout, reading at most MaxResponse bytes of
 // the answer.
-func (d *Deliverer) Post(ctx context.Context, url, id string, body []byte, secrets []string) Attempt {
-	a := Attempt{Started: d.now()}
+func (d *Deliverer) Post(ctx context.Context, url, id string, body []byte, secrets []string) (a Attempt) {
+	a.Started = d.now()
 	start := time.Now()
 	defer func() { a.Latency = time.Since(start) }()
 	sig, err := Sign(secrets, id, a.Started, body)

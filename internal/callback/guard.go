@@ -96,7 +96,9 @@ func (g *Guard) ValidateURL(raw string) error {
 		return fmt.Errorf("host %q does not resolve", host)
 	}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); !ok || Forbidden(ip) {
+		// net.IP holds IPv4 in 16 bytes; Unmap reads it as IPv4 (a mapped
+		// answer then meets the IPv4 rules).
+		if ip, ok := netip.AddrFromSlice(a.IP); !ok || Forbidden(ip.Unmap()) {
 			return fmt.Errorf("%s resolves to %s: %w", host, a.IP, ErrForbiddenTarget)
 		}
 	}
@@ -133,7 +135,7 @@ func (g *Guard) DialContext(ctx context.Context, network, addr string) (net.Conn
 			if !ok {
 				return nil, fmt.Errorf("%s resolved to a bad address: %w", host, ErrForbiddenTarget)
 			}
-			ips = append(ips, ip)
+			ips = append(ips, ip.Unmap())
 		}
 	}
 	if len(ips) == 0 {

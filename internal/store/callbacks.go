@@ -190,7 +190,8 @@ type Callback struct {
 	DeliveredAt   *time.Time        `json:"deliveredAt" db:"delivered_at"`
 	LastError     *string           `json:"lastError" db:"last_error"`
 	CreatedAt     time.Time         `json:"createdAt" db:"created_at"`
-	Payload       json.RawMessage   `json:"payload" db:"payload"`
+	Payload       json.RawMessage   `json:"payload" db:"-"`
+	PayloadText   string            `json:"-" db:"payload"`
 	Attempts      []CallbackAttempt `json:"attempts" db:"-"`
 }
 
@@ -251,6 +252,7 @@ FROM callback_attempts WHERE callback_id = ANY($1) ORDER BY callback_id, attempt
 }
 
 func fixCallback(c *Callback) {
+	c.Payload = json.RawMessage(c.PayloadText)
 	c.CreatedAt = c.CreatedAt.UTC()
 	c.DeliveredAt = utcPtr(c.DeliveredAt)
 	if c.Status != "PENDING" {

@@ -1,0 +1,90 @@
+package callback
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/payrail/payrail/internal/store"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func cbAt(attempt int) store.CallbackDelivery {
+	return store.CallbackDelivery{CallbackID: "msg_x", MerchantID: "mer_x", Status: "PENDING", Attempt: attempt}
+}
+
+func TestOutcome(t *testing.T) {
+	sched := []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}
+	d := &Deliverer{Schedule: sched, Now: func() time.Time { return t0 }, Rand: func() float64 { return 0.5 }} // no jitter
+	cases := []struct {
+		name    string
+		attempt int
+		a       Attempt
+		status  string
+		next    time.Duration
+		disable bool
+	}{
+		{"2xx delivers", 0, Attempt{StatusCode: 204}, "DELIVERED", 0, false},
+		{"500 first retry", 0, Attempt{StatusCode: 500}, "PENDING", 5 * time.Second, false},
+		{"timeout third retry", 2, Attempt{Err: errors.New("timeout after 10s")}, "PENDING", 2 * time.Minute, false},
+		{"after the last delay, dead", 3, Attempt{StatusCode: 500}, "DEAD", 0, false},
+		{"redelivered generation restarts", store.CallbackGeneration, Attempt{StatusCode: 500}, "PENDING", 5 * time.Second, false},
+		{"redelivered generation dies", store.CallbackGeneration + 3, Attempt{StatusCode: 500}, "DEAD", 0, false},
+		{"410 disables, stays due", 1, Attempt{StatusCode: 410}, "PENDING", 0, true},
+		{"429 Retry-After seconds", 0, Attempt{StatusCode: 429, RetryAfter: "42"}, "PENDING", 42 * time.Second, false},
+		{"503 Retry-After date", 0, Attempt{StatusCode: 503, RetryAfter: t0.Add(90 * time.Second).Format(http.TimeFormat)}, "PENDING", 90 * time.Second, false},
+		{"Retry-After capped at the schedule's max", 0, Attempt{StatusCode: 503, RetryAfter: "86400"}, "PENDING", 2 * time.Minute, false},
+		{"Retry-After ignored on 500", 0, Attempt{StatusCode: 500, RetryAfter: "60"}, "PENDING", 5 * time.Second, false},
+		{"bad Retry-After falls back", 0, Attempt{StatusCode: 429, RetryAfter: "soon"}, "PENDING", 5 * time.Second, false},
+		{"3xx fails", 0, Attempt{StatusCode: 301}, "PENDING", 5 * time.Second, false},
+	}
+	for _, c := range cases {
+		o := d.outcome(cbAt(c.attempt), c.a)
+		if o.Status != c.status || o.DisableEndpoint != c.disable || (c.status == "PENDING" && o.NextAttempt.Sub(t0) != c.next) {
+			t.Errorf("%s: got %s disable=%v next=+%s, want %s disable=%v next=+%s", c.name, o.Status, o.DisableEndpoint, o.NextAttempt.Sub(t0), c.status, c.disable, c.next)
+		}
+	}
+}
+
+func TestJitterWithin20Percent(t *testing.T) {
+	for _, r := range []float64{0, 0.25, 0.999999} {
+		d := &Deliverer{Rand: func() float64 { return r }}
+		got := d.jitter(10 * time.Second)
+		if got < 8*time.Second || got > 12*time.Second {
+			t.Errorf("jitter(10s) with r=%v = %s", r, got)
+		}
+	}
+}
+
+func TestRecordable(t *testing.T) {
+	big := strings.Repeat("é", MaxRecorded) // 2 bytes each
+	if got := recordable([]byte(big)); len(got) > MaxRecorded || !strings.HasPrefix(big, got) {
+		t.Errorf("recordable(big) has %d bytes", len(got))
+	}
+	if got := recordable([]byte("ok\x00\xff")); got != "ok\uFFFD" {
+		t.Errorf("recordable = %q", got)
+	}
+}
+
+func TestPerMerchantLimit(t *testing.T) {
+	d := &Deliverer{PerMerchant: 2, MaxInFlight: 3}
+	if !d.acquire("a") || !d.acquire("a") {
+		t.Fatal("first two refused")
+	}
+	if d.acquire("a") {
+		t.Fatal("third of one merchant allowed")
+	}
+	if !d.acquire("b") {
+		t.Fatal("another merchant refused")
+	}
+	if d.acquire("c") {
+		t.Fatal("over the worker's total allowed")
+	}
+	d.release("a")
+	if !d.acquire("c") {
+		t.Fatal("freed slot not reusable")
+	}
+}
