@@ -40,6 +40,10 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl order confirm ORDER_ID --payment-key K --amount N --token T [--wait N]
   payrailctl sandbox session ORDER_ID AMOUNT     open a mockpg payment session (no browser); prints the paymentKey
   payrailctl pay ORDER_ID AMOUNT TOKEN [--wait N] open a mockpg session and confirm it in one go
+  payrailctl callbacks list [--order ID]         the merchant's callbacks with their attempts
+  payrailctl callbacks redeliver CALLBACK_ID     send a callback again (202; a DEAD one gets a fresh schedule)
+  payrailctl listen [ADDR] [--status CODE]       receive callbacks (default :8099), print them and check their
+                                                 signatures with PAYRAIL_CALLBACK_SECRET
 `
 
 func main() {
@@ -93,6 +97,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 	case "pay":
 		return c.pay(ctx, args[1:])
+	case "callbacks":
+		return c.callbacks(ctx, args[1:])
+	case "listen":
+		return c.listen(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown command %q; run 'payrailctl help'", strings.Join(args, " "))
 }
