@@ -80,7 +80,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, required boo
 		if err != nil {
 			return 0, nil, err
 		}
-		b, err := json.Marshal(rp)
+		b, err := marshal(rp)
 		return rp.Status, b, err
 	}}
 	res, err := effect(fin)
