@@ -91,7 +91,9 @@ func (g *Guard) ValidateURL(raw string) error {
 	if lh == "localhost" || strings.HasSuffix(lh, ".localhost") || strings.HasSuffix(lh, ".internal") || strings.HasSuffix(lh, ".local") {
 		return fmt.Errorf("%s: %w", host, ErrForbiddenTarget)
 	}
-	addrs, err := g.resolver().LookupIPAddr(context.Background(), host)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := g.resolver().LookupIPAddr(ctx, host)
 	if err != nil || len(addrs) == 0 {
 		return fmt.Errorf("host %q does not resolve", host)
 	}
