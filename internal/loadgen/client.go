@@ -1,0 +1,185 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/payrail/payrail/internal/auth"
+)
+
+// Target is the system under test.
+type Target struct {
+	APIURL     string
+	AdminToken string
+	MockPGURL  string
+}
+
+// Merchant is the merchant the load runs as.
+type Merchant struct {
+	MerchantID     string `json:"merchantId"`
+	ClientID       string `json:"clientId"`
+	ClientSecret   string `json:"clientSecret"`
+	CallbackSecret string `json:"callbackSecret"`
+}
+
+// Client sends the merchant's and the buyer's requests.
+type Client struct {
+	T    Target
+	M    Merchant
+	HTTP *http.Client
+}
+
+// NewHTTPClient keeps enough idle connections for the highest concurrency.
+func NewHTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        2048,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+}
+
+// APIError is a non-expected answer.
+type APIError struct {
+	Op     string
+	Status int
+	Body   string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s: HTTP %d: %.200s", e.Op, e.Status, e.Body)
+}
+
+func (c *Client) do(ctx context.Context, op, method, url string, body any, sign bool, hdr map[string]string, want int, out any) (int, error) {
+	var raw []byte
+	if body != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return 0, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(raw))
+	if err != nil {
+		return 0, err
+	}
+	if raw != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	if sign {
+		if err := auth.SignRequest(req, c.M.ClientID, c.M.ClientSecret, time.Now()); err != nil {
+			return 0, err
+		}
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if want != 0 && resp.StatusCode != want {
+		return resp.StatusCode, &APIError{Op: op, Status: resp.StatusCode, Body: string(b)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s: decode: %w", op, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// CreateMerchant registers a merchant whose callbacks go to callbackURL.
+func (c *Client) CreateMerchant(ctx context.Context, name, callbackURL string) (Merchant, error) {
+	var m Merchant
+	_, err := c.do(ctx, "create merchant", "POST", c.T.APIURL+"/admin/merchants",
+		map[string]any{"name": name, "callbackUrl": callbackURL}, false,
+		map[string]string{"Authorization": "Bearer " + c.T.AdminToken}, http.StatusCreated, &m)
+	return m, err
+}
+
+// SetFaults replaces mockpg's fault config.
+func (c *Client) SetFaults(ctx context.Context, faults map[string]any) error {
+	_, err := c.do(ctx, "set mockpg faults", "POST", c.T.MockPGURL+"/sandbox/faults", faults, false, nil, 0, nil)
+	return err
+}
+
+// Faults returns mockpg's fault config.
+func (c *Client) Faults(ctx context.Context) (map[string]any, error) {
+	var f map[string]any
+	_, err := c.do(ctx, "get mockpg faults", "GET", c.T.MockPGURL+"/sandbox/faults", nil, false, nil, http.StatusOK, &f)
+	return f, err
+}
+
+// Timing is what one payment took, wall-clock instants.
+type Timing struct {
+	OrderID string
+	Start   time.Time // before POST /v1/orders
+	// ConfirmSent and ConfirmDone bracket POST …/confirm.
+	ConfirmSent, ConfirmDone time.Time
+	// Waited means the confirm carried Prefer: wait and answered 200 SUCCESS,
+	// so ConfirmDone is when the order was seen PAID.
+	Waited bool
+}
+
+// Pay runs one payment up to the confirm's answer: create the order, open a
+// PG session, confirm. With wait it sends `Prefer: wait=10` and requires the
+// 200 SUCCESS answer (PAID); without, it requires 202 ACCEPTED.
+func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, error) {
+	t := Timing{Start: time.Now()}
+	var order struct {
+		OrderID      string `json:"orderId"`
+		PaymentToken string `json:"paymentToken"`
+	}
+	if _, err := c.do(ctx, "create order", "POST", c.T.APIURL+"/v1/orders",
+		map[string]any{"amount": amount, "orderName": "loadgen"}, true, nil, http.StatusCreated, &order); err != nil {
+		return t, err
+	}
+	t.OrderID = order.OrderID
+	var sess struct {
+		PaymentKey string `json:"paymentKey"`
+	}
+	if _, err := c.do(ctx, "pg session", "POST", c.T.MockPGURL+"/sandbox/sessions",
+		map[string]any{"orderId": order.OrderID, "amount": amount}, false, nil, http.StatusOK, &sess); err != nil {
+		return t, err
+	}
+	var hdr map[string]string
+	want := http.StatusAccepted
+	if wait {
+		hdr = map[string]string{"Prefer": "wait=10"}
+		want = http.StatusOK
+	}
+	var res struct {
+		Result string `json:"result"`
+		Status string `json:"status"`
+	}
+	t.ConfirmSent = time.Now()
+	_, err := c.do(ctx, "confirm", "POST", c.T.APIURL+"/v1/orders/"+order.OrderID+"/confirm",
+		map[string]any{"paymentKey": sess.PaymentKey, "amount": amount, "paymentToken": order.PaymentToken}, true, hdr, want, &res)
+	t.ConfirmDone = time.Now()
+	if err != nil {
+		return t, err
+	}
+	if wait && (res.Result != "SUCCESS" || res.Status != "PAID") {
+		return t, fmt.Errorf("confirm with wait: result %s status %s", res.Result, res.Status)
+	}
+	t.Waited = wait
+	return t, nil
+}
+
+// OrderStatus reads an order's status (GET /v1/orders/{id}).
+func (c *Client) OrderStatus(ctx context.Context, orderID string) (string, error) {
+	var o struct {
+		Status string `json:"status"`
+	}
+	_, err := c.do(ctx, "get order", "GET", c.T.APIURL+"/v1/orders/"+orderID, nil, true, nil, http.StatusOK, &o)
+	return o.Status, err
+}

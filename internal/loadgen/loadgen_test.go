@@ -1,0 +1,140 @@
+package loadgen_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/payrail/payrail/internal/callback"
+	"github.com/payrail/payrail/internal/loadgen"
+	"github.com/payrail/payrail/internal/systest"
+)
+
+// TestRunPaysEveryOrderOnce is `make bench` shrunk to run in `make test`: 200
+// payments against an in-process payrail, half closed loop, half open loop,
+// and every order must end PAID with exactly one verified payment.paid.
+func TestRunPaysEveryOrderOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	sys := systest.Start(t, systest.Options{Worker: true})
+	sink, err := loadgen.NewSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	c := &loadgen.Client{
+		T:    loadgen.Target{APIURL: sys.URL, AdminToken: systest.AdminToken, MockPGURL: sys.PGURL},
+		HTTP: loadgen.NewHTTPClient(),
+	}
+	m, err := c.CreateMerchant(ctx, "loadgen test", sink.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.M = m
+	if err := sink.AddSecret(m.CallbackSecret); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both loops at once, so their callback tails overlap: the test stays
+	// well under 40 s although the worker's delayed-task forwarder (asynq's
+	// 5 s default) makes the slowest callbacks take seconds.
+	var closed, open loadgen.Result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		closed = loadgen.Run(ctx, c, sink, loadgen.Options{Name: "closed", N: 100, Concurrency: 16, CallbackTimeout: 25 * time.Second})
+	})
+	wg.Go(func() {
+		open = loadgen.Run(ctx, c, sink, loadgen.Options{Name: "open", N: 100, Rate: 50, WaitEvery: 10, CallbackTimeout: 25 * time.Second})
+	})
+	wg.Wait()
+	for _, r := range []loadgen.Result{closed, open} {
+		if r.OK != r.N || r.Delivered != r.N {
+			t.Errorf("%s: %d payments, %d ok, %d delivered; errors: %v", r.Name, r.N, r.OK, r.Delivered, r.FirstErrors)
+		}
+		t.Logf("%s: %.1f payments/s, ingress %+v, accepted→paid %+v, paid→callback %+v",
+			r.Name, r.PaymentsPerSec, r.ConfirmIngress, r.AcceptedToPaid, r.PaidToCallback)
+	}
+	// The open loop sampled Prefer: wait and measured the ingress of the rest.
+	if open.AcceptedToPaid.N != 10 || open.ConfirmIngress.N != 90 {
+		t.Errorf("open loop: %d waited, %d ingress samples; want 10 and 90", open.AcceptedToPaid.N, open.ConfirmIngress.N)
+	}
+	// Give a late duplicate a moment to show up before counting.
+	time.Sleep(1500 * time.Millisecond)
+	st := sink.Stats()
+	for _, r := range []loadgen.Result{closed, open} {
+		if err := loadgen.Check(r, st); err != nil {
+			t.Errorf("%s: %v", r.Name, err)
+		}
+	}
+	if st.Paid != 200 || st.BadSignature != 0 {
+		t.Errorf("sink: %+v; want exactly 200 verified payment.paid", st)
+	}
+	// Every order is PAID according to the API too.
+	for _, r := range []loadgen.Result{closed, open} {
+		for _, id := range r.OrderIDs {
+			if st, err := c.OrderStatus(ctx, id); err != nil || st != "PAID" {
+				t.Errorf("order %s: status %q, %v; want PAID", id, st, err)
+			}
+		}
+	}
+}
+
+func postSigned(t *testing.T, url, secret, id, body string) int {
+	t.Helper()
+	ts := time.Now()
+	sig, err := callback.Sign([]string{secret}, id, ts, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("webhook-id", id)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set("webhook-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestSinkRefusesBadSignatures: a callback signed with another secret is
+// refused (401) and counted, and never counts as a delivery.
+func TestSinkRefusesBadSignatures(t *testing.T) {
+	sink, err := loadgen.NewSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	if err := sink.AddSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, secret string
+		want         int
+	}{
+		{"good", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 204},
+		{"other secret", "whsec_c2VjcmV0LW90aGVyLW90aGVyLW90aGVy", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status := postSigned(t, sink.URL(), tc.secret, "msg_"+tc.name, `{"type":"payment.paid","data":{"orderId":"ord_`+map[bool]string{true: "a", false: "b"}[tc.want == 204]+`","updatedAt":"2026-01-01T00:00:00Z"}}`)
+			if status != tc.want {
+				t.Errorf("status %d, want %d", status, tc.want)
+			}
+		})
+	}
+	st := sink.Stats()
+	if st.Paid != 1 || st.BadSignature != 1 {
+		t.Errorf("stats %+v, want 1 paid and 1 bad signature", st)
+	}
+	if _, ok := sink.Arrived("ord_b"); ok {
+		t.Error("a badly signed callback counted as delivered")
+	}
+}
