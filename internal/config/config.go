@@ -42,6 +42,8 @@ type Config struct {
 	ReconcileBackoffMax  time.Duration   // PAYRAIL_RECONCILE_BACKOFF_MAX
 	ConfirmStuckAfter    time.Duration   // PAYRAIL_CONFIRM_STUCK_AFTER
 	LockTTL              time.Duration   // PAYRAIL_LOCK_TTL
+	RedisSentinelAddrs   []string        // PAYRAIL_REDIS_SENTINEL_ADDRS (host:port,…; overrides the URL's host)
+	RedisMasterName      string          // PAYRAIL_REDIS_MASTER_NAME
 	LogLevel             string          // PAYRAIL_LOG_LEVEL
 }
 
@@ -117,6 +119,15 @@ func Load(getenv func(string) string) (Config, error) {
 			sched = append(sched, d)
 		}
 		c.CallbackSchedule = sched
+	}
+	if v := getenv("PAYRAIL_REDIS_SENTINEL_ADDRS"); v != "" {
+		for _, a := range strings.Split(v, ",") {
+			c.RedisSentinelAddrs = append(c.RedisSentinelAddrs, strings.TrimSpace(a))
+		}
+		c.RedisMasterName = getenv("PAYRAIL_REDIS_MASTER_NAME")
+		if c.RedisMasterName == "" {
+			bad("PAYRAIL_REDIS_MASTER_NAME", "required with PAYRAIL_REDIS_SENTINEL_ADDRS")
+		}
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		bad("PAYRAIL_ADMIN_TOKEN", "must be at least 16 characters")

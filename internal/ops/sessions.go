@@ -29,7 +29,7 @@ type Session struct {
 // so a read of Redis does not hand out live cookies. A session expires
 // SessionTTL after login whatever its use.
 type Sessions struct {
-	Redis *redis.Client
+	Redis redis.UniversalClient
 	TTL   time.Duration
 }
 

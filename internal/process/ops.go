@@ -46,7 +46,7 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 	deliveries := metrics.NewDeliveries(reg, api.Deps.Store, log)
 	go deliveries.Run(ctx, DeliveryPollInterval)
 
-	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	connOpt, err := AsynqConnOpt(cfg)
 	if err != nil {
 		return fmt.Errorf("PAYRAIL_REDIS_URL for asynqmon: %w", err)
 	}

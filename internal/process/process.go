@@ -40,7 +40,7 @@ func NewLogger(level string, w *os.File) *slog.Logger {
 // Deps are the connections both processes share.
 type Deps struct {
 	DB    *sqlx.DB
-	Redis *redis.Client
+	Redis redis.UniversalClient
 	Store *store.Store
 	Queue *queue.Client
 }
@@ -51,15 +51,50 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := NewRedis(cfg)
 	if err != nil {
 		db.Close()
+		return nil, err
+	}
+	d := &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
+		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
+	// Deliver new callbacks at once; the sweep is the safety net.
+	d.Store.OnCallbacks(func(ctx context.Context, ids []string) {
+		for _, id := range ids {
+			_ = d.Queue.Callback(ctx, id, 0)
+		}
+	})
+	return d, nil
+}
+
+// NewRedis connects to Redis: the URL's server, or the master that
+// PAYRAIL_REDIS_SENTINEL_ADDRS names (asynq and redsync both work through it).
+func NewRedis(cfg config.Config) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
 		return nil, fmt.Errorf("PAYRAIL_REDIS_URL: %w", err)
 	}
 	opt.PoolSize = max(opt.PoolSize, 50)
-	rdb := redis.NewClient(opt)
-	return &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
-		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}, nil
+	if len(cfg.RedisSentinelAddrs) == 0 {
+		return redis.NewClient(opt), nil
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
+		Username: opt.Username, Password: opt.Password, DB: opt.DB, PoolSize: opt.PoolSize, TLSConfig: opt.TLSConfig,
+	}), nil
+}
+
+// AsynqConnOpt is the asynq connection option for cfg (asynqmon needs one).
+func AsynqConnOpt(cfg config.Config) (asynq.RedisConnOpt, error) {
+	if len(cfg.RedisSentinelAddrs) == 0 {
+		return asynq.ParseRedisURI(cfg.RedisURL)
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	return asynq.RedisFailoverClientOpt{MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
+		Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil
 }
 
 // Close closes the connections.

@@ -108,7 +108,7 @@ func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code
 // reservation is released and payment.cancel_failed is emitted. A cancel
 // that is no longer PENDING is left alone (ok=false).
 func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded bool, code, message string) (ok bool, err error) {
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err = s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		var c Cancel
 		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
 			return fmt.Errorf("cancel %s: %w", cancelID, err)

@@ -399,7 +399,7 @@ var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was 
 // ILLEGAL_TRANSITION (logged, never applied) when the table refuses it.
 func (s *Store) Transition(ctx context.Context, c Change) (payment.Order, error) {
 	var out payment.Order
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		row, err := s.orderRow(ctx, tx, "", c.OrderID, true)
 		if err != nil {
 			return err
@@ -490,10 +490,21 @@ func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, now time.Time, o payment
 	if err != nil {
 		return fmt.Errorf("callback payload: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-		NewID("msg_", 24), o.MerchantID, o.OrderID, string(event), body, now)
+	id := NewID("msg_", 24)
+	// enqueued_at is set when the caller will trigger delivery after commit;
+	// if that trigger is lost, the sweep's lost-trigger rule picks it up.
+	var enqueued *time.Time
+	ids := outboxIDs(ctx)
+	if ids != nil {
+		enqueued = &now
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		id, o.MerchantID, o.OrderID, string(event), body, now, enqueued)
 	if err != nil {
 		return fmt.Errorf("insert callback: %w", err)
+	}
+	if ids != nil {
+		*ids = append(*ids, id)
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func (s *Store) RecordRefundAttempt(ctx context.Context, r Refund, outcome, code
 // payment.refunded_late_approval callback, in one transaction. ok is false
 // when it was already done.
 func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, err error) {
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err = s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
 		var r Refund
 		if err := tx.GetContext(ctx, &r, `SELECT `+refundColumns+` FROM refunds WHERE refund_id = $1 FOR UPDATE`, refundID); err != nil {
 			return err

@@ -30,6 +30,21 @@ type Store struct {
 	// the sweep re-enqueues its confirm (covering a lost enqueue or a
 	// killed worker).
 	stuckAfter time.Duration
+	// onCallbacks is told, after commit, of the callbacks a transaction
+	// wrote, so delivery starts at once rather than at the next sweep.
+	onCallbacks func(ctx context.Context, callbackIDs []string)
+}
+
+// OnCallbacks sets the function told (after commit) of new outbox rows. A
+// failure there loses nothing: the sweep finds rows whose trigger is lost.
+func (s *Store) OnCallbacks(fn func(ctx context.Context, callbackIDs []string)) { s.onCallbacks = fn }
+
+type outboxKey struct{}
+
+// outboxIDs collects the callbacks written in the current transaction.
+func outboxIDs(ctx context.Context) *[]string {
+	v, _ := ctx.Value(outboxKey{}).(*[]string)
+	return v
 }
 
 // Options tunes a Store.
@@ -110,6 +125,20 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// inOutboxTx is inTx for transactions that may write callbacks: after the
+// commit, the new callbacks are handed to onCallbacks.
+func (s *Store) inOutboxTx(ctx context.Context, fn func(ctx context.Context, tx *sqlx.Tx) error) error {
+	ids := &[]string{}
+	ctx = context.WithValue(ctx, outboxKey{}, ids)
+	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(ctx, tx) }); err != nil {
+		return err
+	}
+	if len(*ids) > 0 && s.onCallbacks != nil {
+		s.onCallbacks(context.WithoutCancel(ctx), *ids)
 	}
 	return nil
 }
