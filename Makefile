@@ -59,9 +59,9 @@ test-short: ## Quick tests: -short, no race detector
 	@PKG='$(PKG)' TESTFLAGS='-short -count=1 -timeout 5m' scripts/test.sh
 
 .PHONY: bench
-bench: ## Load test the running system (make up first) with cmd/loadgen
-	@if [ -d cmd/loadgen ]; then set -a; [ -f .run/env ] && . .run/env; set +a; go run ./cmd/loadgen $(ARGS); \
-	else echo "cmd/loadgen does not exist yet: no benchmark to run"; fi
+bench: ## Load test what make up runs (starting it if nothing answers) with cmd/loadgen (ARGS=-quick, see docs/bench.md)
+	@if ! { [ -f .run/env ] && curl -fsS -o /dev/null --max-time 2 "$$(sed -n 's/^PAYRAIL_API_URL=//p' .run/env)/readyz"; }; then scripts/up.sh; fi
+	go run ./cmd/loadgen $(ARGS)
 
 .PHONY: chaos
 chaos: ## Run the chaos tests (build tag chaos) in ./chaos

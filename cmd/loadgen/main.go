@@ -1,0 +1,529 @@
+// Command loadgen is `make bench`: it drives the payrail that `make up`
+// started (found through .run/env) with signed merchant traffic, receives the
+// callbacks on its own sink, and prints and saves (bench/results/<date>.json)
+// throughput, latency, the SQL/asynq ceiling on the same servers, cost per
+// payment, growth with 1M orders and throughput against a slow PG.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "github.com/lib/pq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/payrail/payrail/internal/envfile"
+	"github.com/payrail/payrail/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], envfile.Getenv(".run/env"), os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	N               int
+	Sweep           []int
+	Rate            float64
+	OpenSeconds     float64
+	WaitEvery       int
+	CeilingN        int
+	CeilingConns    int
+	AsynqConc       int
+	AsynqDB         int
+	Growth          bool
+	GrowthRows      int
+	GrowthConc      int
+	KeepSeed        bool
+	Slow            bool
+	SlowLatencyMs   int
+	SlowConc        []int
+	SlowN           int
+	CallbackTimeout time.Duration
+	Out             string
+	RunDir          string
+	Progress        bool
+	Note            string
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "a quick run: -n 500, sweep 16,64, no growth, slow PG at 8,32 with 200 payments, smaller ceilings")
+	fs.IntVar(&c.N, "n", 20000, "payments per closed-loop level")
+	sweep := fs.String("sweep", "16,64,256", "closed-loop concurrency levels")
+	fs.Float64Var(&c.Rate, "rate", 0, "open-loop offered rate, payments/s (0 = 50 % of the closed-loop maximum)")
+	fs.Float64Var(&c.OpenSeconds, "open-seconds", 30, "open-loop duration")
+	fs.IntVar(&c.WaitEvery, "wait-every", 10, "open loop: every k-th confirm sends Prefer: wait=10 (accepted → PAID sample)")
+	fs.IntVar(&c.CeilingN, "ceiling-n", 5000, "payments of SQL (and 3× as many asynq no-op tasks) for the ceiling; 0 skips")
+	fs.IntVar(&c.CeilingConns, "ceiling-conns", 40, "SQL ceiling connections (api + worker pools: 2 × PAYRAIL_DB_MAX_CONNS)")
+	fs.IntVar(&c.AsynqConc, "asynq-concurrency", 20, "asynq ceiling server concurrency (PAYRAIL_WORKER_CONCURRENCY)")
+	fs.IntVar(&c.AsynqDB, "asynq-db", 0, "Redis DB index for the asynq ceiling (0 = the server's last)")
+	fs.BoolVar(&c.Growth, "growth", true, "rerun with -growth-rows pre-existing orders and EXPLAIN the hot queries")
+	fs.IntVar(&c.GrowthRows, "growth-rows", 1_000_000, "orders seeded for the growth run")
+	fs.IntVar(&c.GrowthConc, "growth-concurrency", 64, "closed-loop concurrency compared in the growth run")
+	fs.BoolVar(&c.KeepSeed, "keep-seed", false, "leave the seeded orders in place")
+	fs.BoolVar(&c.Slow, "slow", true, "run the slow-PG phase (restarts the worker of make up)")
+	fs.IntVar(&c.SlowLatencyMs, "slow-latency-ms", 200, "mockpg latency for the slow-PG phase")
+	slowConc := fs.String("slow-worker-concurrency", "8,32,128", "worker concurrency levels for the slow-PG phase")
+	fs.IntVar(&c.SlowN, "slow-n", 1000, "payments per slow-PG level")
+	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", 2*time.Minute, "how long to wait for the last callback of a phase")
+	fs.StringVar(&c.Out, "out", "", "result file (default bench/results/<date>.json)")
+	fs.StringVar(&c.RunDir, "run-dir", ".run", "make up's .run directory (pids, env)")
+	fs.BoolVar(&c.Progress, "progress", true, "progress bar on stderr")
+	fs.StringVar(&c.Note, "note", "", "free text saved with the result (e.g. what else ran on the machine)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		def := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		def("n", func() { c.N = 500 })
+		def("sweep", func() { *sweep = "16,64" })
+		def("open-seconds", func() { c.OpenSeconds = 15 })
+		def("ceiling-n", func() { c.CeilingN = 1000 })
+		def("growth", func() { c.Growth = false })
+		def("slow-worker-concurrency", func() { *slowConc = "8,32" })
+		def("slow-n", func() { c.SlowN = 200 })
+	}
+	var err error
+	if c.Sweep, err = ints(*sweep); err != nil {
+		return c, fmt.Errorf("-sweep: %w", err)
+	}
+	if c.SlowConc, err = ints(*slowConc); err != nil {
+		return c, fmt.Errorf("-slow-worker-concurrency: %w", err)
+	}
+	if c.N <= 0 || len(c.Sweep) == 0 {
+		return c, errors.New("-n and -sweep must be positive")
+	}
+	return c, nil
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Report is bench/results/<date>.json.
+type Report struct {
+	Date    string `json:"date"`
+	Machine struct {
+		CPUs   int    `json:"cpus"`
+		MemGiB int    `json:"memGiB"`
+		Go     string `json:"go"`
+		Note   string `json:"note,omitempty"`
+	} `json:"machine"`
+	Flags        []string              `json:"flags"`
+	OrdersBefore int64                 `json:"ordersBefore"`
+	Closed       []loadgen.Result      `json:"closed"`
+	Open         *loadgen.Result       `json:"open,omitempty"`
+	MaxClosed    float64               `json:"maxClosedPaymentsPerSec"`
+	SQLCeiling   *loadgen.SQLCeiling   `json:"sqlCeiling,omitempty"`
+	AsynqCeiling *loadgen.AsynqCeiling `json:"asynqCeiling,omitempty"`
+	// CeilingPerSec is min(SQL payments/s, asynq tasks/s ÷ TasksPerPayment).
+	CeilingPerSec   float64           `json:"ceilingPaymentsPerSec,omitempty"`
+	TasksPerPayment int               `json:"tasksPerPayment"`
+	Efficiency      float64           `json:"efficiency,omitempty"`
+	Growth          *Growth           `json:"growth,omitempty"`
+	Slow            *Slow             `json:"slowPG,omitempty"`
+	Sink            loadgen.SinkStats `json:"sink"`
+	Problems        []string          `json:"problems,omitempty"`
+}
+
+// Growth is the same load on a table with many pre-existing orders.
+type Growth struct {
+	Rows        int             `json:"rows"`
+	SeedSeconds float64         `json:"seedSeconds"`
+	Closed      loadgen.Result  `json:"closed"`
+	Open        *loadgen.Result `json:"open,omitempty"`
+	// ClosedChange is (growth − empty) ÷ empty payments/s at the same concurrency.
+	ClosedChange  float64        `json:"closedChange"`
+	OpenP99Change float64        `json:"openIngressP99Change,omitempty"`
+	Explain       []loadgen.Plan `json:"explain"`
+}
+
+// Slow is throughput against a PG with added latency at several worker concurrencies.
+type Slow struct {
+	LatencyMs int         `json:"latencyMs"`
+	Levels    []SlowLevel `json:"levels"`
+}
+
+// SlowLevel is one worker concurrency.
+type SlowLevel struct {
+	WorkerConcurrency int            `json:"workerConcurrency"`
+	Result            loadgen.Result `json:"result"`
+	// Bound is workerConcurrency ÷ latency: what the worker can confirm if
+	// every slot waits on the PG.
+	Bound float64 `json:"boundPerSec"`
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var prog io.Writer
+	if cfg.Progress {
+		prog = stderr
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "==> "+format+"\n", a...) }
+	need := func(k string) (string, error) {
+		v := getenv(k)
+		if v == "" {
+			return "", fmt.Errorf("%s is not set and not in .run/env: run `make up` first", k)
+		}
+		return v, nil
+	}
+	var t loadgen.Target
+	if t.APIURL, err = need("PAYRAIL_API_URL"); err != nil {
+		return err
+	}
+	if t.AdminToken, err = need("PAYRAIL_ADMIN_TOKEN"); err != nil {
+		return err
+	}
+	if t.MockPGURL, err = need("MOCKPG_URL"); err != nil {
+		return err
+	}
+	dbURL, err := need("PAYRAIL_DATABASE_URL")
+	if err != nil {
+		return err
+	}
+	redisURL, err := need("PAYRAIL_REDIS_URL")
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(4)
+	ropt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("PAYRAIL_REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+
+	sink, err := loadgen.NewSink()
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	c := &loadgen.Client{T: t, HTTP: loadgen.NewHTTPClient()}
+	if c.M, err = c.CreateMerchant(ctx, "loadgen "+time.Now().Format(time.RFC3339), sink.URL()); err != nil {
+		return err
+	}
+	if err := sink.AddSecret(c.M.CallbackSecret); err != nil {
+		return err
+	}
+	logf("merchant %s, callbacks to %s", c.M.MerchantID, sink.URL())
+
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Flags: args, TasksPerPayment: 3}
+	rep.Machine.CPUs = runtime.NumCPU()
+	rep.Machine.MemGiB = memGiB()
+	rep.Machine.Go = runtime.Version()
+	rep.Machine.Note = cfg.Note
+	rep.OrdersBefore, _ = loadgen.CountOrders(ctx, db)
+	// Pids are read per phase: the slow-PG phase restarts the worker.
+	meter := func() *loadgen.Meter {
+		return &loadgen.Meter{Procs: loadgen.ProcsFromRun(cfg.RunDir), DB: db, Redis: rdb}
+	}
+	phase := func(o loadgen.Options) loadgen.Result {
+		o.Progress, o.CallbackTimeout = prog, cfg.CallbackTimeout
+		m := meter()
+		m.Start(ctx)
+		r := loadgen.Run(ctx, c, sink, o)
+		r.Cost = m.Stop(ctx, r.Delivered)
+		if err := loadgen.Check(r, loadgen.SinkStats{}); err != nil {
+			rep.Problems = append(rep.Problems, r.Name+": "+err.Error())
+		}
+		return r
+	}
+
+	// 1. Closed loop sweep.
+	for _, conc := range cfg.Sweep {
+		r := phase(loadgen.Options{Name: fmt.Sprintf("closed c=%d", conc), N: cfg.N, Concurrency: conc})
+		rep.Closed = append(rep.Closed, r)
+		rep.MaxClosed = max(rep.MaxClosed, r.PaymentsPerSec)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	// 2. Open loop: latency at 50 % of the closed-loop maximum.
+	rate := cfg.Rate
+	if rate <= 0 {
+		rate = max(1, rep.MaxClosed/2)
+	}
+	openN := max(10, int(rate*cfg.OpenSeconds))
+	open := phase(loadgen.Options{Name: fmt.Sprintf("open %.0f/s", rate), N: openN, Rate: rate, WaitEvery: cfg.WaitEvery})
+	rep.Open = &open
+
+	// 3. Ceiling on the same servers.
+	if cfg.CeilingN > 0 {
+		p := loadgen.StartProgress(prog, "ceiling: SQL", cfg.CeilingN)
+		cdb, err := sql.Open("postgres", dbURL)
+		if err != nil {
+			return err
+		}
+		sc, err := loadgen.RunSQLCeiling(ctx, cdb, cfg.CeilingN, cfg.CeilingConns, p)
+		p.Stop()
+		cdb.Close()
+		if err != nil {
+			rep.Problems = append(rep.Problems, "sql ceiling: "+err.Error())
+		} else {
+			rep.SQLCeiling = &sc
+		}
+		tasks := cfg.CeilingN * rep.TasksPerPayment
+		p = loadgen.StartProgress(prog, "ceiling: asynq no-op", tasks)
+		adb := cfg.AsynqDB
+		if adb == 0 {
+			adb = lastRedisDB(ctx, rdb)
+		}
+		ac, err := loadgen.RunAsynqCeiling(ctx, ropt, adb, tasks, cfg.CeilingConns, cfg.AsynqConc, p)
+		p.Stop()
+		if err != nil {
+			rep.Problems = append(rep.Problems, "asynq ceiling: "+err.Error())
+		} else {
+			rep.AsynqCeiling = &ac
+		}
+		if rep.SQLCeiling != nil && rep.AsynqCeiling != nil {
+			rep.CeilingPerSec = min(rep.SQLCeiling.PaymentsPerSec, rep.AsynqCeiling.TasksPerSec/float64(rep.TasksPerPayment))
+			rep.Efficiency = rep.MaxClosed / rep.CeilingPerSec
+		}
+	}
+
+	// 4. Growth: the same load over a big orders table.
+	if cfg.Growth {
+		g, err := growth(ctx, cfg, db, rep, phase, rate, logf)
+		if err != nil {
+			rep.Problems = append(rep.Problems, "growth: "+err.Error())
+		}
+		rep.Growth = g
+	}
+
+	// 5. Slow PG.
+	if cfg.Slow {
+		s, err := slowPG(ctx, cfg, c, phase, logf)
+		if err != nil {
+			rep.Problems = append(rep.Problems, "slow PG: "+err.Error())
+		}
+		rep.Slow = s
+	}
+
+	time.Sleep(2 * time.Second) // a late duplicate would show here
+	rep.Sink = sink.Stats()
+	if err := loadgen.Check(loadgen.Result{}, rep.Sink); err != nil {
+		rep.Problems = append(rep.Problems, "sink: "+err.Error())
+	}
+	out := cfg.Out
+	if out == "" {
+		out = filepath.Join("bench", "results", time.Now().Format("2006-01-02T15-04")+".json")
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	printTable(stdout, rep)
+	fmt.Fprintf(stdout, "\nsaved %s\n", out)
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%d problems (see above and %s)", len(rep.Problems), out)
+	}
+	return nil
+}
+
+func growth(ctx context.Context, cfg config, db *sql.DB, rep *Report, phase func(loadgen.Options) loadgen.Result, rate float64, logf func(string, ...any)) (*Growth, error) {
+	g := &Growth{Rows: cfg.GrowthRows}
+	logf("seeding %d orders under %s (INSERT … SELECT generate_series)", cfg.GrowthRows, loadgen.SeedMerchant)
+	d, err := loadgen.Seed(ctx, db, cfg.GrowthRows)
+	if err != nil {
+		return g, err
+	}
+	g.SeedSeconds = d.Seconds()
+	if !cfg.KeepSeed {
+		defer func() {
+			logf("removing the seeded orders")
+			if err := loadgen.Unseed(context.Background(), db); err != nil {
+				logf("unseed: %v", err)
+			}
+		}()
+	}
+	g.Closed = phase(loadgen.Options{Name: fmt.Sprintf("growth closed c=%d", cfg.GrowthConc), N: cfg.N, Concurrency: cfg.GrowthConc})
+	for _, r := range rep.Closed {
+		if r.Concurrency == cfg.GrowthConc && r.PaymentsPerSec > 0 {
+			g.ClosedChange = (g.Closed.PaymentsPerSec - r.PaymentsPerSec) / r.PaymentsPerSec
+		}
+	}
+	open := phase(loadgen.Options{Name: fmt.Sprintf("growth open %.0f/s", rate), N: rep.Open.N, Rate: rate, WaitEvery: cfg.WaitEvery})
+	g.Open = &open
+	if p := rep.Open.ConfirmIngress.P99; p > 0 {
+		g.OpenP99Change = (open.ConfirmIngress.P99 - p) / p
+	}
+	g.Explain, err = loadgen.Explain(ctx, db, "seed_500000", loadgen.SeedMerchant)
+	return g, err
+}
+
+func slowPG(ctx context.Context, cfg config, c *loadgen.Client, phase func(loadgen.Options) loadgen.Result, logf func(string, ...any)) (*Slow, error) {
+	s := &Slow{LatencyMs: cfg.SlowLatencyMs}
+	faults, err := c.Faults(ctx)
+	if err != nil {
+		return s, err
+	}
+	restoreFaults := func() {
+		f := clone(faults)
+		f["latencyMs"] = 0
+		if err := c.SetFaults(context.Background(), f); err != nil {
+			logf("restore mockpg faults: %v", err)
+		}
+	}
+	slow := clone(faults)
+	slow["latencyMs"] = cfg.SlowLatencyMs
+	if err := c.SetFaults(ctx, slow); err != nil {
+		return s, err
+	}
+	defer restoreFaults()
+	defer func() {
+		logf("restarting the worker with its usual environment")
+		if err := restartWorker(cfg.RunDir, nil); err != nil {
+			logf("restart worker: %v", err)
+		}
+	}()
+	for _, wc := range cfg.SlowConc {
+		logf("restarting the worker with PAYRAIL_WORKER_CONCURRENCY=%d", wc)
+		if err := restartWorker(cfg.RunDir, map[string]string{"PAYRAIL_WORKER_CONCURRENCY": strconv.Itoa(wc)}); err != nil {
+			return s, err
+		}
+		// Enough merchants in flight to fill every worker slot twice.
+		r := phase(loadgen.Options{Name: fmt.Sprintf("slow PG w=%d", wc), N: cfg.SlowN, Concurrency: max(64, 2*wc)})
+		s.Levels = append(s.Levels, SlowLevel{WorkerConcurrency: wc, Result: r, Bound: float64(wc) * 1000 / float64(cfg.SlowLatencyMs)})
+		if ctx.Err() != nil {
+			return s, ctx.Err()
+		}
+	}
+	return s, nil
+}
+
+func clone(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// restartWorker stops the worker make up started (by its pidfile, only if
+// it is .run/bin/worker) and starts it again as scripts/up.sh does, with
+// .run/env plus extra as its environment.
+func restartWorker(runDir string, extra map[string]string) error {
+	abs, err := filepath.Abs(runDir)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(abs, "bin", "worker")
+	pidFile := filepath.Join(abs, "pids", "worker.pid")
+	if b, err := os.ReadFile(pidFile); err == nil {
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if pid > 0 && strings.TrimSuffix(exe, " (deleted)") == bin {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			for i := 0; i < 300; i++ {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+					break
+				}
+				if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(st), ") Z ") {
+					break // our own exited child, not yet reaped
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	env, err := envfile.Parse(filepath.Join(abs, "env"))
+	if err != nil {
+		return err
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	vars := os.Environ()
+	for k, v := range env {
+		vars = append(vars, k+"="+v)
+	}
+	logFile, err := os.OpenFile(filepath.Join(abs, "logs", "worker.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "\n===== %s: loadgen starts worker %v =====\n", time.Now().Format(time.RFC3339), extra)
+	cmd := exec.Command(bin)
+	cmd.Env, cmd.Stdout, cmd.Stderr = vars, logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait() // reap it if it exits while we run
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // connect, register handlers
+	return nil
+}
+
+func lastRedisDB(ctx context.Context, rdb *redis.Client) int {
+	if v, err := rdb.ConfigGet(ctx, "databases").Result(); err == nil {
+		if n, err := strconv.Atoi(v["databases"]); err == nil && n > 1 {
+			return n - 1
+		}
+	}
+	return 15
+}
+
+func memGiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return int((kb + 512*1024) / (1024 * 1024))
+		}
+	}
+	return 0
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/payrail/payrail/internal/loadgen"
+)
+
+func lat(l loadgen.Latency) string {
+	if l.N == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f/%.1f/%.1f/%.1f", l.P50, l.P95, l.P99, l.Max)
+}
+
+func printTable(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "\npayrail bench %s  (%d CPUs, %d GiB, %s; %d orders before)\n", r.Date, r.Machine.CPUs, r.Machine.MemGiB, r.Machine.Go, r.OrdersBefore)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "phase\tn\tok\tdelivered\tpaid/s\tpayments/s\tingress ms p50/p95/p99/max\taccepted→PAID ms\taccepted→callback ms\tPAID→callback ms\tCPU ms/payment\txact/payment\tredis cmds/payment")
+	row := func(x loadgen.Result) {
+		cpu, xact, rc := "-", "-", "-"
+		if x.Cost != nil {
+			cpu = fmt.Sprintf("%.2f", x.Cost.CPUMsPerPayment)
+			xact = fmt.Sprintf("%.1f", x.Cost.DB.XactCommitPerPayment)
+			rc = fmt.Sprintf("%.1f", x.Cost.RedisCommandsPerPayment)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, x.N, x.OK, x.Delivered, x.PaidPerSec, x.PaymentsPerSec,
+			lat(x.ConfirmIngress), lat(x.AcceptedToPaid), lat(x.AcceptedToCallback), lat(x.PaidToCallback), cpu, xact, rc)
+	}
+	for _, x := range r.Closed {
+		row(x)
+	}
+	if r.Open != nil {
+		row(*r.Open)
+	}
+	if g := r.Growth; g != nil {
+		row(g.Closed)
+		if g.Open != nil {
+			row(*g.Open)
+		}
+	}
+	if s := r.Slow; s != nil {
+		for _, l := range s.Levels {
+			row(l.Result)
+		}
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	if c := r.SQLCeiling; c != nil {
+		fmt.Fprintf(w, "SQL ceiling: %.1f payments/s (%d tx, %d statements per payment, %d conns)\n", c.PaymentsPerSec, c.TxPerPayment, c.StmtsPerPayment, c.Conns)
+	}
+	if c := r.AsynqCeiling; c != nil {
+		fmt.Fprintf(w, "asynq ceiling: %.1f no-op tasks/s end to end (concurrency %d, Redis db %d) = %.1f payments/s at %d tasks per payment\n",
+			c.TasksPerSec, c.Concurrency, c.RedisDB, c.TasksPerSec/float64(r.TasksPerPayment), r.TasksPerPayment)
+	}
+	if r.CeilingPerSec > 0 {
+		fmt.Fprintf(w, "efficiency = %.1f payments/s ÷ %.1f ceiling payments/s = %.2f\n", r.MaxClosed, r.CeilingPerSec, r.Efficiency)
+	}
+	if r.Open != nil && r.Open.Cost != nil {
+		fmt.Fprintf(w, "cost at the open-loop rate (per 1,000 payments):")
+		for _, name := range []string{"api", "worker", "postgres", "redis", "mockpg"} {
+			if pc, ok := r.Open.Cost.Procs[name]; ok {
+				fmt.Fprintf(w, "  %s %.2f CPU s, peak %.0f MiB;", name, pc.CPUSecondsPer1k, pc.PeakRSSMiB)
+			}
+		}
+		st := "pg_stat_statements not loaded"
+		if r.Open.Cost.DB.StatementsPerPayment >= 0 {
+			st = fmt.Sprintf("%.1f statements", r.Open.Cost.DB.StatementsPerPayment)
+		}
+		fmt.Fprintf(w, "\n  per payment: %.1f commits, %.1f rows inserted, %.1f updated, %s\n",
+			r.Open.Cost.DB.XactCommitPerPayment, r.Open.Cost.DB.TupInsertedPerPayment, r.Open.Cost.DB.TupUpdatedPerPayment, st)
+	}
+	if g := r.Growth; g != nil {
+		fmt.Fprintf(w, "growth: %d seeded orders (%.0f s): closed-loop payments/s change %+.1f %%, open-loop ingress p99 change %+.1f %%\n",
+			g.Rows, g.SeedSeconds, 100*g.ClosedChange, 100*g.OpenP99Change)
+		for _, p := range g.Explain {
+			fmt.Fprintf(w, "\nEXPLAIN (ANALYZE, BUFFERS) %s\n%s\n", p.Name, indent(p.Plan))
+		}
+	}
+	if s := r.Slow; s != nil {
+		for _, l := range s.Levels {
+			fmt.Fprintf(w, "slow PG %d ms, worker concurrency %d: %.1f payments/s (bound %.0f/s)\n", s.LatencyMs, l.WorkerConcurrency, l.Result.PaymentsPerSec, l.Bound)
+		}
+	}
+	fmt.Fprintf(w, "sink: %+v\n", r.Sink)
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "PROBLEM: %s\n", p)
+	}
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
