@@ -262,17 +262,21 @@ func fixCallback(c *Callback) {
 	}
 }
 
+// sqlRedeliverCallback makes a callback due now: a DELIVERED or DEAD one
+// becomes PENDING in a new attempt generation; $2 = '' means any merchant.
+const sqlRedeliverCallback = `UPDATE callbacks SET
+    attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
+    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
+WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
+`
+
 // RedeliverCallback makes a merchant's callback due now. A DELIVERED or DEAD
 // callback becomes PENDING in a new attempt generation, so the retry schedule
 // starts again; a PENDING one is only made due now. CALLBACK_NOT_FOUND when
 // it is not the merchant's.
 func (s *Store) RedeliverCallback(ctx context.Context, merchantID, callbackID string) (Callback, error) {
 	var c Callback
-	err := s.db.GetContext(ctx, &c, `UPDATE callbacks SET
-    attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
-    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
-WHERE callback_id = $1 AND merchant_id = $2
-RETURNING `+callbackColumns, callbackID, merchantID, s.now(), CallbackGeneration)
+	err := s.db.GetContext(ctx, &c, sqlRedeliverCallback+`RETURNING `+callbackColumns, callbackID, merchantID, s.now(), CallbackGeneration)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
 	}

@@ -267,12 +267,8 @@ func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, act
 		if err != nil {
 			return fmt.Errorf("select callback: %w", err)
 		}
-		err = tx.GetContext(ctx, &row, `UPDATE callbacks SET
-    attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $3 + 1) * $3 END,
-    status = 'PENDING', next_attempt_at = $2, enqueued_at = NULL, delivered_at = NULL
-WHERE callback_id = $1
-RETURNING callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at`,
-			callbackID, s.now(), CallbackGeneration)
+		err = tx.GetContext(ctx, &row, sqlRedeliverCallback+`RETURNING callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at`,
+			callbackID, "", s.now(), CallbackGeneration)
 		if err != nil {
 			return fmt.Errorf("redeliver callback: %w", err)
 		}
