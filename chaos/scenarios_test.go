@@ -20,7 +20,7 @@ type size struct {
 
 var (
 	fullSize    = size{payments: 300, duration: 45 * time.Second, quiesce: 3 * time.Minute, full: true}
-	reducedSize = size{payments: 60, duration: 10 * time.Second, quiesce: 45 * time.Second}
+	reducedSize = size{payments: 60, duration: 8 * time.Second, quiesce: 45 * time.Second}
 )
 
 func (sz size) base(name string) scenario {
@@ -216,4 +216,3 @@ func runAll(t *testing.T, scs ...scenario) {
 		t.Run(sc.name, func(t *testing.T) { run(t, sc) })
 	}
 }
-
