@@ -44,6 +44,8 @@ type Config struct {
 	LockTTL              time.Duration   // PAYRAIL_LOCK_TTL
 	RedisSentinelAddrs   []string        // PAYRAIL_REDIS_SENTINEL_ADDRS (host:port,…; overrides the URL's host)
 	RedisMasterName      string          // PAYRAIL_REDIS_MASTER_NAME
+	TaskCheckInterval    time.Duration   // PAYRAIL_TASK_CHECK_INTERVAL (idle poll of the queues)
+	DelayedCheckInterval time.Duration   // PAYRAIL_DELAYED_CHECK_INTERVAL (retries becoming due)
 	LogLevel             string          // PAYRAIL_LOG_LEVEL
 }
 
@@ -108,6 +110,10 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_RECONCILE_BACKOFF_MAX", 10*time.Minute, &c.ReconcileBackoffMax)
 	durVar("PAYRAIL_CONFIRM_STUCK_AFTER", 30*time.Second, &c.ConfirmStuckAfter)
 	durVar("PAYRAIL_LOCK_TTL", c.PGTimeout+5*time.Second, &c.LockTTL)
+	// asynq polls an idle queue every second and moves due retries every
+	// 5 s by default; a payment pipeline wants both far shorter.
+	durVar("PAYRAIL_TASK_CHECK_INTERVAL", 20*time.Millisecond, &c.TaskCheckInterval)
+	durVar("PAYRAIL_DELAYED_CHECK_INTERVAL", 250*time.Millisecond, &c.DelayedCheckInterval)
 	if v := getenv("PAYRAIL_CALLBACK_SCHEDULE"); v != "" {
 		var sched []time.Duration
 		for _, p := range strings.Split(v, ",") {

@@ -195,13 +195,15 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
 		Timeout: cfg.CallbackTimeout, MaxInFlight: max(1, cfg.WorkerConcurrency/2)})
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
-		Concurrency:     cfg.WorkerConcurrency,
-		Queues:          queue.Priorities,
-		RetryDelayFunc:  w.RetryDelay,
-		IsFailure:       worker.IsFailure,
-		ShutdownTimeout: cfg.PGTimeout + 5*time.Second,
-		Logger:          asynqLogger{log},
-		LogLevel:        asynq.WarnLevel,
+		Concurrency:              cfg.WorkerConcurrency,
+		Queues:                   queue.Priorities,
+		RetryDelayFunc:           w.RetryDelay,
+		IsFailure:                worker.IsFailure,
+		ShutdownTimeout:          cfg.PGTimeout + 5*time.Second,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynq.WarnLevel,
 	})
 	return &Worker{Deps: deps, Handler: w, Server: srv, cfg: cfg, log: log}
 }
