@@ -147,7 +147,8 @@ func RunSQLCeiling(ctx context.Context, db *sql.DB, n, conns int, progress Progr
 func runPayment(ctx context.Context, db *sql.DB, args []any) error {
 	for _, stmts := range ceilingMix {
 		if len(stmts) == 1 {
-			rows, err := db.QueryContext(ctx, stmts[0], argsFor(stmts[0], args)...)
+			q, a := bind(stmts[0], args)
+			rows, err := db.QueryContext(ctx, q, a...)
 			if err != nil {
 				return err
 			}
@@ -159,7 +160,8 @@ func runPayment(ctx context.Context, db *sql.DB, args []any) error {
 			return err
 		}
 		for _, q := range stmts {
-			rows, err := tx.QueryContext(ctx, q, argsFor(q, args)...)
+			q, a := bind(q, args)
+			rows, err := tx.QueryContext(ctx, q, a...)
 			if err != nil {
 				tx.Rollback()
 				return fmt.Errorf("%.60s: %w", q, err)
@@ -175,15 +177,19 @@ func runPayment(ctx context.Context, db *sql.DB, args []any) error {
 	return nil
 }
 
-// argsFor passes only the parameters a statement uses ($1..$3 in order).
-func argsFor(q string, args []any) []any {
-	n := 0
+// bind renumbers the placeholders a statement uses ($1 order id, $2
+// payment key, $3 callback id) to $1.. in order, with their arguments, so a
+// statement never carries a parameter whose type PostgreSQL cannot infer.
+func bind(q string, args []any) (string, []any) {
+	var out []any
 	for i := range 3 {
-		if strings.Contains(q, fmt.Sprintf("$%d", i+1)) {
-			n = i + 1
+		ph := fmt.Sprintf("$%d", i+1)
+		if strings.Contains(q, ph) {
+			out = append(out, args[i])
+			q = strings.ReplaceAll(q, ph, fmt.Sprintf("#%d", len(out)))
 		}
 	}
-	return args[:n]
+	return strings.ReplaceAll(q, "#", "$"), out
 }
 
 // Progresser counts progress (a *Progress, or nothing).
