@@ -45,7 +45,7 @@ func workerKills(sz size) scenario {
 	if sz.full {
 		every = 3 * time.Second
 	}
-	sc.faults = mockpg.Faults{LatencyMS: 200} // so kills land mid-PG-call
+	sc.faults = mockpg.Faults{LatencyMS: 800} // so kills land mid-PG-call
 	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
 		for i := 0; sleepCtx(ctx, every); i++ {
 			w := c.workers[i%len(c.workers)]
