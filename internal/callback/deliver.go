@@ -54,6 +54,7 @@ type Store interface {
 // Enqueuer triggers one attempt; a task-ID conflict is success.
 type Enqueuer interface {
 	Callback(ctx context.Context, callbackID string, attempt int) error
+	CallbackAgain(ctx context.Context, callbackID string, attempt int, gen int64) error
 }
 
 // Deliverer sends callbacks. It is the asynq handler of callback:deliver and
@@ -160,7 +161,15 @@ func (d *Deliverer) EnqueueDue(ctx context.Context) error {
 			return err
 		}
 		for _, r := range refs {
-			if err := d.Queue.Callback(ctx, r.CallbackID, r.Attempt); err != nil {
+			enqueue := d.Queue.Callback
+			if r.Lost {
+				// A stranded task (its worker lost Redis mid-run) keeps the
+				// plain ID until asynq's lease recovery; a new generation
+				// does not wait for it. A stale trigger is a no-op.
+				gen := now.UnixMilli()
+				enqueue = func(ctx context.Context, id string, attempt int) error { return d.Queue.CallbackAgain(ctx, id, attempt, gen) }
+			}
+			if err := enqueue(ctx, r.CallbackID, r.Attempt); err != nil {
 				errs = append(errs, err)
 			}
 		}

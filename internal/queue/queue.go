@@ -146,6 +146,11 @@ func (c *Client) Callback(ctx context.Context, callbackID string, attempt int) e
 	return c.enqueue(ctx, TypeCallback, "callback:"+callbackID+":"+strconv.Itoa(attempt), QueueCallbacks, IDPayload{ID: callbackID, Attempt: attempt})
 }
 
+// CallbackAgain re-enqueues an attempt whose trigger was presumed lost.
+func (c *Client) CallbackAgain(ctx context.Context, callbackID string, attempt int, g int64) error {
+	return c.enqueue(ctx, TypeCallback, "callback:"+callbackID+":"+strconv.Itoa(attempt)+gen(g), QueueCallbacks, IDPayload{ID: callbackID, Attempt: attempt})
+}
+
 // Sweep enqueues one tick of the periodic sweep. The tick's task ID is kept
 // (retention) for a while, so two workers enqueueing the same tick run it once.
 func (c *Client) Sweep(ctx context.Context, tick int64, retention time.Duration) error {

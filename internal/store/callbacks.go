@@ -64,6 +64,9 @@ type CallbackRef struct {
 	CallbackID string `db:"callback_id"`
 	Attempt    int    `db:"attempt"`
 	Seq        int64  `db:"seq"`
+	// Lost is true when an earlier trigger of this attempt was presumed
+	// lost: its task ID may still be held by a stranded asynq task.
+	Lost bool `db:"lost"`
 }
 
 // A row is claimable when it is PENDING, due, its merchant's endpoint is
@@ -75,7 +78,10 @@ type CallbackRef struct {
 const sqlClaimDueCallbacks = `
 UPDATE callbacks c SET enqueued_at = $1
 FROM (
-    SELECT d.callback_id FROM callbacks d JOIN merchants m ON m.merchant_id = d.merchant_id
+    SELECT d.callback_id,
+           -- a trigger was out for this attempt and is presumed lost
+           (d.enqueued_at IS NOT NULL AND d.enqueued_at >= d.next_attempt_at) AS lost
+    FROM callbacks d JOIN merchants m ON m.merchant_id = d.merchant_id
     WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND m.callback_enabled
       AND (d.enqueued_at IS NULL OR d.enqueued_at < d.next_attempt_at OR d.enqueued_at < $2)
     ORDER BY d.seq
@@ -83,7 +89,7 @@ FROM (
     FOR UPDATE OF d SKIP LOCKED
 ) due
 WHERE c.callback_id = due.callback_id
-RETURNING c.callback_id, c.attempt, c.seq`
+RETURNING c.callback_id, c.attempt, c.seq, due.lost`
 
 // ClaimDueCallbacks claims up to limit due callbacks of enabled endpoints,
 // oldest first, and returns them in order of creation. A row enqueued before

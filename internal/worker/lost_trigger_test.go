@@ -1,0 +1,57 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
+	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testenv"
+)
+
+// A callback whose trigger is stranded (a worker lost Redis mid-task, so
+// asynq holds the task ID until its lease recovery, up to a minute or more)
+// is still delivered promptly: the sweep re-enqueues it under a new ID.
+func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
+	t.Parallel()
+	var got atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	defer sink.Close()
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_SWEEP_INTERVAL": "200ms", "PAYRAIL_CALLBACK_TIMEOUT": "1s"}})
+	m := sys.NewMerchant(sink.URL)
+	o := m.CreateOrder(2500)
+	m.Confirm(o, sys.Session(o))
+	ctx := context.Background()
+	row, err := sys.Deps.Store.OrderRow(ctx, "", o.OrderID)
+	testenv.Must(t, err)
+	pk := *row.PaymentKey
+	_, err = sys.Deps.Store.Transition(ctx, store.Change{OrderID: o.OrderID, Version: row.Version, To: payment.Paid, Action: "test", PaymentKey: &pk})
+	testenv.Must(t, err)
+	var id string
+	testenv.Must(t, sys.DB.DB.Get(&id, `SELECT callback_id FROM callbacks WHERE order_id = $1`, o.OrderID))
+	// Strand the trigger: the plain task ID stays taken for an hour.
+	insp := asynq.NewInspectorFromRedisClient(sys.Redis.Client)
+	taskID := "callback:" + id + ":0"
+	testenv.Must(t, insp.DeleteTask(queue.QueueCallbacks, taskID))
+	c := asynq.NewClientFromRedisClient(sys.Redis.Client)
+	_, err = c.Enqueue(asynq.NewTask(queue.TypeCallback, []byte(`{"id":"`+id+`"}`)), asynq.TaskID(taskID), asynq.Queue(queue.QueueCallbacks), asynq.ProcessIn(time.Hour))
+	testenv.Must(t, err)
+	// …and long enough ago that the sweep presumes it lost.
+	_, err = sys.DB.DB.Exec(`UPDATE callbacks SET next_attempt_at = now() - interval '2 hours', enqueued_at = now() - interval '1 hour' WHERE callback_id = $1`, id)
+	testenv.Must(t, err)
+	sys.StartWorker()
+	testenv.Poll(t, 10*time.Second, "the callback to be delivered", func() bool {
+		return sys.Count(`SELECT count(*) FROM callbacks WHERE callback_id = $1 AND status = 'DELIVERED'`, id) == 1
+	})
+	if got.Load() != 1 {
+		t.Fatalf("merchant received %d deliveries, want 1", got.Load())
+	}
+}
