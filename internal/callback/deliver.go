@@ -167,7 +167,9 @@ func (d *Deliverer) EnqueueDue(ctx context.Context) error {
 				// plain ID until asynq's lease recovery; a new generation
 				// does not wait for it. A stale trigger is a no-op.
 				gen := now.UnixMilli()
-				enqueue = func(ctx context.Context, id string, attempt int) error { return d.Queue.CallbackAgain(ctx, id, attempt, gen) }
+				enqueue = func(ctx context.Context, id string, attempt int) error {
+					return d.Queue.CallbackAgain(ctx, id, attempt, gen)
+				}
 			}
 			if err := enqueue(ctx, r.CallbackID, r.Attempt); err != nil {
 				errs = append(errs, err)

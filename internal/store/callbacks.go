@@ -269,7 +269,7 @@ func fixCallback(c *Callback) {
 }
 
 // sqlRedeliverCallback makes a callback due now: a DELIVERED or DEAD one
-// becomes PENDING in a new attempt generation; $2 = '' means any merchant.
+// becomes PENDING in a new attempt generation; $2 = ” means any merchant.
 const sqlRedeliverCallback = `UPDATE callbacks SET
     attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
     status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
