@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -235,11 +236,35 @@ func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter)
 			return nil, "", payment.Errorf(payment.CodeInvalidRequest, "cursor is not one this API returned")
 		}
 	}
+	// Only the filters in use go into the SQL, so the planner sees
+	// merchant_id = $1 and uses (merchant_id, seq) instead of scanning seq.
+	where, args := []string{"seq < $1"}, []any{before}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	if merchantID != "" {
+		add("merchant_id = ?", merchantID)
+	}
+	if f.Status != "" {
+		add("status = ?", f.Status)
+	}
+	if f.MerchantOrderID != "" {
+		add("merchant_order_id = ?", f.MerchantOrderID)
+	}
+	if f.PaymentKey != "" {
+		add("payment_key = ?", f.PaymentKey)
+	}
+	if f.OrderID != "" {
+		add("order_id = ?", f.OrderID)
+	}
+	if f.NeedsReconcile {
+		where = append(where, "needs_reconciliation")
+	}
+	args = append(args, f.Limit+1)
 	var rows []OrderRow
-	err = s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders
-WHERE ($1 = '' OR merchant_id = $1) AND seq < $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR merchant_order_id = $4)
-  AND ($5 = '' OR payment_key = $5) AND ($6 = '' OR order_id = $6) AND (NOT $7 OR needs_reconciliation)
-ORDER BY seq DESC LIMIT $8`, merchantID, before, f.Status, f.MerchantOrderID, f.PaymentKey, f.OrderID, f.NeedsReconcile, f.Limit+1)
+	err = s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY seq DESC LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list orders: %w", err)
 	}
