@@ -64,17 +64,6 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 		bad("successUrl and failUrl must be absolute http(s) URLs")
 		return
 	}
-	m, err := s.Store.Merchant(ctx, merchantID(r))
-	if err != nil {
-		writeError(ctx, w, err)
-		return
-	}
-	if req.SuccessURL == nil {
-		req.SuccessURL = m.ReturnURL
-	}
-	if req.FailURL == nil {
-		req.FailURL = m.ReturnURL
-	}
 	token := store.NewSecret("pt_")
 	res, _, ok := s.idempotent(w, r, false, func(fin *store.IdemFinish) (any, error) {
 		o, err := s.Store.CreateOrder(ctx, store.NewOrder{

@@ -35,18 +35,7 @@ type PGCall struct {
 // order is never touched. It does not change the status.
 func (s *Store) RecordPGCall(ctx context.Context, c PGCall) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		details := map[string]any{"attempt": c.Attempt, "outcome": c.Outcome, "latencyMs": c.Latency.Milliseconds()}
-		if c.Code != "" {
-			details["code"] = c.Code
-			details["message"] = c.Message
-		}
-		if c.Status != 0 {
-			details["httpStatus"] = c.Status
-		}
-		if c.NeedsReconciliation {
-			details["needsReconciliation"] = true
-		}
-		if err := appendLogTx(ctx, tx, c.OrderID, c.Action, nil, nil, "worker", details); err != nil {
+		if err := appendLogTx(ctx, tx, c.OrderID, c.Action, nil, nil, "worker", c.details()); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE orders SET
@@ -60,6 +49,29 @@ WHERE order_id = $1 AND version = $2 AND status = 'CONFIRMING'`, c.OrderID, c.Ve
 		}
 		return nil
 	})
+}
+
+func (c *PGCall) details() map[string]any {
+	details := map[string]any{"attempt": c.Attempt, "outcome": c.Outcome, "latencyMs": c.Latency.Milliseconds()}
+	if c.Code != "" {
+		details["code"] = c.Code
+		details["message"] = c.Message
+	}
+	if c.Status != 0 {
+		details["httpStatus"] = c.Status
+	}
+	if c.NeedsReconciliation {
+		details["needsReconciliation"] = true
+	}
+	return details
+}
+
+// confirmDelta is how much a call adds to the order's confirm attempts.
+func (c *PGCall) confirmDelta() int {
+	if c != nil && c.Action == "pg.confirm" {
+		return 1
+	}
+	return 0
 }
 
 // OrderRef names an order at a version.

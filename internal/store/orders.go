@@ -98,10 +98,12 @@ type NewOrder struct {
 const sqlInsertOrder = `
 INSERT INTO orders (order_id, merchant_id, merchant_order_id, amount, currency, order_name, success_url, fail_url,
     payment_token_hash, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT $1, $2, $3, $4, $5, $6, COALESCE($7, m.return_url), COALESCE($8, m.return_url), $9, $10
+FROM merchants m WHERE m.merchant_id = $2
 RETURNING ` + orderColumns
 
-// CreateOrder inserts an order in CREATED. ORDER_ALREADY_EXISTS when the
+// CreateOrder inserts an order in CREATED; success and fail URLs default to
+// the merchant's returnUrl. ORDER_ALREADY_EXISTS when the
 // merchant already used merchantOrderId. fin, when set, records the
 // idempotent response in the same transaction.
 func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish) (payment.Order, error) {
@@ -412,6 +414,9 @@ type Change struct {
 	ReservedDelta       int64
 	// Event overrides the callback event (default payment.EventFor(To)).
 	Event payment.CallbackEvent
+	// PGCall, when set, is the PG call that caused the transition; its
+	// history row is written in the same transaction, before the transition's.
+	PGCall *PGCall
 }
 
 // ErrVersionConflict means someone else moved the order first: re-read, never
@@ -448,6 +453,7 @@ UPDATE orders SET
     next_check_at = COALESCE($12, next_check_at),
     canceled_amount = canceled_amount + $13,
     reserved_cancel_amount = reserved_cancel_amount + $14,
+    confirm_attempts = confirm_attempts + $15,
     needs_reconciliation = CASE WHEN $4 = 'CONFIRMING' THEN needs_reconciliation ELSE false END
 WHERE order_id = $1 AND version = $2 AND status = ANY($3)
 RETURNING ` + orderColumns
@@ -469,12 +475,17 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, row OrderRow, c C
 	var updated OrderRow
 	err := tx.GetContext(ctx, &updated, sqlTransition, c.OrderID, c.Version, pq.Array(src), string(c.To),
 		c.PaymentKey, c.PGIdempotencyKey, c.Method, c.ApprovedAt, c.FailureCode, c.FailureMessage,
-		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta)
+		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta, c.PGCall.confirmDelta())
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Order{}, ErrVersionConflict
 	}
 	if err != nil {
 		return payment.Order{}, fmt.Errorf("transition %s → %s: %w", from, c.To, err)
+	}
+	if c.PGCall != nil {
+		if err := appendLogTx(ctx, tx, c.OrderID, c.PGCall.Action, nil, nil, "worker", c.PGCall.details()); err != nil {
+			return payment.Order{}, err
+		}
 	}
 	to := c.To
 	if err := appendLogTx(ctx, tx, c.OrderID, c.Action, &from, &to, c.Actor, c.Details); err != nil {

@@ -51,6 +51,11 @@ func (w *Worker) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return w.Store.MarkPGEvent(ctx, ev, "IGNORED", "no such order", "")
 	}
+	if reflected(row, body.Data) {
+		// Nothing could move: no lock, no lookup (most webhooks merely
+		// confirm what the confirm already applied).
+		return w.Store.MarkPGEvent(ctx, ev, "IGNORED", "already reflected: order is "+row.Status+", event says "+body.Data.Status, row.OrderID)
+	}
 	log := w.taskLog(ctx, row.OrderID).With("pg_event", key, "pg_status", body.Data.Status)
 	err = w.Locks.Do(ctx, "order:"+row.OrderID, func(ctx context.Context) error {
 		return w.webhookLocked(ctx, ev, body, row.OrderID)
@@ -95,7 +100,7 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 		trusted = res.Payment
 	}
 	before := row.Version
-	if err := w.apply(ctx, log, row, trusted, "webhook:"+ev.Provider); err != nil && !errors.Is(err, errRetry) {
+	if err := w.apply(ctx, log, row, trusted, "webhook:"+ev.Provider, nil); err != nil && !errors.Is(err, errRetry) {
 		return err
 	}
 	after, err := w.Store.OrderRow(ctx, "", orderID)
@@ -108,4 +113,21 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 		state, note = "IGNORED", "no transition: order is "+after.Status+", event says "+trusted.Status
 	}
 	return w.Store.MarkPGEvent(ctx, ev, state, note, orderID)
+}
+
+// reflected reports whether the order already shows what the event says for
+// its own paymentKey, so applying the event could change nothing.
+func reflected(row store.OrderRow, p pgclient.Payment) bool {
+	if row.PaymentKey == nil || *row.PaymentKey != p.PaymentKey {
+		return false
+	}
+	switch st := payment.Status(row.Status); p.Status {
+	case "DONE":
+		return st == payment.Paid || st == payment.PartiallyCanceled || st == payment.Canceled
+	case "PARTIAL_CANCELED":
+		return st == payment.PartiallyCanceled || st == payment.Canceled
+	case "CANCELED":
+		return st == payment.Canceled
+	}
+	return false
 }

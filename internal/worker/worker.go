@@ -237,10 +237,8 @@ func (w *Worker) confirmLocked(ctx context.Context, log *slog.Logger, orderID st
 	switch res.Outcome {
 	case pgclient.Approved:
 		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
-		if err := w.Store.RecordPGCall(ctx, call); err != nil {
-			return err
-		}
-		return w.apply(ctx, log, row, res.Payment, "pg.confirm")
+		// The call's history row commits with the transition it causes.
+		return w.apply(ctx, log, row, res.Payment, "pg.confirm", &call)
 	case pgclient.Declined:
 		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
 		if err := w.Store.RecordPGCall(ctx, call); err != nil {
@@ -289,10 +287,7 @@ func (w *Worker) lookupLocked(ctx context.Context, log *slog.Logger, row store.O
 	}
 	switch {
 	case res.Outcome == pgclient.Approved && res.Payment != nil && decided(res.Payment.Status):
-		if err := w.Store.RecordPGCall(ctx, call); err != nil {
-			return err
-		}
-		return w.apply(ctx, log, row, res.Payment, "pg.lookup")
+		return w.apply(ctx, log, row, res.Payment, "pg.lookup", &call)
 	case res.Outcome == pgclient.Declined && (res.Code == "NOT_FOUND_PAYMENT" || res.Code == "NOT_FOUND_PAYMENT_SESSION"):
 		// The PG has no such payment: nothing was charged.
 		if err := w.Store.RecordPGCall(ctx, call); err != nil {
@@ -325,7 +320,19 @@ func decided(pgStatus string) bool {
 // the order is in, through the transition table. It never moves an order
 // backwards: a record that the table refuses is noted, not applied. An
 // approval for an order that can no longer be paid is refunded.
-func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string) error {
+//
+// call, when set, is the PG call that brought p: it is written in the
+// transition's own transaction, or on its own when nothing transitions.
+func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string, call *store.PGCall) (err error) {
+	if call != nil {
+		defer func() {
+			if call != nil && (err == nil || errors.Is(err, errRetry)) {
+				if rerr := w.Store.RecordPGCall(ctx, *call); rerr != nil {
+					err = rerr
+				}
+			}
+		}()
+	}
 	if p == nil {
 		return fmt.Errorf("pg answered without a payment: %w", errRetry)
 	}
@@ -375,14 +382,16 @@ func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow
 		if p.Failure != nil && p.Failure.Code != "" {
 			code, msg = p.Failure.Code, p.Failure.Message
 		}
-		return w.fail(ctx, log, row, code, msg, source)
+		c.PGCall, call = call, nil
+		return w.failWith(ctx, log, row, code, msg, source, c.PGCall)
 	}
 	c.OrderID, c.Version, c.Actor = row.OrderID, row.Version, "worker"
 	c.Details = map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}
+	c.PGCall, call = call, nil // now the transition's to write
 	o, err := w.Store.Transition(ctx, c)
 	if errors.Is(err, store.ErrVersionConflict) {
 		log.Info("order moved concurrently; leaving it", "to", c.To)
-		return nil
+		return w.recordLostCall(ctx, c.PGCall)
 	}
 	if err != nil {
 		return err
@@ -392,19 +401,32 @@ func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow
 }
 
 func (w *Worker) fail(ctx context.Context, log *slog.Logger, row store.OrderRow, code, msg, source string) error {
+	return w.failWith(ctx, log, row, code, msg, source, nil)
+}
+
+func (w *Worker) failWith(ctx context.Context, log *slog.Logger, row store.OrderRow, code, msg, source string, call *store.PGCall) error {
 	if code == "" {
 		code = "PG_DECLINED"
 	}
 	_, err := w.Store.Transition(ctx, store.Change{OrderID: row.OrderID, Version: row.Version, To: payment.Failed, Action: "payment.failed",
-		Actor: "worker", FailureCode: &code, FailureMessage: &msg, Details: map[string]any{"source": source, "code": code, "message": msg}})
+		Actor: "worker", FailureCode: &code, FailureMessage: &msg, Details: map[string]any{"source": source, "code": code, "message": msg}, PGCall: call})
 	if errors.Is(err, store.ErrVersionConflict) {
 		log.Info("order moved concurrently; leaving it", "to", payment.Failed)
-		return nil
+		return w.recordLostCall(ctx, call)
 	}
 	if err == nil {
 		log.Info("order failed", "code", code)
 	}
 	return err
+}
+
+// recordLostCall writes the history row of a PG call whose transition lost
+// the race, so every call is in the history either way.
+func (w *Worker) recordLostCall(ctx context.Context, call *store.PGCall) error {
+	if call == nil {
+		return nil
+	}
+	return w.Store.RecordPGCall(ctx, *call)
 }
 
 func nonEmpty(s string) *string {
