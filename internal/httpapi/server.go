@@ -186,6 +186,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
 
+// AdminOnly guards h with the admin bearer token.
+func (s *Server) AdminOnly(h http.Handler) http.Handler { return s.adminOnly(h.ServeHTTP) }
+
 func (s *Server) adminOnly(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

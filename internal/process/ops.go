@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"time"
 
@@ -64,6 +65,9 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 	}
 	api.Server.Extra["/ops/"] = console.Handler()
 	api.Server.Extra["GET /metrics"] = metrics.Handler(reg)
+	// Profiles of the api, behind the admin token.
+	api.Server.Extra["/debug/pprof/"] = api.Server.AdminOnly(http.HandlerFunc(pprof.Index))
+	api.Server.Extra["/debug/pprof/profile"] = api.Server.AdminOnly(http.HandlerFunc(pprof.Profile))
 	return nil
 }
 
@@ -86,6 +90,10 @@ func ServeWorkerMetrics(ctx context.Context, cfg config.Config, w *Worker, log *
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", WorkerMetrics(w))
+	// Profiles on the worker's metrics port (keep it off the public edge).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	srv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {

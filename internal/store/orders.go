@@ -293,7 +293,7 @@ func appendLogTx(ctx context.Context, tx *sqlx.Tx, orderID, action string, from,
 		actor = "system"
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, $2, $3, $4, $5, $6)`,
-		orderID, action, statusPtr(from), statusPtr(to), actor, d)
+		orderID, action, statusPtr(from), statusPtr(to), actor, string(d))
 	if err != nil {
 		return fmt.Errorf("insert payment_log: %w", err)
 	}
@@ -535,7 +535,7 @@ func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, now time.Time, o payment
 		enqueued = &now
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		id, o.MerchantID, o.OrderID, string(event), body, now, enqueued)
+		id, o.MerchantID, o.OrderID, string(event), string(body), now, enqueued)
 	if err != nil {
 		return fmt.Errorf("insert callback: %w", err)
 	}

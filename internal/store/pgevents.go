@@ -26,7 +26,7 @@ type PGEvent struct {
 // false for a duplicate.
 func (s *Store) InsertPGEvent(ctx context.Context, e PGEvent) (stored bool, err error) {
 	res, err := s.db.ExecContext(ctx, `INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, e.Body)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, string(e.Body))
 	if err != nil {
 		return false, fmt.Errorf("insert pg event: %w", err)
 	}

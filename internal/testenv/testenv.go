@@ -159,11 +159,10 @@ func NewDatabase(tb testing.TB) Database {
 		tb.Fatalf("create test database: %v", err)
 	}
 	u := withDBName(admin, name)
-	db, err := sqlx.Open("postgres", u)
+	db, err := store.Open(ctx, u, 20)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	db.SetMaxOpenConns(20)
 	tb.Cleanup(func() {
 		db.Close()
 		a, err := sql.Open("postgres", admin)
