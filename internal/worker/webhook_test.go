@@ -224,3 +224,44 @@ func TestLateApprovalRefundedOnceAcrossKill(t *testing.T) {
 		t.Fatalf("status = %s; a refunded late approval leaves the order EXPIRED", st)
 	}
 }
+
+// Many different events reporting the same late approval (the PG retrying,
+// duplicated deliveries) refund it once.
+func TestLateApprovalReportedManyTimesRefundedOnce(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Env: map[string]string{"PAYRAIL_ORDER_TTL": "1s", "PAYRAIL_SWEEP_INTERVAL": "200ms"}})
+	sys.PG.SetWebhookURL("") // only the events below report the approval
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(17000)
+	key := sys.Session(o)
+	m.WaitStatus(o.OrderID, "EXPIRED", 10*time.Second)
+	if res := sys.PGClient().Confirm(context.Background(), "stale-client", key, o.OrderID, o.Amount); res.Outcome != pgclient.Approved {
+		t.Fatalf("direct approval: %+v", res)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c := sys.SignedPGWebhook(fmt.Sprintf("evt_late_%02d", i), paymentData(o.OrderID, key, "DONE", o.Amount)); c != 200 {
+				t.Errorf("webhook %d: %d", i, c)
+			}
+		}()
+	}
+	wg.Wait()
+	testenv.Poll(t, 15*time.Second, "the refund to be confirmed", func() bool {
+		return sys.Count(`SELECT count(*) FROM refunds WHERE order_id = $1 AND status = 'SUCCEEDED'`, o.OrderID) == 1
+	})
+	testenv.Poll(t, 10*time.Second, "every event to settle", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE state = 'RECEIVED'`) == 0
+	})
+	if n := sys.Count(`SELECT count(*) FROM refunds WHERE order_id = $1`, o.OrderID); n != 1 {
+		t.Fatalf("%d refunds for one late approval", n)
+	}
+	if st := sys.PG.Stats()[o.OrderID]; st.Cancels != 1 {
+		t.Fatalf("mockpg cancels = %d, want 1", st.Cancels)
+	}
+	if n := callbacks(sys, o.OrderID, "payment.refunded_late_approval"); n != 1 {
+		t.Fatalf("refund callbacks = %d", n)
+	}
+}
