@@ -186,9 +186,11 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 			if o, settled := s.Waiter.Wait(ctx, cr.Order.OrderID, wait); settled {
 				cr.Order = o
-				cr.Result = "SUCCESS"
-				if o.Status == payment.Failed {
-					cr.Result = "FAILURE"
+				// Settled but not paid (declined, or canceled at the PG
+				// before we confirmed) is a failure for the buyer.
+				cr.Result = "FAILURE"
+				if o.Status == payment.Paid || o.Status == payment.PartiallyCanceled {
+					cr.Result = "SUCCESS"
 				}
 			}
 		}
