@@ -46,6 +46,7 @@ type Config struct {
 	RedisMasterName      string          // PAYRAIL_REDIS_MASTER_NAME
 	TaskCheckInterval    time.Duration   // PAYRAIL_TASK_CHECK_INTERVAL (idle poll of the queues)
 	DelayedCheckInterval time.Duration   // PAYRAIL_DELAYED_CHECK_INTERVAL (retries becoming due)
+	AuthCacheTTL         time.Duration   // PAYRAIL_AUTH_CACHE_TTL (0 = off)
 	LogLevel             string          // PAYRAIL_LOG_LEVEL
 }
 
@@ -112,6 +113,14 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_LOCK_TTL", c.PGTimeout+5*time.Second, &c.LockTTL)
 	// asynq polls an idle queue every second and moves due retries every
 	// 5 s by default; a payment pipeline wants both far shorter.
+	c.AuthCacheTTL = time.Second
+	if v := getenv("PAYRAIL_AUTH_CACHE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Minute {
+			bad("PAYRAIL_AUTH_CACHE_TTL", "want a duration from 0 (off) to 1m, got %q", v)
+		}
+		c.AuthCacheTTL = d
+	}
 	durVar("PAYRAIL_TASK_CHECK_INTERVAL", 20*time.Millisecond, &c.TaskCheckInterval)
 	durVar("PAYRAIL_DELAYED_CHECK_INTERVAL", 250*time.Millisecond, &c.DelayedCheckInterval)
 	if v := getenv("PAYRAIL_CALLBACK_SCHEDULE"); v != "" {

@@ -107,6 +107,7 @@ func (s *Server) patchMerchant(w http.ResponseWriter, r *http.Request) {
 	m, err := s.Store.UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{
 		Status: req.Status, CallbackURL: req.CallbackURL, ReturnURL: req.ReturnURL, CallbackEnabled: req.CallbackEnabled,
 	})
+	s.credentialsChanged()
 	if err != nil {
 		writeError(r.Context(), w, err)
 		return
@@ -127,6 +128,7 @@ func (s *Server) addSecret(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, secret, err := s.Store.AddSecret(r.Context(), r.PathValue("merchantId"), req.Kind)
+	s.credentialsChanged()
 	if err != nil {
 		writeError(r.Context(), w, err)
 		return
@@ -135,9 +137,17 @@ func (s *Server) addSecret(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeSecret(w http.ResponseWriter, r *http.Request) {
-	if err := s.Store.RevokeSecret(r.Context(), r.PathValue("merchantId"), r.PathValue("secretId")); err != nil {
+	err := s.Store.RevokeSecret(r.Context(), r.PathValue("merchantId"), r.PathValue("secretId"))
+	s.credentialsChanged()
+	if err != nil {
 		writeError(r.Context(), w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) credentialsChanged() {
+	if s.CredentialsChanged != nil {
+		s.CredentialsChanged()
+	}
 }

@@ -41,6 +41,9 @@ type Server struct {
 	OrderTTL        time.Duration
 	// ValidateCallbackURL vets a merchant's callback URL at registration.
 	ValidateCallbackURL func(string) error
+	// CredentialsChanged is called after an admin changes a merchant or its
+	// secrets, so a credentials cache forgets at once.
+	CredentialsChanged func()
 	// Ready reports whether PostgreSQL and Redis answer.
 	Ready func(ctx context.Context) error
 	// Extra mounts more handlers (ops console, asynqmon, metrics, webhooks).

@@ -122,18 +122,20 @@ type API struct {
 // by the caller through Server.Extra before Serve.
 func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 	waiter := httpapi.NewWaiter(deps.Store, log, cfg.MaxWaiters)
+	creds := &auth.CachedCredentials{Store: deps.Store, TTL: cfg.AuthCacheTTL}
 	srv := &httpapi.Server{
-		Store:           deps.Store,
-		Verifier:        &auth.Verifier{Store: deps.Store, Nonces: auth.RedisNonces{Client: deps.Redis}},
-		Queue:           deps.Queue,
-		Waiter:          waiter,
-		Log:             log,
-		AdminToken:      cfg.AdminToken,
-		CheckoutURL:     cfg.CheckoutURL,
-		PGWebhookSecret: cfg.PGWebhookSecret,
-		OrderTTL:        cfg.OrderTTL,
-		Ready:           deps.Ready,
-		Extra:           map[string]http.Handler{},
+		Store:              deps.Store,
+		Verifier:           &auth.Verifier{Store: creds, Nonces: auth.RedisNonces{Client: deps.Redis}},
+		CredentialsChanged: creds.Invalidate,
+		Queue:              deps.Queue,
+		Waiter:             waiter,
+		Log:                log,
+		AdminToken:         cfg.AdminToken,
+		CheckoutURL:        cfg.CheckoutURL,
+		PGWebhookSecret:    cfg.PGWebhookSecret,
+		OrderTTL:           cfg.OrderTTL,
+		Ready:              deps.Ready,
+		Extra:              map[string]http.Handler{},
 	}
 	srv.ValidateCallbackURL = (&callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}).ValidateURL
 	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}
