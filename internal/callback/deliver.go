@@ -47,6 +47,9 @@ type Store interface {
 	CallbackSecrets(ctx context.Context, merchantID string) ([]string, error)
 	ClaimDueCallbacks(ctx context.Context, now, lostBefore time.Time, limit int) ([]store.CallbackRef, error)
 	ParkCallback(ctx context.Context, callbackID string, attempt int) error
+	// ClaimCallbackSend returns false when another trigger is sending this
+	// attempt or the callback moved on.
+	ClaimCallbackSend(ctx context.Context, callbackID string, attempt int, until time.Time) (bool, error)
 	// RecordCallbackAttempt returns recorded=false when the callback moved on.
 	RecordCallbackAttempt(ctx context.Context, o store.CallbackOutcome) (recorded bool, err error)
 }
@@ -218,6 +221,16 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return ErrBusy
 	}
 	defer d.release(c.MerchantID)
+	// Two triggers of one attempt (the plain one and a sweep's re-enqueue
+	// after presuming it lost) must not both send it.
+	ok, err := d.Store.ClaimCallbackSend(ctx, c.CallbackID, c.Attempt, d.now().Add(d.Timeout+10*time.Second))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		log.Info("another trigger is sending this attempt")
+		return nil
+	}
 	return d.deliver(ctx, log, c)
 }
 

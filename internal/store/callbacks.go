@@ -107,11 +107,26 @@ func sortRefs(refs []CallbackRef) {
 	slices.SortFunc(refs, func(a, b CallbackRef) int { return cmp.Compare(a.Seq, b.Seq) })
 }
 
+// ClaimCallbackSend takes the right to send attempt `attempt` of a PENDING
+// callback until `until`. It returns false when the callback moved on or
+// another trigger holds it (a claim lapses, so a crashed sender never
+// strands the callback).
+func (s *Store) ClaimCallbackSend(ctx context.Context, callbackID string, attempt int, until time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE callbacks SET sending_until = $3
+WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING' AND (sending_until IS NULL OR sending_until < $4)`,
+		callbackID, attempt, until, s.now())
+	if err != nil {
+		return false, fmt.Errorf("claim callback send: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
 // ParkCallback forgets the trigger of a callback whose endpoint is disabled,
 // without spending an attempt: the sweep claims it again once the endpoint is
 // re-enabled.
 func (s *Store) ParkCallback(ctx context.Context, callbackID string, attempt int) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE callbacks SET enqueued_at = NULL WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`, callbackID, attempt)
+	_, err := s.db.ExecContext(ctx, `UPDATE callbacks SET enqueued_at = NULL, sending_until = NULL WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`, callbackID, attempt)
 	if err != nil {
 		return fmt.Errorf("park callback: %w", err)
 	}
@@ -141,6 +156,7 @@ const sqlRecordCallback = `
 UPDATE callbacks SET
     status = $3,
     attempt = attempt + 1,
+    sending_until = NULL,
     next_attempt_at = $4,
     enqueued_at = CASE WHEN $5 THEN NULL ELSE enqueued_at END,
     last_error = NULLIF($6, ''),
@@ -272,7 +288,7 @@ func fixCallback(c *Callback) {
 // becomes PENDING in a new attempt generation; $2 = ” means any merchant.
 const sqlRedeliverCallback = `UPDATE callbacks SET
     attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
-    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
+    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL, sending_until = NULL
 WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
 `
 

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/process"
 	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 	"github.com/payrail/payrail/internal/systest"
@@ -53,5 +54,46 @@ func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
 	})
 	if got.Load() != 1 {
 		t.Fatalf("merchant received %d deliveries, want 1", got.Load())
+	}
+}
+
+// Two triggers of one attempt running at once (the plain one, slow in a
+// backlog, and the sweep's re-enqueue) send it once.
+func TestTwoTriggersOfOneAttemptSendOnce(t *testing.T) {
+	t.Parallel()
+	var got atomic.Int32
+	release := make(chan struct{})
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		<-release // hold the first send open while the second trigger runs
+	}))
+	defer sink.Close()
+	sys := systest.Start(t, systest.Options{})
+	m := sys.NewMerchant(sink.URL)
+	o := m.CreateOrder(2600)
+	m.Confirm(o, sys.Session(o))
+	ctx := context.Background()
+	row, err := sys.Deps.Store.OrderRow(ctx, "", o.OrderID)
+	testenv.Must(t, err)
+	pk := *row.PaymentKey
+	_, err = sys.Deps.Store.Transition(ctx, store.Change{OrderID: o.OrderID, Version: row.Version, To: payment.Paid, Action: "test", PaymentKey: &pk})
+	testenv.Must(t, err)
+	var id string
+	testenv.Must(t, sys.DB.DB.Get(&id, `SELECT callback_id FROM callbacks WHERE order_id = $1`, o.OrderID))
+	w := process.NewWorker(sys.Config, sys.Deps, sys.Log).Handler
+	task := asynq.NewTask(queue.TypeCallback, []byte(`{"id":"`+id+`"}`))
+	first := make(chan error, 1)
+	go func() { first <- w.Callbacks.ProcessTask(ctx, task) }()
+	testenv.Poll(t, 5*time.Second, "the first send to reach the merchant", func() bool { return got.Load() == 1 })
+	if err := w.Callbacks.ProcessTask(ctx, task); err != nil {
+		t.Fatalf("second trigger: %v", err)
+	}
+	close(release)
+	testenv.Must(t, <-first)
+	if n := got.Load(); n != 1 {
+		t.Fatalf("merchant received %d sends of one attempt", n)
+	}
+	if n := sys.Count(`SELECT count(*) FROM callbacks WHERE callback_id = $1 AND status = 'DELIVERED'`, id); n != 1 {
+		t.Fatal("callback not delivered")
 	}
 }
