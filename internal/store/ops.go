@@ -164,39 +164,20 @@ FROM callback_attempts a JOIN callbacks c USING (callback_id) WHERE c.order_id =
 		out = append(out, TimelineEntry{At: a.StartedAt, Kind: "attempt", Action: "callback.attempt", Actor: "worker", Ref: a.CallbackID, Details: d})
 	}
 
-	var cancels []struct {
-		ID        string    `db:"cancel_id"`
-		Amount    int64     `db:"amount"`
-		Reason    string    `db:"reason"`
-		Status    string    `db:"status"`
-		Code      *string   `db:"failure_code"`
-		Attempts  int       `db:"attempts"`
-		CreatedAt time.Time `db:"created_at"`
-		UpdatedAt time.Time `db:"updated_at"`
-	}
-	if err := s.db.SelectContext(ctx, &cancels, `SELECT cancel_id, amount, reason, status, failure_code, attempts, created_at, updated_at
-FROM cancels WHERE order_id = $1 ORDER BY created_at`, orderID); err != nil {
+	cancels, err := s.CancelsOfOrder(ctx, orderID)
+	if err != nil {
 		return nil, fmt.Errorf("timeline cancels: %w", err)
 	}
 	for _, c := range cancels {
 		d := map[string]any{"amount": c.Amount, "reason": c.Reason, "status": c.Status, "attempts": c.Attempts, "updatedAt": c.UpdatedAt.UTC()}
-		if c.Code != nil {
-			d["failureCode"] = *c.Code
+		if c.FailureCode != nil {
+			d["failureCode"] = *c.FailureCode
 		}
-		out = append(out, TimelineEntry{At: c.CreatedAt, Kind: "cancel", Action: "cancel", Actor: "merchant", Ref: c.ID, Details: d})
+		out = append(out, TimelineEntry{At: c.CreatedAt, Kind: "cancel", Action: "cancel", Actor: "merchant", Ref: c.CancelID, Details: d})
 	}
 
-	var refunds []struct {
-		ID        string    `db:"refund_id"`
-		Amount    int64     `db:"amount"`
-		Status    string    `db:"status"`
-		Attempts  int       `db:"attempts"`
-		LastError *string   `db:"last_error"`
-		CreatedAt time.Time `db:"created_at"`
-		UpdatedAt time.Time `db:"updated_at"`
-	}
-	if err := s.db.SelectContext(ctx, &refunds, `SELECT refund_id, amount, status, attempts, last_error, created_at, updated_at
-FROM refunds WHERE order_id = $1 ORDER BY created_at`, orderID); err != nil {
+	refunds, err := s.RefundsOfOrder(ctx, orderID)
+	if err != nil {
 		return nil, fmt.Errorf("timeline refunds: %w", err)
 	}
 	for _, r := range refunds {
@@ -204,7 +185,7 @@ FROM refunds WHERE order_id = $1 ORDER BY created_at`, orderID); err != nil {
 		if r.LastError != nil {
 			d["lastError"] = *r.LastError
 		}
-		out = append(out, TimelineEntry{At: r.CreatedAt, Kind: "refund", Action: "refund", Actor: "system", Ref: r.ID, Details: d})
+		out = append(out, TimelineEntry{At: r.CreatedAt, Kind: "refund", Action: "refund", Actor: "system", Ref: r.RefundID, Details: d})
 	}
 
 	slices.SortStableFunc(out, func(a, b TimelineEntry) int { return a.At.Compare(b.At) })

@@ -23,9 +23,10 @@ type Refund struct {
 	LastError        *string   `json:"lastError" db:"last_error"`
 	NextAttemptAt    time.Time `json:"nextAttemptAt" db:"next_attempt_at"`
 	CreatedAt        time.Time `json:"createdAt" db:"created_at"`
+	UpdatedAt        time.Time `json:"updatedAt" db:"updated_at"`
 }
 
-const refundColumns = `refund_id, order_id, payment_key, amount, status, pg_idempotency_key, attempts, last_error, next_attempt_at, created_at`
+const refundColumns = `refund_id, order_id, payment_key, amount, status, pg_idempotency_key, attempts, last_error, next_attempt_at, created_at, updated_at`
 
 // CreateRefund records (once per paymentKey) that an approval must be
 // refunded, with a history row. created is false when it already existed.
