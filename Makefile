@@ -41,12 +41,12 @@ migrate: ## Apply database migrations (payrailctl migrate up)
 	@$(SERVICES_ENV); go run ./cmd/payrailctl migrate up
 
 .PHONY: psql
-psql: ## Open psql on PAYRAIL_DATABASE_URL
-	@$(SERVICES_ENV); exec psql "$$PAYRAIL_DATABASE_URL"
+psql: ## Open psql on PAYRAIL_DATABASE_URL (password in PGPASSWORD, not on the command line)
+	@exec scripts/services.sh psql
 
 .PHONY: redis-cli
-redis-cli: ## Open redis-cli on PAYRAIL_REDIS_URL
-	@$(SERVICES_ENV); exec redis-cli -u "$$PAYRAIL_REDIS_URL"
+redis-cli: ## Open redis-cli on PAYRAIL_REDIS_URL (password in REDISCLI_AUTH, not on the command line)
+	@exec scripts/services.sh redis-cli
 
 ##@ Test
 

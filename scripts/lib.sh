@@ -2,10 +2,16 @@
 # Shared helpers for payrail's scripts. Sourced, never executed.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="$ROOT/.run"
+# PAYRAIL_RUN_DIR moves .run/ (for tests of these scripts; payrailctl, the binaries and the
+# Go tests look for .run/ in the working tree).
+RUN="${PAYRAIL_RUN_DIR:-$ROOT/.run}"
 
-DEFAULT_DATABASE_URL='postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable'
-DEFAULT_REDIS_URL='redis://127.0.0.1:56379/0'
+# What a checkout before generated passwords used (and what an old .run/env still holds):
+# treated as "not configured", so such a .run/ is upgraded in place.
+# shellcheck disable=SC2034 # used by services.sh
+LEGACY_DATABASE_URL='postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable'
+# shellcheck disable=SC2034
+LEGACY_REDIS_URL='redis://127.0.0.1:56379/0'
 
 say()  { printf '==> %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
@@ -32,6 +38,24 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -q update >&2 || true
     as_root "${apt[@]}" >&2
   fi
+}
+
+# ensure_run_dir creates .run/ private to us: 0700, or 0711 when we are root (the postgres
+# user must pass through it to .run/pg and .run/logs/postgres.log; it can list nothing).
+# Everything below it is created with umask 077 by the scripts that write there.
+ensure_run_dir() {
+  local mode=700
+  [[ $EUID -eq 0 ]] && mode=711
+  [[ -L $RUN ]] && die "$RUN is a symlink; refusing to use it"
+  (umask 077 && mkdir -p "$RUN")
+  [[ -O $RUN ]] || die "$RUN is not owned by $(id -un); refusing to use it"
+  chmod "$mode" "$RUN"
+}
+
+# mask_url prints a URL with its password replaced by ***.
+mask_url() {
+  local re='^([a-z]+://[^:@/]*):[^@/]*@(.*)$'
+  if [[ $1 =~ $re ]]; then printf '%s:***@%s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"; else printf '%s\n' "$1"; fi
 }
 
 # elapsed prints seconds since the given epoch-with-nanoseconds start value.

@@ -8,7 +8,8 @@
 #   KEEP_SERVICES=1  leave a PostgreSQL/Redis this run started running afterwards
 #
 # Tests isolate themselves: each creates its own database from PAYRAIL_TEST_DATABASE_URL
-# (a superuser URL) and picks its own Redis DB index on PAYRAIL_TEST_REDIS_URL (servers we
+# (a role that may create databases: the postgres superuser, with its generated password,
+# on the private server) and picks its own Redis DB index on PAYRAIL_TEST_REDIS_URL (servers we
 # start have 4096 of them).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -48,8 +49,8 @@ eval "$("$ROOT/scripts/services.sh" env)"
 export PAYRAIL_TEST_DATABASE_URL PAYRAIL_TEST_REDIS_URL
 
 say "go test $TESTFLAGS $PKG"
-note "PAYRAIL_TEST_DATABASE_URL=${PAYRAIL_TEST_DATABASE_URL%%\?*}"
-note "PAYRAIL_TEST_REDIS_URL=$PAYRAIL_TEST_REDIS_URL"
+note "PAYRAIL_TEST_DATABASE_URL=$(mask_url "${PAYRAIL_TEST_DATABASE_URL%%\?*}")"
+note "PAYRAIL_TEST_REDIS_URL=$(mask_url "$PAYRAIL_TEST_REDIS_URL")"
 note "PAYRAIL_CHROMIUM=${PAYRAIL_CHROMIUM:-<none: browser tests skip>}"
 rc=0
 # shellcheck disable=SC2086 # TESTFLAGS and PKG are word lists on purpose

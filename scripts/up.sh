@@ -19,10 +19,14 @@ API_ADDR=127.0.0.1:8080
 MOCKPG_ADDR=127.0.0.1:8070
 DEMOSHOP_ADDR=127.0.0.1:8090
 WORKER_METRICS_ADDR=127.0.0.1:9090
+API_METRICS_ADDR=127.0.0.1:9091
 
 cd "$ROOT"
 command -v go >/dev/null || die "go is not on PATH (need the version in go.mod)"
+umask 077 # everything under .run/ is private: secrets, logs, pids, binaries
+ensure_run_dir
 mkdir -p "$RUN"/{bin,logs,pids}
+[[ $EUID -eq 0 ]] && chmod 711 "$RUN/logs" # the postgres user writes .run/logs/postgres.log
 
 # ---- 1. services ---------------------------------------------------------------------------
 "$ROOT/scripts/services.sh" up --owner up
@@ -39,20 +43,21 @@ rand_b64() { head -c "$1" /dev/urandom | base64 -w0; }
 
 ADMIN_TOKEN=$(kept PAYRAIL_ADMIN_TOKEN); ADMIN_TOKEN=${ADMIN_TOKEN:-$(rand_hex 32)}
 ENC_KEYS=$(kept PAYRAIL_ENCRYPTION_KEYS); ENC_KEYS=${ENC_KEYS:-k1:$(rand_b64 32)}
-WEBHOOK_SECRET=$(kept MOCKPG_WEBHOOK_SECRET); WEBHOOK_SECRET=${WEBHOOK_SECRET:-whsec_$(rand_hex 24)}
+WEBHOOK_SECRET=$(kept MOCKPG_WEBHOOK_SECRET); WEBHOOK_SECRET=${WEBHOOK_SECRET:-whsec_$(rand_hex 32)}
 
-umask 077 # .run/env holds secrets
 cat >"$ENV_FILE.tmp" <<EOF
 # Written by scripts/up.sh (make up). Shell KEY=value lines: \`set -a; . .run/env; set +a\`.
 # The secrets below are generated once and kept by later runs; delete a line to renew it.
 PAYRAIL_API_URL=http://$API_ADDR
 PAYRAIL_ADDR=$API_ADDR
 PAYRAIL_METRICS_ADDR=$WORKER_METRICS_ADDR
+PAYRAIL_API_METRICS_ADDR=$API_METRICS_ADDR
 PAYRAIL_ADMIN_TOKEN=$ADMIN_TOKEN
 PAYRAIL_ENCRYPTION_KEYS=$ENC_KEYS
 PAYRAIL_DATABASE_URL=$PAYRAIL_DATABASE_URL
 PAYRAIL_REDIS_URL=$PAYRAIL_REDIS_URL
 PAYRAIL_CALLBACK_ALLOW_PRIVATE=true
+PAYRAIL_PG_PROVIDER=mockpg
 PAYRAIL_PG_BASE_URL=http://$MOCKPG_ADDR
 PAYRAIL_PG_SECRET_KEY=test_sk_mockpg
 PAYRAIL_PG_WEBHOOK_SECRET=$WEBHOOK_SECRET
@@ -66,7 +71,6 @@ DEMOSHOP_URL=http://$DEMOSHOP_ADDR
 DEMOSHOP_ADDR=$DEMOSHOP_ADDR
 EOF
 mv "$ENV_FILE.tmp" "$ENV_FILE"
-umask 022
 say "wrote .run/env"
 
 # ---- 3. build and migrate ------------------------------------------------------------------
@@ -146,7 +150,7 @@ payrail is up ($(elapsed "$START")).
   api             $PAYRAIL_API_URL            (/healthz, /readyz)
   ops console     $PAYRAIL_API_URL/ops
   asynqmon        $PAYRAIL_API_URL/ops/queues
-  api metrics     $PAYRAIL_API_URL/metrics
+  api metrics     http://$API_METRICS_ADDR/metrics   (own listener; never on the api port)
   worker metrics  $(url_or_absent worker "http://$WORKER_METRICS_ADDR/metrics")
   mockpg console  $(url_or_absent mockpg "$MOCKPG_URL/")
   demoshop        $(url_or_absent demoshop "$DEMOSHOP_URL/")

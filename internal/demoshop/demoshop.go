@@ -208,17 +208,59 @@ func (s *Server) routes() {
 	s.mux = m
 }
 
-// sameSite refuses cross-site form posts: every POST of the shop's pages
-// makes demoshop send a signed request as the merchant, which another site
-// must not be able to trigger.
+// sameSite refuses form posts that do not come from the shop's own pages:
+// every POST of the shop's pages makes demoshop send a signed request as the
+// merchant, which another site must not be able to trigger. The request's
+// Origin (or, when a browser sends none, its Referer) must be the origin of
+// PublicURL; a request with neither, or with Origin "null", is refused, and
+// so is one a browser marks Sec-Fetch-Site: cross-site or same-site.
 func (s *Server) sameSite(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" {
-			http.Error(w, "cross-site request refused", http.StatusForbidden)
+		if reason := s.foreignRequest(r); reason != "" {
+			http.Error(w, "refused: "+reason, http.StatusForbidden)
 			return
 		}
 		h(w, r)
 	}
+}
+
+// foreignRequest says why r does not come from demoshop's own pages, or ""
+// when it does.
+func (s *Server) foreignRequest(r *http.Request) string {
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		return site + " request"
+	}
+	want := originOf(s.cfg.PublicURL)
+	if o := r.Header.Get("Origin"); o != "" {
+		if got := originOf(o); want == "" || got == "" || got != want {
+			return fmt.Sprintf("Origin %q is not demoshop's public URL %q", o, want)
+		}
+		return ""
+	}
+	ref := r.Header.Get("Referer")
+	if ref == "" {
+		return "no Origin or Referer header (a state-changing request must come from demoshop's own pages)"
+	}
+	if got := originOf(ref); want == "" || got == "" || got != want {
+		return fmt.Sprintf("Referer is not on demoshop's public URL %q", want)
+	}
+	return ""
+}
+
+// originOf returns scheme://host[:port] of an absolute http(s) URL, or "".
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
+	}
+	host := u.Host
+	if p := u.Port(); (u.Scheme == "http" && p == "80") || (u.Scheme == "https" && p == "443") {
+		host = u.Hostname()
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(host)
 }
 
 func (s *Server) order(orderID string) (*order, bool) {
