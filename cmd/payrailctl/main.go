@@ -33,13 +33,19 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl merchant create --name N --callback-url URL [--return-url URL] [--save]
                                                  create a merchant (admin API); --save writes .run/merchant.env
   payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
+  payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)
+  payrailctl keys reencrypt [--batch N]          re-encrypt every row not under the primary key (docs/ops.md)
   payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]
                                                  sign and send a merchant request; prints status and body
   payrailctl order create --amount N --name NAME [--merchant-order-id ID]
   payrailctl order get ORDER_ID
-  payrailctl order confirm ORDER_ID --payment-key K --amount N --token T [--wait N]
+  payrailctl order confirm ORDER_ID --payment-key K --amount N [--token T|-] [--wait N]
   payrailctl sandbox session ORDER_ID AMOUNT     open a mockpg payment session (no browser); prints the paymentKey
-  payrailctl pay ORDER_ID AMOUNT TOKEN [--wait N] open a mockpg session and confirm it in one go
+  payrailctl pay ORDER_ID AMOUNT [TOKEN|-] [--wait N]
+                                                 open a mockpg session and confirm it in one go
+    The paymentToken (order confirm --token, pay TOKEN): "-" reads it from stdin; omitted,
+    it is read from PAYRAIL_PAYMENT_TOKEN. On the command line it works, but other local
+    users can see it in the process list (ps), so payrailctl notes that on stderr.
   payrailctl callbacks list [--order ID]         the merchant's callbacks with their attempts
   payrailctl callbacks redeliver CALLBACK_ID     send a callback again (202; a DEAD one gets a fresh schedule)
   payrailctl listen [ADDR] [--status CODE]       receive callbacks (default :8099), print them and check their
@@ -72,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return c.call(ctx, args[1:])
 	case "operator":
 		return c.operator(ctx, args[1:])
+	case "keys":
+		return c.keys(ctx, args[1:])
 	case "order":
 		if len(args) > 1 {
 			switch args[1] {
@@ -205,16 +213,9 @@ func (c *cli) call(ctx context.Context, args []string) error {
 	fs.Var(&hdrs, "H", "extra header 'Name: value' (repeatable)")
 	idem := fs.String("idempotency-key", "", "Idempotency-Key header")
 	// Flags may follow the positional arguments.
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos = append(pos, args[0])
-			args = args[1:]
-		}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) < 2 || len(pos) > 3 {
 		return errors.New("usage: payrailctl call METHOD PATH [BODY]")
@@ -314,18 +315,22 @@ func (c *cli) orderCreate(ctx context.Context, args []string) error {
 
 func (c *cli) orderConfirm(ctx context.Context, args []string) error {
 	if len(args) < 1 {
-		return errors.New("usage: payrailctl order confirm ORDER_ID --payment-key K --amount N --token T [--wait N]")
+		return errors.New("usage: payrailctl order confirm ORDER_ID --payment-key K --amount N [--token T|-] [--wait N]")
 	}
 	orderID := args[0]
 	fs := flag.NewFlagSet("order confirm", flag.ContinueOnError)
 	key := fs.String("payment-key", "", "paymentKey from the PG")
 	amount := fs.Int64("amount", 0, "amount")
-	token := fs.String("token", "", "the order's paymentToken")
+	token := fs.String("token", "", "the order's paymentToken; - reads it from stdin, empty reads "+paymentTokenEnv)
 	wait := fs.Int("wait", 0, "Prefer: wait=N seconds")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	return c.confirm(ctx, orderID, *key, *amount, *token, *wait)
+	tok, err := c.paymentToken(*token)
+	if err != nil {
+		return err
+	}
+	return c.confirm(ctx, orderID, *key, *amount, tok, *wait)
 }
 
 func (c *cli) confirm(ctx context.Context, orderID, key string, amount int64, token string, wait int) error {
@@ -359,14 +364,26 @@ func (c *cli) session(ctx context.Context, orderID, amount string) (string, erro
 }
 
 func (c *cli) pay(ctx context.Context, args []string) error {
-	if len(args) < 3 {
-		return errors.New("usage: payrailctl pay ORDER_ID AMOUNT TOKEN [--wait N]")
-	}
+	const use = "usage: payrailctl pay ORDER_ID AMOUNT [TOKEN|-] [--wait N]  (TOKEN - reads stdin; omitted, " + paymentTokenEnv + ")"
 	fs := flag.NewFlagSet("pay", flag.ContinueOnError)
 	wait := fs.Int("wait", 10, "Prefer: wait=N seconds")
-	if err := fs.Parse(args[3:]); err != nil {
+	// Flags may come anywhere; "-" (the token from stdin) is a positional argument.
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(pos) < 2 || len(pos) > 3 {
+		return errors.New(use)
+	}
+	tokArg := ""
+	if len(pos) == 3 {
+		tokArg = pos[2]
+	}
+	token, err := c.paymentToken(tokArg)
+	if err != nil {
+		return err
+	}
+	args = pos
 	key, err := c.session(ctx, args[0], args[1])
 	if err != nil {
 		return err
@@ -376,5 +393,22 @@ func (c *cli) pay(ctx context.Context, args []string) error {
 	if _, err := fmt.Sscan(args[1], &amount); err != nil {
 		return fmt.Errorf("amount: %w", err)
 	}
-	return c.confirm(ctx, args[0], key, amount, args[2], *wait)
+	return c.confirm(ctx, args[0], key, amount, token, *wait)
+}
+
+// parseInterspersed parses fs's flags wherever they stand among the
+// positional arguments, which it returns in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	return pos, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/secretbox"
 )
 
 // IdemScope identifies an Idempotency-Key: merchant + method + path + key.
@@ -48,9 +49,21 @@ var (
 	IdemWait = 5 * time.Second
 )
 
-func (s *IdemScope) aad() []byte {
-	return []byte(s.MerchantID + "\x00" + s.Method + "\x00" + s.Path + "\x00" + s.Key)
+// aad is the associated data of the stored response under AAD version v
+// (the row's response_aad_version): version 1 joins the scope with NULs,
+// version 2 is secretbox.AssociatedData of the same scope under its own kind.
+func (s *IdemScope) aad(v int) ([]byte, error) {
+	switch v {
+	case 1:
+		return []byte(s.MerchantID + "\x00" + s.Method + "\x00" + s.Path + "\x00" + s.Key), nil
+	case 2:
+		return secretbox.AssociatedData(idemResponseKind, s.MerchantID, s.Method, s.Path, s.Key), nil
+	}
+	return nil, fmt.Errorf("stored response: unknown aad version %d", v)
 }
+
+// idemResponseKind names stored responses in their associated data.
+const idemResponseKind = "idempotency_keys.response"
 
 // ClaimIdempotency takes the key for this request. It returns a claim to go
 // ahead with, or a stored response to replay. IDEMPOTENCY_KEY_REUSED when the
@@ -79,9 +92,10 @@ VALUES ($1, $2, $3, $4, $5, 'IN_FLIGHT', $6, $7, $8) ON CONFLICT DO NOTHING`,
 			ExpiresAt   time.Time `db:"expires_at"`
 			Status      *int      `db:"response_status"`
 			KeyID       *string   `db:"response_key_id"`
+			AADVersion  int       `db:"response_aad_version"`
 			Body        []byte    `db:"response_body"`
 		}
-		err = s.db.GetContext(ctx, &row, `SELECT request_hash, state, owner_token, lease_until, expires_at, response_status, response_key_id, response_body
+		err = s.db.GetContext(ctx, &row, `SELECT request_hash, state, owner_token, lease_until, expires_at, response_status, response_key_id, response_aad_version, response_body
 FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4`, scope.MerchantID, scope.Method, scope.Path, scope.Key)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue // released between our insert and select: try again
@@ -101,7 +115,11 @@ FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND i
 			return nil, nil, payment.Errorf(payment.CodeIdempotencyKeyReused, "Idempotency-Key was already used with another request body")
 		}
 		if row.State == "DONE" {
-			body, err := s.keys.Decrypt(*row.KeyID, row.Body, scope.aad())
+			aad, err := scope.aad(row.AADVersion)
+			if err != nil {
+				return nil, nil, err
+			}
+			body, err := s.keys.Decrypt(*row.KeyID, row.Body, aad)
 			if err != nil {
 				return nil, nil, fmt.Errorf("decrypt stored response: %w", err)
 			}
@@ -146,14 +164,18 @@ func (f *IdemFinish) finish(ctx context.Context, tx *sqlx.Tx, s *Store, result a
 	if err != nil {
 		return fmt.Errorf("render idempotent response: %w", err)
 	}
-	keyID, ct, err := s.keys.Encrypt(body, f.Claim.aad())
+	aad, err := f.Claim.aad(secretbox.AADVersion)
+	if err != nil {
+		return err
+	}
+	keyID, ct, err := s.keys.Encrypt(body, aad)
 	if err != nil {
 		return fmt.Errorf("encrypt stored response: %w", err)
 	}
 	c := f.Claim
-	res, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET state = 'DONE', response_status = $6, response_key_id = $7, response_body = $8
+	res, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET state = 'DONE', response_status = $6, response_key_id = $7, response_body = $8, response_aad_version = $9
 WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`,
-		c.MerchantID, c.Method, c.Path, c.Key, c.Owner, status, keyID, ct)
+		c.MerchantID, c.Method, c.Path, c.Key, c.Owner, status, keyID, ct, secretbox.AADVersion)
 	if err != nil {
 		return fmt.Errorf("store idempotent response: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/secretbox"
 )
 
 // MaxActiveSecrets is how many secrets of one kind a merchant may hold at
@@ -145,12 +146,16 @@ func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind s
 	} else {
 		secret = NewSecret("sk_")
 	}
-	keyID, ct, err := s.keys.Encrypt([]byte(secret), []byte(secretID))
+	aad, err := secretAAD(secretbox.AADVersion, merchantID, kind, secretID)
+	if err != nil {
+		return "", "", err
+	}
+	keyID, ct, err := s.keys.Encrypt([]byte(secret), aad)
 	if err != nil {
 		return "", "", fmt.Errorf("encrypt secret: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, ciphertext) VALUES ($1, $2, $3, $4, $5)`,
-		secretID, merchantID, kind, keyID, ct); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, aad_version, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)`,
+		secretID, merchantID, kind, keyID, secretbox.AADVersion, ct); err != nil {
 		return "", "", fmt.Errorf("insert secret: %w", err)
 	}
 	return secretID, secret, nil
@@ -181,16 +186,41 @@ func (s *Store) RevokeSecret(ctx context.Context, merchantID, secretID string) e
 	})
 }
 
+// secretAAD is the associated data of a merchant secret sealed with AAD
+// version v (the row's aad_version): version 1, written before version 2
+// existed, is the secret id alone; version 2 binds the kind ("client" or
+// "callback") and the merchant too, so a row moved to another merchant or
+// kind no longer decrypts.
+func secretAAD(v int, merchantID, kind, secretID string) ([]byte, error) {
+	switch v {
+	case 1:
+		return []byte(secretID), nil
+	case 2:
+		return secretbox.AssociatedData("merchant_secrets."+kind, merchantID, secretID), nil
+	}
+	return nil, fmt.Errorf("secret %s: unknown aad_version %d", secretID, v)
+}
+
+// secretRow is a stored secret as the readers select it; merchant and kind
+// come from the query's own conditions, so a row moved to another merchant
+// or kind is opened with the associated data of where it is read, and fails.
 type secretRow struct {
 	SecretID   string `db:"secret_id"`
+	MerchantID string `db:"merchant_id"`
+	Kind       string `db:"kind"`
 	KeyID      string `db:"key_id"`
+	AADVersion int    `db:"aad_version"`
 	Ciphertext []byte `db:"ciphertext"`
 }
 
 func (s *Store) decryptSecrets(rows []secretRow) ([]string, error) {
 	out := make([]string, 0, len(rows))
 	for _, r := range rows {
-		pt, err := s.keys.Decrypt(r.KeyID, r.Ciphertext, []byte(r.SecretID))
+		aad, err := secretAAD(r.AADVersion, r.MerchantID, r.Kind, r.SecretID)
+		if err != nil {
+			return nil, err
+		}
+		pt, err := s.keys.Decrypt(r.KeyID, r.Ciphertext, aad)
 		if err != nil {
 			return nil, fmt.Errorf("decrypt secret %s: %w", r.SecretID, err)
 		}
@@ -200,7 +230,7 @@ func (s *Store) decryptSecrets(rows []secretRow) ([]string, error) {
 }
 
 const sqlCredentials = `
-SELECT m.merchant_id, m.status, s.secret_id, s.key_id, s.ciphertext
+SELECT m.merchant_id, m.status, s.secret_id, s.key_id, s.aad_version, s.ciphertext
 FROM merchants m
 LEFT JOIN merchant_secrets s ON s.merchant_id = m.merchant_id AND s.kind = 'client' AND s.revoked_at IS NULL
 WHERE m.client_id = $1`
@@ -212,6 +242,7 @@ func (s *Store) Credentials(ctx context.Context, clientID string) (auth.Credenti
 		Status     string  `db:"status"`
 		SecretID   *string `db:"secret_id"`
 		KeyID      *string `db:"key_id"`
+		AADVersion *int    `db:"aad_version"`
 		Ciphertext []byte  `db:"ciphertext"`
 	}
 	if err := s.db.SelectContext(ctx, &rows, sqlCredentials, clientID); err != nil {
@@ -224,7 +255,8 @@ func (s *Store) Credentials(ctx context.Context, clientID string) (auth.Credenti
 	var secrets []secretRow
 	for _, r := range rows {
 		if r.SecretID != nil {
-			secrets = append(secrets, secretRow{SecretID: *r.SecretID, KeyID: *r.KeyID, Ciphertext: r.Ciphertext})
+			secrets = append(secrets, secretRow{SecretID: *r.SecretID, MerchantID: c.MerchantID, Kind: "client",
+				KeyID: *r.KeyID, AADVersion: *r.AADVersion, Ciphertext: r.Ciphertext})
 		}
 	}
 	var err error
@@ -235,8 +267,11 @@ func (s *Store) Credentials(ctx context.Context, clientID string) (auth.Credenti
 // CallbackSecrets returns the merchant's active callback secrets, newest first.
 func (s *Store) CallbackSecrets(ctx context.Context, merchantID string) ([]string, error) {
 	var rows []secretRow
-	if err := s.db.SelectContext(ctx, &rows, `SELECT secret_id, key_id, ciphertext FROM merchant_secrets WHERE merchant_id = $1 AND kind = 'callback' AND revoked_at IS NULL ORDER BY created_at DESC`, merchantID); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, `SELECT secret_id, key_id, aad_version, ciphertext FROM merchant_secrets WHERE merchant_id = $1 AND kind = 'callback' AND revoked_at IS NULL ORDER BY created_at DESC`, merchantID); err != nil {
 		return nil, fmt.Errorf("callback secrets: %w", err)
+	}
+	for i := range rows {
+		rows[i].MerchantID, rows[i].Kind = merchantID, "callback"
 	}
 	return s.decryptSecrets(rows)
 }
