@@ -39,6 +39,10 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout io.
 	if err := process.MountOps(ctx, cfg, api, log); err != nil {
 		return err
 	}
+	if addr, stop := process.ServeAPIMetrics(cfg, api, log); addr != "" {
+		defer stop()
+		log.Info("metrics listening", "addr", addr)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err

@@ -46,12 +46,26 @@ func TestParseConfigRefusesHalfCredentials(t *testing.T) {
 
 func TestConfigLogValueMasksSecrets(t *testing.T) {
 	t.Parallel()
-	c := config{AdminToken: "admin-token-very-secret", ClientSecret: "cs_very_secret_value", CallbackSecret: "whsec_verysecretvalue"}
+	secrets := []string{"Kd93hQx7admintoken", "cs_Vb72LmQ4secret", "whsec_Pw81ZrT6value"}
+	c := config{AdminToken: secrets[0], ClientSecret: secrets[1], CallbackSecret: secrets[2]}
 	var b strings.Builder
-	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "config", c)
-	for _, secret := range []string{"admin-token-very-secret", "cs_very_secret_value", "whsec_verysecretvalue"} {
-		if strings.Contains(b.String(), secret) {
-			t.Fatalf("log shows %q: %s", secret, b.String())
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "config", c)
+	// Not even a prefix: only whether each is set.
+	for _, secret := range secrets {
+		for n := 4; n <= len(secret); n++ {
+			if strings.Contains(b.String(), secret[:n]) {
+				t.Fatalf("log shows %q, a prefix of a secret: %s", secret[:n], b.String())
+			}
 		}
+	}
+	for _, want := range []string{`"adminToken":"set"`, `"clientSecret":"set"`, `"callbackSecret":"set"`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("log lacks %s: %s", want, b.String())
+		}
+	}
+	b.Reset()
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "config", config{})
+	if !strings.Contains(b.String(), `"adminToken":"unset"`) {
+		t.Errorf("an empty token is not shown as unset: %s", b.String())
 	}
 }

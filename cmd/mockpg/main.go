@@ -60,11 +60,13 @@ func (c config) LogValue() slog.Value {
 	)
 }
 
+// mask says whether a secret is set, and nothing of its value: even a
+// prefix narrows a guess and tells which of several secrets is in use.
 func mask(s string) string {
-	if len(s) <= 8 {
-		return "****"
+	if s == "" {
+		return "unset"
 	}
-	return s[:8] + "****"
+	return "set"
 }
 
 func parseConfig(args []string, getenv func(string) string) (config, error) {

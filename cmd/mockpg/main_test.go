@@ -14,8 +14,9 @@ import (
 func TestRunServesAndShutsDown(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		"MOCKPG_ADDR":   "127.0.0.1:0",
-		"MOCKPG_FAULTS": `{"declineRate":0.25,"seed":7}`,
+		"MOCKPG_ADDR":           "127.0.0.1:0",
+		"MOCKPG_FAULTS":         `{"declineRate":0.25,"seed":7}`,
+		"MOCKPG_WEBHOOK_SECRET": hookSecret,
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -39,9 +40,11 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if err := json.Unmarshal(sc.Bytes(), &line); err != nil || line.Msg != "listening" {
 		t.Fatalf("first line %s (%v)", sc.Bytes(), err)
 	}
-	if strings.Contains(sc.Text(), "test_sk_flag") || line.Config["secretKey"] != "test_sk_****" {
-		t.Errorf("secret key not masked: %s", sc.Text())
+	// Secrets show as set or unset, never a prefix of their value.
+	if line.Config["secretKey"] != "set" || line.Config["webhookSecret"] != "set" {
+		t.Errorf("secrets not shown as set: %s", sc.Text())
 	}
+	noPrefix(t, sc.Text(), "test_sk_flag", hookSecret)
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
 
 	resp, err := http.Get(line.URL + "/sandbox/faults")
@@ -73,6 +76,21 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after cancel")
+	}
+}
+
+const hookSecret = "whsec_Zq8rT3vW1yB6nM4kP0sX9cJ2"
+
+// noPrefix fails t when out holds the first 4 or more characters of a secret.
+func noPrefix(t *testing.T, out string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		for n := 4; n <= len(s); n++ {
+			if strings.Contains(out, s[:n]) {
+				t.Errorf("output shows %q, a prefix of a secret: %s", s[:n], out)
+				break
+			}
+		}
 	}
 }
 

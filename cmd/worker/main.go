@@ -35,7 +35,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, _ io.Write
 	}
 	defer deps.Close()
 	w := process.NewWorker(cfg, deps, log)
-	stopMetrics := process.ServeWorkerMetrics(ctx, cfg, w, log)
+	_, stopMetrics := process.ServeWorkerMetrics(cfg, w, log)
 	defer stopMetrics()
 	return w.Run(ctx)
 }

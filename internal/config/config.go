@@ -4,7 +4,9 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -17,12 +19,14 @@ import (
 type Config struct {
 	Addr                 string // PAYRAIL_ADDR
 	MetricsAddr          string // PAYRAIL_METRICS_ADDR (worker)
+	APIMetricsAddr       string // PAYRAIL_API_METRICS_ADDR (the api's /metrics, never on PAYRAIL_ADDR)
 	DatabaseURL          string // PAYRAIL_DATABASE_URL
 	DBMaxConns           int    // PAYRAIL_DB_MAX_CONNS
 	RedisURL             string // PAYRAIL_REDIS_URL
 	AdminToken           string // PAYRAIL_ADMIN_TOKEN
 	EncryptionKeys       string // PAYRAIL_ENCRYPTION_KEYS
 	Keyring              *secretbox.Keyring
+	PGProvider           string          // PAYRAIL_PG_PROVIDER: toss (default) or mockpg (sandbox mode)
 	PGBaseURL            string          // PAYRAIL_PG_BASE_URL
 	PGSecretKey          string          // PAYRAIL_PG_SECRET_KEY
 	PGWebhookSecret      string          // PAYRAIL_PG_WEBHOOK_SECRET (mockpg's X-MockPG-Signature)
@@ -35,6 +39,10 @@ type Config struct {
 	CallbackTimeout      time.Duration   // PAYRAIL_CALLBACK_TIMEOUT
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
+	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
+	PGWebhookRate        int             // PAYRAIL_PG_WEBHOOK_RATE (per source address and second; default 50)
+	PGWebhookBurst       int             // PAYRAIL_PG_WEBHOOK_BURST (default 100)
+	PGWebhookAllowCIDRs  []netip.Prefix  // PAYRAIL_PG_WEBHOOK_ALLOW_CIDRS (empty: any source)
 	MaxWaiters           int             // PAYRAIL_MAX_WAITERS
 	ConfirmBackoff       time.Duration   // PAYRAIL_CONFIRM_BACKOFF (first retry; doubles)
 	ConfirmBackoffMax    time.Duration   // PAYRAIL_CONFIRM_BACKOFF_MAX
@@ -48,6 +56,14 @@ type Config struct {
 	DelayedCheckInterval time.Duration   // PAYRAIL_DELAYED_CHECK_INTERVAL (retries becoming due)
 	AuthCacheTTL         time.Duration   // PAYRAIL_AUTH_CACHE_TTL (0 = off)
 	LogLevel             string          // PAYRAIL_LOG_LEVEL
+	// SecureCookies marks the ops session cookie Secure whatever the request
+	// says; HSTS sends Strict-Transport-Security on every api response. Both
+	// default to on outside sandbox mode.
+	SecureCookies bool // PAYRAIL_SECURE_COOKIES
+	HSTS          bool // PAYRAIL_HSTS
+	// TrustedProxies are the peers whose X-Forwarded-* headers are believed
+	// (none by default).
+	TrustedProxies []netip.Prefix // PAYRAIL_TRUSTED_PROXIES
 }
 
 // DefaultCallbackSchedule is DESIGN.md's retry schedule; after the last, DEAD.
@@ -59,10 +75,12 @@ func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Addr:                 or(getenv("PAYRAIL_ADDR"), "127.0.0.1:8080"),
 		MetricsAddr:          or(getenv("PAYRAIL_METRICS_ADDR"), "127.0.0.1:9090"),
+		APIMetricsAddr:       or(getenv("PAYRAIL_API_METRICS_ADDR"), "127.0.0.1:9091"),
 		DatabaseURL:          or(getenv("PAYRAIL_DATABASE_URL"), "postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable"),
 		RedisURL:             or(getenv("PAYRAIL_REDIS_URL"), "redis://127.0.0.1:56379/0"),
 		AdminToken:           getenv("PAYRAIL_ADMIN_TOKEN"),
 		EncryptionKeys:       getenv("PAYRAIL_ENCRYPTION_KEYS"),
+		PGProvider:           or(getenv("PAYRAIL_PG_PROVIDER"), ProviderToss),
 		PGBaseURL:            or(getenv("PAYRAIL_PG_BASE_URL"), "http://127.0.0.1:8070"),
 		PGSecretKey:          or(getenv("PAYRAIL_PG_SECRET_KEY"), "test_sk_mockpg"),
 		PGWebhookSecret:      getenv("PAYRAIL_PG_WEBHOOK_SECRET"),
@@ -105,6 +123,9 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_ORDER_TTL", 30*time.Minute, &c.OrderTTL)
 	durVar("PAYRAIL_CALLBACK_TIMEOUT", 10*time.Second, &c.CallbackTimeout)
 	durVar("PAYRAIL_SWEEP_INTERVAL", 5*time.Second, &c.SweepInterval)
+	durVar("PAYRAIL_PG_EVENT_RETENTION", 30*24*time.Hour, &c.PGEventRetention)
+	intVar("PAYRAIL_PG_WEBHOOK_RATE", 50, &c.PGWebhookRate)
+	intVar("PAYRAIL_PG_WEBHOOK_BURST", 100, &c.PGWebhookBurst)
 	durVar("PAYRAIL_CONFIRM_BACKOFF", time.Second, &c.ConfirmBackoff)
 	durVar("PAYRAIL_CONFIRM_BACKOFF_MAX", time.Minute, &c.ConfirmBackoffMax)
 	durVar("PAYRAIL_RECONCILE_BACKOFF", 30*time.Second, &c.ReconcileBackoff)
@@ -144,21 +165,101 @@ func Load(getenv func(string) string) (Config, error) {
 			bad("PAYRAIL_REDIS_MASTER_NAME", "required with PAYRAIL_REDIS_SENTINEL_ADDRS")
 		}
 	}
-	if c.AdminToken != "" && len(c.AdminToken) < 16 {
-		bad("PAYRAIL_ADMIN_TOKEN", "must be at least 16 characters")
+	switch c.PGProvider {
+	case ProviderToss:
+		// mockpg's signed door must not exist next to the real PG: its
+		// events would be a second, weaker way to say "paid".
+		if c.PGWebhookSecret != "" {
+			bad("PAYRAIL_PG_WEBHOOK_SECRET", "is mockpg's webhook secret and is refused unless PAYRAIL_PG_PROVIDER=mockpg (the /pg/webhooks/mockpg door exists only in sandbox mode)")
+		}
+	case ProviderMockPG:
+		if u, err := url.Parse(c.PGBaseURL); err == nil && isTossHost(u.Hostname()) {
+			bad("PAYRAIL_PG_PROVIDER", "mockpg (sandbox mode) with PAYRAIL_PG_BASE_URL at TossPayments: set PAYRAIL_PG_PROVIDER=toss")
+		}
+		if c.PGWebhookSecret == "" {
+			bad("PAYRAIL_PG_WEBHOOK_SECRET", "required in sandbox mode (PAYRAIL_PG_PROVIDER=mockpg): mockpg's webhook secret, at least 32 random bytes")
+		} else if err := StrongSecret(c.PGWebhookSecret); err != nil {
+			bad("PAYRAIL_PG_WEBHOOK_SECRET", "%v", err)
+		}
+	default:
+		bad("PAYRAIL_PG_PROVIDER", "want toss or mockpg, got %q", c.PGProvider)
+	}
+	if p, ok := placeholder(c.PGSecretKey); ok {
+		bad("PAYRAIL_PG_SECRET_KEY", "is a placeholder (%q): set the PG's secret key", p)
+	}
+	switch {
+	case c.AdminToken == "":
+		// The admin API is off.
+	case c.Sandbox():
+		// Local development keeps its shorter tokens, never a placeholder.
+		if p, ok := placeholder(c.AdminToken); ok {
+			bad("PAYRAIL_ADMIN_TOKEN", "is a placeholder (%q); generate one, e.g. openssl rand -hex 32", p)
+		} else if len(c.AdminToken) < 16 {
+			bad("PAYRAIL_ADMIN_TOKEN", "must be at least 16 characters")
+		}
+	default:
+		if err := StrongSecret(c.AdminToken); err != nil {
+			bad("PAYRAIL_ADMIN_TOKEN", "%v", err)
+		}
 	}
 	if c.EncryptionKeys == "" {
 		bad("PAYRAIL_ENCRYPTION_KEYS", "required: id:base64key[,id:base64key…] with 32-byte keys (make up writes one to .run/env)")
+	} else if p, ok := placeholder(c.EncryptionKeys); ok {
+		bad("PAYRAIL_ENCRYPTION_KEYS", "is a placeholder (%q); generate a key, e.g. k1:$(openssl rand -base64 32)", p)
 	} else if k, err := secretbox.ParseKeys(c.EncryptionKeys); err != nil {
+		bad("PAYRAIL_ENCRYPTION_KEYS", "%v", err)
+	} else if err := randomKeys(c.EncryptionKeys); err != nil {
 		bad("PAYRAIL_ENCRYPTION_KEYS", "%v", err)
 	} else {
 		c.Keyring = k
 	}
+	// Errors name the variable, never its value: a URL that does not parse
+	// may still hold a password.
 	for name, v := range map[string]string{"PAYRAIL_DATABASE_URL": c.DatabaseURL, "PAYRAIL_REDIS_URL": c.RedisURL, "PAYRAIL_PG_BASE_URL": c.PGBaseURL, "PAYRAIL_CHECKOUT_URL": c.CheckoutURL} {
-		if u, err := url.Parse(v); err != nil || u.Scheme == "" || u.Host == "" {
-			bad(name, "not a URL: %q", mask(v))
+		u, err := url.Parse(v)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			bad(name, "not a URL like scheme://host[:port]/… (the value is not shown)")
+			continue
+		}
+		if pw, ok := u.User.Password(); ok {
+			if p, ok := placeholder(pw); ok {
+				bad(name, "its password is a placeholder (%q)", p)
+			}
 		}
 	}
+	boolVar := func(name string, def bool, dst *bool) {
+		*dst = def
+		switch v := getenv(name); v {
+		case "":
+		case "true", "1":
+			*dst = true
+		case "false", "0":
+			*dst = false
+		default:
+			bad(name, "want true or false, got %q", v)
+		}
+	}
+	// Outside sandbox mode payrail is reached over HTTPS (a TLS-terminating
+	// proxy in front): the session cookie must never travel in clear, and
+	// browsers are told to use HTTPS only, whatever a request's headers say.
+	boolVar("PAYRAIL_SECURE_COOKIES", !c.Sandbox(), &c.SecureCookies)
+	boolVar("PAYRAIL_HSTS", !c.Sandbox(), &c.HSTS)
+	prefixesVar := func(name string, dst *[]netip.Prefix) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		for _, p := range strings.Split(v, ",") {
+			pfx, err := parsePrefix(strings.TrimSpace(p))
+			if err != nil {
+				bad(name, "want comma-separated CIDRs or addresses like 10.0.0.0/8,192.168.1.7, got %q", p)
+				continue
+			}
+			*dst = append(*dst, pfx)
+		}
+	}
+	prefixesVar("PAYRAIL_TRUSTED_PROXIES", &c.TrustedProxies)
+	prefixesVar("PAYRAIL_PG_WEBHOOK_ALLOW_CIDRS", &c.PGWebhookAllowCIDRs)
 	if c.LockTTL <= c.PGTimeout {
 		bad("PAYRAIL_LOCK_TTL", "must exceed PAYRAIL_PG_TIMEOUT (%s) so a lock outlives the PG call it guards", c.PGTimeout)
 	}
@@ -171,6 +272,58 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+// The PG providers. mockpg is sandbox mode: its signed webhook door is open
+// and the PG is the bundled sandbox, never TossPayments.
+const (
+	ProviderToss   = "toss"
+	ProviderMockPG = "mockpg"
+)
+
+// Sandbox reports whether payrail runs against the bundled sandbox PG.
+func (c Config) Sandbox() bool { return c.PGProvider == ProviderMockPG }
+
+func isTossHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "tosspayments.com" || strings.HasSuffix(host, ".tosspayments.com")
+}
+
+// placeholders are values copied from examples that must never run.
+var placeholders = []string{"change_me", "changeme", "replace_me", "replaceme", "example", "placeholder", "secret", "password", "dev"}
+
+// placeholder reports the known placeholder v is made of, if any: one that
+// leaves fewer than 32 other characters (so "CHANGE-ME", "dev-admin-token"
+// and "k1:CHANGE_ME_base64_32_bytes" are placeholders, while a random value
+// that happens to contain "dev" is not).
+func placeholder(v string) (string, bool) {
+	low := strings.NewReplacer("-", "_", " ", "_").Replace(strings.ToLower(v))
+	for _, p := range placeholders {
+		if strings.Contains(low, p) && len(strings.ReplaceAll(low, p, "")) < 32 {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// StrongSecret refuses values that cannot hold 32 random bytes: a known
+// placeholder, shorter than 32 characters, or too few distinct characters
+// to be random (an all-zero or repeated pattern).
+func StrongSecret(v string) error {
+	if p, ok := placeholder(v); ok {
+		return fmt.Errorf("is a placeholder (%q); generate one, e.g. openssl rand -hex 32", p)
+	}
+	if len(v) < 32 {
+		return fmt.Errorf("must be at least 32 random bytes (got %d characters)", len(v))
+	}
+	distinct := map[rune]bool{}
+	for _, r := range v {
+		distinct[r] = true
+	}
+	if len(distinct) < 10 {
+		return fmt.Errorf("has only %d distinct characters: not random; generate one, e.g. openssl rand -hex 32", len(distinct))
+	}
+	return nil
+}
+
 func or(v, def string) string {
 	if v == "" {
 		return def
@@ -178,16 +331,68 @@ func or(v, def string) string {
 	return v
 }
 
-// mask hides a URL's password.
-func mask(v string) string {
+// randomKeys refuses encryption keys with too few distinct bytes to be
+// random: 32 random bytes hold about 30 distinct values, a key typed by
+// hand or a repeated pattern far fewer. (secretbox.ParseKeys has already
+// refused malformed and all-zero keys.)
+func randomKeys(s string) error {
+	for _, entry := range strings.Split(s, ",") {
+		id, enc, _ := strings.Cut(strings.TrimSpace(entry), ":")
+		key, err := base64.StdEncoding.DecodeString(enc)
+		if err != nil {
+			key, _ = base64.RawStdEncoding.DecodeString(enc)
+		}
+		distinct := map[byte]bool{}
+		for _, b := range key {
+			distinct[b] = true
+		}
+		if len(distinct) < 12 {
+			return fmt.Errorf("key %q has only %d distinct bytes: not random; generate one, e.g. openssl rand -base64 32", id, len(distinct))
+		}
+	}
+	return nil
+}
+
+// parsePrefix reads a CIDR, or a single address as its own /32 or /128.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// maskDSN prints a database or Redis URL without its password: the
+// userinfo password and any password-like query parameter become ****.
+// Anything that is not a clean URL (a key=value DSN, a value that does not
+// parse) is not printed at all, as it may hold a password in any form.
+func maskDSN(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
 	u, err := url.Parse(v)
-	if err != nil || u.User == nil {
-		return v
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
+		return "(set; not a URL, not shown)"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "****")
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "****")
+		}
 	}
-	return u.String()
+	if q := u.Query(); len(q) > 0 {
+		for k := range q {
+			if lk := strings.ToLower(k); strings.Contains(lk, "pass") || strings.Contains(lk, "secret") || strings.Contains(lk, "key") || strings.Contains(lk, "token") {
+				q.Set(k, "****")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return strings.ReplaceAll(u.String(), "%2A%2A%2A%2A", "****")
 }
 
 // String prints the configuration with every secret masked.
@@ -198,7 +403,7 @@ func (c Config) String() string {
 		}
 		return "****"
 	}
-	return fmt.Sprintf("addr=%s db=%s redis=%s pg=%s pg_key=%s admin_token=%s encryption_keys=%s order_ttl=%s pg_timeout=%s callback_allow_private=%v",
-		c.Addr, mask(c.DatabaseURL), mask(c.RedisURL), c.PGBaseURL, secret(c.PGSecretKey), secret(c.AdminToken),
-		secret(c.EncryptionKeys), c.OrderTTL, c.PGTimeout, c.CallbackAllowPrivate)
+	return fmt.Sprintf("addr=%s api_metrics=%s db=%s redis=%s pg_provider=%s pg=%s pg_key=%s admin_token=%s encryption_keys=%s order_ttl=%s pg_timeout=%s callback_allow_private=%v secure_cookies=%v hsts=%v trusted_proxies=%v",
+		c.Addr, c.APIMetricsAddr, maskDSN(c.DatabaseURL), maskDSN(c.RedisURL), c.PGProvider, c.PGBaseURL, secret(c.PGSecretKey), secret(c.AdminToken),
+		secret(c.EncryptionKeys), c.OrderTTL, c.PGTimeout, c.CallbackAllowPrivate, c.SecureCookies, c.HSTS, c.TrustedProxies)
 }

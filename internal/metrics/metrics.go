@@ -1,8 +1,11 @@
 // Package metrics owns payrail's Prometheus series: what the api and the
 // worker observe as they run (requests, tasks, PG calls) and what is read
-// from PostgreSQL and Redis when scraped (orders by status, queue depth and
-// latency, callback delivery). Every process builds its own registry; the
-// package keeps no global state and never changes payment state.
+// from PostgreSQL and Redis (unsettled orders and undelivered callbacks by
+// status, at most once per 15 s across all replicas; queue depth and
+// latency when scraped; callback delivery). Every process builds its own
+// registry; the package keeps no global state and never changes payment
+// state. Its handlers are served on listeners of their own, never on the
+// api's public port.
 package metrics
 
 import (

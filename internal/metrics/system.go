@@ -2,12 +2,16 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/payrail/payrail/internal/store"
 )
@@ -18,64 +22,122 @@ import (
 
 // Counter is what the state collector reads from PostgreSQL.
 type Counter interface {
-	// CountOrdersByStatus and CountCallbacksByStatus return row counts by
-	// status; errors are the database's.
-	CountOrdersByStatus(ctx context.Context) (map[string]int64, error)
-	CountCallbacksByStatus(ctx context.Context) (map[string]int64, error)
+	// CountInFlight returns unsettled orders and undelivered callbacks by
+	// status, within timeout; errors are the database's.
+	CountInFlight(ctx context.Context, timeout time.Duration) (store.StateCounts, error)
 }
 
 var (
-	descOrders    = prometheus.NewDesc("payrail_orders", "Orders by status (system-wide).", []string{"status"}, nil)
-	descCallbacks = prometheus.NewDesc("payrail_callbacks", "Callbacks in the outbox by status (system-wide).", []string{"status"}, nil)
+	descOrders    = prometheus.NewDesc("payrail_orders", "Orders not yet settled (CREATED, CONFIRMING) by status (system-wide, refreshed every 15 s).", []string{"status"}, nil)
+	descCallbacks = prometheus.NewDesc("payrail_callbacks", "Callbacks not delivered (PENDING, DEAD) by status (system-wide, refreshed every 15 s).", []string{"status"}, nil)
+	descCountsAge = prometheus.NewDesc("payrail_state_counts_age_seconds", "Age of the payrail_orders and payrail_callbacks counts.", nil, nil)
 	descQSize     = prometheus.NewDesc("payrail_queue_size", "Tasks in an asynq queue (pending, active, scheduled, retry, archived).", []string{"queue"}, nil)
 	descQPending  = prometheus.NewDesc("payrail_queue_pending", "Pending tasks in an asynq queue.", []string{"queue"}, nil)
 	descQLatency  = prometheus.NewDesc("payrail_queue_latency_seconds", "Age of the oldest pending task of an asynq queue.", []string{"queue"}, nil)
 	descUp        = prometheus.NewDesc("payrail_state_scrape_ok", "1 when the last read of a system-wide source succeeded.", []string{"source"}, nil)
 )
 
-// State is a collector that reads orders and callbacks by status from
-// PostgreSQL, and each queue's size and latency from asynq, at scrape.
+// DefaultCountsInterval is how often the counts are read from PostgreSQL,
+// across all api replicas together.
+const DefaultCountsInterval = 15 * time.Second
+
+// sharedCountsKey holds the last counts for every replica; countsLeaderKey
+// is taken (SET NX, expiring after one interval) by the one replica that
+// reads them from PostgreSQL in that interval.
+const (
+	sharedCountsKey = "payrail:metrics:counts"
+	countsLeaderKey = "payrail:metrics:counts:leader"
+)
+
+// State is a collector of system-wide gauges: unsettled orders and
+// undelivered callbacks by status, and each queue's size and latency.
+//
+// A scrape never runs SQL itself. The counts are read at most once per
+// Interval by one process: scrapes of one process share one read
+// (single-flight, later scrapes get the cached value), and with Redis set
+// the replicas share the result through Redis, where a key taken with
+// SET NX elects the one replica that reads PostgreSQL in each interval. So
+// any number of scrapes costs at most one short (Timeout, default 1 s),
+// index-served statement per Interval.
 type State struct {
-	DB        Counter
+	DB Counter
+	// Redis, when set, shares the counts between replicas.
+	Redis     redis.UniversalClient
 	Inspector *asynq.Inspector
 	// Queues are always reported, even before asynq has seen them.
-	Queues  []string
+	Queues []string
+	// Timeout bounds the SQL statement and each Redis read.
 	Timeout time.Duration
+	// Interval is how often the counts are refreshed; DefaultCountsInterval
+	// when zero.
+	Interval time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Log, when set, is told of a failed read.
+	Log *slog.Logger
+
+	mu      sync.Mutex // held while refreshing: the single flight
+	counts  *sharedCounts
+	checked time.Time // when this process last refreshed counts
+}
+
+// sharedCounts is one read of the counts, as cached and shared.
+type sharedCounts struct {
+	At        time.Time        `json:"at"`
+	OK        bool             `json:"ok"`
+	Orders    map[string]int64 `json:"orders"`
+	Callbacks map[string]int64 `json:"callbacks"`
 }
 
 // Describe implements prometheus.Collector.
 func (s *State) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descQSize, descQPending, descQLatency, descUp} {
+	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descCountsAge, descQSize, descQPending, descQLatency, descUp} {
 		ch <- d
 	}
 }
 
+func (s *State) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *State) interval() time.Duration {
+	if s.Interval > 0 {
+		return s.Interval
+	}
+	return DefaultCountsInterval
+}
+
+func (s *State) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return time.Second
+}
+
 // Collect implements prometheus.Collector.
 func (s *State) Collect(ch chan<- prometheus.Metric) {
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = 3 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	up := func(src string, err error) {
-		v := 1.0
-		if err != nil {
-			v = 0
+	up := func(src string, ok bool) {
+		v := 0.0
+		if ok {
+			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, v, src)
 	}
 	if s.DB != nil {
-		orders, err := s.DB.CountOrdersByStatus(ctx)
-		for st, n := range orders {
-			ch <- prometheus.MustNewConstMetric(descOrders, prometheus.GaugeValue, float64(n), st)
+		if c := s.cachedCounts(); c != nil {
+			for st, n := range c.Orders {
+				ch <- prometheus.MustNewConstMetric(descOrders, prometheus.GaugeValue, float64(n), st)
+			}
+			for st, n := range c.Callbacks {
+				ch <- prometheus.MustNewConstMetric(descCallbacks, prometheus.GaugeValue, float64(n), st)
+			}
+			ch <- prometheus.MustNewConstMetric(descCountsAge, prometheus.GaugeValue, max(0, s.now().Sub(c.At).Seconds()))
+			up("orders", c.OK)
+			up("callbacks", c.OK)
 		}
-		up("orders", err)
-		cbs, err := s.DB.CountCallbacksByStatus(ctx)
-		for st, n := range cbs {
-			ch <- prometheus.MustNewConstMetric(descCallbacks, prometheus.GaugeValue, float64(n), st)
-		}
-		up("callbacks", err)
 	}
 	if s.Inspector != nil {
 		queues := slices.Clone(s.Queues)
@@ -95,8 +157,73 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descQPending, prometheus.GaugeValue, float64(info.Pending), q)
 			ch <- prometheus.MustNewConstMetric(descQLatency, prometheus.GaugeValue, info.Latency.Seconds(), q)
 		}
-		up("queues", err)
+		up("queues", err == nil)
 	}
+}
+
+// cachedCounts returns the counts, refreshing them first when this process
+// has not looked for an Interval; nil when there are none yet (another
+// replica is reading them for the first time).
+func (s *State) cachedCounts() *sharedCounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now, every := s.now(), s.interval()
+	if s.counts != nil && now.Sub(s.checked) < every {
+		return s.counts
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout()+time.Second)
+	defer cancel()
+	if s.Redis != nil {
+		shared, err := s.readShared(ctx)
+		if err == nil && shared != nil && now.Sub(shared.At) < every {
+			s.counts, s.checked = shared, now
+			return s.counts
+		}
+		if err == nil {
+			leader, err := s.Redis.SetNX(ctx, countsLeaderKey, now.UnixNano(), every).Result()
+			if err == nil && !leader {
+				// Another replica reads them in this interval: keep what
+				// there is and look again at the next scrape.
+				if shared != nil {
+					s.counts, s.checked = shared, now
+				}
+				return s.counts
+			}
+		}
+		// Redis does not answer: this process reads for itself, still at
+		// most once per interval.
+	}
+	got, err := s.DB.CountInFlight(ctx, s.timeout())
+	if err != nil && s.Log != nil {
+		s.Log.Warn("metrics: count orders and callbacks", "err", err)
+	}
+	c := &sharedCounts{At: now, OK: err == nil, Orders: got.Orders, Callbacks: got.Callbacks}
+	if err != nil && s.counts != nil {
+		// Keep the last good numbers (their age shows), flagged as failed.
+		c = &sharedCounts{At: s.counts.At, OK: false, Orders: s.counts.Orders, Callbacks: s.counts.Callbacks}
+	}
+	s.counts, s.checked = c, now
+	if s.Redis != nil && err == nil {
+		if b, err := json.Marshal(c); err == nil {
+			s.Redis.Set(ctx, sharedCountsKey, b, 4*every)
+		}
+	}
+	return s.counts
+}
+
+func (s *State) readShared(ctx context.Context) (*sharedCounts, error) {
+	b, err := s.Redis.Get(ctx, sharedCountsKey).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c sharedCounts
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, nil // unreadable: treated as absent and overwritten
+	}
+	return &c, nil
 }
 
 // AttemptSource is what the delivery watcher reads from PostgreSQL.

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -46,16 +47,37 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: CookieName, Value: id, Path: "/ops", MaxAge: int(c.Sessions.ttl() / time.Second),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.isHTTPS(r),
 	})
 	c.Log.Info("operator login", "operator", op.Name)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// isHTTPS reports whether the browser reached us over TLS (directly or
-// through a proxy that says so).
-func isHTTPS(r *http.Request) bool {
-	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+// isHTTPS reports whether the session cookie must be Secure: always with
+// SecureCookies, else when the browser reached us over TLS, directly or
+// through a trusted proxy that says so. X-Forwarded-Proto from any other
+// peer is the client's own claim and is ignored.
+func (c *Console) isHTTPS(r *http.Request) bool {
+	if c.SecureCookies || r.TLS != nil {
+		return true
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	return strings.EqualFold(strings.TrimSpace(proto), "https") && c.fromTrustedProxy(r)
+}
+
+// fromTrustedProxy reports whether the request's peer is in TrustedProxies.
+func (c *Console) fromTrustedProxy(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range c.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {
@@ -63,7 +85,7 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {
 	if err := c.Sessions.Delete(r.Context(), a.id); err != nil {
 		return err
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/ops", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r)})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/ops", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.isHTTPS(r)})
 	c.Log.Info("operator logout", "operator", a.sess.Operator)
 	http.Redirect(w, r, "/ops/login", http.StatusSeeOther)
 	return nil

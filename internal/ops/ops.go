@@ -17,6 +17,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -65,6 +66,12 @@ type Console struct {
 	Log    *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// SecureCookies marks the session cookie Secure on every answer
+	// (PAYRAIL_SECURE_COOKIES); without it the cookie is Secure only for
+	// TLS requests, direct or through one of TrustedProxies.
+	SecureCookies bool
+	// TrustedProxies are the peers whose X-Forwarded-Proto is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // CookieName is the session cookie.

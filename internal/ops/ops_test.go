@@ -230,12 +230,13 @@ func TestOperatorAccountsAndLogin(t *testing.T) {
 		}
 	})
 
-	t.Run("cookie is Secure behind https", func(t *testing.T) {
+	t.Run("an untrusted peer's X-Forwarded-Proto is ignored", func(t *testing.T) {
+		// Secure cookies behind a proxy: TestSessionCookieSecure.
 		b := newBrowser(t, sys.URL)
 		p := b.post("/ops/login", url.Values{"name": {opName}, "password": {opPassword}}, "X-Forwarded-Proto", "https")
 		ck := (&http.Response{Header: p.Header}).Cookies()
-		if len(ck) != 1 || !ck[0].Secure {
-			t.Fatalf("cookie over https: %+v", ck)
+		if len(ck) != 1 || ck[0].Secure {
+			t.Fatalf("cookie: %+v, want one, not Secure (plain http, no trusted proxy)", ck)
 		}
 	})
 
@@ -478,6 +479,9 @@ func TestMetricsMoveWhenAnOrderIsPaid(t *testing.T) {
 	}})
 	wsrv := httptest.NewServer(workerMetrics)
 	t.Cleanup(wsrv.Close)
+	// The api's metrics are on a listener of their own (ServeAPIMetrics).
+	asrv := httptest.NewServer(sys.API.Metrics)
+	t.Cleanup(asrv.Close)
 	scrape := func(base string) string {
 		resp, err := http.Get(base + "/metrics")
 		testenv.Must(t, err)
@@ -489,7 +493,7 @@ func TestMetricsMoveWhenAnOrderIsPaid(t *testing.T) {
 		return string(b)
 	}
 	const confirmRoute = `route="POST /v1/orders/{orderId}/confirm"`
-	before := scrape(sys.URL)
+	before := scrape(asrv.URL)
 	if n, _ := metric(before, "payrail_http_request_duration_seconds_count", confirmRoute); n != 0 {
 		t.Fatalf("confirm requests before any: %v", n)
 	}
@@ -505,23 +509,66 @@ func TestMetricsMoveWhenAnOrderIsPaid(t *testing.T) {
 	m.WaitStatus(o.OrderID, "PAID", 15*time.Second)
 
 	testenv.Poll(t, 10*time.Second, "the metrics to move", func() bool {
-		api, wk := scrape(sys.URL), scrape(wsrv.URL)
+		api, wk := scrape(asrv.URL), scrape(wsrv.URL)
 		confirms, _ := metric(api, "payrail_http_request_duration_seconds_count", confirmRoute)
 		tasks, _ := metric(wk, "payrail_tasks_total", `type="payment:confirm"`, `outcome="success"`)
 		pg, _ := metric(wk, "payrail_pg_call_duration_seconds_count", `op="confirm"`)
-		paid, _ := metric(api, "payrail_orders", `status="PAID"`)
+		_, created := metric(api, "payrail_orders", `status="CREATED"`)
 		_, queues := metric(api, "payrail_queue_size", `queue="payments"`)
 		_, latency := metric(api, "payrail_queue_latency_seconds", `queue="callbacks"`)
 		delivered, _ := metric(wk, "payrail_callback_attempt_duration_seconds_count", `outcome="delivered"`)
-		return confirms >= 1 && tasks >= 1 && pg >= 1 && paid == 1 && queues && latency && delivered >= 1
+		return confirms >= 1 && tasks >= 1 && pg >= 1 && created && queues && latency && delivered >= 1
 	})
 	// The approval-to-2xx time is read from PostgreSQL every few seconds.
 	testenv.Poll(t, 3*process.DeliveryPollInterval, "the approval-to-ack time", func() bool {
-		n, _ := metric(scrape(sys.URL), "payrail_callback_approval_to_ack_seconds_count", `event="payment.paid"`)
+		n, _ := metric(scrape(asrv.URL), "payrail_callback_approval_to_ack_seconds_count", `event="payment.paid"`)
 		return n >= 1
 	})
 	// Pages of the console are one route, never one series per order.
-	if strings.Contains(scrape(sys.URL), o.OrderID) {
+	last := scrape(asrv.URL)
+	if strings.Contains(last, o.OrderID) {
 		t.Error("an order id leaked into a metric label")
+	}
+	// Settled orders are business volume, never a gauge.
+	if _, ok := metric(last, "payrail_orders", `status="PAID"`); ok {
+		t.Error("the metrics count paid orders")
+	}
+}
+
+// Item 12 of issue #20: the session cookie is Secure always with
+// PAYRAIL_SECURE_COOKIES, and X-Forwarded-Proto counts only from a
+// trusted proxy.
+func TestSessionCookieSecure(t *testing.T) {
+	t.Parallel()
+	secure := func(sys *systest.System, hdr ...string) bool {
+		t.Helper()
+		p := newBrowser(t, sys.URL).post("/ops/login", url.Values{"name": {opName}, "password": {opPassword}, "next": {"/ops/"}}, hdr...)
+		if p.Status != http.StatusSeeOther {
+			t.Fatalf("login: %d %.200s", p.Status, p.Body)
+		}
+		c := p.Header.Get("Set-Cookie")
+		if !strings.HasPrefix(c, ops.CookieName+"=") {
+			t.Fatalf("no session cookie: %q", c)
+		}
+		return strings.Contains(c, "; Secure")
+	}
+	plain := setup(t, systest.Options{})
+	if secure(plain) {
+		t.Error("sandbox over plain http: the cookie is Secure")
+	}
+	// The test client is not a proxy payrail trusts: its header is a claim.
+	if secure(plain, "X-Forwarded-Proto", "https") {
+		t.Error("an untrusted peer's X-Forwarded-Proto: https made the cookie Secure")
+	}
+	proxied := setup(t, systest.Options{Env: map[string]string{"PAYRAIL_TRUSTED_PROXIES": "127.0.0.1/32,::1"}})
+	if !secure(proxied, "X-Forwarded-Proto", "https") {
+		t.Error("a trusted proxy's X-Forwarded-Proto: https did not make the cookie Secure")
+	}
+	if secure(proxied, "X-Forwarded-Proto", "http") {
+		t.Error("a trusted proxy's X-Forwarded-Proto: http made the cookie Secure")
+	}
+	always := setup(t, systest.Options{Env: map[string]string{"PAYRAIL_SECURE_COOKIES": "true"}})
+	if !secure(always) {
+		t.Error("PAYRAIL_SECURE_COOKIES=true: the cookie is not Secure")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/payrail/payrail/internal/lock"
 	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/ratelimit"
 	"github.com/payrail/payrail/internal/store"
 	"github.com/payrail/payrail/internal/worker"
 )
@@ -115,7 +116,10 @@ type API struct {
 	Server *httpapi.Server
 	Waiter *httpapi.Waiter
 	HTTP   *http.Server
-	cfg    config.Config
+	// Metrics is the api's /metrics, set by MountOps and served by
+	// ServeAPIMetrics on its own listener, never on the api's port.
+	Metrics http.Handler
+	cfg     config.Config
 }
 
 // NewAPI wires the ingress. extra handlers (ops console, metrics) are mounted
@@ -132,7 +136,12 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		Log:                log,
 		AdminToken:         cfg.AdminToken,
 		CheckoutURL:        cfg.CheckoutURL,
+		Sandbox:            cfg.Sandbox(),
 		PGWebhookSecret:    cfg.PGWebhookSecret,
+		Limiter:            ratelimit.New(deps.Redis),
+		WebhookLimit:       ratelimit.Limit{PerSecond: cfg.PGWebhookRate, Burst: cfg.PGWebhookBurst},
+		WebhookAllow:       cfg.PGWebhookAllowCIDRs,
+		TrustedProxies:     cfg.TrustedProxies,
 		OrderTTL:           cfg.OrderTTL,
 		Ready:              deps.Ready,
 		Extra:              map[string]http.Handler{},
@@ -144,7 +153,7 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 // Serve listens on ln until ctx ends, then shuts down gracefully.
 func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 	a.HTTP = &http.Server{
-		Handler:           a.Server.Handler(),
+		Handler:           hsts(a.cfg.HSTS, a.Server.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the longest `Prefer: wait` (30 s).
@@ -166,6 +175,18 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 	defer cancel()
 	return a.HTTP.Shutdown(sctx)
+}
+
+// hsts tells browsers to reach payrail over HTTPS only, on every answer, when
+// on (PAYRAIL_HSTS; the default outside sandbox mode).
+func hsts(on bool, h http.Handler) http.Handler {
+	if !on {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Worker is an assembled worker process.
@@ -192,6 +213,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		ReconcileBackoff:    cfg.ReconcileBackoff,
 		ReconcileBackoffMax: cfg.ReconcileBackoffMax,
 		SweepInterval:       cfg.SweepInterval,
+		PGEventRetention:    cfg.PGEventRetention,
 	}
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,

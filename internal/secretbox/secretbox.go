@@ -73,6 +73,15 @@ func ParseKeys(s string) (*Keyring, error) {
 		if len(key) != KeySize {
 			return nil, fmt.Errorf("secretbox: key %q: decodes to %d bytes, want %d", id, len(key), KeySize)
 		}
+		// An all-zero key is an example value (base64 "AAAA…="), never a
+		// generated one: anyone who read the example can decrypt.
+		var or byte
+		for _, b := range key {
+			or |= b
+		}
+		if or == 0 {
+			return nil, fmt.Errorf("secretbox: key %q: is all zero bytes; generate one (openssl rand -base64 32)", id)
+		}
 		aead, err := newAEAD(key)
 		if err != nil {
 			return nil, fmt.Errorf("secretbox: key %q: %w", id, err)
