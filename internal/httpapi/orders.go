@@ -107,6 +107,37 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, o)
 }
 
+// getHistory pages through an order's history (GET /v1/orders/{id} carries
+// the first page), so no read of an order grows without bound.
+func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	limit := store.HistoryPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.HistoryPageSize {
+			writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "limit must be 1–%d", store.HistoryPageSize))
+			return
+		}
+		limit = n
+	}
+	row, err := s.Store.OrderRow(ctx, merchantID(r), r.PathValue("orderId"))
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	entries, next, err := s.Store.History(ctx, row.OrderID, q.Get("cursor"), limit)
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	resp := map[string]any{"history": entries, "nextCursor": nil}
+	if next != "" {
+		resp["nextCursor"] = next
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
 func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
 	o, err := s.Store.OrderByPaymentKey(r.Context(), merchantID(r), r.PathValue("paymentKey"))
 	if err != nil {

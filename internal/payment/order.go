@@ -30,6 +30,9 @@ type Order struct {
 	CreatedAt           time.Time  `json:"createdAt"`
 	UpdatedAt           time.Time  `json:"updatedAt"`
 	History             []LogEntry `json:"history,omitempty"`
+	// HistoryNextCursor is set when History is only the first page; the
+	// rest is read from GET /v1/orders/{orderId}/history?cursor=.
+	HistoryNextCursor string `json:"historyNextCursor,omitempty"`
 }
 
 // Failure is why a payment failed, in the PG's words.

@@ -159,7 +159,7 @@ func (s *Store) Order(ctx context.Context, merchantID, orderID string, withHisto
 	}
 	o := row.Order()
 	if withHistory {
-		o.History, err = s.History(ctx, orderID)
+		o.History, o.HistoryNextCursor, err = s.History(ctx, orderID, "", HistoryPageSize)
 	}
 	return o, err
 }
@@ -176,11 +176,12 @@ func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey st
 		return payment.Order{}, fmt.Errorf("select order by payment key: %w", err)
 	}
 	o := row.Order()
-	o.History, err = s.History(ctx, row.OrderID)
+	o.History, o.HistoryNextCursor, err = s.History(ctx, row.OrderID, "", HistoryPageSize)
 	return o, err
 }
 
 type logRow struct {
+	ID      int64     `db:"id"`
 	At      time.Time `db:"at"`
 	Action  string    `db:"action"`
 	From    *string   `db:"from_status"`
@@ -189,14 +190,40 @@ type logRow struct {
 	Details []byte    `db:"details"`
 }
 
-// History returns an order's payment_log, oldest first.
-func (s *Store) History(ctx context.Context, orderID string) ([]payment.LogEntry, error) {
+// HistoryPageSize is the most history entries one read returns.
+const HistoryPageSize = 100
+
+const historyPageSQL = `SELECT id, at, action, from_status, to_status, actor, details FROM payment_log
+WHERE order_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+
+// History returns one page of an order's payment_log as its merchant sees
+// it, oldest first: at most limit (≤ HistoryPageSize) entries after cursor
+// ("" = from the start), and the cursor of the next page ("" on the last).
+// Operators' names are shown as "operator": they are console usernames,
+// not the merchant's business. INVALID_REQUEST for a malformed cursor.
+func (s *Store) History(ctx context.Context, orderID, cursor string, limit int) (entries []payment.LogEntry, next string, err error) {
+	if limit <= 0 || limit > HistoryPageSize {
+		limit = HistoryPageSize
+	}
+	var after int64
+	if cursor != "" {
+		if after, err = strconv.ParseInt(cursor, 10, 64); err != nil || after < 0 {
+			return nil, "", payment.Errorf(payment.CodeInvalidRequest, "cursor is not one this API returned")
+		}
+	}
 	var rows []logRow
-	if err := s.db.SelectContext(ctx, &rows, `SELECT at, action, from_status, to_status, actor, details FROM payment_log WHERE order_id = $1 ORDER BY id`, orderID); err != nil {
-		return nil, fmt.Errorf("history: %w", err)
+	if err := s.db.SelectContext(ctx, &rows, historyPageSQL, orderID, after, limit+1); err != nil {
+		return nil, "", fmt.Errorf("history: %w", err)
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = strconv.FormatInt(rows[limit-1].ID, 10)
 	}
 	out := make([]payment.LogEntry, 0, len(rows))
 	for _, r := range rows {
+		if strings.HasPrefix(r.Actor, "operator:") {
+			r.Actor = "operator"
+		}
 		e := payment.LogEntry{At: r.At.UTC(), Action: r.Action, Actor: r.Actor}
 		if r.From != nil {
 			st := payment.Status(*r.From)
@@ -207,11 +234,11 @@ func (s *Store) History(ctx context.Context, orderID string) ([]payment.LogEntry
 			e.To = &st
 		}
 		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
-			return nil, fmt.Errorf("history details: %w", err)
+			return nil, "", fmt.Errorf("history details: %w", err)
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, next, nil
 }
 
 // ListFilter narrows ListOrders.
