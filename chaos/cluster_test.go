@@ -34,9 +34,9 @@ import (
 )
 
 const (
-	adminToken    = "chaos-admin-token-0123456789"
+	adminToken    = "chaos_admin_4e7b2a5d8036e1f2a3b4c5d6e7f89c1f"
 	pgSecretKey   = "test_sk_chaos"
-	pgHookSecret  = "whsec_chaos"
+	pgHookSecret  = "whsec_chaos_4f1c9b2e7a6d03851fe2c4b9a07d6e13"
 	numAPIs       = 2
 	numWorkers    = 3
 	outageGrace   = 3 * time.Second
@@ -232,9 +232,11 @@ func (c *cluster) baseEnv() map[string]string {
 		"PAYRAIL_ENCRYPTION_KEYS":        testenv.KeysString,
 		"PAYRAIL_PG_BASE_URL":            c.pgURL,
 		"PAYRAIL_PG_SECRET_KEY":          pgSecretKey,
+		"PAYRAIL_PG_PROVIDER":            "mockpg",
 		"PAYRAIL_PG_WEBHOOK_SECRET":      pgHookSecret,
 		"PAYRAIL_CHECKOUT_URL":           c.pgURL + "/checkout",
 		"PAYRAIL_METRICS_ADDR":           "127.0.0.1:0",
+		"PAYRAIL_API_METRICS_ADDR":       "127.0.0.1:0",
 		"PAYRAIL_CALLBACK_ALLOW_PRIVATE": "true",
 		"PAYRAIL_PG_TIMEOUT":             "2s",
 		"PAYRAIL_SWEEP_INTERVAL":         "1s",

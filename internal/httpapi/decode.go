@@ -19,19 +19,22 @@ import (
 const MaxBody = 1 << 20
 
 // readBody reads at most MaxBody bytes; BODY_TOO_LARGE beyond.
-func readBody(r *http.Request) ([]byte, error) {
+func readBody(r *http.Request) ([]byte, error) { return readBodyLimit(r, MaxBody) }
+
+// readBodyLimit reads at most max bytes; BODY_TOO_LARGE beyond.
+func readBodyLimit(r *http.Request, max int64) ([]byte, error) {
 	if r.Body == nil {
 		return nil, nil
 	}
-	if r.ContentLength > MaxBody {
-		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+	if r.ContentLength > max {
+		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", max)
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
 		return nil, payment.Errorf(payment.CodeInvalidRequest, "could not read the request body")
 	}
-	if len(b) > MaxBody {
-		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+	if int64(len(b)) > max {
+		return nil, payment.Errorf(payment.CodeBodyTooLarge, "request body exceeds %d bytes", max)
 	}
 	return b, nil
 }

@@ -43,6 +43,7 @@ var statusByCode = map[string]int{
 	payment.CodeTooManySecrets:        http.StatusConflict,
 	payment.CodeInvalidCallbackURL:    http.StatusBadRequest,
 	payment.CodeInvalidSignature:      http.StatusUnauthorized,
+	payment.CodeRateLimited:           http.StatusTooManyRequests,
 	"METHOD_NOT_ALLOWED":              http.StatusMethodNotAllowed,
 }
 

@@ -8,12 +8,14 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/ratelimit"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -36,9 +38,25 @@ type Server struct {
 	Log         *slog.Logger
 	AdminToken  string
 	CheckoutURL string
-	// PGWebhookSecret verifies mockpg's X-MockPG-Signature.
+	// Sandbox opens the /pg/webhooks/mockpg door; PGWebhookSecret verifies
+	// its X-MockPG-Signature. Outside sandbox mode that door is a 404.
+	Sandbox         bool
 	PGWebhookSecret string
-	OrderTTL        time.Duration
+	// Now is the clock for webhook timestamps; nil means time.Now.
+	Now func() time.Time
+	// PGEvent, when set, counts PG webhooks by provider and outcome
+	// (PGEventStored, PGEventInvalid, …).
+	PGEvent func(provider, outcome string)
+	// Limiter, when set, rate-limits the PG webhook door per source
+	// address at WebhookLimit; WebhookAllow, when not empty, is the only
+	// source networks the door answers.
+	Limiter      *ratelimit.Limiter
+	WebhookLimit ratelimit.Limit
+	WebhookAllow []netip.Prefix
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// finding a request's source address.
+	TrustedProxies []netip.Prefix
+	OrderTTL       time.Duration
 	// ValidateCallbackURL vets a merchant's callback URL at registration.
 	ValidateCallbackURL func(string) error
 	// CredentialsChanged is called after an admin changes a merchant or its
@@ -70,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 	merchant("POST /v1/orders", s.createOrder)
 	merchant("GET /v1/orders", s.listOrders)
 	merchant("GET /v1/orders/{orderId}", s.getOrder)
+	merchant("GET /v1/orders/{orderId}/history", s.getHistory)
 	merchant("POST /v1/orders/{orderId}/confirm", s.confirm)
 	merchant("GET /v1/payments/{paymentKey}", s.getPayment)
 	merchant("GET /v1/callbacks", s.listCallbacks)

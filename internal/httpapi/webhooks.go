@@ -1,70 +1,149 @@
 package httpapi
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
+	"unicode/utf8"
 
+	"github.com/payrail/payrail/internal/mockpg"
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/store"
 )
 
+// MaxWebhookBody caps a PG event: the door is unauthenticated, and a real
+// PAYMENT_STATUS_CHANGED is a few KiB.
+const MaxWebhookBody = 64 << 10
+
 type pgWebhook struct {
-	EventType string `json:"eventType"`
-	Data      struct {
-		PaymentKey string `json:"paymentKey"`
-		OrderID    string `json:"orderId"`
-		Status     string `json:"status"`
-	} `json:"data"`
+	EventType string           `json:"eventType"`
+	Data      pgclient.Payment `json:"data"`
 }
 
-// verifyMockPG checks X-MockPG-Signature: v1=<hex HMAC-SHA256(secret, body)>.
-func verifyMockPG(secret, header string, body []byte) bool {
-	got, ok := strings.CutPrefix(header, "v1=")
-	if secret == "" || !ok {
+// Outcomes of a PG webhook at the door, for Server.PGEvent.
+const (
+	PGEventStored       = "stored"
+	PGEventDuplicate    = "duplicate"
+	PGEventInvalid      = "invalid"       // 400: fields no PG sends
+	PGEventBadSignature = "bad_signature" // 401: mockpg signature missing, wrong or stale
+	PGEventOtherType    = "other_type"    // 200, not stored: not a payment status event
+	PGEventUnknownOrder = "unknown_order" // 200, not stored: names nothing payrail knows
+	PGEventRateLimited  = "rate_limited"  // 429: the source address is over its limit
+	PGEventNotAllowed   = "not_allowed"   // 403: the source is outside PAYRAIL_PG_WEBHOOK_ALLOW_CIDRS
+)
+
+// admitWebhook applies the door's source checks before the body is read:
+// the allow-list, then the per-source-address rate limit. It writes the
+// refusal and returns false when the request goes no further. A Redis
+// outage lets events in (logged): the PG retries anything refused for
+// days, but an outage must not stop real approvals either, and every
+// other bound (size, validation, known orders) still holds.
+func (s *Server) admitWebhook(w http.ResponseWriter, r *http.Request, provider string) bool {
+	ctx := r.Context()
+	src := s.sourceAddr(r)
+	if len(s.WebhookAllow) > 0 && !inAny(s.WebhookAllow, src) {
+		s.countPGEvent(provider, PGEventNotAllowed)
+		writeError(ctx, w, payment.Errorf(payment.CodeForbidden, "this source may not post PG webhooks"))
 		return false
 	}
-	sig, err := hex.DecodeString(got)
+	if s.Limiter == nil || s.WebhookLimit.PerSecond <= 0 {
+		return true
+	}
+	d, err := s.Limiter.Allow(ctx, "pgwebhook:"+src.String(), s.WebhookLimit)
 	if err != nil {
+		logger(ctx).Warn("webhook rate limiter unavailable; admitting", "err", err)
+		return true
+	}
+	d.SetHeaders(w.Header(), "pg-webhook")
+	if !d.Allowed {
+		s.countPGEvent(provider, PGEventRateLimited)
+		writeError(ctx, w, payment.Errorf(payment.CodeRateLimited, "too many PG webhooks from this address; retry after %s s", w.Header().Get("Retry-After")))
 		return false
 	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return hmac.Equal(sig, m.Sum(nil))
+	return true
 }
 
-// pgWebhook stores a PG event once and answers at once; a worker applies it.
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) countPGEvent(provider, outcome string) {
+	if s.PGEvent != nil {
+		s.PGEvent(provider, outcome)
+	}
+}
+
+// pgWebhook stores a PG event once and answers at once; a worker applies it
+// after a lookup at the PG agrees. Nothing an event says is believed here:
+// the door only keeps out what no PG sends (bad fields, unknown orders), so
+// that a stranger's posts cost a 4xx or a counter, never a stored row, a
+// lock or a line in an order's history.
 func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	provider := r.PathValue("provider")
-	if provider != "mockpg" && provider != "toss" {
-		writeError(ctx, w, payment.Errorf(payment.CodeNotFound, "unknown provider %q", provider))
+	// The mockpg door exists only in sandbox mode: next to the real PG it
+	// would be a second, weaker way to say "paid".
+	if provider != "toss" && (provider != "mockpg" || !s.Sandbox) {
+		writeError(ctx, w, payment.Errorf(payment.CodeNotFound, "unknown provider %.40q", provider))
 		return
 	}
-	body, err := readBody(r)
+	if !s.admitWebhook(w, r, provider) {
+		return
+	}
+	body, err := readBodyLimit(r, MaxWebhookBody)
 	if err != nil {
 		writeError(ctx, w, err)
 		return
 	}
 	eventKey := ""
 	if provider == "mockpg" {
-		if !verifyMockPG(s.PGWebhookSecret, r.Header.Get("X-MockPG-Signature"), body) {
-			writeError(ctx, w, payment.Errorf(payment.CodeInvalidSignature, "X-MockPG-Signature does not verify"))
+		id := r.Header.Get(mockpg.EventIDHeader)
+		if err := mockpg.Verify(s.PGWebhookSecret, r.Header.Get(mockpg.SignatureHeader), r.Header.Get(mockpg.TimestampHeader), id, body, s.now()); err != nil {
+			s.countPGEvent(provider, PGEventBadSignature)
+			writeError(ctx, w, payment.Errorf(payment.CodeInvalidSignature, "%s", err.Error()))
 			return
 		}
-		eventKey = r.Header.Get("X-MockPG-Event-Id")
+		if len(id) > 200 || !payment.ValidID(id) {
+			s.countPGEvent(provider, PGEventInvalid)
+			writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "X-MockPG-Event-Id must be 6-200 of [A-Za-z0-9_-]"))
+			return
+		}
+		eventKey = id
 	}
-	// Toss payment events are unsigned: stored here, believed only after a
-	// worker's lookup agrees.
 	var ev pgWebhook
 	if err := decodeStrictLoose(body, &ev); err != nil {
+		s.countPGEvent(provider, PGEventInvalid)
 		writeError(ctx, w, err)
 		return
 	}
-	if eventKey == "" || len(eventKey) > 200 || !payment.ValidID(eventKey) {
+	if ev.EventType != pgclient.EventPaymentStatusChanged {
+		// Toss sends other types too (payouts, methods, …); answering 200
+		// stops its retries. Nothing payrail reads, so nothing is stored.
+		s.countPGEvent(provider, PGEventOtherType)
+		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
+		return
+	}
+	if err := pgclient.CheckEvent(ev.Data); err != nil {
+		s.countPGEvent(provider, PGEventInvalid)
+		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "%s", err.Error()))
+		return
+	}
+	if _, err := s.Store.OrderRowForEvent(ctx, ev.Data.PaymentKey, ev.Data.OrderID); payment.ErrorCode(err) == payment.CodeOrderNotFound {
+		s.countPGEvent(provider, PGEventUnknownOrder)
+		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
+		return
+	} else if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	if eventKey == "" {
 		sum := sha256.Sum256(body)
 		eventKey = hex.EncodeToString(sum[:])
 	}
@@ -75,9 +154,12 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if stored {
+		s.countPGEvent(provider, PGEventStored)
 		if err := s.Queue.Webhook(ctx, provider, eventKey); err != nil {
 			logger(ctx).Warn("enqueue webhook failed; the sweep will re-enqueue", "err", err)
 		}
+	} else {
+		s.countPGEvent(provider, PGEventDuplicate)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"received": true, "duplicate": !stored})
 }
@@ -88,8 +170,49 @@ func decodeStrictLoose(body []byte, dst any) error {
 	if !json.Valid(body) {
 		return payment.Errorf(payment.CodeInvalidRequest, "body is not valid JSON")
 	}
+	if err := storableText(body); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(body, dst); err != nil {
 		return payment.Errorf(payment.CodeInvalidRequest, "body is not a PG event: %s", describeJSONError(err))
+	}
+	return nil
+}
+
+// storableText refuses JSON that PostgreSQL's jsonb would refuse (and so
+// turn into a 500): invalid UTF-8, and escapes that decode to NUL or to a
+// lone surrogate (Go decodes those to U+FFFD, which no PG sends either).
+func storableText(body []byte) error {
+	if !utf8.Valid(body) {
+		return payment.Errorf(payment.CodeInvalidRequest, "body is not valid UTF-8")
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return payment.Errorf(payment.CodeInvalidRequest, "body is not valid JSON")
+	}
+	var walk func(any) bool
+	bad := func(s string) bool { return strings.ContainsRune(s, 0) || strings.ContainsRune(s, utf8.RuneError) }
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return bad(v)
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		case map[string]any:
+			for k, e := range v {
+				if bad(k) || walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if walk(v) {
+		return payment.Errorf(payment.CodeInvalidRequest, "body has a NUL character or an invalid Unicode escape")
 	}
 	return nil
 }

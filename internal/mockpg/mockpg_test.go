@@ -3,9 +3,9 @@ package mockpg_test
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -51,7 +51,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := delivery{
 		EventID: r.Header.Get(mockpg.EventIDHeader),
-		SigOK:   hmac.Equal([]byte(r.Header.Get(mockpg.SignatureHeader)), []byte(mockpg.Sign(webhookSecret, body))),
+		SigOK: mockpg.Verify(webhookSecret, r.Header.Get(mockpg.SignatureHeader), r.Header.Get(mockpg.TimestampHeader),
+			r.Header.Get(mockpg.EventIDHeader), body, time.Now()) == nil,
 	}
 	if err := json.Unmarshal(body, &d.Event); err != nil {
 		w.WriteHeader(http.StatusBadRequest)
@@ -186,11 +187,48 @@ func TestWebhookIsSignedAndTossShaped(t *testing.T) {
 
 func TestSignVector(t *testing.T) {
 	t.Parallel()
-	// HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), RFC 4231 style vector.
-	got := mockpg.Sign("key", []byte("The quick brown fox jumps over the lazy dog"))
-	want := "v1=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+	// printf '%s' '1700000000.evt_vector_1.{"eventType":"PAYMENT_STATUS_CHANGED"}' | openssl dgst -sha256 -hmac key
+	body := []byte(`{"eventType":"PAYMENT_STATUS_CHANGED"}`)
+	got := mockpg.Sign("key", "1700000000", "evt_vector_1", body)
+	want := "v1=30f5561926e7dc2d05e8b34c50f6d8af0b826788e5f2c61c8df6968a4583c0e0"
 	if got != want {
 		t.Errorf("Sign = %s, want %s", got, want)
+	}
+}
+
+// Verify refuses what a replaying or forging sender could produce: another
+// event id or timestamp under a captured signature, a stale timestamp, a
+// missing header, a wrong secret.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"eventType":"PAYMENT_STATUS_CHANGED"}`)
+	now := time.Unix(1700000000, 0)
+	sig := mockpg.Sign("key", "1700000000", "evt_1", body)
+	for _, tc := range []struct {
+		name        string
+		sig, ts, id string
+		secret      string
+		body        []byte
+		at          time.Time
+		want        error
+	}{
+		{"valid", sig, "1700000000", "evt_1", "key", body, now, nil},
+		{"valid within tolerance", sig, "1700000000", "evt_1", "key", body, now.Add(4 * time.Minute), nil},
+		{"replayed under a new id", sig, "1700000000", "evt_2", "key", body, now, mockpg.ErrBadSignature},
+		{"replayed with a new timestamp", sig, "1700000100", "evt_1", "key", body, now, mockpg.ErrBadSignature},
+		{"stale", sig, "1700000000", "evt_1", "key", body, now.Add(6 * time.Minute), mockpg.ErrStale},
+		{"from the future", sig, "1700000000", "evt_1", "key", body, now.Add(-6 * time.Minute), mockpg.ErrStale},
+		{"altered body", sig, "1700000000", "evt_1", "key", append([]byte(" "), body...), now, mockpg.ErrBadSignature},
+		{"wrong secret", sig, "1700000000", "evt_1", "other", body, now, mockpg.ErrBadSignature},
+		{"no secret configured", sig, "1700000000", "evt_1", "", body, now, mockpg.ErrNoSignature},
+		{"no timestamp", sig, "", "evt_1", "key", body, now, mockpg.ErrNoSignature},
+		{"no event id", sig, "1700000000", "", "key", body, now, mockpg.ErrNoSignature},
+		{"no version prefix", strings.TrimPrefix(sig, "v1="), "1700000000", "evt_1", "key", body, now, mockpg.ErrNoSignature},
+		{"not hex", "v1=zz", "1700000000", "evt_1", "key", body, now, mockpg.ErrNoSignature},
+	} {
+		if err := mockpg.Verify(tc.secret, tc.sig, tc.ts, tc.id, tc.body, tc.at); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Verify = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }
 

@@ -8,28 +8,75 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
 
-// Sign returns the X-MockPG-Signature value for a webhook body:
-// "v1=" + lowercase hex HMAC-SHA256(secret, body). Receivers compute it over
-// the raw body and compare in constant time (hmac.Equal).
-func Sign(secret string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+// Sign returns the X-MockPG-Signature value for a webhook:
+// "v1=" + lowercase hex HMAC-SHA256(secret, timestamp + "." + eventID + "." + body).
+// The event id and the timestamp are signed so that a captured event can be
+// neither replayed under a new id nor replayed late.
+func Sign(secret, timestamp, eventID string, body []byte) string {
+	return "v1=" + hex.EncodeToString(mac(secret, timestamp, eventID, body))
 }
 
-// Webhook headers.
+func mac(secret, timestamp, eventID string, body []byte) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(timestamp + "." + eventID + "."))
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// Webhook headers. The timestamp is Unix seconds.
 const (
 	SignatureHeader = "X-MockPG-Signature"
 	EventIDHeader   = "X-MockPG-Event-Id"
+	TimestampHeader = "X-MockPG-Timestamp"
 )
+
+// SignatureTolerance is how far a webhook's timestamp may be from the
+// receiver's clock; an older event is refused as stale (a replay).
+const SignatureTolerance = 5 * time.Minute
+
+// Verification errors, named so a receiver can count and report them.
+var (
+	ErrNoSignature  = errors.New("missing or malformed X-MockPG-Signature, X-MockPG-Timestamp or X-MockPG-Event-Id")
+	ErrBadSignature = errors.New("X-MockPG-Signature does not verify")
+	ErrStale        = errors.New("X-MockPG-Timestamp is outside the tolerance: stale or replayed event")
+)
+
+// Verify checks a webhook's signature headers against secret at time now:
+// ErrNoSignature, ErrBadSignature or ErrStale when it must be refused. The
+// comparison is constant-time; the timestamp is checked after the MAC so a
+// forger learns nothing from the order of the checks.
+func Verify(secret, signature, timestamp, eventID string, body []byte, now time.Time) error {
+	hexSig, ok := strings.CutPrefix(signature, "v1=")
+	if secret == "" || !ok || timestamp == "" || eventID == "" {
+		return ErrNoSignature
+	}
+	sig, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return ErrNoSignature
+	}
+	if !hmac.Equal(sig, mac(secret, timestamp, eventID, body)) {
+		return ErrBadSignature
+	}
+	ts, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return ErrNoSignature
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > SignatureTolerance || d < -SignatureTolerance {
+		return ErrStale
+	}
+	return nil
+}
 
 // WebhookEvent is the body mockpg POSTs: Toss's PAYMENT_STATUS_CHANGED.
 type WebhookEvent struct {
@@ -147,10 +194,9 @@ func (ws *webhookSender) deliver(ev outEvent) {
 // send POSTs one event, retrying a non-200 answer a few times with a short
 // backoff (Toss counts only 200 as delivered).
 func (ws *webhookSender) send(ev outEvent) {
-	sig := Sign(ws.s.cfg.WebhookSecret, ev.body)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; attempt <= webhookAttempts; attempt++ {
-		status, err := ws.post(ev, sig)
+		status, err := ws.post(ev)
 		outcome := fmt.Sprint(status)
 		if err != nil {
 			outcome = err.Error()
@@ -175,14 +221,18 @@ func (ws *webhookSender) send(ev outEvent) {
 	}
 }
 
-func (ws *webhookSender) post(ev outEvent, sig string) (int, error) {
+func (ws *webhookSender) post(ev outEvent) (int, error) {
 	req, err := http.NewRequestWithContext(ws.ctx, http.MethodPost, ev.url, bytes.NewReader(ev.body))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "mockpg-webhook/1")
-	req.Header.Set(SignatureHeader, sig)
+	// Signed at each attempt: a retry carries a fresh timestamp, as
+	// Standard Webhooks senders do.
+	ts := strconv.FormatInt(ws.s.cfg.Now().Unix(), 10)
+	req.Header.Set(SignatureHeader, Sign(ws.s.cfg.WebhookSecret, ts, ev.id, ev.body))
+	req.Header.Set(TimestampHeader, ts)
 	req.Header.Set(EventIDHeader, ev.id)
 	resp, err := ws.s.cfg.HTTPClient.Do(req)
 	if err != nil {

@@ -157,6 +157,7 @@ const (
 	CodeTooManySecrets        = "TOO_MANY_ACTIVE_SECRETS"
 	CodeInvalidCallbackURL    = "INVALID_CALLBACK_URL"
 	CodeInvalidSignature      = "INVALID_SIGNATURE"
+	CodeRateLimited           = "RATE_LIMITED"
 	CodeInternal              = "INTERNAL"
 )
 

@@ -188,12 +188,31 @@ FROM callback_attempts a JOIN callbacks c USING (callback_id) WHERE c.order_id =
 		out = append(out, TimelineEntry{At: r.CreatedAt, Kind: "refund", Action: "refund", Actor: "system", Ref: r.RefundID, Details: d})
 	}
 
+	// The PG events a lookup contradicted: the operator's alert (forged,
+	// or the PG's webhook and API disagree). The latest few suffice.
+	var alerts []struct {
+		Key        string    `db:"event_key"`
+		Provider   string    `db:"provider"`
+		Note       *string   `db:"note"`
+		ReceivedAt time.Time `db:"received_at"`
+	}
+	if err := s.db.SelectContext(ctx, &alerts, timelineAlertsSQL, orderID); err != nil {
+		return nil, fmt.Errorf("timeline alerts: %w", err)
+	}
+	for _, a := range alerts {
+		out = append(out, TimelineEntry{At: a.ReceivedAt, Kind: "alert", Action: "alert.webhook_disagrees", Actor: "pg:" + a.Provider,
+			Ref: a.Key, Details: map[string]any{"note": deref(a.Note)}})
+	}
+
 	slices.SortStableFunc(out, func(a, b TimelineEntry) int { return a.At.Compare(b.At) })
 	for i := range out {
 		out[i].At = out[i].At.UTC()
 	}
 	return out, nil
 }
+
+const timelineAlertsSQL = `SELECT event_key, provider, note, received_at FROM pg_events
+WHERE order_id = $1 AND state = 'REJECTED' ORDER BY received_at DESC LIMIT 20`
 
 func deref(s *string) string {
 	if s == nil {
@@ -329,32 +348,57 @@ ORDER BY paid_amount DESC, m.name`, since)
 	return rows, nil
 }
 
-// CountOrdersByStatus returns how many orders are in each status.
-func (s *Store) CountOrdersByStatus(ctx context.Context) (map[string]int64, error) {
-	return s.countBy(ctx, `SELECT status, count(*) FROM orders GROUP BY status`)
+// StateCounts are the rows in the states an operator watches: orders not
+// yet settled (CREATED, CONFIRMING) and callbacks not delivered (PENDING,
+// DEAD). Settled orders and delivered callbacks are not counted: they are
+// business volume, grow without bound, and no partial index serves them.
+type StateCounts struct {
+	Orders    map[string]int64
+	Callbacks map[string]int64
 }
 
-// CountCallbacksByStatus returns how many callbacks are in each status.
-func (s *Store) CountCallbacksByStatus(ctx context.Context) (map[string]int64, error) {
-	return s.countBy(ctx, `SELECT status, count(*) FROM callbacks GROUP BY status`)
-}
+// countInFlight is served by partial indexes only (orders_created_expiry,
+// orders_confirming, callbacks_due, callbacks_dead), never a table scan.
+const countInFlight = `
+SELECT 'orders', 'CREATED', count(*) FROM orders WHERE status = 'CREATED'
+UNION ALL SELECT 'orders', 'CONFIRMING', count(*) FROM orders WHERE status = 'CONFIRMING'
+UNION ALL SELECT 'callbacks', 'PENDING', count(*) FROM callbacks WHERE status = 'PENDING'
+UNION ALL SELECT 'callbacks', 'DEAD', count(*) FROM callbacks WHERE status = 'DEAD'`
 
-func (s *Store) countBy(ctx context.Context, query string) (map[string]int64, error) {
-	rows, err := s.db.QueryContext(ctx, query)
+// CountInFlight returns the StateCounts in one read-only statement on one
+// connection, cut off after timeout (statement_timeout) so a slow count
+// never holds a pool connection for long. Errors are the database's.
+func (s *Store) CountInFlight(ctx context.Context, timeout time.Duration) (StateCounts, error) {
+	out := StateCounts{Orders: map[string]int64{}, Callbacks: map[string]int64{}}
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("count: %w", err)
+		return out, fmt.Errorf("count in flight: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL statement_timeout = %d`, max(1, timeout.Milliseconds()))); err != nil {
+		return out, fmt.Errorf("count in flight: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, countInFlight)
+	if err != nil {
+		return out, fmt.Errorf("count in flight: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int64{}
 	for rows.Next() {
-		var k string
+		var kind, status string
 		var n int64
-		if err := rows.Scan(&k, &n); err != nil {
-			return nil, err
+		if err := rows.Scan(&kind, &status, &n); err != nil {
+			return out, fmt.Errorf("count in flight: %w", err)
 		}
-		out[k] = n
+		if kind == "orders" {
+			out.Orders[status] = n
+		} else {
+			out.Callbacks[status] = n
+		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("count in flight: %w", err)
+	}
+	return out, tx.Commit()
 }
 
 // DeliveryAttempt is one callback attempt as metrics see it.

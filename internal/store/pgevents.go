@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/payrail/payrail/internal/payment"
 )
 
 // PGEvent is a PG webhook as received.
@@ -41,22 +43,30 @@ func (s *Store) PGEventByKey(ctx context.Context, provider, key string) (PGEvent
 	return e, err
 }
 
-// MarkPGEvent settles an event (APPLIED, IGNORED or REJECTED) with a note; it
-// also writes the note to the order's history when the order is known.
+// maxEventNote caps a settled event's note: it quotes what the event said.
+const maxEventNote = 300
+
+// MarkPGEvent settles an event (APPLIED, IGNORED or REJECTED) with a note and
+// the order it was matched to. Only an APPLIED event, one that moved the
+// order, is written to the order's history: anyone can post to the PG's
+// unsigned door, so what is ignored or refused stays on its own bounded
+// pg_events row (and in metrics and logs), never in an order's permanent,
+// merchant-visible history.
 func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state, note, orderID string) error {
+	if len(note) > maxEventNote {
+		note = note[:maxEventNote]
+	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck
-	if _, err := tx.ExecContext(ctx, `UPDATE pg_events SET state = $3, note = $4, applied_at = now() WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`, e.Provider, e.EventKey, state, note); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE pg_events SET state = $3, note = $4, applied_at = now(), order_id = COALESCE(NULLIF($5, ''), order_id)
+WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`, e.Provider, e.EventKey, state, note, orderID); err != nil {
 		return err
 	}
-	if orderID != "" {
-		action := "webhook." + map[string]string{"APPLIED": "applied", "IGNORED": "ignored", "REJECTED": "rejected"}[state]
-		if state == "REJECTED" {
-			action = "alert.webhook_disagrees"
-		}
+	if orderID != "" && state == "APPLIED" {
+		action := "webhook.applied"
 		d := map[string]any{"provider": e.Provider, "eventKey": e.EventKey, "note": note}
 		if e.PGStatus != nil {
 			d["pgStatus"] = *e.PGStatus
@@ -81,7 +91,8 @@ WHERE state = 'RECEIVED' AND received_at <= $1 ORDER BY received_at LIMIT $2`, s
 }
 
 // OrderRowForEvent finds the order an event is about: by paymentKey first,
-// then by orderId. ORDER_NOT_FOUND when neither matches.
+// then by orderId (a late approval names an order that never stored the
+// paymentKey). ORDER_NOT_FOUND when neither matches.
 func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (OrderRow, error) {
 	var row OrderRow
 	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1`, paymentKey)
@@ -89,9 +100,10 @@ func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string
 		return s.orderRow(ctx, s.db, "", orderID, false)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		return row, fmt.Errorf("no order for payment %s: %w", paymentKey, errOrderNotFound)
+		return row, payment.Errorf(payment.CodeOrderNotFound, "no order for that payment")
 	}
-	return row, err
+	if err != nil {
+		return row, fmt.Errorf("select order by payment key: %w", err)
+	}
+	return row, nil
 }
-
-var errOrderNotFound = errors.New("order not found")

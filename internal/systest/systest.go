@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -26,7 +27,11 @@ import (
 )
 
 // AdminToken is the admin bearer token of every test system.
-const AdminToken = "test-admin-token-0123456789"
+const AdminToken = "test_admin_9c1f4e7b2a5d8036e1f2a3b4c5d6e7f8"
+
+// WebhookSecret is the system's mockpg webhook secret (sandbox mode wants
+// 32 random bytes).
+const WebhookSecret = "whsec_systest_9b3e5a1f70c24d86e1a2b3c4d5e6f708"
 
 // Options shapes a test system.
 type Options struct {
@@ -71,7 +76,7 @@ func Start(t testing.TB, opt Options) *System {
 	}
 	s.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	s.PG = mockpg.New(mockpg.Config{SecretKey: "test_sk_systest", WebhookSecret: "whsec_systest", Faults: opt.Faults, Now: opt.PGNow})
+	s.PG = mockpg.New(mockpg.Config{SecretKey: "test_sk_systest", WebhookSecret: WebhookSecret, Faults: opt.Faults, Now: opt.PGNow})
 	pgSrv := httptest.NewServer(s.PG)
 	s.PGURL = pgSrv.URL
 	t.Cleanup(func() { pgSrv.Close(); s.PG.Close() })
@@ -88,7 +93,8 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_ENCRYPTION_KEYS":        testenv.KeysString,
 		"PAYRAIL_PG_BASE_URL":            s.PGURL,
 		"PAYRAIL_PG_SECRET_KEY":          "test_sk_systest",
-		"PAYRAIL_PG_WEBHOOK_SECRET":      "whsec_systest",
+		"PAYRAIL_PG_PROVIDER":            "mockpg",
+		"PAYRAIL_PG_WEBHOOK_SECRET":      WebhookSecret,
 		"PAYRAIL_CHECKOUT_URL":           s.PGURL + "/checkout",
 		"PAYRAIL_CALLBACK_ALLOW_PRIVATE": "true",
 		"PAYRAIL_PG_TIMEOUT":             "2s",
@@ -285,8 +291,10 @@ func (s *System) SignedPGWebhook(eventID string, data map[string]any) int {
 	body, _ := json.Marshal(map[string]any{"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-11-24T00:00:00.000", "data": data})
 	req, _ := http.NewRequest("POST", s.URL+"/pg/webhooks/mockpg", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-MockPG-Signature", mockpg.Sign("whsec_systest", body))
-	req.Header.Set("X-MockPG-Event-Id", eventID)
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set(mockpg.SignatureHeader, mockpg.Sign(WebhookSecret, ts, eventID, body))
+	req.Header.Set(mockpg.TimestampHeader, ts)
+	req.Header.Set(mockpg.EventIDHeader, eventID)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.T.Errorf("post webhook: %v", err)
@@ -330,4 +338,10 @@ func (s *System) Count(query string, args ...any) int {
 	var n int
 	testenv.Must(s.T, s.DB.DB.Get(&n, query, args...))
 	return n
+}
+
+// Exec runs a statement on the system's database (test set-up only).
+func (s *System) Exec(query string, args ...any) error {
+	_, err := s.DB.DB.Exec(query, args...)
+	return err
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -55,7 +56,10 @@ func (w *Worker) HandleCancel(ctx context.Context, t *asynq.Task) error {
 
 // HandleRefund refunds a late approval: a full PG cancel with the refund's
 // own idempotency key, retried (by the task, then by the sweep) until the PG
-// confirms it. The key makes a retry after a crash harmless.
+// confirms it. The key makes a retry after a crash harmless. Before any
+// cancel the paymentKey is looked up: only an approved payment of this very
+// order, for its amount, is ever cancelled, so a refund row that names
+// someone else's payment (however it came to be) cancels nothing.
 func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
 	var p queue.IDPayload
 	if err := queue.Decode(t, &p); err != nil {
@@ -71,18 +75,35 @@ func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
 		if err != nil || r.Status != "PENDING" {
 			return err
 		}
-		pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-		res := w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0)
+		row, err := w.Store.OrderRow(ctx, "", r.OrderID)
+		if err != nil {
+			return err
+		}
+		lctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+		lr := w.PG.GetPayment(lctx, r.PaymentKey)
 		cancel()
-		w.observePG("refund", res)
-		done := res.Outcome == pgclient.Approved
-		if res.Outcome == pgclient.Declined {
-			// Already canceled (by an earlier attempt whose answer we lost
-			// without the key, or at the PG's console)? Ask.
-			lctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-			lr := w.PG.GetPayment(lctx, r.PaymentKey)
+		w.observePG("lookup", lr)
+		next := w.now().Add(backoff(r.Attempts, w.ReconcileBackoff, w.ReconcileBackoffMax))
+		if lr.Outcome != pgclient.Approved || lr.Payment == nil {
+			return w.Store.RecordRefundAttempt(ctx, r, "lookup_"+lr.Outcome.String(), lr.Code, next)
+		}
+		if p := lr.Payment; p.PaymentKey != r.PaymentKey || p.OrderID != row.OrderID || p.TotalAmount != row.Amount {
+			// Never cancel what is not this order's: an operator must look.
+			log.Error("refund names a payment that is not this order's; nothing cancelled", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount)
+			return w.Store.RecordRefundAttempt(ctx, r, "mismatch", "PG_PAYMENT_NOT_THIS_ORDERS", w.now().Add(time.Hour))
+		}
+		done := lr.Payment.Status == pgclient.StatusCanceled // an earlier attempt, or the PG's console
+		if !done && lr.Payment.Status != pgclient.StatusDone && lr.Payment.Status != pgclient.StatusPartialCanceled {
+			// Not approved (any more): nothing was charged that we could refund.
+			return w.Store.RecordRefundAttempt(ctx, r, "not_approved", "PG_"+lr.Payment.Status, w.now().Add(time.Hour))
+		}
+		var res pgclient.Result
+		if !done {
+			pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+			res = w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0)
 			cancel()
-			done = lr.Outcome == pgclient.Approved && lr.Payment != nil && lr.Payment.Status == "CANCELED"
+			w.observePG("refund", res)
+			done = res.Outcome == pgclient.Approved
 		}
 		if done {
 			_, err := w.Store.CompleteRefund(ctx, r.RefundID)
@@ -91,7 +112,6 @@ func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
 			}
 			return err
 		}
-		next := w.now().Add(backoff(r.Attempts, w.ReconcileBackoff, w.ReconcileBackoffMax))
 		if err := w.Store.RecordRefundAttempt(ctx, r, res.Outcome.String(), res.Code, next); err != nil {
 			return err
 		}

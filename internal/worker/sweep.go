@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -12,6 +13,13 @@ import (
 // sweepLockID is the PostgreSQL advisory lock that keeps two sweeps from
 // running at once, whichever workers enqueued them.
 const sweepLockID = 7316002
+
+// DefaultPGEventRetention keeps settled PG events 30 days (DESIGN.md).
+const DefaultPGEventRetention = 30 * 24 * time.Hour
+
+// purgeBatch bounds one sweep's deletes per table: a backlog drains over
+// several ticks instead of one long transaction.
+const purgeBatch = 1000
 
 // HandleSweep runs one maintenance tick: re-enqueue confirms whose task was
 // lost, reconcile stuck ones, expire stale orders.
@@ -75,6 +83,15 @@ func (w *Worker) sweep(ctx context.Context) error {
 	}
 	if w.Callbacks != nil {
 		errs = append(errs, w.Callbacks.EnqueueDue(ctx))
+	}
+	retention := w.PGEventRetention
+	if retention <= 0 {
+		retention = DefaultPGEventRetention
+	}
+	purgedEvents, purgedKeys, err := w.Store.PurgeExpired(ctx, retention, purgeBatch)
+	errs = append(errs, err)
+	if purgedEvents+purgedKeys > 0 {
+		w.Log.Info("sweep purged expired rows", "pg_events", purgedEvents, "idempotency_keys", purgedKeys)
 	}
 	return errors.Join(errs...)
 }

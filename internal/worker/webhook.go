@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -22,11 +23,11 @@ type WebhookBody struct {
 	Data      pgclient.Payment `json:"data"`
 }
 
-// HandleWebhook applies a stored PG webhook under the order's lock. Events
-// from mockpg were authenticated by signature at the ingress; Toss payment
-// events are unsigned, so the payment is looked up and the event believed
-// only if the PG agrees. A negative event for a confirming order is always
-// checked by a lookup, and nothing moves an order backwards.
+// HandleWebhook applies a stored PG webhook under the order's lock. No
+// event is believed on its word, signed (mockpg) or not (Toss): the payment
+// is looked up and what the PG's own record says is applied, and only if it
+// agrees with the event; a disagreement is an operator alert (log, metric,
+// the event's row), not a transition. Nothing moves an order backwards.
 func (w *Worker) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 	var p queue.IDPayload
 	if err := queue.Decode(t, &p); err != nil {
@@ -48,8 +49,11 @@ func (w *Worker) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 		return w.Store.MarkPGEvent(ctx, ev, "IGNORED", "not a payment event payrail reads", "")
 	}
 	row, err := w.Store.OrderRowForEvent(ctx, body.Data.PaymentKey, body.Data.OrderID)
-	if err != nil {
+	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
 		return w.Store.MarkPGEvent(ctx, ev, "IGNORED", "no such order", "")
+	}
+	if err != nil {
+		return err // a database error must not settle the event: retried
 	}
 	if reflected(row, body.Data) {
 		// Nothing could move: no lock, no lookup (most webhooks merely
@@ -77,28 +81,22 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 		// confirming or was paid with: recorded, never applied.
 		return w.Store.MarkPGEvent(ctx, ev, "IGNORED", "event for another paymentKey than the order's", orderID)
 	}
-	trusted := &body.Data
-	negative := body.Data.Status == "ABORTED" || body.Data.Status == "EXPIRED"
-	if ev.Provider != "mockpg" || (negative && st == payment.Confirming) {
-		pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-		res := w.PG.GetPayment(pctx, body.Data.PaymentKey)
-		cancel()
-		w.observePG("lookup", res)
-		if res.Outcome != pgclient.Approved || res.Payment == nil {
-			if res.Outcome == pgclient.Declined {
-				return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "the PG does not know this payment ("+res.Code+")", orderID)
-			}
-			return errRetry
+	pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
+	res := w.PG.GetPayment(pctx, body.Data.PaymentKey)
+	cancel()
+	w.observePG("lookup", res)
+	if res.Outcome != pgclient.Approved || res.Payment == nil {
+		if res.Outcome == pgclient.Declined {
+			w.alertWebhook(log, body.Data.Status, "unknown")
+			return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "the PG does not know this payment ("+res.Code+")", orderID)
 		}
-		if res.Payment.Status != body.Data.Status || res.Payment.OrderID != body.Data.OrderID || res.Payment.TotalAmount != body.Data.TotalAmount {
-			log.Error("webhook disagrees with the PG's record; not applied", "event_status", body.Data.Status, "pg_status", res.Payment.Status)
-			if w.Hooks.Task != nil {
-				w.Hooks.Task("pg:webhook", "disagrees")
-			}
-			return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "event says "+body.Data.Status+", the PG says "+res.Payment.Status, orderID)
-		}
-		trusted = res.Payment
+		return errRetry
 	}
+	if res.Payment.PaymentKey != body.Data.PaymentKey || res.Payment.Status != body.Data.Status || res.Payment.OrderID != body.Data.OrderID || res.Payment.TotalAmount != body.Data.TotalAmount {
+		w.alertWebhook(log, body.Data.Status, res.Payment.Status)
+		return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "event says "+body.Data.Status+", the PG says "+res.Payment.Status, orderID)
+	}
+	trusted := res.Payment
 	before := row.Version
 	if err := w.apply(ctx, log, row, trusted, "webhook:"+ev.Provider, nil); err != nil && !errors.Is(err, errRetry) {
 		return err
@@ -113,6 +111,16 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 		state, note = "IGNORED", "no transition: order is "+after.Status+", event says "+trusted.Status
 	}
 	return w.Store.MarkPGEvent(ctx, ev, state, note, orderID)
+}
+
+// alertWebhook reports an event the PG's record contradicts: someone posted
+// a forged event, or the PG's webhook and its API disagree. Operators see it
+// in the log, the metric and the event's REJECTED row.
+func (w *Worker) alertWebhook(log *slog.Logger, eventStatus, pgStatus string) {
+	log.Error("webhook disagrees with the PG's record; not applied", "event_status", eventStatus, "pg_status", pgStatus)
+	if w.Hooks.Task != nil {
+		w.Hooks.Task("pg:webhook", "disagrees")
+	}
 }
 
 // reflected reports whether the order already shows what the event says for

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,6 +35,10 @@ func TestWebhookBeforeConfirmAnswer(t *testing.T) {
 	key := sys.Session(o)
 	m.Confirm(o, key)
 	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	// The event is marked APPLIED just after the transition it made commits.
+	testenv.Poll(t, 5*time.Second, "the webhook to be settled", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE state <> 'RECEIVED'`) >= 1
+	})
 	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE state = 'APPLIED'`); n != 1 {
 		t.Fatalf("applied webhooks = %d; want the PAID to come from the webhook", n)
 	}
@@ -95,19 +100,28 @@ func TestForgedWebhooksRefused(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{})
 	body := []byte(`{"eventType":"PAYMENT_STATUS_CHANGED","data":{"paymentKey":"k","orderId":"ord_x","status":"DONE"}}`)
-	for name, sig := range map[string]string{
-		"none":    "",
-		"forged":  "v1=" + fmt.Sprintf("%064x", 1),
-		"altered": mockpg.Sign("whsec_systest", append([]byte(" "), body...)),
-		"other":   mockpg.Sign("whsec_wrong", body),
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	stale := strconv.FormatInt(time.Now().Add(-10*time.Minute).Unix(), 10)
+	captured := mockpg.Sign(systest.WebhookSecret, now, "evt_captured", body)
+	for _, tc := range []struct{ name, sig, ts, id string }{
+		{"none", "", now, "evt_1"},
+		{"forged", "v1=" + fmt.Sprintf("%064x", 1), now, "evt_1"},
+		{"altered", mockpg.Sign(systest.WebhookSecret, now, "evt_1", append([]byte(" "), body...)), now, "evt_1"},
+		{"other secret", mockpg.Sign("whsec_wrong", now, "evt_1", body), now, "evt_1"},
+		{"body-only (the old scheme)", "v1=" + hmacHex(systest.WebhookSecret, body), now, "evt_1"},
+		{"replayed under a new event id", captured, now, "evt_replay_1"},
+		{"stale", mockpg.Sign(systest.WebhookSecret, stale, "evt_1", body), stale, "evt_1"},
+		{"no timestamp", mockpg.Sign(systest.WebhookSecret, "", "evt_1", body), "", "evt_1"},
 	} {
 		req, _ := http.NewRequest("POST", sys.URL+"/pg/webhooks/mockpg", bytes.NewReader(body))
-		req.Header.Set("X-MockPG-Signature", sig)
+		req.Header.Set(mockpg.SignatureHeader, tc.sig)
+		req.Header.Set(mockpg.TimestampHeader, tc.ts)
+		req.Header.Set(mockpg.EventIDHeader, tc.id)
 		resp, err := http.DefaultClient.Do(req)
 		testenv.Must(t, err)
 		resp.Body.Close()
 		if resp.StatusCode != 401 {
-			t.Errorf("%s signature: %d, want 401", name, resp.StatusCode)
+			t.Errorf("%s signature: %d, want 401", tc.name, resp.StatusCode)
 		}
 	}
 	if n := sys.Count(`SELECT count(*) FROM pg_events`); n != 0 {
@@ -129,14 +143,28 @@ func TestTossEventDisagreeingWithLookupIsNotApplied(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("toss webhook: %d", resp.StatusCode)
 	}
-	testenv.Poll(t, 10*time.Second, "the alert", func() bool {
-		return sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'alert.webhook_disagrees'`, o.OrderID) == 1
+	testenv.Poll(t, 10*time.Second, "the event to be rejected", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE provider = 'toss' AND state = 'REJECTED' AND order_id = $1`, o.OrderID) == 1
 	})
 	if st := m.Status(o.OrderID); st != "CONFIRMING" {
 		t.Fatalf("status = %s; an unverified event moved the order", st)
 	}
-	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE provider = 'toss' AND state = 'REJECTED'`); n != 1 {
-		t.Fatalf("rejected events = %d", n)
+	// The alert is the event's row, the log and the metric: never a line
+	// in the order's merchant-visible history, which anyone could grow.
+	if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action LIKE '%webhook%'`, o.OrderID); n != 0 {
+		t.Fatalf("%d history rows from a rejected event", n)
+	}
+	// Operators see it in the order's timeline.
+	tl, err := sys.Deps.Store.OrderTimeline(context.Background(), o.OrderID)
+	testenv.Must(t, err)
+	alerts := 0
+	for _, e := range tl {
+		if e.Action == "alert.webhook_disagrees" {
+			alerts++
+		}
+	}
+	if alerts != 1 {
+		t.Fatalf("ops timeline shows %d webhook alerts, want 1", alerts)
 	}
 }
 

@@ -46,7 +46,10 @@ type Worker struct {
 	ReconcileBackoff, ReconcileBackoffMax time.Duration
 	// SweepInterval is the period of the maintenance sweep.
 	SweepInterval time.Duration
-	Now           func() time.Time
+	// PGEventRetention is how long settled PG events are kept; the sweep
+	// purges older ones in batches (0: 30 days).
+	PGEventRetention time.Duration
+	Now              func() time.Time
 	// Hooks observe outcomes (metrics); nil is fine.
 	Hooks Hooks
 	// Callbacks delivers merchant callbacks (internal/callback); nil leaves

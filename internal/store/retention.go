@@ -1,0 +1,35 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Retention purges run in batches so that one sweep never holds locks or
+// a connection for long, whatever the backlog; the next sweep goes on.
+const (
+	purgePGEventsSQL = `DELETE FROM pg_events WHERE (provider, event_key) IN (
+SELECT provider, event_key FROM pg_events WHERE state <> 'RECEIVED' AND received_at < $1 ORDER BY received_at LIMIT $2)`
+	purgeIdempotencySQL = `DELETE FROM idempotency_keys WHERE (merchant_id, method, path, idem_key) IN (
+SELECT merchant_id, method, path, idem_key FROM idempotency_keys WHERE expires_at < $1 AND lease_until < $1 ORDER BY expires_at LIMIT $2)`
+)
+
+// PurgeExpired deletes at most batch settled PG events received before now
+// minus eventRetention, and at most batch Idempotency-Key records past
+// their expiry (and their lease). Events still RECEIVED are never purged:
+// they are work not yet done. It returns how many rows of each went.
+func (s *Store) PurgeExpired(ctx context.Context, eventRetention time.Duration, batch int) (events, keys int64, err error) {
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, purgePGEventsSQL, now.Add(-eventRetention), batch)
+	if err != nil {
+		return 0, 0, fmt.Errorf("purge pg events: %w", err)
+	}
+	events, _ = res.RowsAffected()
+	res, err = s.db.ExecContext(ctx, purgeIdempotencySQL, now, batch)
+	if err != nil {
+		return events, 0, fmt.Errorf("purge idempotency keys: %w", err)
+	}
+	keys, _ = res.RowsAffected()
+	return events, keys, nil
+}
