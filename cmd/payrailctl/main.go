@@ -32,6 +32,8 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl migrate up                          apply database migrations (PAYRAIL_DATABASE_URL)
   payrailctl merchant create --name N --callback-url URL [--return-url URL] [--save]
                                                  create a merchant (admin API); --save writes .run/merchant.env
+  payrailctl merchant rate-limit ID (--per-second N --burst M | --default)
+                                                 a merchant's ingress rate limit (confirms get twice it)
   payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
   payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)
   payrailctl keys reencrypt [--batch N]          re-encrypt every row not under the primary key (docs/ops.md)
@@ -73,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	case "merchant":
 		if len(args) > 1 && args[1] == "create" {
 			return c.merchantCreate(ctx, args[2:])
+		}
+		if len(args) > 1 && args[1] == "rate-limit" {
+			return c.merchantRateLimit(ctx, args[2:])
 		}
 	case "call":
 		return c.call(ctx, args[1:])

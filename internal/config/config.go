@@ -40,6 +40,8 @@ type Config struct {
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
 	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
+	RateLimit            int             // PAYRAIL_RATE_LIMIT (per merchant and second; default 100)
+	RateBurst            int             // PAYRAIL_RATE_BURST (default 200)
 	PGWebhookRate        int             // PAYRAIL_PG_WEBHOOK_RATE (per source address and second; default 50)
 	PGWebhookBurst       int             // PAYRAIL_PG_WEBHOOK_BURST (default 100)
 	PGWebhookAllowCIDRs  []netip.Prefix  // PAYRAIL_PG_WEBHOOK_ALLOW_CIDRS (empty: any source)
@@ -124,6 +126,8 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_CALLBACK_TIMEOUT", 10*time.Second, &c.CallbackTimeout)
 	durVar("PAYRAIL_SWEEP_INTERVAL", 5*time.Second, &c.SweepInterval)
 	durVar("PAYRAIL_PG_EVENT_RETENTION", 30*24*time.Hour, &c.PGEventRetention)
+	intVar("PAYRAIL_RATE_LIMIT", 100, &c.RateLimit)
+	intVar("PAYRAIL_RATE_BURST", 200, &c.RateBurst)
 	intVar("PAYRAIL_PG_WEBHOOK_RATE", 50, &c.PGWebhookRate)
 	intVar("PAYRAIL_PG_WEBHOOK_BURST", 100, &c.PGWebhookBurst)
 	durVar("PAYRAIL_CONFIRM_BACKOFF", time.Second, &c.ConfirmBackoff)

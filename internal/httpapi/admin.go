@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -82,6 +84,36 @@ type patchMerchantRequest struct {
 	CallbackURL     *string `json:"callbackUrl"`
 	ReturnURL       *string `json:"returnUrl"`
 	CallbackEnabled *bool   `json:"callbackEnabled"`
+	// RateLimit is {perSecond, burst}, or null for the default; absent
+	// leaves it alone.
+	RateLimit json.RawMessage `json:"rateLimit"`
+}
+
+// Bounds of a merchant's own rate limit (the database checks them too).
+const (
+	maxRatePerSecond = 100_000
+	maxRateBurst     = 200_000
+)
+
+// parseRateLimit reads a PATCH's rateLimit: set says it was present.
+func parseRateLimit(raw json.RawMessage) (set bool, lim *store.RateLimit, err error) {
+	if raw == nil {
+		return false, nil, nil
+	}
+	if string(raw) == "null" {
+		return true, nil, nil
+	}
+	var v struct {
+		PerSecond *int `json:"perSecond"`
+		Burst     *int `json:"burst"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil || v.PerSecond == nil || v.Burst == nil ||
+		*v.PerSecond < 1 || *v.PerSecond > maxRatePerSecond || *v.Burst < 1 || *v.Burst > maxRateBurst {
+		return false, nil, payment.Errorf(payment.CodeInvalidRequest, "rateLimit must be null or {perSecond: 1–%d, burst: 1–%d}", maxRatePerSecond, maxRateBurst)
+	}
+	return true, &store.RateLimit{PerSecond: *v.PerSecond, Burst: *v.Burst}, nil
 }
 
 func (s *Server) patchMerchant(w http.ResponseWriter, r *http.Request) {
@@ -104,8 +136,14 @@ func (s *Server) patchMerchant(w http.ResponseWriter, r *http.Request) {
 		writeError(r.Context(), w, err)
 		return
 	}
+	setRate, rate, err := parseRateLimit(req.RateLimit)
+	if err != nil {
+		writeError(r.Context(), w, err)
+		return
+	}
 	m, err := s.Store.UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{
 		Status: req.Status, CallbackURL: req.CallbackURL, ReturnURL: req.ReturnURL, CallbackEnabled: req.CallbackEnabled,
+		SetRateLimit: setRate, RateLimit: rate,
 	})
 	s.credentialsChanged()
 	if err != nil {
@@ -149,5 +187,8 @@ func (s *Server) revokeSecret(w http.ResponseWriter, r *http.Request) {
 func (s *Server) credentialsChanged() {
 	if s.CredentialsChanged != nil {
 		s.CredentialsChanged()
+	}
+	if s.MerchantLimits != nil {
+		s.MerchantLimits.Forget()
 	}
 }

@@ -53,6 +53,8 @@ type Server struct {
 	Limiter      *ratelimit.Limiter
 	WebhookLimit ratelimit.Limit
 	WebhookAllow []netip.Prefix
+	// MerchantLimits, with Limiter, rate-limits each merchant's requests.
+	MerchantLimits *MerchantLimits
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// finding a request's source address.
 	TrustedProxies []netip.Prefix
@@ -240,6 +242,9 @@ func (s *Server) merchantOnly(h http.HandlerFunc) http.Handler {
 		merchantID, err := s.Verifier.Verify(r.Context(), r, body)
 		if err != nil {
 			writeError(r.Context(), w, err)
+			return
+		}
+		if !s.admitMerchant(w, r, merchantID) {
 			return
 		}
 		ctx := context.WithValue(r.Context(), keyMerchant, merchantID)

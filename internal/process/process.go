@@ -139,12 +139,14 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		Sandbox:            cfg.Sandbox(),
 		PGWebhookSecret:    cfg.PGWebhookSecret,
 		Limiter:            ratelimit.New(deps.Redis),
-		WebhookLimit:       ratelimit.Limit{PerSecond: cfg.PGWebhookRate, Burst: cfg.PGWebhookBurst},
-		WebhookAllow:       cfg.PGWebhookAllowCIDRs,
-		TrustedProxies:     cfg.TrustedProxies,
-		OrderTTL:           cfg.OrderTTL,
-		Ready:              deps.Ready,
-		Extra:              map[string]http.Handler{},
+		MerchantLimits: &httpapi.MerchantLimits{Store: deps.Store, TTL: cfg.AuthCacheTTL,
+			Default: ratelimit.Limit{PerSecond: cfg.RateLimit, Burst: cfg.RateBurst}},
+		WebhookLimit:   ratelimit.Limit{PerSecond: cfg.PGWebhookRate, Burst: cfg.PGWebhookBurst},
+		WebhookAllow:   cfg.PGWebhookAllowCIDRs,
+		TrustedProxies: cfg.TrustedProxies,
+		OrderTTL:       cfg.OrderTTL,
+		Ready:          deps.Ready,
+		Extra:          map[string]http.Handler{},
 	}
 	srv.ValidateCallbackURL = (&callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}).ValidateURL
 	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}

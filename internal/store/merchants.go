@@ -20,15 +20,19 @@ const MaxActiveSecrets = 2
 
 // Merchant is a merchant account as the admin API shows it.
 type Merchant struct {
-	MerchantID      string    `json:"merchantId" db:"merchant_id"`
-	Name            string    `json:"name" db:"name"`
-	ClientID        string    `json:"clientId" db:"client_id"`
-	Status          string    `json:"status" db:"status"`
-	CallbackURL     string    `json:"callbackUrl" db:"callback_url"`
-	ReturnURL       *string   `json:"returnUrl" db:"return_url"`
-	CallbackEnabled bool      `json:"callbackEnabled" db:"callback_enabled"`
-	CreatedAt       time.Time `json:"createdAt" db:"created_at"`
-	UpdatedAt       time.Time `json:"updatedAt" db:"updated_at"`
+	MerchantID      string  `json:"merchantId" db:"merchant_id"`
+	Name            string  `json:"name" db:"name"`
+	ClientID        string  `json:"clientId" db:"client_id"`
+	Status          string  `json:"status" db:"status"`
+	CallbackURL     string  `json:"callbackUrl" db:"callback_url"`
+	ReturnURL       *string `json:"returnUrl" db:"return_url"`
+	CallbackEnabled bool    `json:"callbackEnabled" db:"callback_enabled"`
+	// RateLimit is the merchant's own ingress limit; nil = the default.
+	RateLimit     *RateLimit `json:"rateLimit"`
+	RatePerSecond *int       `json:"-" db:"rate_limit_per_second"`
+	RateBurst     *int       `json:"-" db:"rate_limit_burst"`
+	CreatedAt     time.Time  `json:"createdAt" db:"created_at"`
+	UpdatedAt     time.Time  `json:"updatedAt" db:"updated_at"`
 }
 
 // NewMerchant is what creating a merchant takes.
@@ -50,7 +54,7 @@ type CreatedMerchant struct {
 const sqlInsertMerchant = `
 INSERT INTO merchants (merchant_id, name, client_id, callback_url, return_url)
 VALUES ($1, $2, $3, $4, $5)
-RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at`
+RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
 // CreateMerchant creates a merchant with one client and one callback secret.
 func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerchant, error) {
@@ -72,7 +76,7 @@ func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerch
 }
 
 const sqlSelectMerchant = `
-SELECT merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at
+SELECT merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at
 FROM merchants WHERE merchant_id = $1`
 
 // Merchant returns a merchant; MERCHANT_NOT_FOUND when absent.
@@ -82,15 +86,33 @@ func (s *Store) Merchant(ctx context.Context, merchantID string) (Merchant, erro
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
 	}
-	return m, err
+	return m.withRateLimit(), err
+}
+
+// RateLimit is a merchant's requests per second and burst at the ingress
+// (confirms draw from a bucket twice this size).
+type RateLimit struct {
+	PerSecond int `json:"perSecond"`
+	Burst     int `json:"burst"`
+}
+
+// withRateLimit fills m.RateLimit from its columns.
+func (m Merchant) withRateLimit() Merchant {
+	if m.RatePerSecond != nil && m.RateBurst != nil {
+		m.RateLimit = &RateLimit{PerSecond: *m.RatePerSecond, Burst: *m.RateBurst}
+	}
+	return m
 }
 
 // MerchantPatch holds the fields a PATCH may change; nil leaves one alone.
+// SetRateLimit with a nil RateLimit returns the merchant to the default.
 type MerchantPatch struct {
 	Status          *string
 	CallbackURL     *string
 	ReturnURL       *string
 	CallbackEnabled *bool
+	SetRateLimit    bool
+	RateLimit       *RateLimit
 }
 
 const sqlPatchMerchant = `
@@ -99,18 +121,40 @@ UPDATE merchants SET
     callback_url = COALESCE($3, callback_url),
     return_url = COALESCE($4, return_url),
     callback_enabled = COALESCE($5, callback_enabled),
+    rate_limit_per_second = CASE WHEN $6 THEN $7 ELSE rate_limit_per_second END,
+    rate_limit_burst = CASE WHEN $6 THEN $8 ELSE rate_limit_burst END,
     updated_at = now()
 WHERE merchant_id = $1
-RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, created_at, updated_at`
+RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
 // UpdateMerchant applies p; MERCHANT_NOT_FOUND when absent.
 func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p MerchantPatch) (Merchant, error) {
 	var m Merchant
-	err := s.db.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled)
+	var per, burst *int
+	if p.RateLimit != nil {
+		per, burst = &p.RateLimit.PerSecond, &p.RateLimit.Burst
+	}
+	err := s.db.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled, p.SetRateLimit, per, burst)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
 	}
-	return m, err
+	return m.withRateLimit(), err
+}
+
+const sqlMerchantRateLimit = `SELECT rate_limit_per_second, rate_limit_burst FROM merchants WHERE merchant_id = $1`
+
+// MerchantRateLimit returns a merchant's own limit, nil for the default
+// (or an unknown merchant).
+func (s *Store) MerchantRateLimit(ctx context.Context, merchantID string) (*RateLimit, error) {
+	var m Merchant
+	err := s.db.GetContext(ctx, &m, sqlMerchantRateLimit, merchantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("merchant rate limit: %w", err)
+	}
+	return m.withRateLimit().RateLimit, nil
 }
 
 // AddSecret adds a client or callback secret, returned once in plaintext.

@@ -1,0 +1,114 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/ratelimit"
+	"github.com/payrail/payrail/internal/store"
+)
+
+// MerchantLimits decides each merchant's ingress rate limit: its own, set
+// through PATCH /admin/merchants/{id} {rateLimit}, or Default. Overrides are
+// read from PostgreSQL at most once per TTL per merchant and process, so a
+// busy merchant costs no database read per request; an admin change in
+// this process is seen at once (Forget), in others within TTL.
+type MerchantLimits struct {
+	Store   *store.Store
+	Default ratelimit.Limit
+	TTL     time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedLimit
+}
+
+type cachedLimit struct {
+	lim   ratelimit.Limit
+	until time.Time
+}
+
+// For returns merchantID's limit; on a database error, the default.
+func (m *MerchantLimits) For(ctx context.Context, merchantID string) ratelimit.Limit {
+	now := time.Now()
+	m.mu.Lock()
+	c, ok := m.cache[merchantID]
+	m.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.lim
+	}
+	lim := m.Default
+	if own, err := m.Store.MerchantRateLimit(ctx, merchantID); err != nil {
+		logger(ctx).Warn("merchant rate limit unreadable; using the default", "err", err)
+		return lim
+	} else if own != nil {
+		lim = ratelimit.Limit{PerSecond: own.PerSecond, Burst: own.Burst}
+	}
+	ttl := m.TTL
+	if ttl <= 0 {
+		ttl = time.Second
+	}
+	m.mu.Lock()
+	if m.cache == nil || len(m.cache) > 100_000 {
+		m.cache = map[string]cachedLimit{} // bounded: merchants, not requests
+	}
+	m.cache[merchantID] = cachedLimit{lim: lim, until: now.Add(ttl)}
+	m.mu.Unlock()
+	return lim
+}
+
+// Forget drops every cached override (an admin changed one).
+func (m *MerchantLimits) Forget() {
+	m.mu.Lock()
+	m.cache = nil
+	m.mu.Unlock()
+}
+
+// isConfirm reports whether r is a confirm: those draw from their own,
+// doubled bucket, so a merchant over its limit for new orders can still
+// finish the payments its buyers already made at the PG.
+func isConfirm(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/orders/") && strings.HasSuffix(r.URL.Path, "/confirm")
+}
+
+// admitMerchant takes one request from the merchant's bucket (shared by
+// every api replica through Redis). Over the limit it answers 429
+// RATE_LIMITED with Retry-After and the RateLimit headers, before the
+// handler runs, so nothing is written. A Redis error lets the request in
+// (authentication, which needs Redis too, already succeeded).
+func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantID string) bool {
+	if s.Limiter == nil || s.MerchantLimits == nil {
+		return true
+	}
+	ctx := r.Context()
+	lim := s.MerchantLimits.For(ctx, merchantID)
+	if lim.PerSecond <= 0 {
+		return true
+	}
+	key, policy := "merchant:"+merchantID, "merchant"
+	if isConfirm(r) {
+		lim = ratelimit.Limit{PerSecond: 2 * lim.PerSecond, Burst: 2 * lim.Burst}
+		key, policy = key+":confirm", "merchant-confirm"
+	}
+	// The limit is part of the key: GCRA state kept under another limit
+	// (a bucket's "theoretical arrival time") would misjudge the new one
+	// for as long as the old burst, so a changed limit starts afresh. The
+	// old key expires on its own.
+	key = fmt.Sprintf("%s:%d:%d", key, lim.PerSecond, lim.Burst)
+	d, err := s.Limiter.Allow(ctx, key, lim)
+	if err != nil {
+		logger(ctx).Warn("merchant rate limiter unavailable; admitting", "err", err)
+		return true
+	}
+	d.SetHeaders(w.Header(), policy)
+	if !d.Allowed {
+		writeError(ctx, w, payment.Errorf(payment.CodeRateLimited, "over this merchant's limit of %d requests/s (burst %d); retry after %s s",
+			lim.PerSecond, lim.Burst, w.Header().Get("Retry-After")))
+		return false
+	}
+	return true
+}
