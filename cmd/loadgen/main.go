@@ -362,7 +362,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	printTable(stdout, rep)
-	fmt.Fprintf(stdout, "\nsaved %s\n", out)
+	fmt.Fprintf(stdout, "\ncreates shed by payrail (503 OVERLOADED, retried after 200 ms): %d\nsaved %s\n", c.Shed.Load(), out)
 	if len(rep.Problems) > 0 {
 		return fmt.Errorf("%d problems (see above and %s)", len(rep.Problems), out)
 	}

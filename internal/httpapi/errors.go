@@ -44,6 +44,7 @@ var statusByCode = map[string]int{
 	payment.CodeInvalidCallbackURL:    http.StatusBadRequest,
 	payment.CodeInvalidSignature:      http.StatusUnauthorized,
 	payment.CodeRateLimited:           http.StatusTooManyRequests,
+	payment.CodeOverloaded:            http.StatusServiceUnavailable,
 	"METHOD_NOT_ALLOWED":              http.StatusMethodNotAllowed,
 }
 

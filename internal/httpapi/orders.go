@@ -36,6 +36,9 @@ func validRedirect(u *string) bool {
 
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if s.refuseIfOverloaded(w, r) {
+		return
+	}
 	var req createOrderRequest
 	if err := decodeJSON(r, body(r), &req); err != nil {
 		writeError(ctx, w, err)

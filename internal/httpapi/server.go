@@ -55,6 +55,8 @@ type Server struct {
 	WebhookAllow []netip.Prefix
 	// MerchantLimits, with Limiter, rate-limits each merchant's requests.
 	MerchantLimits *MerchantLimits
+	// Shedder, when set, refuses new orders while confirms fall behind.
+	Shedder *Shedder
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// finding a request's source address.
 	TrustedProxies []netip.Prefix

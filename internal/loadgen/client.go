@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/payrail/payrail/internal/auth"
@@ -32,6 +33,8 @@ type Client struct {
 	T    Target
 	M    Merchant
 	HTTP *http.Client
+	// Shed counts creates payrail refused with 503 OVERLOADED (retried).
+	Shed atomic.Int64
 }
 
 // NewHTTPClient keeps enough idle connections for the highest concurrency.
@@ -146,9 +149,25 @@ func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, erro
 		OrderID      string `json:"orderId"`
 		PaymentToken string `json:"paymentToken"`
 	}
-	if _, err := c.do(ctx, "create order", "POST", c.T.APIURL+"/v1/orders",
-		map[string]any{"amount": amount, "orderName": "loadgen"}, true, nil, http.StatusCreated, &order); err != nil {
-		return t, err
+	for {
+		status, err := c.do(ctx, "create order", "POST", c.T.APIURL+"/v1/orders",
+			map[string]any{"amount": amount, "orderName": "loadgen"}, true, nil, http.StatusCreated, &order)
+		if status == http.StatusServiceUnavailable && ctx.Err() == nil {
+			// Shed (OVERLOADED): payrail asks for a pause while confirms
+			// catch up; a merchant waits and tries again.
+			c.Shed.Add(1)
+			select {
+			case <-ctx.Done():
+				return t, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			t.Start = time.Now()
+			continue
+		}
+		if err != nil {
+			return t, err
+		}
+		break
 	}
 	t.OrderID = order.OrderID
 	var sess struct {

@@ -158,6 +158,7 @@ const (
 	CodeInvalidCallbackURL    = "INVALID_CALLBACK_URL"
 	CodeInvalidSignature      = "INVALID_SIGNATURE"
 	CodeRateLimited           = "RATE_LIMITED"
+	CodeOverloaded            = "OVERLOADED"
 	CodeInternal              = "INTERNAL"
 )
 

@@ -33,3 +33,26 @@ func (s *Store) PurgeExpired(ctx context.Context, eventRetention time.Duration, 
 	keys, _ = res.RowsAffected()
 	return events, keys, nil
 }
+
+const confirmingByMerchantSQL = `SELECT merchant_id, count(*) FROM orders WHERE status = 'CONFIRMING' GROUP BY merchant_id`
+
+// ConfirmingByMerchant counts CONFIRMING orders per merchant (load
+// shedding's fair share). The orders_confirming partial index holds only
+// those rows, so the read is as small as the backlog.
+func (s *Store) ConfirmingByMerchant(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, confirmingByMerchantSQL)
+	if err != nil {
+		return nil, fmt.Errorf("confirming by merchant: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
+}
