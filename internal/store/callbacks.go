@@ -286,9 +286,13 @@ func fixCallback(c *Callback) {
 
 // sqlRedeliverCallback makes a callback due now: a DELIVERED or DEAD one
 // becomes PENDING in a new attempt generation; $2 = ” means any merchant.
+// A PENDING one keeps its send claim: clearing it while that attempt is in
+// flight would let a second trigger send the same attempt (the same
+// webhook-id) again. (SET expressions see the row as it was.)
 const sqlRedeliverCallback = `UPDATE callbacks SET
     attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
-    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL, sending_until = NULL
+    sending_until = CASE WHEN status = 'PENDING' THEN sending_until ELSE NULL END,
+    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
 WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
 `
 
