@@ -4,28 +4,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/payrail/payrail/internal/testredis"
 )
 
-// redisNonces returns a RedisNonces on DB 1 of PAYRAIL_TEST_REDIS_URL with a
-// random key prefix whose keys are deleted when the test ends.
+// redisNonces returns a RedisNonces on a Redis database of its own (the
+// shared allocator: a hard-coded index could be another test's, and be
+// flushed under it), with a random key prefix deleted when the test ends.
 func redisNonces(tb testing.TB) (RedisNonces, *redis.Client) {
 	tb.Helper()
-	rawURL := os.Getenv("PAYRAIL_TEST_REDIS_URL")
-	if rawURL == "" {
-		tb.Skip("PAYRAIL_TEST_REDIS_URL is not set; skipping the Redis nonce store test")
-	}
-	opt, err := redis.ParseURL(rawURL)
-	if err != nil {
-		tb.Fatalf("PAYRAIL_TEST_REDIS_URL: %v", err)
-	}
-	opt.DB = 1
-	client := redis.NewClient(opt)
-	tb.Cleanup(func() { client.Close() })
+	client := testredis.New(tb).Client
 
 	var b [8]byte
 	rand.Read(b[:])

@@ -21,6 +21,7 @@ import (
 	"github.com/payrail/payrail/internal/envfile"
 	"github.com/payrail/payrail/internal/secretbox"
 	"github.com/payrail/payrail/internal/store"
+	"github.com/payrail/payrail/internal/testredis"
 	"github.com/payrail/payrail/migrations"
 )
 
@@ -189,41 +190,8 @@ type Redis struct {
 // again when tb ends.
 func NewRedis(tb testing.TB) Redis {
 	tb.Helper()
-	raw := Env("PAYRAIL_TEST_REDIS_URL")
-	if raw == "" {
-		tb.Fatal("PAYRAIL_TEST_REDIS_URL is not set: run the tests with `make test`")
-	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		tb.Fatalf("PAYRAIL_TEST_REDIS_URL: %v", err)
-	}
-	ctx := context.Background()
-	ctl := redis.NewClient(opt)
-	defer ctl.Close()
-	dbs := 16
-	if v, err := ctl.ConfigGet(ctx, "databases").Result(); err == nil {
-		if n, err := strconv.Atoi(v["databases"]); err == nil && n > 1 {
-			dbs = n
-		}
-	}
-	seq, err := ctl.Incr(ctx, "payrail:test:dbseq").Result()
-	if err != nil {
-		tb.Fatalf("redis at %s: %v", raw, err)
-	}
-	idx := 1 + int(seq%int64(dbs-1))
-	o := *opt
-	o.DB = idx
-	c := redis.NewClient(&o)
-	if err := c.FlushDB(ctx).Err(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		c.FlushDB(context.Background())
-		c.Close()
-	})
-	u, _ := url.Parse(raw)
-	u.Path = "/" + strconv.Itoa(idx)
-	return Redis{Options: &o, Client: c, URL: u.String()}
+	r := testredis.New(tb)
+	return Redis{Options: r.Options, Client: r.Client, URL: r.URL}
 }
 
 // Keyring returns a fixed test encryption keyring.
