@@ -66,6 +66,15 @@ func (s *Shedder) refresh(ctx context.Context) {
 	}
 	s.inflight = true
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight = false
+		s.mu.Unlock()
+	}()
+	// Not the request's context: a client that hangs up must not turn
+	// shedding off for the next interval.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
 
 	over, counts, share := false, map[string]int64(nil), 0.0
 	wait, err := s.Backlog.OldestConfirmWait(ctx)
@@ -83,7 +92,7 @@ func (s *Shedder) refresh(ctx context.Context) {
 		}
 	}
 	s.mu.Lock()
-	s.over, s.counts, s.share, s.readAt, s.inflight = over, counts, share, time.Now(), false
+	s.over, s.counts, s.share, s.readAt = over, counts, share, time.Now()
 	s.mu.Unlock()
 }
 

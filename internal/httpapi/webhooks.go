@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -180,39 +179,57 @@ func decodeStrictLoose(body []byte, dst any) error {
 }
 
 // storableText refuses JSON that PostgreSQL's jsonb would refuse (and so
-// turn into a 500): invalid UTF-8, and escapes that decode to NUL or to a
-// lone surrogate (Go decodes those to U+FFFD, which no PG sends either).
+// turn into a 500): invalid UTF-8, and \u escapes for NUL or a lone
+// surrogate. A literal U+FFFD is fine (jsonb stores it; an orderName may
+// carry it). body must already be valid JSON, so a backslash only ever
+// starts an escape inside a string.
 func storableText(body []byte) error {
 	if !utf8.Valid(body) {
 		return payment.Errorf(payment.CodeInvalidRequest, "body is not valid UTF-8")
 	}
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
-		return payment.Errorf(payment.CodeInvalidRequest, "body is not valid JSON")
-	}
-	var walk func(any) bool
-	bad := func(s string) bool { return strings.ContainsRune(s, 0) || strings.ContainsRune(s, utf8.RuneError) }
-	walk = func(v any) bool {
-		switch v := v.(type) {
-		case string:
-			return bad(v)
-		case []any:
-			for _, e := range v {
-				if walk(e) {
-					return true
-				}
-			}
-		case map[string]any:
-			for k, e := range v {
-				if bad(k) || walk(e) {
-					return true
-				}
+	bad := payment.Errorf(payment.CodeInvalidRequest, "body has a \\u0000 or a lone surrogate escape")
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range body[i+2 : i+6] {
+			switch {
+			case c >= '0' && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
 			}
 		}
-		return false
+		return r, true
 	}
-	if walk(v) {
-		return payment.Errorf(payment.CodeInvalidRequest, "body has a NUL character or an invalid Unicode escape")
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, isU := hex4(i)
+		if !isU {
+			i++ // a two-character escape such as \\ or \"
+			continue
+		}
+		switch {
+		case r == 0:
+			return bad
+		case r >= 0xD800 && r <= 0xDBFF:
+			lo, ok := hex4(i + 6)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return bad
+			}
+			i += 11
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return bad
+		default:
+			i += 5
+		}
 	}
 	return nil
 }

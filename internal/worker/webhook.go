@@ -86,16 +86,27 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 	cancel()
 	w.observePG("lookup", res)
 	if res.Outcome != pgclient.Approved || res.Payment == nil {
-		if res.Outcome == pgclient.Declined {
+		if res.Outcome == pgclient.Declined && res.Code == pgclient.CodeNotFoundPayment {
 			w.alertWebhook(log, body.Data.Status, "unknown")
 			return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "the PG does not know this payment ("+res.Code+")", orderID)
 		}
+		// Any other refusal (a bad or half-rotated secret key, …) says
+		// nothing about the event: settling it now would lose a real one,
+		// as the PG's retries come back as duplicates.
 		return errRetry
 	}
-	if res.Payment.PaymentKey != body.Data.PaymentKey || res.Payment.Status != body.Data.Status || res.Payment.OrderID != body.Data.OrderID || res.Payment.TotalAmount != body.Data.TotalAmount {
-		w.alertWebhook(log, body.Data.Status, res.Payment.Status)
-		return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "event says "+body.Data.Status+", the PG says "+res.Payment.Status, orderID)
+	p := res.Payment
+	if p.PaymentKey != body.Data.PaymentKey || p.OrderID != body.Data.OrderID || p.TotalAmount != body.Data.TotalAmount ||
+		statusRank(p.Status) < statusRank(body.Data.Status) {
+		// The event names another payment, or claims more than the PG's
+		// record shows (DONE for a READY payment): forged, or the PG is
+		// inconsistent. An operator must look.
+		w.alertWebhook(log, body.Data.Status, p.Status)
+		return w.Store.MarkPGEvent(ctx, ev, "REJECTED", "event says "+body.Data.Status+", the PG says "+p.Status, orderID)
 	}
+	// The PG's record is at or past what the event says (a stale or
+	// reordered event, e.g. DONE after a console cancel): what the record
+	// says is applied, through the transition table.
 	trusted := res.Payment
 	before := row.Version
 	if err := w.apply(ctx, log, row, trusted, "webhook:"+ev.Provider, nil); err != nil && !errors.Is(err, errRetry) {
@@ -121,6 +132,20 @@ func (w *Worker) alertWebhook(log *slog.Logger, eventStatus, pgStatus string) {
 	if w.Hooks.Task != nil {
 		w.Hooks.Task("pg:webhook", "disagrees")
 	}
+}
+
+// statusRank orders the PG's statuses by how far a payment has gone, so an
+// event that says less than the PG's record is merely stale.
+func statusRank(s string) int {
+	switch s {
+	case pgclient.StatusDone, pgclient.StatusAborted, pgclient.StatusExpired:
+		return 1
+	case pgclient.StatusPartialCanceled:
+		return 2
+	case pgclient.StatusCanceled:
+		return 3
+	}
+	return 0 // READY, IN_PROGRESS, WAITING_FOR_DEPOSIT
 }
 
 // reflected reports whether the order already shows what the event says for

@@ -180,6 +180,13 @@ func TestUnsignedDoorValidatesBeforeStoring(t *testing.T) {
 	if st := m.Status(o.OrderID); st != "PAID" {
 		t.Fatalf("status = %s", st)
 	}
+	// What jsonb stores is not refused: a literal U+FFFD (mojibake in an
+	// orderName the PG echoes) and a proper surrogate pair.
+	for _, name := range []string{"\"caf\uFFFD \xef\xbf\xbd\"", `"\ud83d\ude00"`} {
+		if c, b := postToss(t, sys, rawEvent(o.OrderID, key, name)); c != 200 {
+			t.Errorf("orderName %s: %d %s, want 200", name, c, b)
+		}
+	}
 }
 
 // An order's history is read in pages of at most 100, the merchant's view
