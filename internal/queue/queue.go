@@ -136,6 +136,14 @@ func (c *Client) Refund(ctx context.Context, refundID string, attempt int) error
 	return c.enqueue(ctx, TypeRefund, "refund:"+refundID+":"+strconv.Itoa(attempt), QueuePayments, IDPayload{ID: refundID, Attempt: attempt})
 }
 
+// RefundAgain re-enqueues a refund the sweep found due, under a new
+// generation: a killed worker's task keeps the plain ID until asynq's lease
+// recovery, which would hold the refund back; the order lock, the lookup and
+// the refund's PG idempotency key make a second run harmless.
+func (c *Client) RefundAgain(ctx context.Context, refundID string, attempt int, g int64) error {
+	return c.enqueue(ctx, TypeRefund, "refund:"+refundID+":"+strconv.Itoa(attempt)+gen(g), QueuePayments, IDPayload{ID: refundID, Attempt: attempt})
+}
+
 // Webhook enqueues the application of a stored PG webhook event.
 func (c *Client) Webhook(ctx context.Context, provider, eventKey string) error {
 	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey, QueuePayments, IDPayload{ID: provider + ":" + eventKey})

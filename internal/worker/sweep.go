@@ -69,7 +69,7 @@ func (w *Worker) sweep(ctx context.Context) error {
 	refunds, err := w.Store.DueRefunds(ctx, 200, w.ReconcileBackoffMax)
 	errs = append(errs, err)
 	for _, r := range refunds {
-		errs = append(errs, w.Queue.Refund(ctx, r.RefundID, r.Attempts))
+		errs = append(errs, w.Queue.RefundAgain(ctx, r.RefundID, r.Attempts, gen))
 	}
 	cancels, err := w.Store.StalePendingCancels(ctx, w.Store.ConfirmStuckAfter(), 200)
 	errs = append(errs, err)
