@@ -40,6 +40,7 @@ type Config struct {
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
 	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
+	PGLagWindow          time.Duration   // PAYRAIL_PG_LAG_WINDOW (an event ahead of the PG's record is re-checked this long; default 2m)
 	ShedAfter            time.Duration   // PAYRAIL_SHED_AFTER (oldest waiting confirm older than this: shed new orders; default 5s)
 	RateLimit            int             // PAYRAIL_RATE_LIMIT (per merchant and second; default 100)
 	RateBurst            int             // PAYRAIL_RATE_BURST (default 200)
@@ -127,6 +128,7 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_CALLBACK_TIMEOUT", 10*time.Second, &c.CallbackTimeout)
 	durVar("PAYRAIL_SWEEP_INTERVAL", 5*time.Second, &c.SweepInterval)
 	durVar("PAYRAIL_PG_EVENT_RETENTION", 30*24*time.Hour, &c.PGEventRetention)
+	durVar("PAYRAIL_PG_LAG_WINDOW", 2*time.Minute, &c.PGLagWindow)
 	durVar("PAYRAIL_SHED_AFTER", 5*time.Second, &c.ShedAfter)
 	intVar("PAYRAIL_RATE_LIMIT", 100, &c.RateLimit)
 	intVar("PAYRAIL_RATE_BURST", 200, &c.RateBurst)

@@ -218,6 +218,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		ReconcileBackoffMax: cfg.ReconcileBackoffMax,
 		SweepInterval:       cfg.SweepInterval,
 		PGEventRetention:    cfg.PGEventRetention,
+		PGLagWindow:         cfg.PGLagWindow,
 	}
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/payrail/payrail/internal/payment"
 )
@@ -54,7 +55,12 @@ const maxEventNote = 300
 // merchant-visible history.
 func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state, note, orderID string) error {
 	if len(note) > maxEventNote {
-		note = note[:maxEventNote]
+		// On a rune boundary: PostgreSQL refuses invalid UTF-8.
+		cut := maxEventNote
+		for cut > 0 && !utf8.RuneStart(note[cut]) {
+			cut--
+		}
+		note = note[:cut]
 	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {

@@ -107,6 +107,7 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_RECONCILE_BACKOFF":      "200ms",
 		"PAYRAIL_RECONCILE_BACKOFF_MAX":  "1s",
 		"PAYRAIL_CONFIRM_STUCK_AFTER":    "2s",
+		"PAYRAIL_PG_LAG_WINDOW":          "1s",
 	}
 	for k, v := range opt.Env {
 		s.Env[k] = v

@@ -364,7 +364,11 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	}
 	stats := sys.Deps.DB.Stats()
 	t.Logf("200 waiters: pool max %d, in use while waiting (peak of samples) %d, total waits for a connection %d", stats.MaxOpenConnections, peak, stats.WaitCount)
-	if peak > 2 {
+	// A waiter holding a connection would show as ~200 (the pool's 20);
+	// the api's own background reads (the listener's fallback poll, the
+	// delivery-metrics poll, the rate-limit override cache) may each hold
+	// one for a moment, which once showed as 3 under a loaded make test.
+	if peak > 5 {
 		t.Fatalf("%d connections in use while 200 requests waited; waiters must not hold connections", peak)
 	}
 }

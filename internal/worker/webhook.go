@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -96,8 +97,14 @@ func (w *Worker) webhookLocked(ctx context.Context, ev store.PGEvent, body Webho
 		return errRetry
 	}
 	p := res.Payment
-	if p.PaymentKey != body.Data.PaymentKey || p.OrderID != body.Data.OrderID || p.TotalAmount != body.Data.TotalAmount ||
-		statusRank(p.Status) < statusRank(body.Data.Status) {
+	sameMoney := p.PaymentKey == body.Data.PaymentKey && p.OrderID == body.Data.OrderID && p.TotalAmount == body.Data.TotalAmount
+	if sameMoney && statusRank(p.Status) < statusRank(body.Data.Status) && w.now().Sub(ev.ReceivedAt) < w.lagWindow() {
+		// The PG's API may lag its own webhook (a DONE before the lookup
+		// shows it): ask again for a while before calling it forged, or a
+		// late approval on a FAILED order would never be refunded.
+		return errRetry
+	}
+	if !sameMoney || statusRank(p.Status) < statusRank(body.Data.Status) {
 		// The event names another payment, or claims more than the PG's
 		// record shows (DONE for a READY payment): forged, or the PG is
 		// inconsistent. An operator must look.
@@ -132,6 +139,17 @@ func (w *Worker) alertWebhook(log *slog.Logger, eventStatus, pgStatus string) {
 	if w.Hooks.Task != nil {
 		w.Hooks.Task("pg:webhook", "disagrees")
 	}
+}
+
+// DefaultPGLagWindow is how long an event the PG's record is behind is
+// looked up again before it is rejected.
+const DefaultPGLagWindow = 2 * time.Minute
+
+func (w *Worker) lagWindow() time.Duration {
+	if w.PGLagWindow > 0 {
+		return w.PGLagWindow
+	}
+	return DefaultPGLagWindow
 }
 
 // statusRank orders the PG's statuses by how far a payment has gone, so an

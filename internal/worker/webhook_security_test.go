@@ -361,3 +361,35 @@ func TestUnsignedDoorLimitsEachSource(t *testing.T) {
 		t.Fatalf("%d events stored", n)
 	}
 }
+
+// The PG's API may lag its own webhook: a DONE whose lookup still says
+// READY is asked again for PAYRAIL_PG_LAG_WINDOW before it is rejected, so
+// a real approval reported early is not thrown away.
+func TestEventAheadOfThePGRecordIsRetried(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{Error5xxRate: 1},
+		Env: map[string]string{"PAYRAIL_PG_LAG_WINDOW": "30s"}})
+	sys.PG.SetWebhookURL("")
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(8800)
+	key := sys.Session(o)
+	m.Confirm(o, key) // CONFIRMING: the PG answers 5xx
+	if c, b := postToss(t, sys, tossEvent(paymentData(o.OrderID, key, "DONE", o.Amount))); c != 200 {
+		t.Fatalf("event: %d %s", c, b)
+	}
+	testenv.Poll(t, 10*time.Second, "the event to be stored", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE order_id = $1`, o.OrderID) == 1
+	})
+	// The PG catches up (the approval lands).
+	sys.PG.SetFaults(mockpg.Faults{})
+	if res := sys.PGClient().Confirm(context.Background(), "catch-up", key, o.OrderID, o.Amount); res.Outcome.String() != "approved" {
+		t.Fatalf("approval: %+v", res)
+	}
+	m.WaitStatus(o.OrderID, "PAID", 15*time.Second)
+	testenv.Poll(t, 15*time.Second, "the event to settle", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE order_id = $1 AND state <> 'RECEIVED'`, o.OrderID) == 1
+	})
+	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE order_id = $1 AND state = 'REJECTED'`, o.OrderID); n != 0 {
+		t.Fatal("a real approval reported before the PG's API showed it was rejected as forged")
+	}
+}

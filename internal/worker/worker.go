@@ -49,7 +49,10 @@ type Worker struct {
 	// PGEventRetention is how long settled PG events are kept; the sweep
 	// purges older ones in batches (0: 30 days).
 	PGEventRetention time.Duration
-	Now              func() time.Time
+	// PGLagWindow is how long an event that claims more than the PG's
+	// record is looked up again before it is rejected (0: 2 minutes).
+	PGLagWindow time.Duration
+	Now         func() time.Time
 	// Hooks observe outcomes (metrics); nil is fine.
 	Hooks Hooks
 	// Callbacks delivers merchant callbacks (internal/callback); nil leaves
