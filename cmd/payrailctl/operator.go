@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,31 +45,11 @@ func (c *cli) operator(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	api, err := c.need("PAYRAIL_API_URL")
+	api, _, err := c.adminCall(ctx, "POST", "/admin/operators", map[string]string{"name": name, "password": *password}, http.StatusCreated)
 	if err != nil {
 		return err
 	}
-	token, err := c.need("PAYRAIL_ADMIN_TOKEN")
-	if err != nil {
-		return err
-	}
-	b, _ := json.Marshal(map[string]string{"name": name, "password": *password})
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(api, "/")+"/admin/operators", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(rb))
-	}
-	fmt.Fprintf(c.out, "operator %q created; sign in at %s/ops/login\n", name, strings.TrimRight(api, "/"))
+	fmt.Fprintf(c.out, "operator %q created; sign in at %s/ops/login\n", name, api)
 	return nil
 }
 

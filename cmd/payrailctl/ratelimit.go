@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 )
 
 const rateLimitUsage = "usage: payrailctl merchant rate-limit MERCHANT_ID (--per-second N --burst M | --default)"
@@ -27,31 +28,44 @@ func (c *cli) merchantRateLimit(ctx context.Context, args []string) error {
 	if len(pos) != 1 || (*def == (*per > 0 || *burst > 0)) || (!*def && (*per <= 0 || *burst <= 0)) {
 		return errors.New(rateLimitUsage)
 	}
-	api, err := c.need("PAYRAIL_API_URL")
-	if err != nil {
-		return err
-	}
-	token, err := c.need("PAYRAIL_ADMIN_TOKEN")
-	if err != nil {
-		return err
-	}
 	var rl any // null: the default
 	if !*def {
 		rl = map[string]int{"perSecond": *per, "burst": *burst}
 	}
-	b, _ := json.Marshal(map[string]any{"rateLimit": rl})
-	req, _ := http.NewRequestWithContext(ctx, "PATCH", api+"/admin/merchants/"+pos[0], bytes.NewReader(b))
+	_, rb, err := c.adminCall(ctx, "PATCH", "/admin/merchants/"+pos[0], map[string]any{"rateLimit": rl}, http.StatusOK)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "%s\n", rb)
+	return nil
+}
+
+// adminCall sends body as JSON to the admin API with the admin token and
+// returns the answer's body when its status is want.
+func (c *cli) adminCall(ctx context.Context, method, path string, body any, want int) (api string, answer []byte, err error) {
+	if api, err = c.need("PAYRAIL_API_URL"); err != nil {
+		return "", nil, err
+	}
+	api = strings.TrimRight(api, "/")
+	token, err := c.need("PAYRAIL_ADMIN_TOKEN")
+	if err != nil {
+		return api, nil, err
+	}
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, method, api+path, bytes.NewReader(b))
+	if err != nil {
+		return api, nil, err
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return api, nil, err
 	}
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, rb)
+	if resp.StatusCode != want {
+		return api, nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(rb))
 	}
-	fmt.Fprintf(c.out, "%s\n", rb)
-	return nil
+	return api, rb, nil
 }
