@@ -185,7 +185,7 @@ type confirmRequest struct {
 
 type confirmAnswer struct {
 	payment.Order
-	Result string `json:"result"`
+	Result payment.ConfirmResult `json:"result"`
 }
 
 func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
@@ -215,16 +215,16 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 			logger(ctx).Warn("enqueue confirm failed; the sweep will re-enqueue", "order_id", cr.Order.OrderID, "err", err)
 		}
 	}
-	if cr.Result == "ACCEPTED" {
+	if cr.Result == payment.ConfirmAccepted {
 		if wait := preferWait(r); wait > 0 && s.Waiter != nil {
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 			if o, settled := s.Waiter.Wait(ctx, cr.Order.OrderID, wait); settled {
 				cr.Order = o
 				// Settled but not paid (declined, or canceled at the PG
 				// before we confirmed) is a failure for the buyer.
-				cr.Result = "FAILURE"
+				cr.Result = payment.ConfirmFailure
 				if o.Status == payment.Paid || o.Status == payment.PartiallyCanceled {
-					cr.Result = "SUCCESS"
+					cr.Result = payment.ConfirmSuccess
 				}
 			}
 		}
@@ -238,10 +238,10 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 }
 
 func confirmReply(cr store.ConfirmResult) (reply, error) {
-	if cr.Result == "ACCEPTED" {
+	if cr.Result == payment.ConfirmAccepted {
 		loc := "/v1/orders/" + cr.Order.OrderID
 		return makeReply(http.StatusAccepted, map[string]string{"Location": loc},
-			map[string]string{"orderId": cr.Order.OrderID, "status": string(payment.Confirming), "result": "ACCEPTED"})
+			map[string]string{"orderId": cr.Order.OrderID, "status": string(payment.Confirming), "result": string(payment.ConfirmAccepted)})
 	}
 	return makeReply(http.StatusOK, nil, confirmAnswer{Order: cr.Order, Result: cr.Result})
 }

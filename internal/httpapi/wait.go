@@ -134,7 +134,7 @@ func (w *Waiter) Wait(ctx context.Context, orderID string, d time.Duration) (pay
 		w.mu.Unlock()
 	}()
 	// It may have settled between the commit and our registration.
-	if o, err := w.store.Order(ctx, "", orderID, false); err == nil && o.Status.Settled() {
+	if o, err := w.store.OrderAnyMerchant(ctx, orderID, false); err == nil && o.Status.Settled() {
 		return o, true
 	}
 	timer := time.NewTimer(d)
@@ -146,7 +146,7 @@ func (w *Waiter) Wait(ctx context.Context, orderID string, d time.Duration) (pay
 	case <-ctx.Done():
 		return payment.Order{}, false
 	}
-	o, err := w.store.Order(ctx, "", orderID, false)
+	o, err := w.store.OrderAnyMerchant(ctx, orderID, false)
 	if err != nil || !o.Status.Settled() {
 		return payment.Order{}, false
 	}

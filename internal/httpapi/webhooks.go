@@ -147,7 +147,7 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		eventKey = hex.EncodeToString(sum[:])
 	}
 	stored, err := s.Store.InsertPGEvent(ctx, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
-		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(ev.Data.Status), Body: body})
+		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: body})
 	if err != nil {
 		writeError(ctx, w, err)
 		return

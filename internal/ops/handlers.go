@@ -118,7 +118,7 @@ func (c *Console) orders(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (c *Console) order(w http.ResponseWriter, r *http.Request) error {
-	row, err := c.Store.OrderRow(r.Context(), "", r.PathValue("orderId"))
+	row, err := c.Store.OrderRowAnyMerchant(r.Context(), r.PathValue("orderId"))
 	if err != nil {
 		return err
 	}

@@ -36,8 +36,8 @@ type Store interface {
 	// OperatorByName returns OPERATOR_NOT_FOUND for an unknown name.
 	OperatorByName(ctx context.Context, name string) (store.Operator, error)
 	SearchOrders(ctx context.Context, f store.OrderSearch) ([]store.OrderRow, error)
-	// OrderRow returns ORDER_NOT_FOUND for an unknown order.
-	OrderRow(ctx context.Context, merchantID, orderID string) (store.OrderRow, error)
+	// OrderRowAnyMerchant returns ORDER_NOT_FOUND for an unknown order.
+	OrderRowAnyMerchant(ctx context.Context, orderID string) (store.OrderRow, error)
 	OrderTimeline(ctx context.Context, orderID string) ([]store.TimelineEntry, error)
 	FailingCallbacks(ctx context.Context, limit int) ([]store.CallbackRow, error)
 	// RedeliverCallbackAsOperator returns CALLBACK_NOT_FOUND for an

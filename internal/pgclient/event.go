@@ -4,30 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/payrail/payrail/internal/payment"
 )
+
+// Status is a payment's status as the PG reports it; the type lives in
+// package payment, beside the order states it is read against
+// (payment.Reading).
+type Status = payment.PGStatus
 
 // The Payment statuses a TossPayments v1 PG reports. Anything else in an
 // event is refused before it is stored.
 const (
-	StatusReady             = "READY"
-	StatusInProgress        = "IN_PROGRESS"
-	StatusWaitingForDeposit = "WAITING_FOR_DEPOSIT"
-	StatusDone              = "DONE"
-	StatusCanceled          = "CANCELED"
-	StatusPartialCanceled   = "PARTIAL_CANCELED"
-	StatusAborted           = "ABORTED"
-	StatusExpired           = "EXPIRED"
+	StatusReady             = payment.PGReady
+	StatusInProgress        = payment.PGInProgress
+	StatusWaitingForDeposit = payment.PGWaitingForDeposit
+	StatusDone              = payment.PGDone
+	StatusCanceled          = payment.PGCanceled
+	StatusPartialCanceled   = payment.PGPartialCanceled
+	StatusAborted           = payment.PGAborted
+	StatusExpired           = payment.PGExpired
 )
-
-// KnownStatus reports whether s is one of the PG's Payment statuses.
-func KnownStatus(s string) bool {
-	switch s {
-	case StatusReady, StatusInProgress, StatusWaitingForDeposit, StatusDone, StatusCanceled,
-		StatusPartialCanceled, StatusAborted, StatusExpired:
-		return true
-	}
-	return false
-}
 
 // EventPaymentStatusChanged is the webhook type whose data is a Payment.
 const EventPaymentStatusChanged = "PAYMENT_STATUS_CHANGED"
@@ -59,7 +56,7 @@ func CheckEvent(p Payment) error {
 		return fmt.Errorf("%w: paymentKey must be 1-%d of [A-Za-z0-9_-]", ErrInvalidEvent, MaxPaymentKey)
 	case !orderIDPattern.MatchString(p.OrderID):
 		return fmt.Errorf("%w: orderId must be 6-64 of [A-Za-z0-9_-]", ErrInvalidEvent)
-	case !KnownStatus(p.Status):
+	case !p.Status.Known():
 		return fmt.Errorf("%w: status %.40q is not a PG payment status", ErrInvalidEvent, p.Status)
 	case p.TotalAmount < 0 || p.BalanceAmount < 0 || p.TotalAmount > 1_000_000_000_000:
 		return fmt.Errorf("%w: amount out of range", ErrInvalidEvent)

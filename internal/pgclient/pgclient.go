@@ -95,7 +95,7 @@ type Payment struct {
 	PaymentKey    string   `json:"paymentKey"`
 	OrderID       string   `json:"orderId"`
 	OrderName     string   `json:"orderName"`
-	Status        string   `json:"status"`
+	Status        Status   `json:"status"`
 	Method        string   `json:"method"`
 	TotalAmount   int64    `json:"totalAmount"`
 	BalanceAmount int64    `json:"balanceAmount"`
@@ -182,7 +182,7 @@ func (c *Client) resolveAlreadyProcessed(ctx context.Context, first Result, paym
 	look := c.GetPayment(ctx, paymentKey)
 	if look.Outcome == Approved {
 		p := look.Payment
-		if p.Status == "DONE" && p.OrderID == orderID && p.TotalAmount == amount {
+		if p.Status == StatusDone && p.OrderID == orderID && p.TotalAmount == amount {
 			return Result{Outcome: Approved, Payment: p, HTTPStatus: look.HTTPStatus}
 		}
 		return Result{

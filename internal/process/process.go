@@ -205,20 +205,24 @@ type Worker struct {
 // NewWorker wires the worker.
 func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	w := &worker.Worker{
-		Store:               deps.Store,
-		PG:                  pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
-		Locks:               lock.New(deps.Redis, cfg.LockTTL, log),
-		Queue:               deps.Queue,
-		Log:                 log,
-		PGTimeout:           cfg.PGTimeout,
-		SessionWindow:       cfg.PGSessionWindow,
-		ConfirmBackoff:      cfg.ConfirmBackoff,
-		ConfirmBackoffMax:   cfg.ConfirmBackoffMax,
-		ReconcileBackoff:    cfg.ReconcileBackoff,
-		ReconcileBackoffMax: cfg.ReconcileBackoffMax,
-		SweepInterval:       cfg.SweepInterval,
-		PGEventRetention:    cfg.PGEventRetention,
-		PGLagWindow:         cfg.PGLagWindow,
+		Env: worker.Env{
+			PG:    pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
+			Locks: lock.New(deps.Redis, cfg.LockTTL, log),
+			Log:   log,
+			Timing: worker.Timing{
+				PGTimeout:           cfg.PGTimeout,
+				SessionWindow:       cfg.PGSessionWindow,
+				ConfirmBackoff:      cfg.ConfirmBackoff,
+				ConfirmBackoffMax:   cfg.ConfirmBackoffMax,
+				ReconcileBackoff:    cfg.ReconcileBackoff,
+				ReconcileBackoffMax: cfg.ReconcileBackoffMax,
+				SweepInterval:       cfg.SweepInterval,
+				PGEventRetention:    cfg.PGEventRetention,
+				PGLagWindow:         cfg.PGLagWindow,
+			},
+		},
+		Store: deps.Store,
+		Queue: deps.Queue,
 	}
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,

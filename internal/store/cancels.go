@@ -14,18 +14,18 @@ import (
 
 // Cancel is a merchant's cancel request as the API shows it.
 type Cancel struct {
-	CancelID         string    `json:"cancelId" db:"cancel_id"`
-	OrderID          string    `json:"orderId" db:"order_id"`
-	MerchantID       string    `json:"-" db:"merchant_id"`
-	Amount           int64     `json:"amount" db:"amount"`
-	Reason           string    `json:"reason" db:"reason"`
-	Status           string    `json:"status" db:"status"`
-	PGIdempotencyKey string    `json:"-" db:"pg_idempotency_key"`
-	FailureCode      *string   `json:"failureCode" db:"failure_code"`
-	FailureMessage   *string   `json:"failureMessage" db:"failure_message"`
-	Attempts         int       `json:"attempts" db:"attempts"`
-	CreatedAt        time.Time `json:"createdAt" db:"created_at"`
-	UpdatedAt        time.Time `json:"updatedAt" db:"updated_at"`
+	CancelID         string               `json:"cancelId" db:"cancel_id"`
+	OrderID          string               `json:"orderId" db:"order_id"`
+	MerchantID       string               `json:"-" db:"merchant_id"`
+	Amount           int64                `json:"amount" db:"amount"`
+	Reason           string               `json:"reason" db:"reason"`
+	Status           payment.CancelStatus `json:"status" db:"status"`
+	PGIdempotencyKey string               `json:"-" db:"pg_idempotency_key"`
+	FailureCode      *string              `json:"failureCode" db:"failure_code"`
+	FailureMessage   *string              `json:"failureMessage" db:"failure_message"`
+	Attempts         int                  `json:"attempts" db:"attempts"`
+	CreatedAt        time.Time            `json:"createdAt" db:"created_at"`
+	UpdatedAt        time.Time            `json:"updatedAt" db:"updated_at"`
 }
 
 const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, created_at, updated_at`
@@ -36,6 +36,9 @@ const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status,
 // reserve more than the order holds. ORDER_NOT_FOUND, ORDER_NOT_CANCELABLE,
 // CANCEL_AMOUNT_EXCEEDED.
 func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *IdemFinish) (Cancel, error) {
+	if err := scoped(merchantID); err != nil {
+		return Cancel{}, err
+	}
 	var c Cancel
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		row, err := s.orderRow(ctx, tx, merchantID, orderID, true)
@@ -74,9 +77,23 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+cancelColumns, id, orderID, row.Merc
 	return c, err
 }
 
-// CancelByID returns a cancel; merchantID "" means any merchant.
-// CANCEL_NOT_FOUND when absent or another merchant's.
+// CancelByID returns one of the merchant's order's cancels.
+// CANCEL_NOT_FOUND when absent, another order's or another merchant's;
+// ErrUnscoped without a merchant id.
 func (s *Store) CancelByID(ctx context.Context, merchantID, orderID, cancelID string) (Cancel, error) {
+	if err := scoped(merchantID); err != nil {
+		return Cancel{}, err
+	}
+	return s.cancelByID(ctx, merchantID, orderID, cancelID)
+}
+
+// CancelAnyMerchant returns a cancel by its id alone (workers).
+// CANCEL_NOT_FOUND when absent.
+func (s *Store) CancelAnyMerchant(ctx context.Context, cancelID string) (Cancel, error) {
+	return s.cancelByID(ctx, anyMerchant, "", cancelID)
+}
+
+func (s *Store) cancelByID(ctx context.Context, merchantID, orderID, cancelID string) (Cancel, error) {
 	var c Cancel
 	err := s.db.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 AND ($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)`, cancelID, orderID, merchantID)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -113,10 +130,10 @@ func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded boo
 		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
 			return fmt.Errorf("cancel %s: %w", cancelID, err)
 		}
-		if c.Status != "PENDING" {
+		if c.Status != payment.CancelPending {
 			return nil
 		}
-		row, err := s.orderRow(ctx, tx, "", c.OrderID, true)
+		row, err := s.orderRow(ctx, tx, anyMerchant, c.OrderID, true)
 		if err != nil {
 			return err
 		}

@@ -25,34 +25,34 @@ next_check_at, expires_at, created_at, updated_at, seq`
 // OrderRow is an order as stored, with the fields workers need that merchants
 // never see.
 type OrderRow struct {
-	OrderID              string     `db:"order_id"`
-	MerchantID           string     `db:"merchant_id"`
-	MerchantOrderID      *string    `db:"merchant_order_id"`
-	Amount               int64      `db:"amount"`
-	Currency             string     `db:"currency"`
-	OrderName            string     `db:"order_name"`
-	SuccessURL           *string    `db:"success_url"`
-	FailURL              *string    `db:"fail_url"`
-	Status               string     `db:"status"`
-	Version              int        `db:"version"`
-	PaymentTokenHash     []byte     `db:"payment_token_hash"`
-	PaymentKey           *string    `db:"payment_key"`
-	PGIdempotencyKey     *string    `db:"pg_idempotency_key"`
-	Method               *string    `db:"method"`
-	ApprovedAt           *time.Time `db:"approved_at"`
-	FailureCode          *string    `db:"failure_code"`
-	FailureMessage       *string    `db:"failure_message"`
-	CanceledAmount       int64      `db:"canceled_amount"`
-	ReservedCancelAmount int64      `db:"reserved_cancel_amount"`
-	NeedsReconciliation  bool       `db:"needs_reconciliation"`
-	OutcomeUnknown       bool       `db:"outcome_unknown"`
-	ConfirmAttempts      int        `db:"confirm_attempts"`
-	ConfirmRequestedAt   *time.Time `db:"confirm_requested_at"`
-	NextCheckAt          *time.Time `db:"next_check_at"`
-	ExpiresAt            time.Time  `db:"expires_at"`
-	CreatedAt            time.Time  `db:"created_at"`
-	UpdatedAt            time.Time  `db:"updated_at"`
-	Seq                  int64      `db:"seq"`
+	OrderID              string         `db:"order_id"`
+	MerchantID           string         `db:"merchant_id"`
+	MerchantOrderID      *string        `db:"merchant_order_id"`
+	Amount               int64          `db:"amount"`
+	Currency             string         `db:"currency"`
+	OrderName            string         `db:"order_name"`
+	SuccessURL           *string        `db:"success_url"`
+	FailURL              *string        `db:"fail_url"`
+	Status               payment.Status `db:"status"`
+	Version              int            `db:"version"`
+	PaymentTokenHash     []byte         `db:"payment_token_hash"`
+	PaymentKey           *string        `db:"payment_key"`
+	PGIdempotencyKey     *string        `db:"pg_idempotency_key"`
+	Method               *string        `db:"method"`
+	ApprovedAt           *time.Time     `db:"approved_at"`
+	FailureCode          *string        `db:"failure_code"`
+	FailureMessage       *string        `db:"failure_message"`
+	CanceledAmount       int64          `db:"canceled_amount"`
+	ReservedCancelAmount int64          `db:"reserved_cancel_amount"`
+	NeedsReconciliation  bool           `db:"needs_reconciliation"`
+	OutcomeUnknown       bool           `db:"outcome_unknown"`
+	ConfirmAttempts      int            `db:"confirm_attempts"`
+	ConfirmRequestedAt   *time.Time     `db:"confirm_requested_at"`
+	NextCheckAt          *time.Time     `db:"next_check_at"`
+	ExpiresAt            time.Time      `db:"expires_at"`
+	CreatedAt            time.Time      `db:"created_at"`
+	UpdatedAt            time.Time      `db:"updated_at"`
+	Seq                  int64          `db:"seq"`
 }
 
 // Order converts the row to its public form.
@@ -129,6 +129,22 @@ func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish) (p
 	return out, err
 }
 
+// anyMerchant is the scope of the operator-scope methods (workers, the
+// console), spelled out at every call. The merchant-scoped methods refuse an
+// empty merchant id, so crossing merchants is never the zero value.
+const anyMerchant = ""
+
+// ErrUnscoped is a merchant-scoped call made without a merchant id: a bug in
+// the caller, never a merchant's doing.
+var ErrUnscoped = errors.New("store: merchant-scoped call without a merchant id")
+
+func scoped(merchantID string) error {
+	if merchantID == "" {
+		return ErrUnscoped
+	}
+	return nil
+}
+
 func (s *Store) orderRow(ctx context.Context, q sqlx.QueryerContext, merchantID, orderID string, forUpdate bool) (OrderRow, error) {
 	var row OrderRow
 	query := `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2)`
@@ -145,14 +161,38 @@ func (s *Store) orderRow(ctx context.Context, q sqlx.QueryerContext, merchantID,
 	return row, nil
 }
 
-// OrderRow returns the stored row; merchantID "" means any merchant (workers,
-// operators). ORDER_NOT_FOUND when absent or another merchant's.
+// OrderRow returns the merchant's stored row. ORDER_NOT_FOUND when absent
+// or another merchant's; ErrUnscoped without a merchant id.
 func (s *Store) OrderRow(ctx context.Context, merchantID, orderID string) (OrderRow, error) {
+	if err := scoped(merchantID); err != nil {
+		return OrderRow{}, err
+	}
 	return s.orderRow(ctx, s.db, merchantID, orderID, false)
 }
 
-// Order returns an order with its history; merchantID "" means any merchant.
+// OrderRowAnyMerchant returns the stored row of whichever merchant's order
+// it is (workers, operators). ORDER_NOT_FOUND when absent.
+func (s *Store) OrderRowAnyMerchant(ctx context.Context, orderID string) (OrderRow, error) {
+	return s.orderRow(ctx, s.db, anyMerchant, orderID, false)
+}
+
+// Order returns the merchant's order, with its history's first page when
+// withHistory. ORDER_NOT_FOUND when absent or another merchant's;
+// ErrUnscoped without a merchant id.
 func (s *Store) Order(ctx context.Context, merchantID, orderID string, withHistory bool) (payment.Order, error) {
+	if err := scoped(merchantID); err != nil {
+		return payment.Order{}, err
+	}
+	return s.order(ctx, merchantID, orderID, withHistory)
+}
+
+// OrderAnyMerchant is Order for whichever merchant's order it is
+// (operators, the wait for a confirm's answer).
+func (s *Store) OrderAnyMerchant(ctx context.Context, orderID string, withHistory bool) (payment.Order, error) {
+	return s.order(ctx, anyMerchant, orderID, withHistory)
+}
+
+func (s *Store) order(ctx context.Context, merchantID, orderID string, withHistory bool) (payment.Order, error) {
 	row, err := s.orderRow(ctx, s.db, merchantID, orderID, false)
 	if err != nil {
 		return payment.Order{}, err
@@ -167,8 +207,11 @@ func (s *Store) Order(ctx context.Context, merchantID, orderID string, withHisto
 // OrderByPaymentKey returns the order a paymentKey paid (or is confirming);
 // PAYMENT_NOT_FOUND when none of the merchant's orders has it.
 func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey string) (payment.Order, error) {
+	if err := scoped(merchantID); err != nil {
+		return payment.Order{}, err
+	}
 	var row OrderRow
-	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND ($2 = '' OR merchant_id = $2)`, paymentKey, merchantID)
+	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND merchant_id = $2`, paymentKey, merchantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Order{}, payment.Errorf(payment.CodePaymentNotFound, "payment not found")
 	}
@@ -252,9 +295,13 @@ type ListFilter struct {
 	Cursor          string
 }
 
-// ListOrders returns a merchant's orders newest first ("" = every merchant's,
-// for operators), keyset-paginated on seq. next is "" on the last page.
+// ListOrders returns a merchant's orders newest first, keyset-paginated on
+// seq. next is "" on the last page. ErrUnscoped without a merchant id (the
+// console searches with SearchOrders).
 func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter) (orders []payment.Order, next string, err error) {
+	if err := scoped(merchantID); err != nil {
+		return nil, "", err
+	}
 	if f.Limit <= 0 || f.Limit > 100 {
 		f.Limit = 20
 	}
@@ -272,9 +319,7 @@ func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter)
 		args = append(args, v)
 		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
 	}
-	if merchantID != "" {
-		add("merchant_id = ?", merchantID)
-	}
+	add("merchant_id = ?", merchantID)
 	if f.Status != "" {
 		add("status = ?", f.Status)
 	}
@@ -346,7 +391,7 @@ func (s *Store) AppendLog(ctx context.Context, orderID, action, actor string, de
 type ConfirmResult struct {
 	Order payment.Order
 	// Result is ACCEPTED, DUPLICATE or FAILURE.
-	Result string
+	Result payment.ConfirmResult
 	// Enqueue is true when this request moved the order to CONFIRMING and
 	// the confirm task must be enqueued (after commit).
 	Enqueue bool
@@ -359,6 +404,9 @@ type ConfirmResult struct {
 // PAYMENT_KEY_CONFLICT). CREATED → CONFIRMING stores the paymentKey and the
 // PG idempotency key.
 func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *IdemFinish) (ConfirmResult, error) {
+	if err := scoped(merchantID); err != nil {
+		return ConfirmResult{}, err
+	}
 	var res ConfirmResult
 	var securityErr error
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -391,20 +439,20 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 			if err != nil {
 				return err
 			}
-			res = ConfirmResult{Order: o, Result: "ACCEPTED", Enqueue: true}
+			res = ConfirmResult{Order: o, Result: payment.ConfirmAccepted, Enqueue: true}
 		case !samePK:
 			if st == payment.Expired {
 				return payment.Errorf(payment.CodeOrderNotConfirmable, "order has expired")
 			}
 			return payment.Errorf(payment.CodePaymentKeyConflict, "another paymentKey is already confirming or confirmed this order")
 		case st == payment.Confirming:
-			res = ConfirmResult{Order: row.Order(), Result: "ACCEPTED"}
+			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmAccepted}
 		case st == payment.Failed:
-			res = ConfirmResult{Order: row.Order(), Result: "FAILURE"}
+			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmFailure}
 		case st == payment.Expired:
 			return payment.Errorf(payment.CodeOrderNotConfirmable, "order has expired")
 		default: // PAID, PARTIALLY_CANCELED, CANCELED
-			res = ConfirmResult{Order: row.Order(), Result: "DUPLICATE"}
+			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmDuplicate}
 		}
 		return fin.finish(ctx, tx, s, res)
 	})
@@ -446,6 +494,19 @@ type Change struct {
 	PGCall *PGCall
 }
 
+// ErrNotFound is what a lookup of a record with no API error code of its
+// own (a PG event, a refund) returns when there is none: callers test for
+// it instead of for database/sql's sentinel.
+var ErrNotFound = errors.New("store: not found")
+
+// notFound turns database/sql's no-rows into ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
 // ErrVersionConflict means someone else moved the order first: re-read, never
 // overwrite.
 var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was changed concurrently")
@@ -457,7 +518,7 @@ var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was 
 func (s *Store) Transition(ctx context.Context, c Change) (payment.Order, error) {
 	var out payment.Order
 	err := s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
-		row, err := s.orderRow(ctx, tx, "", c.OrderID, true)
+		row, err := s.orderRow(ctx, tx, anyMerchant, c.OrderID, true)
 		if err != nil {
 			return err
 		}

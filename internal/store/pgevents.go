@@ -13,16 +13,16 @@ import (
 
 // PGEvent is a PG webhook as received.
 type PGEvent struct {
-	Provider   string     `db:"provider"`
-	EventKey   string     `db:"event_key"`
-	PaymentKey *string    `db:"payment_key"`
-	OrderID    *string    `db:"order_id"`
-	PGStatus   *string    `db:"pg_status"`
-	Body       []byte     `db:"body"`
-	State      string     `db:"state"`
-	Note       *string    `db:"note"`
-	ReceivedAt time.Time  `db:"received_at"`
-	AppliedAt  *time.Time `db:"applied_at"`
+	Provider   string               `db:"provider"`
+	EventKey   string               `db:"event_key"`
+	PaymentKey *string              `db:"payment_key"`
+	OrderID    *string              `db:"order_id"`
+	PGStatus   *string              `db:"pg_status"`
+	Body       []byte               `db:"body"`
+	State      payment.PGEventState `db:"state"`
+	Note       *string              `db:"note"`
+	ReceivedAt time.Time            `db:"received_at"`
+	AppliedAt  *time.Time           `db:"applied_at"`
 }
 
 // InsertPGEvent stores an event once per (provider, event key). stored is
@@ -37,11 +37,11 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, e.Provider, e.EventKey,
 	return n == 1, nil
 }
 
-// PGEventByKey returns one event; sql.ErrNoRows when absent.
+// PGEventByKey returns one event; ErrNotFound when absent.
 func (s *Store) PGEventByKey(ctx context.Context, provider, key string) (PGEvent, error) {
 	var e PGEvent
 	err := s.db.GetContext(ctx, &e, `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events WHERE provider = $1 AND event_key = $2`, provider, key)
-	return e, err
+	return e, notFound(err)
 }
 
 // maxEventNote caps a settled event's note: it quotes what the event said.
@@ -53,7 +53,7 @@ const maxEventNote = 300
 // unsigned door, so what is ignored or refused stays on its own bounded
 // pg_events row (and in metrics and logs), never in an order's permanent,
 // merchant-visible history.
-func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state, note, orderID string) error {
+func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state payment.PGEventState, note, orderID string) error {
 	if len(note) > maxEventNote {
 		// On a rune boundary: PostgreSQL refuses invalid UTF-8.
 		cut := maxEventNote
@@ -71,7 +71,7 @@ func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state, note, orderID
 WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`, e.Provider, e.EventKey, state, note, orderID); err != nil {
 		return err
 	}
-	if orderID != "" && state == "APPLIED" {
+	if orderID != "" && state == payment.EventApplied {
 		action := "webhook.applied"
 		d := map[string]any{"provider": e.Provider, "eventKey": e.EventKey, "note": note}
 		if e.PGStatus != nil {
@@ -103,7 +103,7 @@ func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string
 	var row OrderRow
 	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1`, paymentKey)
 	if errors.Is(err, sql.ErrNoRows) && orderID != "" {
-		return s.orderRow(ctx, s.db, "", orderID, false)
+		return s.orderRow(ctx, s.db, anyMerchant, orderID, false)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return row, payment.Errorf(payment.CodeOrderNotFound, "no order for that payment")

@@ -13,17 +13,17 @@ import (
 // Refund is the automatic refund of a PG approval that arrived for an order
 // that can no longer be paid (EXPIRED or FAILED).
 type Refund struct {
-	RefundID         string    `json:"refundId" db:"refund_id"`
-	OrderID          string    `json:"orderId" db:"order_id"`
-	PaymentKey       string    `json:"paymentKey" db:"payment_key"`
-	Amount           int64     `json:"amount" db:"amount"`
-	Status           string    `json:"status" db:"status"`
-	PGIdempotencyKey string    `json:"-" db:"pg_idempotency_key"`
-	Attempts         int       `json:"attempts" db:"attempts"`
-	LastError        *string   `json:"lastError" db:"last_error"`
-	NextAttemptAt    time.Time `json:"nextAttemptAt" db:"next_attempt_at"`
-	CreatedAt        time.Time `json:"createdAt" db:"created_at"`
-	UpdatedAt        time.Time `json:"updatedAt" db:"updated_at"`
+	RefundID         string               `json:"refundId" db:"refund_id"`
+	OrderID          string               `json:"orderId" db:"order_id"`
+	PaymentKey       string               `json:"paymentKey" db:"payment_key"`
+	Amount           int64                `json:"amount" db:"amount"`
+	Status           payment.RefundStatus `json:"status" db:"status"`
+	PGIdempotencyKey string               `json:"-" db:"pg_idempotency_key"`
+	Attempts         int                  `json:"attempts" db:"attempts"`
+	LastError        *string              `json:"lastError" db:"last_error"`
+	NextAttemptAt    time.Time            `json:"nextAttemptAt" db:"next_attempt_at"`
+	CreatedAt        time.Time            `json:"createdAt" db:"created_at"`
+	UpdatedAt        time.Time            `json:"updatedAt" db:"updated_at"`
 }
 
 const refundColumns = `refund_id, order_id, payment_key, amount, status, pg_idempotency_key, attempts, last_error, next_attempt_at, created_at, updated_at`
@@ -49,11 +49,11 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payment_key) DO NOTHING`, id, order
 	return r, created, err
 }
 
-// RefundByID returns a refund.
+// RefundByID returns a refund; ErrNotFound when absent.
 func (s *Store) RefundByID(ctx context.Context, id string) (Refund, error) {
 	var r Refund
 	err := s.db.GetContext(ctx, &r, `SELECT `+refundColumns+` FROM refunds WHERE refund_id = $1`, id)
-	return r, err
+	return r, notFound(err)
 }
 
 // RefundsOfOrder lists an order's refunds.
@@ -84,14 +84,14 @@ func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, e
 		if err := tx.GetContext(ctx, &r, `SELECT `+refundColumns+` FROM refunds WHERE refund_id = $1 FOR UPDATE`, refundID); err != nil {
 			return err
 		}
-		if r.Status != "PENDING" {
+		if r.Status != payment.RefundPending {
 			return nil
 		}
 		ok = true
 		if _, err := tx.ExecContext(ctx, `UPDATE refunds SET status = 'SUCCEEDED', attempts = attempts + 1, updated_at = now() WHERE refund_id = $1`, refundID); err != nil {
 			return err
 		}
-		row, err := s.orderRow(ctx, tx, "", r.OrderID, true)
+		row, err := s.orderRow(ctx, tx, anyMerchant, r.OrderID, true)
 		if err != nil {
 			return err
 		}

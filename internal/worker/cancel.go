@@ -2,33 +2,63 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
 )
+
+// CancelStore is what sending cancels and refunds reads and writes.
+type CancelStore interface {
+	// OrderRowAnyMerchant returns ORDER_NOT_FOUND for an unknown order.
+	OrderRowAnyMerchant(ctx context.Context, orderID string) (store.OrderRow, error)
+	// CancelAnyMerchant returns CANCEL_NOT_FOUND for an unknown cancel.
+	CancelAnyMerchant(ctx context.Context, cancelID string) (store.Cancel, error)
+	// FinishCancel settles a PENDING cancel and moves the order, once.
+	FinishCancel(ctx context.Context, cancelID string, succeeded bool, code, message string) (ok bool, err error)
+	// RecordCancelAttempt notes an attempt whose outcome is not final.
+	RecordCancelAttempt(ctx context.Context, c store.Cancel, outcome, code string) error
+	// RefundByID returns store.ErrNotFound for an unknown refund.
+	RefundByID(ctx context.Context, id string) (store.Refund, error)
+	// RecordRefundAttempt notes an attempt that did not settle and when
+	// the sweep tries again.
+	RecordRefundAttempt(ctx context.Context, r store.Refund, outcome, code string, next time.Time) error
+	// CompleteRefund settles a PENDING refund, once.
+	CompleteRefund(ctx context.Context, refundID string) (ok bool, err error)
+}
+
+// Canceler sends merchants' cancels (payment:cancel) and the refunds of
+// late approvals (payment:refund) to the PG under the order's lock, each
+// with its own idempotency key.
+type Canceler struct {
+	*Env
+	Store CancelStore
+}
 
 // HandleCancel sends a merchant's cancel to the PG under the order's lock,
 // with the cancel's own idempotency key, and settles it.
-func (w *Worker) HandleCancel(ctx context.Context, t *asynq.Task) error {
+func (w *Canceler) HandleCancel(ctx context.Context, t *asynq.Task) error {
 	var p queue.IDPayload
 	if err := queue.Decode(t, &p); err != nil {
 		return err
 	}
-	c, err := w.Store.CancelByID(ctx, "", "", p.ID)
+	c, err := w.Store.CancelAnyMerchant(ctx, p.ID)
 	if err != nil {
 		return ignoreNotFound(err)
 	}
 	log := w.taskLog(ctx, c.OrderID).With("cancel_id", c.CancelID)
 	err = w.Locks.Do(ctx, "order:"+c.OrderID, func(ctx context.Context) error {
-		c, err := w.Store.CancelByID(ctx, "", "", p.ID)
-		if err != nil || c.Status != "PENDING" {
+		c, err := w.Store.CancelAnyMerchant(ctx, p.ID)
+		if err != nil || c.Status != payment.CancelPending {
 			return err
 		}
-		row, err := w.Store.OrderRow(ctx, "", c.OrderID)
+		row, err := w.Store.OrderRowAnyMerchant(ctx, c.OrderID)
 		if err != nil {
 			return err
 		}
@@ -60,22 +90,25 @@ func (w *Worker) HandleCancel(ctx context.Context, t *asynq.Task) error {
 // cancel the paymentKey is looked up: only an approved payment of this very
 // order, for its amount, is ever cancelled, so a refund row that names
 // someone else's payment (however it came to be) cancels nothing.
-func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
+func (w *Canceler) HandleRefund(ctx context.Context, t *asynq.Task) error {
 	var p queue.IDPayload
 	if err := queue.Decode(t, &p); err != nil {
 		return err
 	}
 	r, err := w.Store.RefundByID(ctx, p.ID)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil // unknown refund: nothing to do
+	}
+	if err != nil {
+		return err
 	}
 	log := w.taskLog(ctx, r.OrderID).With("refund_id", r.RefundID)
 	err = w.Locks.Do(ctx, "order:"+r.OrderID, func(ctx context.Context) error {
 		r, err := w.Store.RefundByID(ctx, p.ID)
-		if err != nil || r.Status != "PENDING" {
+		if err != nil || r.Status != payment.RefundPending {
 			return err
 		}
-		row, err := w.Store.OrderRow(ctx, "", r.OrderID)
+		row, err := w.Store.OrderRowAnyMerchant(ctx, r.OrderID)
 		if err != nil {
 			return err
 		}
@@ -92,10 +125,10 @@ func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
 			log.Error("refund names a payment that is not this order's; nothing cancelled", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount)
 			return w.Store.RecordRefundAttempt(ctx, r, "mismatch", "PG_PAYMENT_NOT_THIS_ORDERS", w.now().Add(time.Hour))
 		}
-		done := lr.Payment.Status == pgclient.StatusCanceled // an earlier attempt, or the PG's console
-		if !done && lr.Payment.Status != pgclient.StatusDone && lr.Payment.Status != pgclient.StatusPartialCanceled {
+		done := lr.Payment.Status == payment.PGCanceled // an earlier attempt, or the PG's console
+		if !done && lr.Payment.Status != payment.PGDone && lr.Payment.Status != payment.PGPartialCanceled {
 			// Not approved (any more): nothing was charged that we could refund.
-			return w.Store.RecordRefundAttempt(ctx, r, "not_approved", "PG_"+lr.Payment.Status, w.now().Add(time.Hour))
+			return w.Store.RecordRefundAttempt(ctx, r, "not_approved", "PG_"+string(lr.Payment.Status), w.now().Add(time.Hour))
 		}
 		var res pgclient.Result
 		if !done {

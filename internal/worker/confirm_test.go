@@ -282,12 +282,13 @@ func TestExpiredLockFencedByVersion(t *testing.T) {
 	if r := m.Confirm(o, key); r.Status != 202 {
 		t.Fatalf("confirm: %d", r.Status)
 	}
-	row, err := sys.Deps.Store.OrderRow(context.Background(), "", o.OrderID)
+	row, err := sys.Deps.Store.OrderRowAnyMerchant(context.Background(), o.OrderID)
 	testenv.Must(t, err)
 	mk := func() *worker.Worker {
 		w := process.NewWorker(sys.Config, sys.Deps, sys.Log).Handler
-		w.Locks = lock.New(sys.Redis.Client, 50*time.Millisecond, sys.Log)
-		w.Locks.NoExtend = true
+		l := lock.New(sys.Redis.Client, 50*time.Millisecond, sys.Log)
+		l.NoExtend = true
+		w.Locks = l
 		return w
 	}
 	w1, w2 := mk(), mk()

@@ -31,7 +31,7 @@ func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
 	o := m.CreateOrder(2500)
 	m.Confirm(o, sys.Session(o))
 	ctx := context.Background()
-	row, err := sys.Deps.Store.OrderRow(ctx, "", o.OrderID)
+	row, err := sys.Deps.Store.OrderRowAnyMerchant(ctx, o.OrderID)
 	testenv.Must(t, err)
 	pk := *row.PaymentKey
 	_, err = sys.Deps.Store.Transition(ctx, store.Change{OrderID: o.OrderID, Version: row.Version, To: payment.Paid, Action: "test", PaymentKey: &pk})
@@ -73,7 +73,7 @@ func TestTwoTriggersOfOneAttemptSendOnce(t *testing.T) {
 	o := m.CreateOrder(2600)
 	m.Confirm(o, sys.Session(o))
 	ctx := context.Background()
-	row, err := sys.Deps.Store.OrderRow(ctx, "", o.OrderID)
+	row, err := sys.Deps.Store.OrderRowAnyMerchant(ctx, o.OrderID)
 	testenv.Must(t, err)
 	pk := *row.PaymentKey
 	_, err = sys.Deps.Store.Transition(ctx, store.Change{OrderID: o.OrderID, Version: row.Version, To: payment.Paid, Action: "test", PaymentKey: &pk})

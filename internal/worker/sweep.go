@@ -7,6 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -21,9 +22,45 @@ const DefaultPGEventRetention = 30 * 24 * time.Hour
 // several ticks instead of one long transaction.
 const purgeBatch = 1000
 
+// SweepStore is what the maintenance sweep reads and writes.
+type SweepStore interface {
+	// Exclusive runs fn under a PostgreSQL advisory lock; ran is false when
+	// another session holds it.
+	Exclusive(ctx context.Context, lockID int64, fn func(ctx context.Context) error) (ran bool, err error)
+	ClaimDueConfirms(ctx context.Context, limit int, again time.Duration) ([]store.OrderRef, error)
+	DueExpiries(ctx context.Context, limit int) ([]store.OrderRef, error)
+	// Expire returns store.ErrVersionConflict when the order moved first.
+	Expire(ctx context.Context, ref store.OrderRef) (payment.Order, error)
+	DueRefunds(ctx context.Context, limit int, again time.Duration) ([]store.Refund, error)
+	StalePendingCancels(ctx context.Context, age time.Duration, limit int) ([]string, error)
+	StaleReceivedEvents(ctx context.Context, age time.Duration, limit int) ([]store.PGEvent, error)
+	PurgeExpired(ctx context.Context, eventRetention time.Duration, batch int) (events, keys int64, err error)
+	ConfirmStuckAfter() time.Duration
+}
+
+// SweepQueue is what the sweep re-enqueues, each under the sweep's
+// generation g so a re-enqueue never collides with the task it replaces.
+type SweepQueue interface {
+	ConfirmAgain(ctx context.Context, orderID string, version int, g int64) error
+	ReconcileAgain(ctx context.Context, orderID string, version int, g int64) error
+	RefundAgain(ctx context.Context, refundID string, attempt int, g int64) error
+	CancelAgain(ctx context.Context, cancelID string, g int64) error
+	WebhookAgain(ctx context.Context, provider, eventKey string, g int64) error
+}
+
+// Sweeper is the maintenance sweep (maintenance:sweep): it carries on from
+// lost or exhausted tasks from the schedule in PostgreSQL, expires stale
+// orders and purges what has outlived its retention.
+type Sweeper struct {
+	*Env
+	Store     SweepStore
+	Queue     SweepQueue
+	Callbacks Callbacks
+}
+
 // HandleSweep runs one maintenance tick: re-enqueue confirms whose task was
 // lost, reconcile stuck ones, expire stale orders.
-func (w *Worker) HandleSweep(ctx context.Context, t *asynq.Task) error {
+func (w *Sweeper) HandleSweep(ctx context.Context, t *asynq.Task) error {
 	ran, err := w.Store.Exclusive(ctx, sweepLockID, func(ctx context.Context) error {
 		return w.sweep(ctx)
 	})
@@ -39,12 +76,12 @@ func (w *Worker) HandleSweep(ctx context.Context, t *asynq.Task) error {
 }
 
 // Sweep runs one sweep now (tests, payrailctl).
-func (w *Worker) Sweep(ctx context.Context) error {
+func (w *Sweeper) Sweep(ctx context.Context) error {
 	_, err := w.Store.Exclusive(ctx, sweepLockID, w.sweep)
 	return err
 }
 
-func (w *Worker) sweep(ctx context.Context) error {
+func (w *Sweeper) sweep(ctx context.Context) error {
 	var errs []error
 	refs, err := w.Store.ClaimDueConfirms(ctx, 500, w.Store.ConfirmStuckAfter())
 	errs = append(errs, err)

@@ -7,7 +7,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -18,23 +17,24 @@ import (
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/queue"
-	"github.com/payrail/payrail/internal/store"
 )
 
-// PG is the slice of the PG client the worker uses.
+// PG is the slice of the PG client the worker uses. Every call answers a
+// classified pgclient.Result; none returns an error.
 type PG interface {
 	Confirm(ctx context.Context, idempotencyKey, paymentKey, orderID string, amount int64) pgclient.Result
 	GetPayment(ctx context.Context, paymentKey string) pgclient.Result
 	Cancel(ctx context.Context, idempotencyKey, paymentKey, reason string, amount int64) pgclient.Result
 }
 
-// Worker runs the payment handlers.
-type Worker struct {
-	Store *store.Store
-	PG    PG
-	Locks *lock.Locker
-	Queue *queue.Client
-	Log   *slog.Logger
+// Locker runs fn while holding the named lock, for as long as fn runs. It
+// returns lock.ErrTaken, without running fn, when another holder has it.
+type Locker interface {
+	Do(ctx context.Context, key string, fn func(ctx context.Context) error) error
+}
+
+// Timing holds the knobs every handler reads.
+type Timing struct {
 	// PGTimeout bounds one PG call; the lock TTL must exceed it.
 	PGTimeout time.Duration
 	// SessionWindow is how long after the confirm request a confirm may be
@@ -52,9 +52,43 @@ type Worker struct {
 	// PGLagWindow is how long an event that claims more than the PG's
 	// record is looked up again before it is rejected (0: 2 minutes).
 	PGLagWindow time.Duration
-	Now         func() time.Time
+}
+
+// Env is what every handler shares: the PG, the per-order lock, the clock,
+// the log, the hooks and the timing.
+type Env struct {
+	PG    PG
+	Locks Locker
+	Log   *slog.Logger
+	Now   func() time.Time
 	// Hooks observe outcomes (metrics); nil is fine.
 	Hooks Hooks
+	Timing
+}
+
+// Store is everything the handlers read and write, each through its own
+// slice (ConfirmStore, WebhookStore, CancelStore, SweepStore); *store.Store
+// is the one implementation.
+type Store interface {
+	WebhookStore
+	CancelStore
+	SweepStore
+}
+
+// Queue is every task the handlers enqueue; *queue.Client is the one
+// implementation.
+type Queue interface {
+	ConfirmQueue
+	SweepQueue
+}
+
+// Worker wires the handlers together and routes tasks to them: confirm and
+// reconcile (Confirmer), PG webhooks (Webhooks), cancels and refunds
+// (Canceler), the sweep (Sweeper) and merchant callbacks (Callbacks).
+type Worker struct {
+	Env
+	Store Store
+	Queue Queue
 	// Callbacks delivers merchant callbacks (internal/callback); nil leaves
 	// callback:deliver unhandled.
 	Callbacks Callbacks
@@ -72,12 +106,63 @@ type Hooks struct {
 	Task   func(typ, outcome string)
 }
 
+// Confirmer is the worker's confirm handler.
+func (w *Worker) Confirmer() *Confirmer {
+	return &Confirmer{Env: &w.Env, Store: w.Store, Queue: w.Queue}
+}
+
+// Webhooks is the worker's PG webhook handler.
+func (w *Worker) Webhooks() *Webhooks {
+	return &Webhooks{Confirmer: w.Confirmer(), Store: w.Store}
+}
+
+// Canceler is the worker's cancel and refund handler.
+func (w *Worker) Canceler() *Canceler { return &Canceler{Env: &w.Env, Store: w.Store} }
+
+// Sweeper is the worker's maintenance sweep.
+func (w *Worker) Sweeper() *Sweeper {
+	return &Sweeper{Env: &w.Env, Store: w.Store, Queue: w.Queue, Callbacks: w.Callbacks}
+}
+
+// HandleConfirm confirms an order with the PG (Confirmer.HandleConfirm).
+func (w *Worker) HandleConfirm(ctx context.Context, t *asynq.Task) error {
+	return w.Confirmer().HandleConfirm(ctx, t)
+}
+
+// HandleReconcile looks a payment up (Confirmer.HandleReconcile).
+func (w *Worker) HandleReconcile(ctx context.Context, t *asynq.Task) error {
+	return w.Confirmer().HandleReconcile(ctx, t)
+}
+
+// HandleWebhook applies a stored PG event (Webhooks.HandleWebhook).
+func (w *Worker) HandleWebhook(ctx context.Context, t *asynq.Task) error {
+	return w.Webhooks().HandleWebhook(ctx, t)
+}
+
+// HandleCancel sends a merchant's cancel (Canceler.HandleCancel).
+func (w *Worker) HandleCancel(ctx context.Context, t *asynq.Task) error {
+	return w.Canceler().HandleCancel(ctx, t)
+}
+
+// HandleRefund refunds a late approval (Canceler.HandleRefund).
+func (w *Worker) HandleRefund(ctx context.Context, t *asynq.Task) error {
+	return w.Canceler().HandleRefund(ctx, t)
+}
+
+// HandleSweep runs one maintenance tick (Sweeper.HandleSweep).
+func (w *Worker) HandleSweep(ctx context.Context, t *asynq.Task) error {
+	return w.Sweeper().HandleSweep(ctx, t)
+}
+
+// Sweep runs one sweep now (tests, payrailctl).
+func (w *Worker) Sweep(ctx context.Context) error { return w.Sweeper().Sweep(ctx) }
+
 // errRetry asks asynq to run the task again later.
 var errRetry = errors.New("retry later")
 
-func (w *Worker) now() time.Time {
-	if w.Now != nil {
-		return w.Now()
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
 	}
 	return time.Now()
 }
@@ -129,14 +214,14 @@ func backoff(n int, base, max time.Duration) time.Duration {
 	return d + j
 }
 
-func (w *Worker) taskLog(ctx context.Context, orderID string) *slog.Logger {
+func (e *Env) taskLog(ctx context.Context, orderID string) *slog.Logger {
 	id, _ := asynq.GetTaskID(ctx)
 	n, _ := asynq.GetRetryCount(ctx)
-	return w.Log.With("order_id", orderID, "task_id", id, "attempt", n)
+	return e.Log.With("order_id", orderID, "task_id", id, "attempt", n)
 }
 
-func (w *Worker) observeTask(typ string, err error) {
-	if w.Hooks.Task == nil {
+func (e *Env) observeTask(typ string, err error) {
+	if e.Hooks.Task == nil {
 		return
 	}
 	outcome := "success"
@@ -146,45 +231,13 @@ func (w *Worker) observeTask(typ string, err error) {
 	case err != nil:
 		outcome = "retry"
 	}
-	w.Hooks.Task(typ, outcome)
+	e.Hooks.Task(typ, outcome)
 }
 
-func (w *Worker) observePG(op string, res pgclient.Result) {
-	if w.Hooks.PGCall != nil {
-		w.Hooks.PGCall(op, res.Outcome.String(), res.Latency)
+func (e *Env) observePG(op string, res pgclient.Result) {
+	if e.Hooks.PGCall != nil {
+		e.Hooks.PGCall(op, res.Outcome.String(), res.Latency)
 	}
-}
-
-// HandleConfirm confirms an order with the PG.
-func (w *Worker) HandleConfirm(ctx context.Context, t *asynq.Task) error {
-	var p queue.OrderPayload
-	if err := queue.Decode(t, &p); err != nil {
-		return err
-	}
-	log := w.taskLog(ctx, p.OrderID)
-	err := w.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
-		return w.confirmLocked(ctx, log, p.OrderID)
-	})
-	w.observeTask(t.Type(), err)
-	return finish(ctx, log, err)
-}
-
-// HandleReconcile looks up a payment whose confirm outcome is unknown.
-func (w *Worker) HandleReconcile(ctx context.Context, t *asynq.Task) error {
-	var p queue.OrderPayload
-	if err := queue.Decode(t, &p); err != nil {
-		return err
-	}
-	log := w.taskLog(ctx, p.OrderID)
-	err := w.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
-		row, err := w.Store.OrderRow(ctx, "", p.OrderID)
-		if err != nil || payment.Status(row.Status) != payment.Confirming {
-			return ignoreNotFound(err)
-		}
-		return w.lookupLocked(ctx, log, row)
-	})
-	w.observeTask(t.Type(), err)
-	return finish(ctx, log, err)
 }
 
 // finish turns the handler's error into asynq's answer. A task at its last
@@ -221,235 +274,4 @@ func ignoreNotFound(err error) error {
 		return nil
 	}
 	return err
-}
-
-func (w *Worker) confirmLocked(ctx context.Context, log *slog.Logger, orderID string) error {
-	row, err := w.Store.OrderRow(ctx, "", orderID)
-	if err != nil || payment.Status(row.Status) != payment.Confirming {
-		return ignoreNotFound(err)
-	}
-	now := w.now()
-	if row.NeedsReconciliation || row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= w.SessionWindow {
-		return w.lookupLocked(ctx, log, row)
-	}
-	pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-	res := w.PG.Confirm(pctx, *row.PGIdempotencyKey, *row.PaymentKey, row.OrderID, row.Amount)
-	cancel()
-	w.observePG("confirm", res)
-	attempt := row.ConfirmAttempts + 1
-	call := store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "pg.confirm", Attempt: attempt,
-		Outcome: res.Outcome.String(), Code: res.Code, Message: res.Message, Status: res.HTTPStatus, Latency: res.Latency}
-	log = log.With("pg_outcome", res.Outcome.String(), "pg_code", res.Code)
-	switch res.Outcome {
-	case pgclient.Approved:
-		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
-		// The call's history row commits with the transition it causes.
-		return w.apply(ctx, log, row, res.Payment, "pg.confirm", &call)
-	case pgclient.Declined:
-		call.NextCheckAt = now.Add(w.Store.ConfirmStuckAfter())
-		if err := w.Store.RecordPGCall(ctx, call); err != nil {
-			return err
-		}
-		if row.OutcomeUnknown {
-			// An earlier attempt may have gone through: the decline is only
-			// believed once a lookup agrees.
-			log.Info("decline after an unknown outcome; looking the payment up")
-			return w.lookupLocked(ctx, log, row)
-		}
-		return w.fail(ctx, log, row, res.Code, res.Message, "pg.confirm")
-	default: // Retryable, Unknown
-		n, _ := asynq.GetRetryCount(ctx)
-		delay := backoff(n, w.ConfirmBackoff, w.ConfirmBackoffMax)
-		exhausted := now.Add(delay).Sub(*row.ConfirmRequestedAt) >= w.SessionWindow
-		call.Unknown = res.Outcome == pgclient.Unknown
-		call.NeedsReconciliation = exhausted
-		call.NextCheckAt = now.Add(delay + w.Store.ConfirmStuckAfter())
-		if err := w.Store.RecordPGCall(ctx, call); err != nil {
-			return err
-		}
-		if exhausted {
-			log.Warn("confirm retries exhausted within the PG session window; reconciling by lookup")
-			return w.Queue.Reconcile(context.WithoutCancel(ctx), row.OrderID, row.Version, w.ReconcileBackoff)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("pg confirm %s (%s): %w", res.Outcome, res.Code, errRetry)
-	}
-}
-
-// lookupLocked asks the PG what became of the payment and applies the answer.
-func (w *Worker) lookupLocked(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
-	pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-	res := w.PG.GetPayment(pctx, *row.PaymentKey)
-	cancel()
-	w.observePG("lookup", res)
-	now := w.now()
-	call := store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "pg.lookup", Attempt: row.ConfirmAttempts,
-		Outcome: res.Outcome.String(), Code: res.Code, Message: res.Message, Status: res.HTTPStatus, Latency: res.Latency,
-		NextCheckAt: now.Add(w.ReconcileBackoff + w.Store.ConfirmStuckAfter())}
-	if res.Payment != nil {
-		call.Message = "pg status " + res.Payment.Status
-	}
-	switch {
-	case res.Outcome == pgclient.Approved && res.Payment != nil && decided(res.Payment.Status):
-		return w.apply(ctx, log, row, res.Payment, "pg.lookup", &call)
-	case res.Outcome == pgclient.Declined && (res.Code == "NOT_FOUND_PAYMENT" || res.Code == "NOT_FOUND_PAYMENT_SESSION"):
-		// The PG has no such payment: nothing was charged.
-		if err := w.Store.RecordPGCall(ctx, call); err != nil {
-			return err
-		}
-		return w.fail(ctx, log, row, res.Code, res.Message, "pg.lookup")
-	}
-	// Still unknown: the PG is down, or the payment is not decided yet.
-	pastWindow := row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= w.SessionWindow
-	call.NeedsReconciliation = pastWindow || row.NeedsReconciliation
-	if err := w.Store.RecordPGCall(ctx, call); err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return fmt.Errorf("pg lookup %s (%s): %w", res.Outcome, res.Code, errRetry)
-}
-
-// decided reports whether a PG payment status settles the confirm.
-func decided(pgStatus string) bool {
-	switch pgStatus {
-	case "DONE", "CANCELED", "PARTIAL_CANCELED", "ABORTED", "EXPIRED":
-		return true
-	}
-	return false
-}
-
-// apply moves an order to what the PG's payment record says, whatever state
-// the order is in, through the transition table. It never moves an order
-// backwards: a record that the table refuses is noted, not applied. An
-// approval for an order that can no longer be paid is refunded.
-//
-// call, when set, is the PG call that brought p: it is written in the
-// transition's own transaction, or on its own when nothing transitions.
-func (w *Worker) apply(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string, call *store.PGCall) (err error) {
-	if call != nil {
-		defer func() {
-			if call != nil && (err == nil || errors.Is(err, errRetry)) {
-				if rerr := w.Store.RecordPGCall(ctx, *call); rerr != nil {
-					err = rerr
-				}
-			}
-		}()
-	}
-	if p == nil {
-		return fmt.Errorf("pg answered without a payment: %w", errRetry)
-	}
-	if p.OrderID != row.OrderID || p.TotalAmount != row.Amount || (row.PaymentKey != nil && p.PaymentKey != *row.PaymentKey && payment.Status(row.Status) != payment.Created && payment.Status(row.Status) != payment.Expired && payment.Status(row.Status) != payment.Failed) {
-		// Never guess: an operator must look.
-		log.Error("pg payment disagrees with the order", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount, "pg_payment_key", p.PaymentKey)
-		return w.Store.RecordPGCall(ctx, store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "alert.pg_mismatch",
-			Outcome: "mismatch", Message: fmt.Sprintf("pg orderId=%s amount=%d paymentKey=%s status=%s", p.OrderID, p.TotalAmount, p.PaymentKey, p.Status),
-			NeedsReconciliation: true, NextCheckAt: w.now().Add(time.Hour)})
-	}
-	st := payment.Status(row.Status)
-	approved := p.Status == "DONE" || p.Status == "PARTIAL_CANCELED" || p.Status == "CANCELED"
-	switch {
-	case st == payment.Expired || st == payment.Failed:
-		if p.Status == "DONE" || p.Status == "PARTIAL_CANCELED" {
-			r, created, err := w.Store.CreateRefund(ctx, row.OrderID, p.PaymentKey, p.BalanceAmount, source)
-			if err != nil {
-				return err
-			}
-			if created {
-				log.Warn("late PG approval for an order that can no longer be paid; refunding", "status", st, "refund_id", r.RefundID)
-				if err := w.Queue.Refund(context.WithoutCancel(ctx), r.RefundID, 0); err != nil {
-					log.Warn("enqueue refund; the sweep retries", "err", err)
-				}
-			}
-		}
-		return nil
-	case st == payment.Created:
-		return nil // only our own confirm moves an order out of CREATED
-	case st != payment.Confirming && !(p.Status == "CANCELED" && (st == payment.Paid || st == payment.PartiallyCanceled)):
-		return nil // PAID and later: only a full cancel at the PG moves it
-	case !approved && p.Status != "ABORTED" && p.Status != "EXPIRED":
-		return fmt.Errorf("pg payment status %s is not final: %w", p.Status, errRetry)
-	}
-	var c store.Change
-	switch p.Status {
-	case "DONE", "PARTIAL_CANCELED":
-		c = store.Change{To: payment.Paid, Action: "payment.approved", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt)}
-	case "CANCELED":
-		if row.ReservedCancelAmount > 0 {
-			return nil // our own cancel is in flight; it settles the amounts
-		}
-		c = store.Change{To: payment.Canceled, Action: "payment.canceled_at_pg", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt),
-			CanceledAmountDelta: row.Amount - row.CanceledAmount}
-	default: // ABORTED, EXPIRED while confirming
-		code, msg := "PG_"+p.Status, "the PG reports the payment "+p.Status
-		if p.Failure != nil && p.Failure.Code != "" {
-			code, msg = p.Failure.Code, p.Failure.Message
-		}
-		c.PGCall, call = call, nil
-		return w.failWith(ctx, log, row, code, msg, source, c.PGCall)
-	}
-	c.OrderID, c.Version, c.Actor = row.OrderID, row.Version, "worker"
-	c.Details = map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}
-	c.PGCall, call = call, nil // now the transition's to write
-	o, err := w.Store.Transition(ctx, c)
-	if errors.Is(err, store.ErrVersionConflict) {
-		log.Info("order moved concurrently; leaving it", "to", c.To)
-		return w.recordLostCall(ctx, c.PGCall)
-	}
-	if err != nil {
-		return err
-	}
-	log.Info("order settled", "status", o.Status, "version", o.Version)
-	return nil
-}
-
-func (w *Worker) fail(ctx context.Context, log *slog.Logger, row store.OrderRow, code, msg, source string) error {
-	return w.failWith(ctx, log, row, code, msg, source, nil)
-}
-
-func (w *Worker) failWith(ctx context.Context, log *slog.Logger, row store.OrderRow, code, msg, source string, call *store.PGCall) error {
-	if code == "" {
-		code = "PG_DECLINED"
-	}
-	_, err := w.Store.Transition(ctx, store.Change{OrderID: row.OrderID, Version: row.Version, To: payment.Failed, Action: "payment.failed",
-		Actor: "worker", FailureCode: &code, FailureMessage: &msg, Details: map[string]any{"source": source, "code": code, "message": msg}, PGCall: call})
-	if errors.Is(err, store.ErrVersionConflict) {
-		log.Info("order moved concurrently; leaving it", "to", payment.Failed)
-		return w.recordLostCall(ctx, call)
-	}
-	if err == nil {
-		log.Info("order failed", "code", code)
-	}
-	return err
-}
-
-// recordLostCall writes the history row of a PG call whose transition lost
-// the race, so every call is in the history either way.
-func (w *Worker) recordLostCall(ctx context.Context, call *store.PGCall) error {
-	if call == nil {
-		return nil
-	}
-	return w.Store.RecordPGCall(ctx, *call)
-}
-
-func nonEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func parseTime(s string) *time.Time {
-	if s == "" {
-		return nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return &t
-		}
-	}
-	return nil
 }

@@ -1,0 +1,91 @@
+package payment
+
+import "testing"
+
+// Every (PG status, order status, cancel in flight) cell of the Reading
+// table, including a status the PG might add tomorrow, must keep the
+// invariants the money depends on.
+func TestReadingInvariants(t *testing.T) {
+	pgs := append(append([]PGStatus{}, AllPGStatuses...), "SOMETHING_NEW", "")
+	for _, pg := range pgs {
+		for _, order := range AllStatuses {
+			for _, inFlight := range []bool{false, true} {
+				e := Reading(pg, order, inFlight)
+				where := func() string { return string(pg) + " × " + string(order) + " × inFlight=" + map[bool]string{true: "yes", false: "no"}[inFlight] }
+				if to, moves := e.To(); moves && !CanTransition(order, to) {
+					t.Errorf("%s: %s moves %s → %s, which the transition table forbids", where(), e, order, to)
+				}
+				if _, moves := e.To(); moves && order.Terminal() {
+					t.Errorf("%s: a terminal order moves (%s)", where(), e)
+				}
+				if e == Refund && !(pg.Charged() && (order == Expired || order == Failed)) {
+					t.Errorf("%s: refund of something not charged or an order that can still be paid", where())
+				}
+				if e == AskAgain && (order != Confirming || pg.Decided()) {
+					t.Errorf("%s: asks again about a decided payment or a settled order", where())
+				}
+				if Reflects(order, pg) && e != NoEffect {
+					t.Errorf("%s: the order already reflects the PG, yet the effect is %s", where(), e)
+				}
+				if order == Created && e != NoEffect {
+					t.Errorf("%s: only payrail's own confirm may move a CREATED order, got %s", where(), e)
+				}
+				if !pg.Known() && e != NoEffect && e != AskAgain {
+					t.Errorf("%s: an unknown PG status moved money (%s)", where(), e)
+				}
+				if e.String() == "Effect(?)" {
+					t.Errorf("%s: unnamed effect %d", where(), e)
+				}
+			}
+		}
+	}
+}
+
+func TestReadingGolden(t *testing.T) {
+	cases := []struct {
+		pg       PGStatus
+		order    Status
+		inFlight bool
+		want     Effect
+	}{
+		{PGDone, Confirming, false, Approve},
+		{PGPartialCanceled, Confirming, false, Approve},
+		{PGInProgress, Confirming, false, AskAgain},
+		{PGReady, Confirming, false, AskAgain},
+		{PGAborted, Confirming, false, FailAtPG},
+		{PGExpired, Confirming, false, FailAtPG},
+		{PGCanceled, Confirming, false, CancelAtPG},
+		{PGCanceled, Confirming, true, NoEffect},
+		{PGCanceled, Paid, false, CancelAtPG},
+		{PGCanceled, Paid, true, NoEffect},
+		{PGCanceled, PartiallyCanceled, false, CancelAtPG},
+		{PGDone, Paid, false, NoEffect},
+		{PGDone, Expired, false, Refund},
+		{PGPartialCanceled, Failed, false, Refund},
+		{PGCanceled, Expired, false, NoEffect},
+		{PGDone, Created, false, NoEffect},
+		{PGDone, Canceled, false, NoEffect},
+	}
+	for _, c := range cases {
+		if got := Reading(c.pg, c.order, c.inFlight); got != c.want {
+			t.Errorf("Reading(%s, %s, %v) = %s, want %s", c.pg, c.order, c.inFlight, got, c.want)
+		}
+	}
+}
+
+func TestPGStatusRankAndKnown(t *testing.T) {
+	for _, s := range AllPGStatuses {
+		if !s.Known() {
+			t.Errorf("%s not known", s)
+		}
+		if s.Charged() && !s.Decided() {
+			t.Errorf("%s charged but undecided", s)
+		}
+	}
+	if PGStatus("DONE ").Known() || PGStatus("done").Known() {
+		t.Error("near-miss statuses must not be known")
+	}
+	if !(PGReady.Rank() < PGDone.Rank() && PGDone.Rank() < PGPartialCanceled.Rank() && PGPartialCanceled.Rank() < PGCanceled.Rank()) {
+		t.Error("rank must follow how far a payment has gone")
+	}
+}

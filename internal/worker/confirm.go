@@ -1,0 +1,298 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
+)
+
+// ConfirmStore is what confirming an order reads and writes.
+type ConfirmStore interface {
+	// OrderRowAnyMerchant returns ORDER_NOT_FOUND (a payment.Error) for an
+	// unknown order.
+	OrderRowAnyMerchant(ctx context.Context, orderID string) (store.OrderRow, error)
+	// Transition moves the order and writes c.PGCall's history row in the
+	// same transaction; store.ErrVersionConflict (nothing written) when
+	// the order is no longer at c.Version.
+	Transition(ctx context.Context, c store.Change) (payment.Order, error)
+	// RecordPGCall writes a PG call's history row and the order's retry
+	// bookkeeping, fenced on the call's version.
+	RecordPGCall(ctx context.Context, c store.PGCall) error
+	// CreateRefund records the refund of a late approval once per order and
+	// paymentKey; created is false when it already exists.
+	CreateRefund(ctx context.Context, orderID, paymentKey string, amount int64, source string) (r store.Refund, created bool, err error)
+	// ConfirmStuckAfter is how long a confirm may go unanswered before the
+	// sweep re-enqueues it.
+	ConfirmStuckAfter() time.Duration
+}
+
+// ConfirmQueue is what confirming enqueues.
+type ConfirmQueue interface {
+	Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error
+	Refund(ctx context.Context, refundID string, attempt int) error
+}
+
+// Confirmer confirms orders with the PG (payment:confirm) and looks up the
+// ones whose outcome is unknown (payment:reconcile), under the order's lock.
+// Whatever the PG's record says is applied through payment.Reading.
+type Confirmer struct {
+	*Env
+	Store ConfirmStore
+	Queue ConfirmQueue
+}
+
+// HandleConfirm confirms an order with the PG.
+func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
+	var p queue.OrderPayload
+	if err := queue.Decode(t, &p); err != nil {
+		return err
+	}
+	log := c.taskLog(ctx, p.OrderID)
+	err := c.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
+		return c.confirmLocked(ctx, log, p.OrderID)
+	})
+	c.observeTask(t.Type(), err)
+	return finish(ctx, log, err)
+}
+
+// HandleReconcile looks up a payment whose confirm outcome is unknown.
+func (c *Confirmer) HandleReconcile(ctx context.Context, t *asynq.Task) error {
+	var p queue.OrderPayload
+	if err := queue.Decode(t, &p); err != nil {
+		return err
+	}
+	log := c.taskLog(ctx, p.OrderID)
+	err := c.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
+		row, err := c.Store.OrderRowAnyMerchant(ctx, p.OrderID)
+		if err != nil || row.Status != payment.Confirming {
+			return ignoreNotFound(err)
+		}
+		return c.lookupLocked(ctx, log, row)
+	})
+	c.observeTask(t.Type(), err)
+	return finish(ctx, log, err)
+}
+
+func (c *Confirmer) confirmLocked(ctx context.Context, log *slog.Logger, orderID string) error {
+	row, err := c.Store.OrderRowAnyMerchant(ctx, orderID)
+	if err != nil || row.Status != payment.Confirming {
+		return ignoreNotFound(err)
+	}
+	now := c.now()
+	if row.NeedsReconciliation || row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= c.SessionWindow {
+		return c.lookupLocked(ctx, log, row)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.PGTimeout)
+	res := c.PG.Confirm(pctx, *row.PGIdempotencyKey, *row.PaymentKey, row.OrderID, row.Amount)
+	cancel()
+	c.observePG("confirm", res)
+	call := pgCall(row, "pg.confirm", row.ConfirmAttempts+1, res)
+	log = log.With("pg_outcome", res.Outcome.String(), "pg_code", res.Code)
+	switch res.Outcome {
+	case pgclient.Approved:
+		call.NextCheckAt = now.Add(c.Store.ConfirmStuckAfter())
+		return c.apply(ctx, log, row, res.Payment, "pg.confirm", &call)
+	case pgclient.Declined:
+		call.NextCheckAt = now.Add(c.Store.ConfirmStuckAfter())
+		if row.OutcomeUnknown {
+			// An earlier attempt may have gone through: the decline is only
+			// believed once a lookup agrees.
+			if err := c.commit(ctx, log, nil, &call); err != nil {
+				return err
+			}
+			log.Info("decline after an unknown outcome; looking the payment up")
+			return c.lookupLocked(ctx, log, row)
+		}
+		return c.commit(ctx, log, failed(row, res.Code, res.Message, "pg.confirm"), &call)
+	default: // Retryable, Unknown
+		n, _ := asynq.GetRetryCount(ctx)
+		delay := backoff(n, c.ConfirmBackoff, c.ConfirmBackoffMax)
+		exhausted := now.Add(delay).Sub(*row.ConfirmRequestedAt) >= c.SessionWindow
+		call.Unknown = res.Outcome == pgclient.Unknown
+		call.NeedsReconciliation = exhausted
+		call.NextCheckAt = now.Add(delay + c.Store.ConfirmStuckAfter())
+		if err := c.commit(ctx, log, nil, &call); err != nil {
+			return err
+		}
+		if exhausted {
+			log.Warn("confirm retries exhausted within the PG session window; reconciling by lookup")
+			return c.Queue.Reconcile(context.WithoutCancel(ctx), row.OrderID, row.Version, c.ReconcileBackoff)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("pg confirm %s (%s): %w", res.Outcome, res.Code, errRetry)
+	}
+}
+
+// pgCall is the history row of one PG call about row.
+func pgCall(row store.OrderRow, action string, attempt int, res pgclient.Result) store.PGCall {
+	return store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: action, Attempt: attempt,
+		Outcome: res.Outcome.String(), Code: res.Code, Message: res.Message, Status: res.HTTPStatus, Latency: res.Latency}
+}
+
+// lookupLocked asks the PG what became of the payment and applies the answer.
+func (c *Confirmer) lookupLocked(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
+	pctx, cancel := context.WithTimeout(ctx, c.PGTimeout)
+	res := c.PG.GetPayment(pctx, *row.PaymentKey)
+	cancel()
+	c.observePG("lookup", res)
+	now := c.now()
+	call := pgCall(row, "pg.lookup", row.ConfirmAttempts, res)
+	call.NextCheckAt = now.Add(c.ReconcileBackoff + c.Store.ConfirmStuckAfter())
+	if res.Payment != nil {
+		call.Message = "pg status " + string(res.Payment.Status)
+	}
+	switch {
+	case res.Outcome == pgclient.Approved && res.Payment != nil && res.Payment.Status.Decided():
+		return c.apply(ctx, log, row, res.Payment, "pg.lookup", &call)
+	case res.Outcome == pgclient.Declined && (res.Code == pgclient.CodeNotFoundPayment || res.Code == pgclient.CodeNotFoundPaymentSession):
+		// The PG has no such payment: nothing was charged.
+		return c.commit(ctx, log, failed(row, res.Code, res.Message, "pg.lookup"), &call)
+	}
+	// Still unknown: the PG is down, or the payment is not decided yet.
+	pastWindow := row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= c.SessionWindow
+	call.NeedsReconciliation = pastWindow || row.NeedsReconciliation
+	if err := c.commit(ctx, log, nil, &call); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("pg lookup %s (%s): %w", res.Outcome, res.Code, errRetry)
+}
+
+// apply moves an order to what the PG's payment record says, whatever state
+// the order is in, as payment.Reading decides: it never moves an order
+// backwards, and an approval for an order that can no longer be paid is
+// refunded. call, when set, is the PG call that brought p; commit writes
+// it, with the transition or on its own.
+func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string, call *store.PGCall) error {
+	if p == nil {
+		if err := c.commit(ctx, log, nil, call); err != nil {
+			return err
+		}
+		return fmt.Errorf("pg answered without a payment: %w", errRetry)
+	}
+	if p.OrderID != row.OrderID || p.TotalAmount != row.Amount || (row.PaymentKey != nil && p.PaymentKey != *row.PaymentKey && row.Status != payment.Created && row.Status != payment.Expired && row.Status != payment.Failed) {
+		// Never guess: an operator must look.
+		log.Error("pg payment disagrees with the order", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount, "pg_payment_key", p.PaymentKey)
+		if err := c.Store.RecordPGCall(ctx, store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "alert.pg_mismatch",
+			Outcome: "mismatch", Message: fmt.Sprintf("pg orderId=%s amount=%d paymentKey=%s status=%s", p.OrderID, p.TotalAmount, p.PaymentKey, p.Status),
+			NeedsReconciliation: true, NextCheckAt: c.now().Add(time.Hour)}); err != nil {
+			return err
+		}
+		return c.commit(ctx, log, nil, call)
+	}
+	var change *store.Change
+	switch effect := payment.Reading(p.Status, row.Status, row.ReservedCancelAmount > 0); effect {
+	case payment.NoEffect:
+	case payment.AskAgain:
+		if err := c.commit(ctx, log, nil, call); err != nil {
+			return err
+		}
+		return fmt.Errorf("pg payment status %s is not final: %w", p.Status, errRetry)
+	case payment.Refund:
+		if err := c.refund(ctx, log, row, p, source); err != nil {
+			return err
+		}
+	case payment.Approve:
+		change = &store.Change{To: payment.Paid, Action: "payment.approved", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt)}
+	case payment.CancelAtPG:
+		change = &store.Change{To: payment.Canceled, Action: "payment.canceled_at_pg", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt),
+			CanceledAmountDelta: row.Amount - row.CanceledAmount}
+	case payment.FailAtPG:
+		code, msg := "PG_"+string(p.Status), "the PG reports the payment "+string(p.Status)
+		if p.Failure != nil && p.Failure.Code != "" {
+			code, msg = p.Failure.Code, p.Failure.Message
+		}
+		change = failed(row, code, msg, source)
+	default:
+		return fmt.Errorf("payment.Reading: unhandled effect %s", effect)
+	}
+	if change != nil && change.Action != "payment.failed" {
+		change.OrderID, change.Version, change.Actor = row.OrderID, row.Version, "worker"
+		change.Details = map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}
+	}
+	return c.commit(ctx, log, change, call)
+}
+
+// refund records (once) and enqueues the refund of an approval the order
+// can no longer take.
+func (c *Confirmer) refund(ctx context.Context, log *slog.Logger, row store.OrderRow, p *pgclient.Payment, source string) error {
+	r, created, err := c.Store.CreateRefund(ctx, row.OrderID, p.PaymentKey, p.BalanceAmount, source)
+	if err != nil || !created {
+		return err
+	}
+	log.Warn("late PG approval for an order that can no longer be paid; refunding", "status", row.Status, "refund_id", r.RefundID)
+	if err := c.Queue.Refund(context.WithoutCancel(ctx), r.RefundID, 0); err != nil {
+		log.Warn("enqueue refund; the sweep retries", "err", err)
+	}
+	return nil
+}
+
+// failed is the change that fails row with the PG's code and message.
+func failed(row store.OrderRow, code, msg, source string) *store.Change {
+	if code == "" {
+		code = "PG_DECLINED"
+	}
+	return &store.Change{OrderID: row.OrderID, Version: row.Version, To: payment.Failed, Action: "payment.failed",
+		Actor: "worker", FailureCode: &code, FailureMessage: &msg, Details: map[string]any{"source": source, "code": code, "message": msg}}
+}
+
+// commit is the one place a PG call's history row is written: with the
+// transition it caused, in the transition's transaction, or on its own when
+// there is no transition or the transition lost a race (so every call is in
+// the history either way). Either may be nil.
+func (c *Confirmer) commit(ctx context.Context, log *slog.Logger, change *store.Change, call *store.PGCall) error {
+	if change == nil {
+		if call == nil {
+			return nil
+		}
+		return c.Store.RecordPGCall(ctx, *call)
+	}
+	ch := *change
+	ch.PGCall = call
+	o, err := c.Store.Transition(ctx, ch)
+	if errors.Is(err, store.ErrVersionConflict) {
+		log.Info("order moved concurrently; leaving it", "to", ch.To)
+		return c.commit(ctx, log, nil, call)
+	}
+	if err != nil {
+		return err
+	}
+	if ch.To == payment.Failed {
+		log.Info("order failed", "code", *ch.FailureCode)
+	} else {
+		log.Info("order settled", "status", o.Status, "version", o.Version)
+	}
+	return nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func parseTime(s string) *time.Time {
+	if s == "" {
+		return nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return &t
+		}
+	}
+	return nil
+}
