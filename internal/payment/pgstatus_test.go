@@ -11,7 +11,9 @@ func TestReadingInvariants(t *testing.T) {
 		for _, order := range AllStatuses {
 			for _, inFlight := range []bool{false, true} {
 				e := Reading(pg, order, inFlight)
-				where := func() string { return string(pg) + " × " + string(order) + " × inFlight=" + map[bool]string{true: "yes", false: "no"}[inFlight] }
+				where := func() string {
+					return string(pg) + " × " + string(order) + " × inFlight=" + map[bool]string{true: "yes", false: "no"}[inFlight]
+				}
 				if to, moves := e.To(); moves && !CanTransition(order, to) {
 					t.Errorf("%s: %s moves %s → %s, which the transition table forbids", where(), e, order, to)
 				}

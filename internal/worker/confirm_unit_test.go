@@ -162,7 +162,10 @@ func TestConfirmPaths(t *testing.T) {
 		{name: "retryable asks again", confirm: []pgclient.Result{{Outcome: pgclient.Retryable, Code: "PROVIDER_ERROR"}}, wantErr: true, calls: 1},
 		{name: "unknown asks again", confirm: []pgclient.Result{{Outcome: pgclient.Unknown}}, wantErr: true, calls: 1},
 		{name: "retry past the session window reconciles",
-			row:     func(r *store.OrderRow) { req := t0.Add(-10*time.Minute + time.Millisecond); r.ConfirmRequestedAt = &req },
+			row: func(r *store.OrderRow) {
+				req := t0.Add(-10*time.Minute + time.Millisecond)
+				r.ConfirmRequestedAt = &req
+			},
 			confirm: []pgclient.Result{{Outcome: pgclient.Retryable}}, calls: 1, reconcs: 1},
 		{name: "needs reconciliation: lookup only", row: func(r *store.OrderRow) { r.NeedsReconciliation = true },
 			lookup: []pgclient.Result{paid(payment.PGDone)}, wantTo: payment.Paid, calls: 1},
@@ -178,7 +181,7 @@ func TestConfirmPaths(t *testing.T) {
 			confirm: []pgclient.Result{paid(payment.PGDone)}, calls: 1},
 		{name: "approval of another amount is an alert, not a payment",
 			confirm: []pgclient.Result{func() pgclient.Result { r := paid(payment.PGDone); r.Payment.TotalAmount = 1; return r }()},
-			calls: 2, alert: true},
+			calls:   2, alert: true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
