@@ -24,6 +24,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/payrail/payrail/internal/auth"
@@ -68,6 +69,10 @@ type scenario struct {
 	// inject runs beside the load and must leave everything healthy when it
 	// returns; ctx ends with the load.
 	inject func(ctx context.Context, t *testing.T, c *cluster)
+	// callbackWithin, when set, is how soon after PAID every payment.paid
+	// callback of the load's merchant must be delivered (scenario 8: a
+	// neighbour's hung endpoint must not delay it).
+	callbackWithin time.Duration
 }
 
 // cluster is one running payrail: its own database, Redis, mockpg, callback
@@ -92,7 +97,10 @@ type cluster struct {
 	workerEnv map[string]string
 	logDir    string
 	merchant  merchant
-	http      *http.Client
+	// others are merchants a scenario added (scenario 8's hung neighbour);
+	// their callbacks are not the load's and are left out of quiescence.
+	others []string
+	http   *http.Client
 
 	outMu   sync.Mutex
 	outages []outage
@@ -261,7 +269,20 @@ func (c *cluster) baseEnv() map[string]string {
 
 func (c *cluster) newMerchant(callbackURL string) {
 	c.t.Helper()
-	body, _ := json.Marshal(map[string]any{"name": "Chaos Shop", "callbackUrl": callbackURL, "returnUrl": "http://127.0.0.1:9/return"})
+	c.merchant = c.createMerchant("Chaos Shop", callbackURL)
+	c.sink.setSecret(c.merchant.CallbackSecret)
+}
+
+// othersSnapshot is c.others, safe to read while inject may append.
+func (c *cluster) othersSnapshot() []string {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return append([]string{}, c.others...)
+}
+
+func (c *cluster) createMerchant(name, callbackURL string) merchant {
+	c.t.Helper()
+	body, _ := json.Marshal(map[string]any{"name": name, "callbackUrl": callbackURL, "returnUrl": "http://127.0.0.1:9/return"})
 	req, _ := http.NewRequest("POST", c.apiURLs[0]+"/admin/merchants", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	req.Header.Set("Content-Type", "application/json")
@@ -272,8 +293,9 @@ func (c *cluster) newMerchant(callbackURL string) {
 	if resp.StatusCode != 201 {
 		c.t.Fatalf("create merchant: %d %s", resp.StatusCode, b)
 	}
-	testenv.Must(c.t, json.Unmarshal(b, &c.merchant))
-	c.sink.setSecret(c.merchant.CallbackSecret)
+	var m merchant
+	testenv.Must(c.t, json.Unmarshal(b, &m))
+	return m
 }
 
 // ---- outages -------------------------------------------------------------------------
@@ -599,10 +621,10 @@ func (c *cluster) pending(ctx context.Context) string {
 	err := c.db.GetContext(ctx, &n, `SELECT
   (SELECT count(*) FROM orders WHERE NOT needs_reconciliation
       AND (status = 'CONFIRMING' OR (status = 'CREATED' AND confirm_requested_at IS NOT NULL))) AS confirming,
-  (SELECT count(*) FROM callbacks WHERE status = 'PENDING') AS callbacks,
+  (SELECT count(*) FROM callbacks WHERE status = 'PENDING' AND NOT merchant_id = ANY($1)) AS callbacks,
   (SELECT count(*) FROM refunds WHERE status = 'PENDING') AS refunds,
   (SELECT count(*) FROM cancels WHERE status = 'PENDING') AS cancels,
-  (SELECT count(*) FROM pg_events WHERE state = 'RECEIVED') AS events`)
+  (SELECT count(*) FROM pg_events WHERE state = 'RECEIVED') AS events`, pq.Array(c.othersSnapshot()))
 	if err != nil {
 		return "database: " + err.Error()
 	}
@@ -865,6 +887,24 @@ func (c *cluster) check(quiet string) result {
 	}
 	if badSig > 0 {
 		bad("%d callbacks reached the sink with a bad signature", badSig)
+	}
+	if c.sc.callbackWithin > 0 {
+		var late []struct {
+			OrderID string  `db:"order_id"`
+			Secs    float64 `db:"secs"`
+		}
+		testenv.Must(t, c.db.Select(&late, `SELECT c.order_id, EXTRACT(EPOCH FROM c.delivered_at - l.at)::float8 AS secs
+FROM callbacks c JOIN payment_log l ON l.order_id = c.order_id AND l.to_status = 'PAID'
+WHERE c.event_type = 'payment.paid' AND c.merchant_id = $1 AND c.status = 'DELIVERED'
+ORDER BY secs DESC`, c.merchant.MerchantID))
+		if len(late) > 0 {
+			t.Logf("slowest PAID → callback delivered: %.3f s (%s); limit %s", late[0].Secs, late[0].OrderID, c.sc.callbackWithin)
+		}
+		for _, l := range late {
+			if l.Secs > c.sc.callbackWithin.Seconds() {
+				bad("order %s: callback delivered %.2f s after PAID (limit %s)", l.OrderID, l.Secs, c.sc.callbackWithin)
+			}
+		}
 	}
 
 	// 4. No 5xx (nor a dropped connection) for a valid request outside an

@@ -4,9 +4,9 @@ package chaos
 
 import "testing"
 
-// TestChaos is the full suite (`make chaos`): all seven scenarios, a few
+// TestChaos is the full suite (`make chaos`): all eight scenarios, a few
 // hundred payments each, one fresh system per scenario.
 func TestChaos(t *testing.T) {
 	runAll(t, workerKills(fullSize), redisFaults(fullSize), postgresRestart(fullSize), workerFreeze(fullSize),
-		flakyPG(fullSize), merchantDown(fullSize), network(fullSize))
+		flakyPG(fullSize), merchantDown(fullSize), network(fullSize), hungNeighbour(fullSize))
 }

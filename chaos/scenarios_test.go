@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"syscall"
 	"testing"
 	"time"
@@ -205,6 +207,54 @@ func network(sz size) scenario {
 			phase("reset_peer on PostgreSQL", step/2, map[string][]string{"postgres": reset}) &&
 			phase("timeout on mockpg", step/2, map[string][]string{"mockpg": hang}) &&
 			phase("timeout on PostgreSQL and Redis", step/3, map[string][]string{"postgres": hang, "redis": hang})
+	}
+	return sc
+}
+
+// hungNeighbour adds a second merchant whose endpoint hangs 10 s on every
+// request (payrail's callback timeout is the production 10 s), with a
+// backlog of callbacks, while the load's merchant pays: the load's
+// callbacks must still arrive within 2 s of PAID.
+func hungNeighbour(sz size) scenario {
+	sc := sz.base("8 neighbour's endpoint hangs")
+	sc.env = map[string]string{"PAYRAIL_CALLBACK_TIMEOUT": "10s"}
+	sc.callbackWithin = 2 * time.Second
+	backlog := 500
+	if sz.full {
+		backlog = 5000
+	}
+	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
+		release := make(chan struct{})
+		hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(10 * time.Second):
+			case <-r.Context().Done():
+			case <-release:
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		// Cleanup order: release hung handlers before Close waits for them.
+		t.Cleanup(hung.Close)
+		t.Cleanup(func() { close(release) })
+		n := c.createMerchant("Hung Shop", hung.URL+"/callbacks")
+		c.outMu.Lock()
+		c.others = append(c.others, n.MerchantID)
+		c.outMu.Unlock()
+		// The backlog rides on one of the load's orders (callbacks only
+		// reference an order); its event type is not one the checks read.
+		var orderID string
+		for orderID == "" {
+			if !sleepCtx(ctx, 200*time.Millisecond) {
+				return
+			}
+			_ = c.db.GetContext(ctx, &orderID, `SELECT order_id FROM orders ORDER BY created_at LIMIT 1`)
+		}
+		if _, err := c.db.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload)
+SELECT 'msg_hung_' || g, $1, $2, 'payment.backlog', '{"type":"payment.backlog"}' FROM generate_series(1, $3) g`, n.MerchantID, orderID, backlog); err != nil {
+			t.Errorf("hung merchant's backlog: %v", err)
+			return
+		}
+		t.Logf("%s: %d callbacks pending for a merchant whose endpoint hangs 10 s", time.Now().Format("15:04:05.000"), backlog)
 	}
 	return sc
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/payrail/payrail/internal/lock"
-	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 )
@@ -34,30 +33,30 @@ const (
 	DefaultPerMerchant = 4
 )
 
-// ErrBusy means the merchant (or the worker's callback capacity) is at its
-// limit of deliveries in flight. It wraps lock.ErrTaken so asynq treats it as
-// the worker treats a taken lock: not a failure, retried soon, without
-// spending a retry.
+// ErrBusy means the worker's callback capacity is in use. It wraps
+// lock.ErrTaken so asynq treats it as the worker treats a taken lock: not a
+// failure, retried soon, without spending a retry. It is answered before
+// any database read.
 var ErrBusy = fmt.Errorf("callback: deliveries at their concurrency limit: %w", lock.ErrTaken)
 
 // Store is the slice of the store the deliverer uses.
 type Store interface {
-	// CallbackDelivery returns CALLBACK_NOT_FOUND for an unknown id.
-	CallbackDelivery(ctx context.Context, callbackID string) (store.CallbackDelivery, error)
+	// StartLane returns store.ErrStaleLane when gen is not the lane's.
+	StartLane(ctx context.Context, merchantID string, gen int64) (store.Lane, error)
+	// ClaimLaneBatch claims up to limit due callbacks of the merchant.
+	ClaimLaneBatch(ctx context.Context, merchantID string, until time.Time, limit int) ([]store.CallbackDelivery, error)
 	CallbackSecrets(ctx context.Context, merchantID string) ([]string, error)
-	ClaimDueCallbacks(ctx context.Context, now, lostBefore time.Time, limit int) ([]store.CallbackRef, error)
-	ParkCallback(ctx context.Context, callbackID string, attempt int) error
-	// ClaimCallbackSend returns false when another trigger is sending this
-	// attempt or the callback moved on.
-	ClaimCallbackSend(ctx context.Context, callbackID string, attempt int, until time.Time) (bool, error)
 	// RecordCallbackAttempt returns recorded=false when the callback moved on.
 	RecordCallbackAttempt(ctx context.Context, o store.CallbackOutcome) (recorded bool, err error)
+	// EndLane returns store.ErrStaleLane when gen is not the lane's.
+	EndLane(ctx context.Context, e store.LaneEnd) (next store.LaneWake, again bool, err error)
+	WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]store.LaneWake, error)
+	ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error)
 }
 
-// Enqueuer triggers one attempt; a task-ID conflict is success.
+// Enqueuer enqueues a lane's turn; a task-ID conflict is success.
 type Enqueuer interface {
-	Callback(ctx context.Context, callbackID string, attempt int) error
-	CallbackAgain(ctx context.Context, callbackID string, attempt int, gen int64) error
+	CallbackLane(ctx context.Context, merchantID string, gen int64) error
 }
 
 // Deliverer sends callbacks. It is the asynq handler of callback:deliver and
@@ -71,22 +70,24 @@ type Deliverer struct {
 	Schedule []time.Duration
 	// Timeout bounds one attempt, answer included.
 	Timeout time.Duration
-	// PerMerchant bounds one merchant's deliveries in flight in this worker;
-	// MaxInFlight bounds all of them, so callbacks never take every worker
-	// slot from confirms. 0 means DefaultPerMerchant and unbounded.
+	// PerMerchant bounds one merchant's deliveries in flight (a lane's
+	// batch); MaxInFlight bounds all of this worker's, so callbacks never
+	// take every worker slot from confirms. 0 means DefaultPerMerchant and
+	// unbounded.
 	PerMerchant, MaxInFlight int
-	// RequeueAfter is how long a claimed trigger may go unrun before the
-	// sweep assumes it lost (Redis flushed) and enqueues it again.
+	// RequeueAfter is how long a lane may go unheard of before the sweep
+	// assumes its task lost (Redis flushed, worker killed) and wakes it.
 	RequeueAfter time.Duration
+	// Breaker is the circuit breaker's policy (zero: DefaultBreakerPolicy).
+	Breaker BreakerPolicy
 	// Now and Rand (in [0,1)) are the clock and the jitter source.
 	Now  func() time.Time
 	Rand func() float64
 	// Observe, when set, is told of every attempt's outcome and latency.
 	Observe func(outcome string, d time.Duration)
 
-	mu       sync.Mutex
-	inFlight map[string]int
-	total    int
+	mu    sync.Mutex
+	total int
 }
 
 // Options configure NewDeliverer.
@@ -149,116 +150,173 @@ func (d *Deliverer) log() *slog.Logger {
 	return slog.Default()
 }
 
-// EnqueueDue triggers every due PENDING callback of an enabled endpoint, in
-// order of creation; the sweep calls it each tick.
-func (d *Deliverer) EnqueueDue(ctx context.Context) error {
-	now := d.now()
-	requeue := d.RequeueAfter
-	if requeue <= 0 {
-		requeue = 2*d.Timeout + 10*time.Second
+func (d *Deliverer) requeueAfter() time.Duration {
+	if d.RequeueAfter > 0 {
+		return d.RequeueAfter
 	}
+	return 2*d.Timeout + 10*time.Second
+}
+
+func (d *Deliverer) perMerchant() int {
+	if d.PerMerchant > 0 {
+		return d.PerMerchant
+	}
+	return DefaultPerMerchant
+}
+
+// EnqueueDue is the sweep's part: it wakes the lanes that have due work and
+// no live task (retries that came due, cool-downs that ended, lane tasks
+// Redis lost), and makes DEAD what has waited longer than the schedule.
+func (d *Deliverer) EnqueueDue(ctx context.Context) error {
 	var errs []error
-	for range 20 { // at most 20 batches per tick; the next tick continues
-		refs, err := d.Store.ClaimDueCallbacks(ctx, now, now.Add(-requeue), 500)
-		if err != nil {
-			return err
+	if n, err := d.Store.ExpireStaleCallbacks(ctx, d.span(), 1000); err != nil {
+		errs = append(errs, err)
+	} else if n > 0 {
+		d.log().Warn("callbacks dead: not delivered within the retry schedule", "count", n)
+	}
+	wakes, err := d.Store.WakeDueLanes(ctx, d.now().Add(-d.requeueAfter()), 1000)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, w := range wakes {
+		if err := d.Queue.CallbackLane(ctx, w.MerchantID, w.Gen); err != nil {
+			errs = append(errs, err)
 		}
-		for _, r := range refs {
-			enqueue := d.Queue.Callback
-			if r.Lost {
-				// A stranded task (its worker lost Redis mid-run) keeps the
-				// plain ID until asynq's lease recovery; a new generation
-				// does not wait for it. A stale trigger is a no-op.
-				gen := now.UnixMilli()
-				enqueue = func(ctx context.Context, id string, attempt int) error {
-					return d.Queue.CallbackAgain(ctx, id, attempt, gen)
-				}
-			}
-			if err := enqueue(ctx, r.CallbackID, r.Attempt); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if len(refs) > 0 {
-			d.log().Debug("callbacks enqueued", "count", len(refs))
-		}
-		if len(refs) < 500 || len(errs) > 0 {
-			break
-		}
+	}
+	if len(wakes) > 0 {
+		d.log().Debug("callback lanes woken", "count", len(wakes))
 	}
 	return errors.Join(errs...)
 }
 
-// ProcessTask makes one delivery attempt of callback:{id}:{attempt}. A stale
-// trigger (the callback moved on) does nothing; a disabled endpoint parks the
-// callback without spending an attempt; a busy merchant is ErrBusy. Delivery
-// failures are not task errors: the outcome and the next attempt's time go to
-// PostgreSQL, and the sweep triggers the next attempt when it is due.
+// span is the whole retry schedule: a callback PENDING longer is DEAD.
+func (d *Deliverer) span() time.Duration {
+	var total time.Duration
+	for _, s := range d.Schedule {
+		total += s
+	}
+	return max(total, time.Hour)
+}
+
+// ProcessTask runs one turn of a merchant's lane (callback:lane): it
+// claims up to PerMerchant due callbacks (one probe when the breaker's
+// cool-down is over), sends them concurrently, records each attempt, moves
+// the breaker, and either takes another turn at the back of the queue or
+// ends. A superseded generation does nothing.
 func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p queue.IDPayload
+	if t.Type() == queue.TypeCallback {
+		return nil // a trigger of a release before lanes: the sweep wakes its lane
+	}
+	var p queue.LanePayload
 	if err := queue.Decode(t, &p); err != nil {
 		return err
 	}
-	taskID, _ := asynq.GetTaskID(ctx)
-	log := d.log().With("callback_id", p.ID, "task_id", taskID, "attempt", p.Attempt)
-	c, err := d.Store.CallbackDelivery(ctx, p.ID)
-	if payment.ErrorCode(err) == payment.CodeCallbackNotFound {
-		log.Warn("callback not found; dropping trigger")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	log = log.With("order_id", c.OrderID, "merchant_id", c.MerchantID)
-	if c.Status != "PENDING" || c.Attempt != p.Attempt {
-		log.Debug("stale callback trigger", "status", c.Status, "row_attempt", c.Attempt)
-		return nil
-	}
-	if !c.CallbackEnabled {
-		log.Info("merchant endpoint disabled; callback waits")
-		return d.Store.ParkCallback(ctx, c.CallbackID, c.Attempt)
-	}
-	if !d.acquire(c.MerchantID) {
+	slots := d.acquire(d.perMerchant())
+	if slots == 0 {
 		return ErrBusy
 	}
-	defer d.release(c.MerchantID)
-	// Two triggers of one attempt (the plain one and a sweep's re-enqueue
-	// after presuming it lost) must not both send it.
-	ok, err := d.Store.ClaimCallbackSend(ctx, c.CallbackID, c.Attempt, d.now().Add(d.Timeout+10*time.Second))
+	defer d.release(slots)
+	log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
+	lane, err := d.Store.StartLane(ctx, p.MerchantID, p.Gen)
+	if errors.Is(err, store.ErrStaleLane) {
+		log.Debug("stale lane turn")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if !ok {
-		log.Info("another trigger is sending this attempt")
+	now := d.now()
+	policy := d.Breaker.orDefault()
+	limit, probe := slots, false
+	switch {
+	case !lane.CallbackEnabled:
+		limit = 0 // disabled (410): the lane ends; re-enabling wakes it
+	case lane.OpenUntil != nil && lane.OpenUntil.After(now):
+		limit = 0 // cooling down: the sweep wakes it at OpenUntil
+	case lane.OpenUntil != nil:
+		limit, probe = 1, true
+	}
+	var batch []store.CallbackDelivery
+	if limit > 0 {
+		batch, err = d.Store.ClaimLaneBatch(ctx, p.MerchantID, now.Add(d.Timeout+10*time.Second), limit)
+		if err != nil {
+			return err
+		}
+	}
+	b := lane.Breaker
+	if len(batch) > 0 {
+		secrets, err := d.Store.CallbackSecrets(ctx, p.MerchantID)
+		if err != nil {
+			return err
+		}
+		results := make([]store.CallbackOutcome, len(batch))
+		var wg sync.WaitGroup
+		for i := range batch {
+			batch[i].CallbackURL, batch[i].CallbackEnabled = lane.CallbackURL, true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = d.deliver(ctx, log, batch[i], secrets)
+			}()
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			// Shutting down: the claims lapse and asynq re-queues the turn.
+			return ctx.Err()
+		}
+		b = policy.After(b, results, d.now())
+		if b.Open() && !lane.Open() {
+			log.Warn("callback endpoint failing; breaker open", "failures", b.Failures, "cooldown", b.Cooldown, "last_error", deref(b.LastError))
+		} else if !b.Open() && lane.Open() {
+			log.Info("callback endpoint answered; breaker closed")
+		}
+	}
+	again := len(batch) > 0 && len(batch) == limit && !b.Open()
+	if probe && !b.Open() {
+		again = true // the probe closed the breaker: drain the backlog
+	}
+	next, queued, err := d.Store.EndLane(context.WithoutCancel(ctx), store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
+	if errors.Is(err, store.ErrStaleLane) {
 		return nil
 	}
-	return d.deliver(ctx, log, c)
+	if err != nil {
+		return err
+	}
+	if queued {
+		if err := d.Queue.CallbackLane(context.WithoutCancel(ctx), next.MerchantID, next.Gen); err != nil {
+			log.Warn("enqueue the lane's next turn; the sweep will", "err", err)
+		}
+	}
+	return nil
 }
 
-func (d *Deliverer) acquire(merchantID string) bool {
-	per := d.PerMerchant
-	if per <= 0 {
-		per = DefaultPerMerchant
-	}
+// acquire takes up to want of the worker's callback slots, and returns how
+// many it got (0: busy).
+func (d *Deliverer) acquire(want int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.inFlight == nil {
-		d.inFlight = map[string]int{}
+	n := want
+	if d.MaxInFlight > 0 {
+		n = min(want, d.MaxInFlight-d.total)
 	}
-	if d.inFlight[merchantID] >= per || (d.MaxInFlight > 0 && d.total >= d.MaxInFlight) {
-		return false
+	if n <= 0 {
+		return 0
 	}
-	d.inFlight[merchantID]++
-	d.total++
-	return true
+	d.total += n
+	return n
 }
 
-func (d *Deliverer) release(merchantID string) {
+func (d *Deliverer) release(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.total--
-	if d.inFlight[merchantID]--; d.inFlight[merchantID] <= 0 {
-		delete(d.inFlight, merchantID)
+	d.total -= n
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
 	}
+	return *s
 }
 
 // Attempt is what one POST to a merchant produced.
@@ -318,20 +376,19 @@ func (d *Deliverer) Post(ctx context.Context, url, id string, body []byte, secre
 	return a
 }
 
-func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.CallbackDelivery) error {
-	secrets, err := d.Store.CallbackSecrets(ctx, c.MerchantID)
-	if err != nil {
-		return err
-	}
+// deliver sends one claimed callback and records the attempt; it returns
+// the outcome (for the breaker).
+func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.CallbackDelivery, secrets []string) store.CallbackOutcome {
+	log = log.With("callback_id", c.CallbackID, "order_id", c.OrderID, "attempt", c.Attempt)
 	a := d.Post(ctx, c.CallbackURL, c.CallbackID, c.Payload, secrets)
-	if ctx.Err() != nil {
-		// Shutting down: the attempt did not finish; asynq re-queues the task.
-		return ctx.Err()
-	}
 	o := d.outcome(c, a)
+	if ctx.Err() != nil {
+		return o // shutting down: not recorded; the claim lapses
+	}
 	recorded, err := d.Store.RecordCallbackAttempt(context.WithoutCancel(ctx), o)
 	if err != nil {
-		return err
+		log.Error("record callback attempt; its claim lapses and it is sent again", "err", err)
+		return o
 	}
 	if d.Observe != nil {
 		d.Observe(outcomeLabel(o), a.Latency)
@@ -349,7 +406,7 @@ func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.Callb
 	default:
 		log.Info("callback attempt failed; retrying", "err", o.Error, "next_attempt_at", o.NextAttempt)
 	}
-	return nil
+	return o
 }
 
 func outcomeLabel(o store.CallbackOutcome) string {

@@ -379,7 +379,11 @@ func TestRedisFlushLosesNoCallback(t *testing.T) {
 	t.Parallel()
 	ep := newEndpoint(t, status(500))
 	sys := start(t, map[string]string{"PAYRAIL_CALLBACK_SCHEDULE": "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms"},
-		func(d *callback.Deliverer) { d.RequeueAfter = time.Second })
+		func(d *callback.Deliverer) {
+			d.RequeueAfter = time.Second
+			// This test is about lost triggers, not the breaker.
+			d.Breaker = callback.BreakerPolicy{Threshold: 1000, Cooldown: time.Second, MaxCooldown: time.Second}
+		})
 	m := sys.NewMerchant(ep.URL)
 	var orders []string
 	for range 5 {

@@ -69,22 +69,60 @@ func TestRecordable(t *testing.T) {
 	}
 }
 
-func TestPerMerchantLimit(t *testing.T) {
-	d := &Deliverer{PerMerchant: 2, MaxInFlight: 3}
-	if !d.acquire("a") || !d.acquire("a") {
-		t.Fatal("first two refused")
+func TestWorkerCallbackCapacity(t *testing.T) {
+	d := &Deliverer{MaxInFlight: 6}
+	if got := d.acquire(4); got != 4 {
+		t.Fatalf("first lane got %d slots, want 4", got)
 	}
-	if d.acquire("a") {
-		t.Fatal("third of one merchant allowed")
+	if got := d.acquire(4); got != 2 {
+		t.Fatalf("second lane got %d slots, want the 2 left", got)
 	}
-	if !d.acquire("b") {
-		t.Fatal("another merchant refused")
+	if got := d.acquire(4); got != 0 {
+		t.Fatalf("over the worker's total: got %d", got)
 	}
-	if d.acquire("c") {
-		t.Fatal("over the worker's total allowed")
+	d.release(4)
+	if got := d.acquire(4); got != 4 {
+		t.Fatalf("freed slots not reusable: %d", got)
 	}
-	d.release("a")
-	if !d.acquire("c") {
-		t.Fatal("freed slot not reusable")
+	if got := (&Deliverer{}).acquire(4); got != 4 {
+		t.Fatalf("unbounded worker gave %d", got)
+	}
+}
+
+func TestBreakerPolicy(t *testing.T) {
+	p := DefaultBreakerPolicy
+	refused := store.CallbackOutcome{Status: "PENDING", Error: "connection refused"}
+	five := store.CallbackOutcome{Status: "PENDING", StatusCode: 503}
+	four := store.CallbackOutcome{Status: "PENDING", StatusCode: 400}
+	ok := store.CallbackOutcome{Status: "DELIVERED", StatusCode: 200}
+	var b store.Breaker
+	b = p.After(b, []store.CallbackOutcome{refused, five, refused, four}, t0)
+	if b.Open() || b.Failures != 3 || b.FailingSince == nil || !b.FailingSince.Equal(t0) {
+		t.Fatalf("after 3 failures and a 4xx: %+v", b)
+	}
+	b = p.After(b, []store.CallbackOutcome{refused, refused}, t0.Add(time.Second))
+	if !b.Open() || b.Cooldown != 5*time.Second || !b.OpenUntil.Equal(t0.Add(6*time.Second)) || !b.FailingSince.Equal(t0) {
+		t.Fatalf("5 failures must open for 5 s: %+v", b)
+	}
+	// Failed probes double the cool-down up to 10 min.
+	want := 5 * time.Second
+	for i := 0; i < 12; i++ {
+		b = p.After(b, []store.CallbackOutcome{refused}, t0)
+		want = min(2*want, 10*time.Minute)
+		if b.Cooldown != want || !b.OpenUntil.Equal(t0.Add(want)) {
+			t.Fatalf("probe %d: cooldown %s, want %s", i, b.Cooldown, want)
+		}
+	}
+	// A 4xx probe keeps it open, another cool-down away.
+	b = p.After(b, []store.CallbackOutcome{four}, t0.Add(time.Hour))
+	if !b.Open() || !b.OpenUntil.Equal(t0.Add(time.Hour+10*time.Minute)) {
+		t.Fatalf("4xx probe: %+v", b)
+	}
+	if b = p.After(b, []store.CallbackOutcome{ok}, t0); b.Open() || b.Failures != 0 || b.FailingSince != nil {
+		t.Fatalf("a 2xx must close it: %+v", b)
+	}
+	gone := store.CallbackOutcome{Status: "PENDING", StatusCode: 410, DisableEndpoint: true}
+	if b = p.After(store.Breaker{}, []store.CallbackOutcome{gone, four, four, four, four, four}, t0); b.Failures != 0 || b.Open() {
+		t.Fatalf("4xx and 410 are not breaker failures: %+v", b)
 	}
 }

@@ -37,8 +37,8 @@ func (s *Server) listCallbacks(w http.ResponseWriter, r *http.Request) {
 
 // redeliverCallback answers POST /v1/callbacks/{callbackId}/redeliver with
 // 202: the callback is due now (a DELIVERED or DEAD one in a new attempt
-// generation, its schedule restarted). The trigger is enqueued after the
-// commit; if that enqueue is lost, the sweep enqueues it.
+// generation, its schedule restarted). Its merchant's lane is woken after
+// the commit; if that enqueue is lost, the sweep wakes it.
 func (s *Server) redeliverCallback(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("callbackId")
@@ -50,9 +50,6 @@ func (s *Server) redeliverCallback(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(ctx, w, err)
 		return
-	}
-	if err := s.Queue.Callback(ctx, c.CallbackID, c.Attempt); err != nil {
-		logger(ctx).Warn("enqueue redelivery; the sweep will", "callback_id", c.CallbackID, "err", err)
 	}
 	logger(ctx).Info("callback redelivery requested", "callback_id", c.CallbackID, "attempt", c.Attempt)
 	writeJSON(w, http.StatusAccepted, c)

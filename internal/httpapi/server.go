@@ -24,7 +24,6 @@ type Enqueuer interface {
 	Confirm(ctx context.Context, orderID string, version int) error
 	Cancel(ctx context.Context, cancelID string) error
 	Webhook(ctx context.Context, provider, eventKey string) error
-	Callback(ctx context.Context, callbackID string, attempt int) error
 }
 
 var _ Enqueuer = (*queue.Client)(nil)

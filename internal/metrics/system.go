@@ -34,6 +34,8 @@ var (
 	descQSize     = prometheus.NewDesc("payrail_queue_size", "Tasks in an asynq queue (pending, active, scheduled, retry, archived).", []string{"queue"}, nil)
 	descQPending  = prometheus.NewDesc("payrail_queue_pending", "Pending tasks in an asynq queue.", []string{"queue"}, nil)
 	descQLatency  = prometheus.NewDesc("payrail_queue_latency_seconds", "Age of the oldest pending task of an asynq queue.", []string{"queue"}, nil)
+	descBreakers  = prometheus.NewDesc("payrail_callback_breakers", "Merchant callback endpoints by breaker state: open, failing (open or not).", []string{"state"}, nil)
+	descBacklog   = prometheus.NewDesc("payrail_callbacks_pending_by_merchant", "PENDING callbacks of the 20 merchants with the largest backlog.", []string{"merchant_id"}, nil)
 	descUp        = prometheus.NewDesc("payrail_state_scrape_ok", "1 when the last read of a system-wide source succeeded.", []string{"source"}, nil)
 )
 
@@ -87,11 +89,13 @@ type sharedCounts struct {
 	OK        bool             `json:"ok"`
 	Orders    map[string]int64 `json:"orders"`
 	Callbacks map[string]int64 `json:"callbacks"`
+	Breakers  map[string]int64 `json:"breakers"`
+	Backlog   map[string]int64 `json:"backlog"`
 }
 
 // Describe implements prometheus.Collector.
 func (s *State) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descCountsAge, descQSize, descQPending, descQLatency, descUp} {
+	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descBreakers, descBacklog, descCountsAge, descQSize, descQPending, descQLatency, descUp} {
 		ch <- d
 	}
 }
@@ -133,6 +137,12 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 			}
 			for st, n := range c.Callbacks {
 				ch <- prometheus.MustNewConstMetric(descCallbacks, prometheus.GaugeValue, float64(n), st)
+			}
+			for _, st := range []string{"open", "failing"} {
+				ch <- prometheus.MustNewConstMetric(descBreakers, prometheus.GaugeValue, float64(c.Breakers[st]), st)
+			}
+			for m, n := range c.Backlog {
+				ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(n), m)
 			}
 			ch <- prometheus.MustNewConstMetric(descCountsAge, prometheus.GaugeValue, max(0, s.now().Sub(c.At).Seconds()))
 			up("orders", c.OK)
@@ -197,10 +207,10 @@ func (s *State) cachedCounts() *sharedCounts {
 	if err != nil && s.Log != nil {
 		s.Log.Warn("metrics: count orders and callbacks", "err", err)
 	}
-	c := &sharedCounts{At: now, OK: err == nil, Orders: got.Orders, Callbacks: got.Callbacks}
+	c := &sharedCounts{At: now, OK: err == nil, Orders: got.Orders, Callbacks: got.Callbacks, Breakers: got.Breakers, Backlog: got.PendingByMerchant}
 	if err != nil && s.counts != nil {
 		// Keep the last good numbers (their age shows), flagged as failed.
-		c = &sharedCounts{At: s.counts.At, OK: false, Orders: s.counts.Orders, Callbacks: s.counts.Callbacks}
+		c = &sharedCounts{At: s.counts.At, OK: false, Orders: s.counts.Orders, Callbacks: s.counts.Callbacks, Breakers: s.counts.Breakers, Backlog: s.counts.Backlog}
 	}
 	s.counts, s.checked = c, now
 	if s.Redis != nil && err == nil {

@@ -135,7 +135,24 @@ func (c *Console) callbacks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c.render(w, r, "callbacks.html", "Failing callbacks", map[string]any{"Callbacks": rows})
+	eps, err := c.Store.FailingEndpoints(r.Context(), 100)
+	if err != nil {
+		return err
+	}
+	c.render(w, r, "callbacks.html", "Failing callbacks", map[string]any{"Callbacks": rows, "Endpoints": eps})
+	return nil
+}
+
+// probeEndpoint ends a failing endpoint's cool-down now (an operator
+// believes it is fixed): its lane sends one probe; a 2xx closes the
+// breaker and the backlog drains.
+func (c *Console) probeEndpoint(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("merchantId")
+	if err := c.Store.ProbeNow(r.Context(), id); err != nil {
+		return err
+	}
+	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "endpoint.probe", "merchant_id", id)
+	http.Redirect(w, r, withFlash("/ops/callbacks", "probing"), http.StatusSeeOther)
 	return nil
 }
 
@@ -146,11 +163,6 @@ func (c *Console) redeliver(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	flash := "redelivered"
-	if err := c.Queue.Callback(r.Context(), row.CallbackID, row.Attempt); err != nil {
-		// The row is PENDING and due: the outbox sweep delivers it anyway.
-		c.Log.Warn("ops redeliver enqueue", "callback_id", id, "err", err)
-		flash = "redeliver-later"
-	}
 	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "callback.redeliver", "callback_id", id, "order_id", row.OrderID, "attempt", row.Attempt)
 	http.Redirect(w, r, withFlash(safeNext(r.PostFormValue("next"), "/ops/callbacks"), flash), http.StatusSeeOther)
 	return nil

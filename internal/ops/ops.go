@@ -43,6 +43,11 @@ type Store interface {
 	// RedeliverCallbackAsOperator returns CALLBACK_NOT_FOUND for an
 	// unknown callback.
 	RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (store.CallbackRow, error)
+	// FailingEndpoints lists endpoints whose breaker is open or failing.
+	FailingEndpoints(ctx context.Context, limit int) ([]store.FailingEndpoint, error)
+	// ProbeNow ends a breaker's cool-down and wakes the lane;
+	// MERCHANT_NOT_FOUND for an unknown endpoint.
+	ProbeNow(ctx context.Context, merchantID string) error
 	StuckConfirms(ctx context.Context, limit int) ([]store.OrderRow, error)
 	PendingRefunds(ctx context.Context, limit int) ([]store.PendingRefund, error)
 	MerchantTotalsSince(ctx context.Context, since time.Time) ([]store.MerchantTotal, error)
@@ -50,15 +55,9 @@ type Store interface {
 	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
 }
 
-// Enqueuer triggers a callback delivery attempt.
-type Enqueuer interface {
-	Callback(ctx context.Context, callbackID string, attempt int) error
-}
-
 // Console serves /ops. Mount Handler at "/ops/".
 type Console struct {
 	Store    Store
-	Queue    Enqueuer
 	Sessions *Sessions
 	// Queues is asynqmon, built with RootPath "/ops/queues"; nil leaves
 	// /ops/queues/ unmounted.
@@ -148,6 +147,7 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("GET /ops/attention", c.page(c.attention))
 	mux.Handle("GET /ops/merchants", c.page(c.merchants))
 	mux.Handle("POST /ops/merchants/{merchantId}/enable-callbacks", c.action(c.enableCallbacks))
+	mux.Handle("POST /ops/endpoints/{merchantId}/probe", c.action(c.probeEndpoint))
 	if c.Queues != nil {
 		mux.Handle("/ops/queues/", c.requireSession(c.queues()))
 	}
@@ -303,6 +303,7 @@ func withFlash(next, flash string) string {
 // link cannot make the console say something of the sender's choosing.
 var flashes = map[string]string{
 	"redelivered":     "Callback put back in the outbox and enqueued.",
+	"probing":         "Probe sent: the endpoint's oldest due callback goes out now; a 2xx closes the breaker.",
 	"redeliver-later": "Callback put back in the outbox; enqueueing failed, the sweep will deliver it.",
 	"enabled":         "Callbacks re-enabled for the merchant.",
 }

@@ -69,7 +69,6 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 	}()
 	console := &ops.Console{
 		Store:    api.Deps.Store,
-		Queue:    api.Deps.Queue,
 		Sessions: &ops.Sessions{Redis: api.Deps.Redis},
 		Queues:   mon,
 		Log:      log.With("component", "ops"),

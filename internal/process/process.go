@@ -59,10 +59,10 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	}
 	d := &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
-	// Deliver new callbacks at once; the sweep is the safety net.
-	d.Store.OnCallbacks(func(ctx context.Context, ids []string) {
-		for _, id := range ids {
-			_ = d.Queue.Callback(ctx, id, 0)
+	// Start a woken merchant lane at once; the sweep is the safety net.
+	d.Store.OnLanes(func(ctx context.Context, wakes []store.LaneWake) {
+		for _, w := range wakes {
+			_ = d.Queue.CallbackLane(ctx, w.MerchantID, w.Gen)
 		}
 	})
 	return d, nil

@@ -22,8 +22,12 @@ const (
 	TypeCancel    = "payment:cancel"
 	TypeRefund    = "payment:refund"
 	TypeWebhook   = "pg:webhook"
-	TypeCallback  = "callback:deliver"
-	TypeSweep     = "sweep:tick"
+	// TypeCallbackLane is one turn of a merchant's delivery lane.
+	TypeCallbackLane = "callback:lane"
+	// TypeCallback is the per-callback trigger of releases before lanes;
+	// a worker drops any still queued (the sweep wakes their lanes).
+	TypeCallback = "callback:deliver"
+	TypeSweep    = "sweep:tick"
 )
 
 // Queues, by priority. Confirm work never waits behind callbacks.
@@ -149,14 +153,17 @@ func (c *Client) Webhook(ctx context.Context, provider, eventKey string) error {
 	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey, QueuePayments, IDPayload{ID: provider + ":" + eventKey})
 }
 
-// Callback enqueues delivery attempt `attempt` of a callback.
-func (c *Client) Callback(ctx context.Context, callbackID string, attempt int) error {
-	return c.enqueue(ctx, TypeCallback, "callback:"+callbackID+":"+strconv.Itoa(attempt), QueueCallbacks, IDPayload{ID: callbackID, Attempt: attempt})
+// LanePayload names one turn (generation) of a merchant's delivery lane.
+type LanePayload struct {
+	MerchantID string `json:"merchantId"`
+	Gen        int64  `json:"gen"`
 }
 
-// CallbackAgain re-enqueues an attempt whose trigger was presumed lost.
-func (c *Client) CallbackAgain(ctx context.Context, callbackID string, attempt int, g int64) error {
-	return c.enqueue(ctx, TypeCallback, "callback:"+callbackID+":"+strconv.Itoa(attempt)+gen(g), QueueCallbacks, IDPayload{ID: callbackID, Attempt: attempt})
+// CallbackLane enqueues turn gen of a merchant's delivery lane. There is at
+// most one live generation per merchant (PostgreSQL's callback_endpoints),
+// so the callbacks queue holds at most one lane task per merchant.
+func (c *Client) CallbackLane(ctx context.Context, merchantID string, gen int64) error {
+	return c.enqueue(ctx, TypeCallbackLane, "lane:"+merchantID+":"+strconv.FormatInt(gen, 10), QueueCallbacks, LanePayload{merchantID, gen})
 }
 
 // Sweep enqueues one tick of the periodic sweep. The tick's task ID is kept

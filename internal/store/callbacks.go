@@ -59,78 +59,8 @@ func (s *Store) CallbackDelivery(ctx context.Context, callbackID string) (Callba
 	return d, nil
 }
 
-// CallbackRef names one generation of a callback to trigger.
-type CallbackRef struct {
-	CallbackID string `db:"callback_id"`
-	Attempt    int    `db:"attempt"`
-	Seq        int64  `db:"seq"`
-	// Lost is true when an earlier trigger of this attempt was presumed
-	// lost: its task ID may still be held by a stranded asynq task.
-	Lost bool `db:"lost"`
-}
-
-// A row is claimable when it is PENDING, due, its merchant's endpoint is
-// enabled, and no trigger is known to be out for this due time: never
-// enqueued, enqueued before it became due (an earlier attempt's trigger), or
-// enqueued so long ago that the trigger must have been lost (Redis flushed or
-// failed over). Claiming stamps enqueued_at, so each due row is enqueued once
-// per attempt; SKIP LOCKED keeps two sweeps from claiming the same row.
-const sqlClaimDueCallbacks = `
-UPDATE callbacks c SET enqueued_at = $1
-FROM (
-    SELECT d.callback_id,
-           -- a trigger was out for this attempt and is presumed lost
-           (d.enqueued_at IS NOT NULL AND d.enqueued_at >= d.next_attempt_at) AS lost
-    FROM callbacks d JOIN merchants m ON m.merchant_id = d.merchant_id
-    WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND m.callback_enabled
-      AND (d.enqueued_at IS NULL OR d.enqueued_at < d.next_attempt_at OR d.enqueued_at < $2)
-    ORDER BY d.seq
-    LIMIT $3
-    FOR UPDATE OF d SKIP LOCKED
-) due
-WHERE c.callback_id = due.callback_id
-RETURNING c.callback_id, c.attempt, c.seq, due.lost`
-
-// ClaimDueCallbacks claims up to limit due callbacks of enabled endpoints,
-// oldest first, and returns them in order of creation. A row enqueued before
-// lostBefore without having been attempted since is claimed again.
-func (s *Store) ClaimDueCallbacks(ctx context.Context, now, lostBefore time.Time, limit int) ([]CallbackRef, error) {
-	var refs []CallbackRef
-	if err := s.db.SelectContext(ctx, &refs, sqlClaimDueCallbacks, now, lostBefore, limit); err != nil {
-		return nil, fmt.Errorf("claim due callbacks: %w", err)
-	}
-	sortRefs(refs)
-	return refs, nil
-}
-
-func sortRefs(refs []CallbackRef) {
-	slices.SortFunc(refs, func(a, b CallbackRef) int { return cmp.Compare(a.Seq, b.Seq) })
-}
-
-// ClaimCallbackSend takes the right to send attempt `attempt` of a PENDING
-// callback until `until`. It returns false when the callback moved on or
-// another trigger holds it (a claim lapses, so a crashed sender never
-// strands the callback).
-func (s *Store) ClaimCallbackSend(ctx context.Context, callbackID string, attempt int, until time.Time) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE callbacks SET sending_until = $3
-WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING' AND (sending_until IS NULL OR sending_until < $4)`,
-		callbackID, attempt, until, s.now())
-	if err != nil {
-		return false, fmt.Errorf("claim callback send: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
-
-// ParkCallback forgets the trigger of a callback whose endpoint is disabled,
-// without spending an attempt: the sweep claims it again once the endpoint is
-// re-enabled.
-func (s *Store) ParkCallback(ctx context.Context, callbackID string, attempt int) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE callbacks SET enqueued_at = NULL, sending_until = NULL WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`, callbackID, attempt)
-	if err != nil {
-		return fmt.Errorf("park callback: %w", err)
-	}
-	return nil
+func sortDeliveries(ds []CallbackDelivery) {
+	slices.SortFunc(ds, func(a, b CallbackDelivery) int { return cmp.Compare(a.Seq, b.Seq) })
 }
 
 // CallbackOutcome is one delivery attempt and the schedule it leaves.
@@ -158,9 +88,8 @@ UPDATE callbacks SET
     attempt = attempt + 1,
     sending_until = NULL,
     next_attempt_at = $4,
-    enqueued_at = CASE WHEN $5 THEN NULL ELSE enqueued_at END,
-    last_error = NULLIF($6, ''),
-    delivered_at = CASE WHEN $3 = 'DELIVERED' THEN $7::timestamptz ELSE NULL END
+    last_error = NULLIF($5, ''),
+    delivered_at = CASE WHEN $3 = 'DELIVERED' THEN $6::timestamptz ELSE NULL END
 WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`
 
 const sqlInsertCallbackAttempt = `
@@ -175,7 +104,7 @@ VALUES ($1, $2, $3, NULLIF($4, 0), $5, NULLIF($6, ''), $7)`
 func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (recorded bool, err error) {
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, sqlRecordCallback, o.CallbackID, o.Attempt, o.Status, o.NextAttempt,
-			o.DisableEndpoint, o.Error, o.StartedAt.Add(o.Latency))
+			o.Error, o.StartedAt.Add(o.Latency))
 		if err != nil {
 			return fmt.Errorf("update callback: %w", err)
 		}
@@ -285,14 +214,16 @@ func fixCallback(c *Callback) {
 }
 
 // sqlRedeliverCallback makes a callback due now: a DELIVERED or DEAD one
-// becomes PENDING in a new attempt generation; $2 = ” means any merchant.
+// becomes PENDING in a new attempt generation; $2 = ” means any merchant
+// (RedeliverCallbackAsOperator).
 // A PENDING one keeps its send claim: clearing it while that attempt is in
 // flight would let a second trigger send the same attempt (the same
 // webhook-id) again. (SET expressions see the row as it was.)
 const sqlRedeliverCallback = `UPDATE callbacks SET
     attempt = CASE WHEN status = 'PENDING' THEN attempt ELSE (attempt / $4 + 1) * $4 END,
     sending_until = CASE WHEN status = 'PENDING' THEN sending_until ELSE NULL END,
-    status = 'PENDING', next_attempt_at = $3, enqueued_at = NULL, delivered_at = NULL
+    pending_since = CASE WHEN status = 'PENDING' THEN pending_since ELSE $3 END,
+    status = 'PENDING', next_attempt_at = $3, delivered_at = NULL
 WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
 `
 
@@ -301,13 +232,22 @@ WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
 // starts again; a PENDING one is only made due now. CALLBACK_NOT_FOUND when
 // it is not the merchant's.
 func (s *Store) RedeliverCallback(ctx context.Context, merchantID, callbackID string) (Callback, error) {
-	var c Callback
-	err := s.db.GetContext(ctx, &c, sqlRedeliverCallback+`RETURNING `+callbackColumns, callbackID, merchantID, s.now(), CallbackGeneration)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+	if err := scoped(merchantID); err != nil {
+		return Callback{}, err
 	}
+	var c Callback
+	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		err := tx.GetContext(ctx, &c, sqlRedeliverCallback+`RETURNING `+callbackColumns, callbackID, merchantID, s.now(), CallbackGeneration)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
+		}
+		if err != nil {
+			return fmt.Errorf("redeliver callback: %w", err)
+		}
+		return wakeLaneTx(ctx, tx, ob, merchantID, s.now())
+	})
 	if err != nil {
-		return c, fmt.Errorf("redeliver callback: %w", err)
+		return c, err
 	}
 	fixCallback(&c)
 	c.Attempts = []CallbackAttempt{}

@@ -125,7 +125,7 @@ func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code
 // reservation is released and payment.cancel_failed is emitted. A cancel
 // that is no longer PENDING is left alone (ok=false).
 func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded bool, code, message string) (ok bool, err error) {
-	err = s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err = s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		var c Cancel
 		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
 			return fmt.Errorf("cancel %s: %w", cancelID, err)
@@ -146,7 +146,7 @@ func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded boo
 			if row.CanceledAmount+c.Amount >= row.Amount {
 				to = payment.Canceled
 			}
-			_, err := s.transitionTx(ctx, tx, row, Change{OrderID: row.OrderID, Version: row.Version, To: to, Action: "cancel.succeeded", Actor: "worker",
+			_, err := s.transitionTx(ctx, tx, ob, row, Change{OrderID: row.OrderID, Version: row.Version, To: to, Action: "cancel.succeeded", Actor: "worker",
 				CanceledAmountDelta: c.Amount, ReservedDelta: -c.Amount, Details: map[string]any{"cancelId": cancelID, "amount": c.Amount}})
 			return err
 		}
@@ -161,7 +161,7 @@ WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns, row.OrderID, row.
 		if err := appendLogTx(ctx, tx, row.OrderID, "cancel.failed", nil, nil, "worker", map[string]any{"cancelId": cancelID, "amount": c.Amount, "code": code, "message": message}); err != nil {
 			return err
 		}
-		return insertCallbackTx(ctx, tx, s.now(), updated.Order(), payment.Status(row.Status), payment.EventCancelFailed)
+		return insertCallbackTx(ctx, tx, ob, s.now(), updated.Order(), payment.Status(row.Status), payment.EventCancelFailed)
 	})
 	return ok, err
 }

@@ -134,10 +134,21 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 	if p.RateLimit != nil {
 		per, burst = &p.RateLimit.PerSecond, &p.RateLimit.Burst
 	}
-	err := s.db.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled, p.SetRateLimit, per, burst)
-	if errors.Is(err, sql.ErrNoRows) {
-		return m, payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
-	}
+	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		err := tx.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled, p.SetRateLimit, per, burst)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+		}
+		if err != nil || (p.CallbackURL == nil && (p.CallbackEnabled == nil || !*p.CallbackEnabled)) {
+			return err
+		}
+		// A new or re-enabled endpoint starts with a closed breaker, and
+		// its waiting callbacks go out now.
+		if _, err := tx.ExecContext(ctx, `UPDATE callback_endpoints SET failures = 0, failing_since = NULL, open_until = NULL, cooldown_ms = 0 WHERE merchant_id = $1`, merchantID); err != nil {
+			return fmt.Errorf("reset breaker: %w", err)
+		}
+		return wakeLaneTx(ctx, tx, ob, merchantID, s.now())
+	})
 	return m.withRateLimit(), err
 }
 

@@ -255,7 +255,7 @@ ORDER BY seq DESC LIMIT $1`, limit)
 // commit. CALLBACK_NOT_FOUND when absent.
 func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, actor string) (CallbackRow, error) {
 	var row CallbackRow
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		var prev struct {
 			Status  string `db:"status"`
 			Attempt int    `db:"attempt"`
@@ -271,6 +271,9 @@ func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, act
 			callbackID, "", s.now(), CallbackGeneration)
 		if err != nil {
 			return fmt.Errorf("redeliver callback: %w", err)
+		}
+		if err := wakeLaneTx(ctx, tx, ob, row.MerchantID, s.now()); err != nil {
+			return err
 		}
 		return appendLogTx(ctx, tx, row.OrderID, "ops.callback_redeliver", nil, nil, actor, map[string]any{
 			"callbackId": callbackID, "event": row.EventType, "previousStatus": prev.Status, "previousAttempt": prev.Attempt, "attempt": row.Attempt})
@@ -355,6 +358,12 @@ ORDER BY paid_amount DESC, m.name`, since)
 type StateCounts struct {
 	Orders    map[string]int64
 	Callbacks map[string]int64
+	// Breakers counts endpoints with an open breaker ("open") and with
+	// failing attempts ("failing", open or not).
+	Breakers map[string]int64
+	// PendingByMerchant is the PENDING backlog of the 20 merchants with the
+	// most (bounded label cardinality).
+	PendingByMerchant map[string]int64
 }
 
 // countInFlight is served by partial indexes only (orders_created_expiry,
@@ -363,13 +372,16 @@ const countInFlight = `
 SELECT 'orders', 'CREATED', count(*) FROM orders WHERE status = 'CREATED'
 UNION ALL SELECT 'orders', 'CONFIRMING', count(*) FROM orders WHERE status = 'CONFIRMING'
 UNION ALL SELECT 'callbacks', 'PENDING', count(*) FROM callbacks WHERE status = 'PENDING'
-UNION ALL SELECT 'callbacks', 'DEAD', count(*) FROM callbacks WHERE status = 'DEAD'`
+UNION ALL SELECT 'callbacks', 'DEAD', count(*) FROM callbacks WHERE status = 'DEAD'
+UNION ALL SELECT 'breakers', 'open', count(*) FROM callback_endpoints WHERE open_until IS NOT NULL
+UNION ALL SELECT 'breakers', 'failing', count(*) FROM callback_endpoints WHERE failing_since IS NOT NULL
+UNION ALL (SELECT 'merchant_pending', merchant_id, count(*) FROM callbacks WHERE status = 'PENDING' GROUP BY merchant_id ORDER BY 3 DESC LIMIT 20)`
 
 // CountInFlight returns the StateCounts in one read-only statement on one
 // connection, cut off after timeout (statement_timeout) so a slow count
 // never holds a pool connection for long. Errors are the database's.
 func (s *Store) CountInFlight(ctx context.Context, timeout time.Duration) (StateCounts, error) {
-	out := StateCounts{Orders: map[string]int64{}, Callbacks: map[string]int64{}}
+	out := StateCounts{Orders: map[string]int64{}, Callbacks: map[string]int64{}, Breakers: map[string]int64{}, PendingByMerchant: map[string]int64{}}
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return out, fmt.Errorf("count in flight: %w", err)
@@ -389,10 +401,15 @@ func (s *Store) CountInFlight(ctx context.Context, timeout time.Duration) (State
 		if err := rows.Scan(&kind, &status, &n); err != nil {
 			return out, fmt.Errorf("count in flight: %w", err)
 		}
-		if kind == "orders" {
+		switch kind {
+		case "orders":
 			out.Orders[status] = n
-		} else {
+		case "callbacks":
 			out.Callbacks[status] = n
+		case "breakers":
+			out.Breakers[status] = n
+		default:
+			out.PendingByMerchant[status] = n
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -409,7 +409,7 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 	}
 	var res ConfirmResult
 	var securityErr error
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		row, err := s.orderRow(ctx, tx, merchantID, orderID, true)
 		if err != nil {
 			return err
@@ -431,7 +431,7 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 			}
 			now := s.now()
 			idem := payment.ConfirmIdempotencyKey(orderID, paymentKey)
-			o, err := s.transitionTx(ctx, tx, row, Change{
+			o, err := s.transitionTx(ctx, tx, ob, row, Change{
 				OrderID: orderID, Version: row.Version, To: payment.Confirming, Action: "confirm.accepted", Actor: "merchant",
 				PaymentKey: &paymentKey, PGIdempotencyKey: &idem, ConfirmRequestedAt: &now, NextCheckAt: ptr(now.Add(s.stuckAfter)),
 				Details: map[string]any{"paymentKey": paymentKey},
@@ -517,12 +517,12 @@ var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was 
 // ILLEGAL_TRANSITION (logged, never applied) when the table refuses it.
 func (s *Store) Transition(ctx context.Context, c Change) (payment.Order, error) {
 	var out payment.Order
-	err := s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		row, err := s.orderRow(ctx, tx, anyMerchant, c.OrderID, true)
 		if err != nil {
 			return err
 		}
-		out, err = s.transitionTx(ctx, tx, row, c)
+		out, err = s.transitionTx(ctx, tx, ob, row, c)
 		return err
 	})
 	return out, err
@@ -547,7 +547,7 @@ WHERE order_id = $1 AND version = $2 AND status = ANY($3)
 RETURNING ` + orderColumns
 
 // transitionTx applies c to row, which the caller read in tx (FOR UPDATE).
-func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, row OrderRow, c Change) (payment.Order, error) {
+func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (payment.Order, error) {
 	from := payment.Status(row.Status)
 	if row.Version != c.Version {
 		return payment.Order{}, ErrVersionConflict
@@ -585,7 +585,7 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, row OrderRow, c C
 		event = payment.EventFor(c.To)
 	}
 	if event != "" {
-		if err := insertCallbackTx(ctx, tx, s.now(), order, from, event); err != nil {
+		if err := insertCallbackTx(ctx, tx, ob, s.now(), order, from, event); err != nil {
 			return payment.Order{}, err
 		}
 	}
@@ -608,27 +608,17 @@ type CallbackData struct {
 	PreviousStatus payment.Status `json:"previousStatus"`
 }
 
-func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, now time.Time, o payment.Order, prev payment.Status, event payment.CallbackEvent) error {
+func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, now time.Time, o payment.Order, prev payment.Status, event payment.CallbackEvent) error {
 	o.History = nil
 	body, err := json.Marshal(CallbackPayload{Type: event, Timestamp: now.UTC(), Data: CallbackData{Order: o, PreviousStatus: prev}})
 	if err != nil {
 		return fmt.Errorf("callback payload: %w", err)
 	}
 	id := NewID("msg_", 24)
-	// enqueued_at is set when the caller will trigger delivery after commit;
-	// if that trigger is lost, the sweep's lost-trigger rule picks it up.
-	var enqueued *time.Time
-	ids := outboxIDs(ctx)
-	if ids != nil {
-		enqueued = &now
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		id, o.MerchantID, o.OrderID, string(event), string(body), now, enqueued)
+	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, pending_since) VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+		id, o.MerchantID, o.OrderID, string(event), string(body), now)
 	if err != nil {
 		return fmt.Errorf("insert callback: %w", err)
 	}
-	if ids != nil {
-		*ids = append(*ids, id)
-	}
-	return nil
+	return wakeLaneTx(ctx, tx, ob, o.MerchantID, now)
 }

@@ -79,7 +79,7 @@ func (s *Store) RecordRefundAttempt(ctx context.Context, r Refund, outcome, code
 // payment.refunded_late_approval callback, in one transaction. ok is false
 // when it was already done.
 func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, err error) {
-	err = s.inOutboxTx(ctx, func(ctx context.Context, tx *sqlx.Tx) error {
+	err = s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		var r Refund
 		if err := tx.GetContext(ctx, &r, `SELECT `+refundColumns+` FROM refunds WHERE refund_id = $1 FOR UPDATE`, refundID); err != nil {
 			return err
@@ -99,7 +99,7 @@ func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, e
 			return err
 		}
 		o := row.Order()
-		return insertCallbackTx(ctx, tx, s.now(), o, o.Status, payment.EventRefundedLateApproval)
+		return insertCallbackTx(ctx, tx, ob, s.now(), o, o.Status, payment.EventRefundedLateApproval)
 	})
 	return ok, err
 }

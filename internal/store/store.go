@@ -31,21 +31,27 @@ type Store struct {
 	// the sweep re-enqueues its confirm (covering a lost enqueue or a
 	// killed worker).
 	stuckAfter time.Duration
-	// onCallbacks is told, after commit, of the callbacks a transaction
-	// wrote, so delivery starts at once rather than at the next sweep.
-	onCallbacks func(ctx context.Context, callbackIDs []string)
+	// onLanes is told, after commit, of the delivery lanes a transaction
+	// woke, so delivery starts at once rather than at the next sweep.
+	onLanes func(ctx context.Context, wakes []LaneWake)
 }
 
-// OnCallbacks sets the function told (after commit) of new outbox rows. A
-// failure there loses nothing: the sweep finds rows whose trigger is lost.
-func (s *Store) OnCallbacks(fn func(ctx context.Context, callbackIDs []string)) { s.onCallbacks = fn }
+// OnLanes sets the function told (after commit) of the merchant delivery
+// lanes to start. A failure there loses nothing: the sweep starts a lane
+// that has due callbacks and no live task.
+func (s *Store) OnLanes(fn func(ctx context.Context, wakes []LaneWake)) { s.onLanes = fn }
 
-type outboxKey struct{}
+// outbox is what a transaction that writes callbacks hands on after its
+// commit: the lanes it woke. It is passed explicitly, never in a context.
+type outbox struct{ wakes []LaneWake }
 
-// outboxIDs collects the callbacks written in the current transaction.
-func outboxIDs(ctx context.Context) *[]string {
-	v, _ := ctx.Value(outboxKey{}).(*[]string)
-	return v
+func (o *outbox) wake(w LaneWake) {
+	for _, x := range o.wakes {
+		if x.MerchantID == w.MerchantID {
+			return
+		}
+	}
+	o.wakes = append(o.wakes, w)
 }
 
 // Options tunes a Store.
@@ -148,15 +154,14 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 }
 
 // inOutboxTx is inTx for transactions that may write callbacks: after the
-// commit, the new callbacks are handed to onCallbacks.
-func (s *Store) inOutboxTx(ctx context.Context, fn func(ctx context.Context, tx *sqlx.Tx) error) error {
-	ids := &[]string{}
-	ctx = context.WithValue(ctx, outboxKey{}, ids)
-	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(ctx, tx) }); err != nil {
+// commit, the lanes they woke are handed to onLanes.
+func (s *Store) inOutboxTx(ctx context.Context, fn func(tx *sqlx.Tx, ob *outbox) error) error {
+	ob := &outbox{}
+	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(tx, ob) }); err != nil {
 		return err
 	}
-	if len(*ids) > 0 && s.onCallbacks != nil {
-		s.onCallbacks(context.WithoutCancel(ctx), *ids)
+	if len(ob.wakes) > 0 && s.onLanes != nil {
+		s.onLanes(context.WithoutCancel(ctx), ob.wakes)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -18,10 +19,11 @@ import (
 	"github.com/payrail/payrail/internal/testenv"
 )
 
-// A callback whose trigger is stranded (a worker lost Redis mid-task, so
+// A merchant whose lane task is stranded (a worker lost Redis mid-task, so
 // asynq holds the task ID until its lease recovery, up to a minute or more)
-// is still delivered promptly: the sweep re-enqueues it under a new ID.
-func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
+// still gets its callbacks promptly: the sweep presumes the lane lost and
+// wakes it under a new generation (a new task ID).
+func TestStrandedLaneIsBypassed(t *testing.T) {
 	t.Parallel()
 	var got atomic.Int32
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
@@ -38,15 +40,18 @@ func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
 	testenv.Must(t, err)
 	var id string
 	testenv.Must(t, sys.DB.DB.Get(&id, `SELECT callback_id FROM callbacks WHERE order_id = $1`, o.OrderID))
-	// Strand the trigger: the plain task ID stays taken for an hour.
+	var gen int64
+	testenv.Must(t, sys.DB.DB.Get(&gen, `SELECT lane_gen FROM callback_endpoints WHERE merchant_id = $1 AND lane_queued`, m.MerchantID))
+	// Strand the lane: its task ID stays taken for an hour.
 	insp := asynq.NewInspectorFromRedisClient(sys.Redis.Client)
-	taskID := "callback:" + id + ":0"
+	taskID := fmt.Sprintf("lane:%s:%d", m.MerchantID, gen)
 	testenv.Must(t, insp.DeleteTask(queue.QueueCallbacks, taskID))
 	c := asynq.NewClientFromRedisClient(sys.Redis.Client)
-	_, err = c.Enqueue(asynq.NewTask(queue.TypeCallback, []byte(`{"id":"`+id+`"}`)), asynq.TaskID(taskID), asynq.Queue(queue.QueueCallbacks), asynq.ProcessIn(time.Hour))
+	_, err = c.Enqueue(asynq.NewTask(queue.TypeCallbackLane, []byte(fmt.Sprintf(`{"merchantId":%q,"gen":%d}`, m.MerchantID, gen))),
+		asynq.TaskID(taskID), asynq.Queue(queue.QueueCallbacks), asynq.ProcessIn(time.Hour))
 	testenv.Must(t, err)
 	// …and long enough ago that the sweep presumes it lost.
-	_, err = sys.DB.DB.Exec(`UPDATE callbacks SET next_attempt_at = now() - interval '2 hours', enqueued_at = now() - interval '1 hour' WHERE callback_id = $1`, id)
+	_, err = sys.DB.DB.Exec(`UPDATE callback_endpoints SET lane_queued_at = now() - interval '1 hour' WHERE merchant_id = $1`, m.MerchantID)
 	testenv.Must(t, err)
 	sys.StartWorker()
 	testenv.Poll(t, 10*time.Second, "the callback to be delivered", func() bool {
@@ -57,15 +62,16 @@ func TestStrandedCallbackTriggerIsBypassed(t *testing.T) {
 	}
 }
 
-// Two triggers of one attempt running at once (the plain one, slow in a
-// backlog, and the sweep's re-enqueue) send it once.
-func TestTwoTriggersOfOneAttemptSendOnce(t *testing.T) {
+// Two runs of one lane turn at once (asynq's lease recovery of a turn that
+// was in fact still running) send each callback once: the send claim in
+// PostgreSQL decides.
+func TestTwoRunsOfOneLaneTurnSendOnce(t *testing.T) {
 	t.Parallel()
 	var got atomic.Int32
 	release := make(chan struct{})
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got.Add(1)
-		<-release // hold the first send open while the second trigger runs
+		<-release // hold the first send open while the second run goes
 	}))
 	defer sink.Close()
 	sys := systest.Start(t, systest.Options{})
@@ -80,13 +86,15 @@ func TestTwoTriggersOfOneAttemptSendOnce(t *testing.T) {
 	testenv.Must(t, err)
 	var id string
 	testenv.Must(t, sys.DB.DB.Get(&id, `SELECT callback_id FROM callbacks WHERE order_id = $1`, o.OrderID))
+	var gen int64
+	testenv.Must(t, sys.DB.DB.Get(&gen, `SELECT lane_gen FROM callback_endpoints WHERE merchant_id = $1`, m.MerchantID))
 	w := process.NewWorker(sys.Config, sys.Deps, sys.Log).Handler
-	task := asynq.NewTask(queue.TypeCallback, []byte(`{"id":"`+id+`"}`))
+	task := asynq.NewTask(queue.TypeCallbackLane, []byte(fmt.Sprintf(`{"merchantId":%q,"gen":%d}`, m.MerchantID, gen)))
 	first := make(chan error, 1)
 	go func() { first <- w.Callbacks.ProcessTask(ctx, task) }()
 	testenv.Poll(t, 5*time.Second, "the first send to reach the merchant", func() bool { return got.Load() == 1 })
 	if err := w.Callbacks.ProcessTask(ctx, task); err != nil {
-		t.Fatalf("second trigger: %v", err)
+		t.Fatalf("second run: %v", err)
 	}
 	close(release)
 	testenv.Must(t, <-first)

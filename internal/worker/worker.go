@@ -94,7 +94,7 @@ type Worker struct {
 	Callbacks Callbacks
 }
 
-// Callbacks handles callback:deliver and enqueues the callbacks that are due.
+// Callbacks handles callback:lane and wakes the lanes that have due work.
 type Callbacks interface {
 	asynq.Handler
 	EnqueueDue(ctx context.Context) error
@@ -174,6 +174,7 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	mux.HandleFunc(queue.TypeReconcile, w.HandleReconcile)
 	mux.HandleFunc(queue.TypeSweep, w.HandleSweep)
 	if w.Callbacks != nil {
+		mux.Handle(queue.TypeCallbackLane, w.Callbacks)
 		mux.Handle(queue.TypeCallback, w.Callbacks)
 	}
 	mux.HandleFunc(queue.TypeWebhook, w.HandleWebhook)

@@ -1,0 +1,277 @@
+package store
+
+// Merchant delivery lanes and endpoint circuit breakers (DESIGN.md
+// "Isolation and overload"). Each merchant has at most one lane task out,
+// fenced by lane_gen: a lane claims a batch of the merchant's due callbacks,
+// sends them, updates the breaker, and either takes another turn (at the
+// back of the queue, so merchants are served round-robin) or ends. Queued
+// callback tasks are therefore bounded by the merchants with due work, never
+// by the size of a backlog.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/payrail/payrail/internal/payment"
+)
+
+// LaneWake asks for merchant MerchantID's lane to run at generation Gen.
+type LaneWake struct {
+	MerchantID string `db:"merchant_id"`
+	Gen        int64  `db:"lane_gen"`
+}
+
+// Breaker is an endpoint's circuit breaker as PostgreSQL holds it.
+type Breaker struct {
+	// Failures counts consecutive failed attempts (refused, timeout, 5xx).
+	Failures     int        `db:"failures"`
+	FailingSince *time.Time `db:"failing_since"`
+	// OpenUntil is when the next probe may go; nil when closed.
+	OpenUntil *time.Time    `db:"open_until"`
+	Cooldown  time.Duration `db:"-"`
+	LastError *string       `db:"last_error"`
+}
+
+// Open reports whether the breaker is open (cooling down or probing).
+func (b Breaker) Open() bool { return b.OpenUntil != nil }
+
+// Lane is one turn of a merchant's lane: the endpoint and its breaker.
+type Lane struct {
+	MerchantID      string `db:"merchant_id"`
+	Gen             int64  `db:"lane_gen"`
+	CallbackURL     string `db:"callback_url"`
+	CallbackEnabled bool   `db:"callback_enabled"`
+	Breaker
+	CooldownMS int64 `db:"cooldown_ms"`
+}
+
+// wakeLaneTx marks the merchant's lane as wanted, in tx (the transaction
+// that wrote a callback, so a lane that is ending cannot miss it: its end is
+// fenced on lane_dirty, which this sets under the row lock). When no lane
+// is out and the breaker is not cooling down, a new generation is taken and
+// handed to ob, to be enqueued after commit.
+const sqlWakeLane = `
+INSERT INTO callback_endpoints AS e (merchant_id, lane_gen, lane_queued, lane_queued_at) VALUES ($1, 1, true, $2)
+ON CONFLICT (merchant_id) DO UPDATE SET
+    lane_dirty = true,
+    lane_gen = CASE WHEN e.lane_queued OR e.open_until > $2 THEN e.lane_gen ELSE e.lane_gen + 1 END,
+    lane_queued_at = CASE WHEN e.lane_queued OR e.open_until > $2 THEN e.lane_queued_at ELSE $2 END,
+    lane_queued = e.lane_queued OR e.open_until IS NULL OR e.open_until <= $2
+RETURNING merchant_id, lane_gen, lane_queued AND lane_queued_at = $2 AS woke`
+
+func wakeLaneTx(ctx context.Context, tx sqlx.QueryerContext, ob *outbox, merchantID string, now time.Time) error {
+	var r struct {
+		LaneWake
+		Woke bool `db:"woke"`
+	}
+	if err := sqlx.GetContext(ctx, tx, &r, sqlWakeLane, merchantID, now); err != nil {
+		return fmt.Errorf("wake lane: %w", err)
+	}
+	if r.Woke && ob != nil {
+		ob.wake(r.LaneWake)
+	}
+	return nil
+}
+
+// WakeLane wakes a merchant's lane outside any other transaction (an
+// endpoint re-enabled, an operator's "probe now") and hands the wake to
+// OnLanes.
+func (s *Store) WakeLane(ctx context.Context, merchantID string) error {
+	return s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		return wakeLaneTx(ctx, tx, ob, merchantID, s.now())
+	})
+}
+
+// ErrStaleLane means a lane task's generation was superseded (or its lane
+// ended): it must do nothing.
+var ErrStaleLane = errors.New("store: stale lane generation")
+
+const sqlStartLane = `
+UPDATE callback_endpoints e SET lane_dirty = false, lane_queued_at = $3, updated_at = $3
+FROM merchants m
+WHERE e.merchant_id = $1 AND e.lane_gen = $2 AND e.lane_queued AND m.merchant_id = e.merchant_id
+RETURNING e.merchant_id, e.lane_gen, m.callback_url, m.callback_enabled,
+          e.failures, e.failing_since, e.open_until, e.cooldown_ms, e.last_error`
+
+// StartLane begins a turn of generation gen: it clears lane_dirty (work
+// that arrives from now on makes the lane look again) and returns the
+// endpoint and its breaker. ErrStaleLane when gen is not the lane's.
+func (s *Store) StartLane(ctx context.Context, merchantID string, gen int64) (Lane, error) {
+	var l Lane
+	err := s.db.GetContext(ctx, &l, sqlStartLane, merchantID, gen, s.now())
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, ErrStaleLane
+	}
+	if err != nil {
+		return l, fmt.Errorf("start lane: %w", err)
+	}
+	l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
+	return l, nil
+}
+
+// sending_until is the send claim (migration 00003): a crashed sender's
+// claim lapses, so nothing is stranded.
+const sqlClaimLaneBatch = `
+UPDATE callbacks c SET sending_until = $4
+FROM (
+    SELECT callback_id FROM callbacks
+    WHERE merchant_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2
+      AND (sending_until IS NULL OR sending_until < $2)
+    ORDER BY next_attempt_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE c.callback_id = due.callback_id
+RETURNING c.callback_id, c.merchant_id, c.order_id, c.event_type, c.payload::text AS payload, c.status, c.attempt,
+          c.next_attempt_at, c.seq`
+
+// ClaimLaneBatch claims up to limit of the merchant's due PENDING callbacks,
+// oldest due first, for sending until `until`.
+func (s *Store) ClaimLaneBatch(ctx context.Context, merchantID string, until time.Time, limit int) ([]CallbackDelivery, error) {
+	var out []CallbackDelivery
+	if err := s.db.SelectContext(ctx, &out, sqlClaimLaneBatch, merchantID, s.now(), limit, until); err != nil {
+		return nil, fmt.Errorf("claim lane batch: %w", err)
+	}
+	sortDeliveries(out)
+	return out, nil
+}
+
+// LaneEnd is how a turn ends: the breaker it leaves and whether the lane
+// takes another turn (more due work, or a probe that closed the breaker).
+type LaneEnd struct {
+	MerchantID string
+	Gen        int64
+	Breaker    Breaker
+	// Again asks for another turn; otherwise the lane ends, unless work
+	// arrived during the turn (lane_dirty), which also takes another turn.
+	Again bool
+}
+
+const sqlEndLane = `
+UPDATE callback_endpoints SET
+    failures = $3, failing_since = $4, open_until = $5, cooldown_ms = $6, last_error = $7, updated_at = $8,
+    lane_gen = CASE WHEN ($9 OR lane_dirty) AND ($5::timestamptz IS NULL OR $5 <= $8) THEN lane_gen + 1 ELSE lane_gen END,
+    lane_queued = ($9 OR lane_dirty) AND ($5::timestamptz IS NULL OR $5 <= $8),
+    lane_queued_at = $8,
+    lane_dirty = false
+WHERE merchant_id = $1 AND lane_gen = $2 AND lane_queued
+RETURNING merchant_id, lane_gen, lane_queued`
+
+// EndLane writes the breaker and ends the turn. When the lane goes on, next
+// is its new generation to enqueue (again is true). A lane whose breaker is
+// open ends whatever else: the sweep wakes it when the cool-down is over.
+// ErrStaleLane when gen is not the lane's.
+func (s *Store) EndLane(ctx context.Context, e LaneEnd) (next LaneWake, again bool, err error) {
+	var r struct {
+		LaneWake
+		Queued bool `db:"lane_queued"`
+	}
+	b := e.Breaker
+	err = s.db.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
+		b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again)
+	if errors.Is(err, sql.ErrNoRows) {
+		return next, false, ErrStaleLane
+	}
+	if err != nil {
+		return next, false, fmt.Errorf("end lane: %w", err)
+	}
+	return r.LaneWake, r.Queued, nil
+}
+
+// A lane is woken by the sweep when its merchant has due callbacks, its
+// endpoint is enabled, its breaker is not cooling down, and no lane task is
+// out, or the one out has not been heard of since lostBefore (Redis lost it,
+// or its worker died). SKIP LOCKED keeps two sweeps apart.
+const sqlWakeDueLanes = `
+UPDATE callback_endpoints e SET lane_queued = true, lane_gen = e.lane_gen + 1, lane_queued_at = $1, lane_dirty = false
+FROM (
+    SELECT d.merchant_id FROM callback_endpoints d JOIN merchants m ON m.merchant_id = d.merchant_id
+    WHERE m.callback_enabled
+      AND (NOT d.lane_queued OR d.lane_queued_at < $2)
+      AND (d.open_until IS NULL OR d.open_until <= $1)
+      AND EXISTS (SELECT 1 FROM callbacks c WHERE c.merchant_id = d.merchant_id AND c.status = 'PENDING' AND c.next_attempt_at <= $1)
+    ORDER BY d.merchant_id
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+) due
+WHERE e.merchant_id = due.merchant_id
+RETURNING e.merchant_id, e.lane_gen`
+
+// WakeDueLanes starts the lanes that have due work and no live task (the
+// sweep, each tick: retries that became due, cool-downs that ended, lost
+// lane tasks).
+func (s *Store) WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]LaneWake, error) {
+	var out []LaneWake
+	if err := s.db.SelectContext(ctx, &out, sqlWakeDueLanes, s.now(), lostBefore, limit); err != nil {
+		return nil, fmt.Errorf("wake due lanes: %w", err)
+	}
+	return out, nil
+}
+
+// ExpireStaleCallbacks makes DEAD, in a batch, the PENDING callbacks that
+// have waited longer than the retry schedule's span (an open breaker kept
+// them unsent), so nothing waits forever.
+func (s *Store) ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error) {
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, `UPDATE callbacks SET status = 'DEAD', last_error = $3
+WHERE callback_id IN (SELECT callback_id FROM callbacks WHERE status = 'PENDING' AND pending_since < $1
+                      AND (sending_until IS NULL OR sending_until < $4) LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+		now.Add(-olderThan), batch, "not delivered within the retry schedule ("+olderThan.Round(time.Minute).String()+"): the endpoint kept failing", now)
+	if err != nil {
+		return 0, fmt.Errorf("expire stale callbacks: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// FailingEndpoint is an endpoint whose breaker is open or whose last
+// attempts failed, for the ops console.
+type FailingEndpoint struct {
+	MerchantID   string     `db:"merchant_id"`
+	MerchantName string     `db:"name"`
+	CallbackURL  string     `db:"callback_url"`
+	Enabled      bool       `db:"callback_enabled"`
+	Failures     int        `db:"failures"`
+	FailingSince *time.Time `db:"failing_since"`
+	OpenUntil    *time.Time `db:"open_until"`
+	LastError    *string    `db:"last_error"`
+	Pending      int64      `db:"pending"`
+}
+
+// FailingEndpoints lists endpoints that are failing (or disabled with
+// callbacks waiting), longest-failing first, with their pending counts.
+func (s *Store) FailingEndpoints(ctx context.Context, limit int) ([]FailingEndpoint, error) {
+	var out []FailingEndpoint
+	err := s.db.SelectContext(ctx, &out, `
+SELECT e.merchant_id, m.name, m.callback_url, m.callback_enabled, e.failures, e.failing_since, e.open_until, e.last_error,
+       (SELECT count(*) FROM callbacks c WHERE c.merchant_id = e.merchant_id AND c.status = 'PENDING') AS pending
+FROM callback_endpoints e JOIN merchants m ON m.merchant_id = e.merchant_id
+WHERE e.failing_since IS NOT NULL OR NOT m.callback_enabled
+ORDER BY e.failing_since NULLS LAST, e.merchant_id
+LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failing endpoints: %w", err)
+	}
+	return out, nil
+}
+
+// ProbeNow ends an open breaker's cool-down (an operator fixed the
+// endpoint) and wakes the lane: the next turn sends one probe.
+// MERCHANT_NOT_FOUND when there is no such endpoint.
+func (s *Store) ProbeNow(ctx context.Context, merchantID string) error {
+	return s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		now := s.now()
+		res, err := tx.ExecContext(ctx, `UPDATE callback_endpoints SET open_until = CASE WHEN open_until IS NULL THEN NULL ELSE $2::timestamptz END, updated_at = $2 WHERE merchant_id = $1`, merchantID, now)
+		if err != nil {
+			return fmt.Errorf("probe now: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return payment.Errorf(payment.CodeMerchantNotFound, "no callback endpoint for merchant %s", merchantID)
+		}
+		return wakeLaneTx(ctx, tx, ob, merchantID, now)
+	})
+}
