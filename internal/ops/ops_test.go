@@ -572,3 +572,44 @@ func TestSessionCookieSecure(t *testing.T) {
 		t.Error("PAYRAIL_SECURE_COOKIES=true: the cookie is not Secure")
 	}
 }
+
+// A failing endpoint shows with its breaker, backlog and last error, and
+// "Probe now" ends its cool-down and wakes its lane.
+func TestFailingEndpointsAndProbeNow(t *testing.T) {
+	t.Parallel()
+	sys := setup(t, systest.Options{})
+	m := sys.NewMerchant("")
+	quiet := sys.NewMerchant("")
+	o := m.CreateOrder(1500)
+	_, err := sys.DB.DB.Exec(`INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload)
+SELECT 'msg_ep_' || g, $1, $2, 'payment.paid', '{}' FROM generate_series(1, 7) g`, m.MerchantID, o.OrderID)
+	testenv.Must(t, err)
+	_, err = sys.DB.DB.Exec(`INSERT INTO callback_endpoints (merchant_id, failures, failing_since, open_until, cooldown_ms, last_error)
+VALUES ($1, 6, now() - interval '3 minutes', now() + interval '10 minutes', 600000, 'connection refused')
+ON CONFLICT (merchant_id) DO UPDATE SET failures = 6, failing_since = now() - interval '3 minutes', open_until = now() + interval '10 minutes', cooldown_ms = 600000, last_error = 'connection refused', lane_queued = false`, m.MerchantID)
+	testenv.Must(t, err)
+	b := loggedIn(t, sys)
+	p := b.get("/ops/callbacks")
+	row := `<tr data-merchant-id="` + m.MerchantID + `">`
+	if !strings.Contains(p.Body, row) || !strings.Contains(p.Body, "breaker-open") || !strings.Contains(p.Body, "connection refused") ||
+		!strings.Contains(p.Body, `<td class="num pending">7</td>`) || !strings.Contains(p.Body, `class="probe" data-merchant-id="`+m.MerchantID+`"`) {
+		t.Fatalf("failing endpoints view lacks the endpoint, its breaker, backlog or button: %d", p.Status)
+	}
+	if strings.Contains(p.Body, `data-merchant-id="`+quiet.MerchantID+`"`) {
+		t.Fatal("a healthy endpoint is listed as failing")
+	}
+	if p := b.post("/ops/endpoints/"+m.MerchantID+"/probe", url.Values{}); p.Status != http.StatusForbidden {
+		t.Fatalf("probe without CSRF: %d", p.Status)
+	}
+	if p := b.post("/ops/endpoints/"+m.MerchantID+"/probe", url.Values{"csrf": {b.csrf}}); p.Status != http.StatusSeeOther {
+		t.Fatalf("probe: %d", p.Status)
+	}
+	var st struct {
+		Due    bool `db:"due"`
+		Queued bool `db:"lane_queued"`
+	}
+	testenv.Must(t, sys.DB.DB.Get(&st, `SELECT open_until <= now() AS due, lane_queued FROM callback_endpoints WHERE merchant_id = $1`, m.MerchantID))
+	if !st.Due || !st.Queued {
+		t.Fatalf("after Probe now: cool-down over %v, lane woken %v", st.Due, st.Queued)
+	}
+}
