@@ -654,7 +654,7 @@ func (c *cluster) pending(ctx context.Context) string {
 		return "asynq queues: " + err.Error()
 	}
 	for _, q := range queues {
-		if q != queue.QueuePayments && q != queue.QueueCallbacks {
+		if q != queue.QueuePayments && q != queue.QueuePaymentsBulk && q != queue.QueueCallbacks {
 			continue // the maintenance queue always holds the next sweep tick
 		}
 		info, err := insp.GetQueueInfo(q)

@@ -21,7 +21,7 @@ import (
 
 // Enqueuer is what the ingress enqueues after a commit.
 type Enqueuer interface {
-	Confirm(ctx context.Context, orderID string, version int) error
+	Confirm(ctx context.Context, merchantID, orderID string, version int) error
 	Cancel(ctx context.Context, cancelID string) error
 	Webhook(ctx context.Context, provider, eventKey string) error
 }

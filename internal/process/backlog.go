@@ -17,19 +17,25 @@ type backlog struct {
 	store *store.Store
 }
 
+// OldestConfirmWait is the older of the two confirm queues' latencies
+// (a merchant's confirms beyond its fair share wait in payments_bulk).
 func (b backlog) OldestConfirmWait(ctx context.Context) (time.Duration, error) {
 	qs, err := b.insp.Queues()
 	if err != nil {
 		return 0, err
 	}
-	if !slices.Contains(qs, queue.QueuePayments) {
-		return 0, nil // asynq has not seen the queue yet (or a flush emptied it): nothing waits
+	var oldest time.Duration
+	for _, name := range []string{queue.QueuePayments, queue.QueuePaymentsBulk} {
+		if !slices.Contains(qs, name) {
+			continue // asynq has not seen the queue yet (or a flush emptied it): nothing waits
+		}
+		q, err := b.insp.GetQueueInfo(name)
+		if err != nil {
+			return 0, err
+		}
+		oldest = max(oldest, q.Latency)
 	}
-	q, err := b.insp.GetQueueInfo(queue.QueuePayments)
-	if err != nil {
-		return 0, err
-	}
-	return q.Latency, nil
+	return oldest, nil
 }
 
 func (b backlog) ConfirmingByMerchant(ctx context.Context) (map[string]int64, error) {

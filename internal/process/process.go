@@ -59,6 +59,7 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	}
 	d := &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
+	d.Queue.Fair = queue.NewFair(rdb, cfg.ConfirmFairShare)
 	// Start a woken merchant lane at once; the sweep is the safety net.
 	d.Store.OnLanes(func(ctx context.Context, wakes []store.LaneWake) {
 		for _, w := range wakes {

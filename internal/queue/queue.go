@@ -32,18 +32,24 @@ const (
 
 // Queues, by priority. Confirm work never waits behind callbacks.
 const (
-	QueuePayments    = "payments"
-	QueueCallbacks   = "callbacks"
-	QueueMaintenance = "maintenance"
+	QueuePayments = "payments"
+	// QueuePaymentsBulk holds a merchant's confirms beyond its fair share
+	// of QueuePayments (see Fair).
+	QueuePaymentsBulk = "payments_bulk"
+	QueueCallbacks    = "callbacks"
+	QueueMaintenance  = "maintenance"
 )
 
 // Priorities are asynq's weighted queue priorities.
-var Priorities = map[string]int{QueuePayments: 6, QueueCallbacks: 3, QueueMaintenance: 1}
+var Priorities = map[string]int{QueuePayments: 6, QueueCallbacks: 3, QueuePaymentsBulk: 2, QueueMaintenance: 1}
 
 // OrderPayload names an order at a version.
 type OrderPayload struct {
 	OrderID string `json:"orderId"`
 	Version int    `json:"version"`
+	// MerchantID is set on a merchant's confirm, whose outstanding entry
+	// (Fair) the worker ends.
+	MerchantID string `json:"merchantId,omitempty"`
 }
 
 // IDPayload names one row (a cancel, refund, webhook event or callback).
@@ -72,6 +78,8 @@ type Client struct {
 	// MaxRetry bounds asynq's own retries; payrail keeps the real retry
 	// budget in PostgreSQL, so this is only a backstop.
 	MaxRetry int
+	// Fair, when set, orders confirms fairly across merchants.
+	Fair *Fair
 }
 
 // NewClient wraps an asynq client.
@@ -97,9 +105,19 @@ func (c *Client) enqueue(ctx context.Context, typ, id, queue string, payload any
 	return nil
 }
 
-// Confirm enqueues the confirm of an order that entered CONFIRMING at version.
-func (c *Client) Confirm(ctx context.Context, orderID string, version int) error {
-	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version})
+// Confirm enqueues the confirm of merchantID's order that entered CONFIRMING
+// at version: in QueuePayments while the merchant is within its fair share,
+// else in QueuePaymentsBulk (see Fair; Redis failing to count means
+// QueuePayments).
+func (c *Client) Confirm(ctx context.Context, merchantID, orderID string, version int) error {
+	q, _ := c.Fair.queueFor(ctx, merchantID, orderID)
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), q, OrderPayload{orderID, version, merchantID})
+}
+
+// ConfirmDone ends the outstanding entry of a finished confirm (a no-op
+// without Fair or for a confirm the sweep re-enqueued).
+func (c *Client) ConfirmDone(ctx context.Context, p OrderPayload) error {
+	return c.Fair.done(ctx, p.MerchantID, p.OrderID)
 }
 
 // ConfirmAgain re-enqueues a confirm the sweep found stuck. gen (the sweep's
@@ -107,17 +125,17 @@ func (c *Client) Confirm(ctx context.Context, orderID string, version int) error
 // asynq keeps until its lease expires, does not block the retry. The lock, the
 // version fence and the PG idempotency key make a second run harmless.
 func (c *Client) ConfirmAgain(ctx context.Context, orderID string, version int, g int64) error {
-	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{orderID, version})
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{OrderID: orderID, Version: version})
 }
 
 // ReconcileAgain is ConfirmAgain for lookups.
 func (c *Client) ReconcileAgain(ctx context.Context, orderID string, version int, g int64) error {
-	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{orderID, version})
+	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version)+gen(g), QueuePayments, OrderPayload{OrderID: orderID, Version: version})
 }
 
 // Reconcile enqueues a PG lookup for an order whose confirm outcome is unknown.
 func (c *Client) Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error {
-	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{orderID, version}, asynq.ProcessIn(delay))
+	return c.enqueue(ctx, TypeReconcile, "reconcile:"+orderID+":"+strconv.Itoa(version), QueuePayments, OrderPayload{OrderID: orderID, Version: version}, asynq.ProcessIn(delay))
 }
 
 // Cancel enqueues a merchant cancel.

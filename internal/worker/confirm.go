@@ -39,6 +39,8 @@ type ConfirmStore interface {
 type ConfirmQueue interface {
 	Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error
 	Refund(ctx context.Context, refundID string, attempt int) error
+	// ConfirmDone ends a finished confirm's fair-share entry (queue.Fair).
+	ConfirmDone(ctx context.Context, p queue.OrderPayload) error
 }
 
 // Confirmer confirms orders with the PG (payment:confirm) and looks up the
@@ -61,7 +63,14 @@ func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
 		return c.confirmLocked(ctx, log, p.OrderID)
 	})
 	c.observeTask(t.Type(), err)
-	return finish(ctx, log, err)
+	err = finish(ctx, log, err)
+	if err == nil {
+		// A retrying confirm keeps its place in the merchant's share.
+		if derr := c.Queue.ConfirmDone(context.WithoutCancel(ctx), p); derr != nil {
+			log.Warn("fair share: ending the outstanding confirm failed; it lapses on its own", "err", derr)
+		}
+	}
+	return err
 }
 
 // HandleReconcile looks up a payment whose confirm outcome is unknown.

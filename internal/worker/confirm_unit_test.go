@@ -16,6 +16,7 @@ import (
 
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -100,7 +101,12 @@ func (p *fakePG) Cancel(context.Context, string, string, string, int64) pgclient
 	return pgclient.Result{Outcome: pgclient.Retryable}
 }
 
-type fakeQueue struct{ reconciles, refunds []string }
+type fakeQueue struct{ reconciles, refunds, done []string }
+
+func (q *fakeQueue) ConfirmDone(_ context.Context, p queue.OrderPayload) error {
+	q.done = append(q.done, p.OrderID)
+	return nil
+}
 
 func (q *fakeQueue) Reconcile(_ context.Context, id string, _ int, _ time.Duration) error {
 	q.reconciles = append(q.reconciles, id)

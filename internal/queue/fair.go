@@ -1,0 +1,94 @@
+package queue
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Fair confirm work (DESIGN "Fair workers"). asynq's queues are FIFO, so a
+// merchant that posts a few hundred confirms at once would put every other
+// merchant's confirm behind all of them. Instead each merchant may have at
+// most PerMerchant confirms outstanding (queued or running) in
+// QueuePayments; the rest of its confirms go to QueuePaymentsBulk, which
+// workers serve with a lower weight and whenever QueuePayments is empty.
+// QueuePayments therefore holds at most merchants × PerMerchant confirms,
+// so a quiet merchant's confirm waits behind a bounded number of tasks
+// however hard another floods, and a lone merchant still gets every worker
+// (bulk is not throttled, only ordered after).
+//
+// Outstanding confirms are a sorted set per merchant in Redis (member: the
+// order, score: when the entry lapses), shared by every api replica. The
+// worker removes the entry when the confirm finishes; an entry whose worker
+// died lapses after TTL, so a lost removal costs fairness for a minute,
+// never a payment. Redis being down routes to QueuePayments: fairness is
+// given up before availability.
+type Fair struct {
+	rdb redis.UniversalClient
+	// PerMerchant is how many of one merchant's confirms may be outstanding
+	// in QueuePayments (PAYRAIL_CONFIRM_FAIR_SHARE).
+	PerMerchant int
+	// TTL bounds how long an entry counts without its worker's removal.
+	TTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewFair returns a Fair on rdb.
+func NewFair(rdb redis.UniversalClient, perMerchant int) *Fair {
+	return &Fair{rdb: rdb, PerMerchant: perMerchant, TTL: time.Minute}
+}
+
+func fairKey(merchantID string) string { return "payrail:confirming:{" + merchantID + "}" }
+
+// takeScript drops lapsed entries, counts the rest and adds this order;
+// it returns the count before the add (an order already present is not
+// counted twice: a retried request keeps its place).
+var takeScript = redis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local had = redis.call('ZSCORE', KEYS[1], ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if had then n = n - 1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return n`)
+
+func (f *Fair) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
+}
+
+// queueFor counts orderID as outstanding for merchantID and names the queue
+// its confirm goes to.
+func (f *Fair) queueFor(ctx context.Context, merchantID, orderID string) (string, error) {
+	if f == nil || merchantID == "" || f.PerMerchant <= 0 {
+		return QueuePayments, nil
+	}
+	now := f.now()
+	n, err := takeScript.Run(ctx, f.rdb, []string{fairKey(merchantID)},
+		now.UnixMilli(), now.Add(f.TTL).UnixMilli(), orderID, f.TTL.Milliseconds()).Int()
+	if err != nil {
+		return QueuePayments, err
+	}
+	if n >= f.PerMerchant {
+		return QueuePaymentsBulk, nil
+	}
+	return QueuePayments, nil
+}
+
+// Outstanding counts merchantID's confirms now outstanding.
+func (f *Fair) Outstanding(ctx context.Context, merchantID string) (int64, error) {
+	return f.rdb.ZCount(ctx, fairKey(merchantID), "("+strconv.FormatInt(f.now().UnixMilli(), 10), "+inf").Result()
+}
+
+// done ends orderID's outstanding confirm.
+func (f *Fair) done(ctx context.Context, merchantID, orderID string) error {
+	if f == nil || merchantID == "" {
+		return nil
+	}
+	return f.rdb.ZRem(ctx, fairKey(merchantID), orderID).Err()
+}
