@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,29 +41,47 @@ func main() {
 }
 
 type config struct {
-	N               int
-	Sweep           []int
-	Rate            float64
-	OpenSeconds     float64
-	WaitEvery       int
-	CeilingN        int
-	CeilingConns    int
-	AsynqConc       int
-	AsynqDB         int
-	Growth          bool
-	GrowthRows      int
-	GrowthConc      int
-	KeepSeed        bool
-	Slow            bool
-	SlowLatencyMs   int
-	SlowConc        []int
-	SlowN           int
-	CallbackTimeout time.Duration
-	Out             string
-	RunDir          string
-	Progress        bool
-	Note            string
+	N                int
+	Sweep            []int
+	Rate             float64
+	OpenSeconds      float64
+	WaitEvery        int
+	CeilingN         int
+	CeilingConns     int
+	AsynqConc        int
+	AsynqDB          int
+	Growth           bool
+	GrowthRows       int
+	GrowthConc       int
+	KeepSeed         bool
+	Slow             bool
+	SlowLatencyMs    int
+	SlowConc         []int
+	SlowN            int
+	CallbackTimeout  time.Duration
+	Out              string
+	RunDir           string
+	Progress         bool
+	Note             string
+	Only             map[string]bool
+	Neighbor         bool
+	NeighborSeconds  float64
+	NeighborRate     float64
+	NeighborLimit    int
+	NeighborFactor   float64
+	NeighborInFlight int
+	Dead             bool
+	DeadPending      int
+	DeadSeconds      float64
+	DeadQuiet        float64
+	DeadRate         float64
 }
+
+// phases are the -only names, in run order.
+var phases = []string{"closed", "open", "ceiling", "growth", "slow", "neighbor", "dead"}
+
+// want reports whether a phase runs: -only lists it, or -only is empty.
+func (c config) want(phase string) bool { return len(c.Only) == 0 || c.Only[phase] }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
@@ -91,6 +110,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.RunDir, "run-dir", ".run", "make up's .run directory (pids, env)")
 	fs.BoolVar(&c.Progress, "progress", true, "progress bar on stderr")
 	fs.StringVar(&c.Note, "note", "", "free text saved with the result (e.g. what else ran on the machine)")
+	only := fs.String("only", "", "run only these phases (comma list of "+strings.Join(phases, ",")+"); the other flags still shape them")
+	fs.BoolVar(&c.Neighbor, "neighbor", true, "run the neighbor phase: merchant A floods at -neighbor-factor × its limit while B pays steadily")
+	fs.Float64Var(&c.NeighborSeconds, "neighbor-seconds", 30, "neighbor: seconds of B alone, then as many beside A's flood")
+	fs.Float64Var(&c.NeighborRate, "neighbor-quiet-rate", 10, "neighbor: B's payments/s (every confirm with Prefer: wait)")
+	fs.IntVar(&c.NeighborLimit, "neighbor-limit", 100, "neighbor: A's rate limit per second (burst twice; DESIGN's default)")
+	fs.Float64Var(&c.NeighborFactor, "neighbor-factor", 10, "neighbor: A offers this many times its limit")
+	fs.IntVar(&c.NeighborInFlight, "neighbor-max-in-flight", 512, "neighbor: most of A's payments open at once (a tick finding them all open is counted as not started)")
+	fs.BoolVar(&c.Dead, "dead", true, "run the dead-endpoint phase: merchant D's endpoint refuses with -dead-pending callbacks waiting")
+	fs.IntVar(&c.DeadPending, "dead-pending", 50_000, "dead endpoint: D's pending callbacks")
+	fs.Float64Var(&c.DeadSeconds, "dead-seconds", 30, "dead endpoint: seconds of B alone, then as many beside D")
+	fs.Float64Var(&c.DeadQuiet, "dead-quiet-seconds", 20, "dead endpoint: seconds the worker's CPU is measured with only D's backlog (and idle before it)")
+	fs.Float64Var(&c.DeadRate, "dead-rate", 10, "dead endpoint: B's payments/s")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -109,6 +140,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		def("growth", func() { c.Growth = false })
 		def("slow-worker-concurrency", func() { *slowConc = "8,32" })
 		def("slow-n", func() { c.SlowN = 200 })
+		def("neighbor-seconds", func() { c.NeighborSeconds = 15 })
+		def("dead-seconds", func() { c.DeadSeconds = 15 })
+		def("dead-quiet-seconds", func() { c.DeadQuiet = 10 })
+	}
+	if *only != "" {
+		c.Only = map[string]bool{}
+		for _, p := range strings.Split(*only, ",") {
+			p = strings.TrimSpace(p)
+			if !slices.Contains(phases, p) {
+				return c, fmt.Errorf("-only: unknown phase %q (have %s)", p, strings.Join(phases, ","))
+			}
+			c.Only[p] = true
+		}
 	}
 	var err error
 	if c.Sweep, err = ints(*sweep); err != nil {
@@ -155,13 +199,15 @@ type Report struct {
 	SQLCeiling   *loadgen.SQLCeiling   `json:"sqlCeiling,omitempty"`
 	AsynqCeiling *loadgen.AsynqCeiling `json:"asynqCeiling,omitempty"`
 	// CeilingPerSec is min(SQL payments/s, asynq tasks/s ÷ TasksPerPayment).
-	CeilingPerSec   float64           `json:"ceilingPaymentsPerSec,omitempty"`
-	TasksPerPayment int               `json:"tasksPerPayment"`
-	Efficiency      float64           `json:"efficiency,omitempty"`
-	Growth          *Growth           `json:"growth,omitempty"`
-	Slow            *Slow             `json:"slowPG,omitempty"`
-	Sink            loadgen.SinkStats `json:"sink"`
-	Problems        []string          `json:"problems,omitempty"`
+	CeilingPerSec   float64               `json:"ceilingPaymentsPerSec,omitempty"`
+	TasksPerPayment int                   `json:"tasksPerPayment"`
+	Efficiency      float64               `json:"efficiency,omitempty"`
+	Growth          *Growth               `json:"growth,omitempty"`
+	Slow            *Slow                 `json:"slowPG,omitempty"`
+	Neighbor        *loadgen.Neighbor     `json:"neighbor,omitempty"`
+	DeadEndpoint    *loadgen.DeadEndpoint `json:"deadEndpoint,omitempty"`
+	Sink            loadgen.SinkStats     `json:"sink"`
+	Problems        []string              `json:"problems,omitempty"`
 }
 
 // Growth is the same load on a table with many pre-existing orders.
@@ -277,6 +323,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// 1. Closed loop sweep.
 	for _, conc := range cfg.Sweep {
+		if !cfg.want("closed") {
+			break
+		}
 		r := phase(loadgen.Options{Name: fmt.Sprintf("closed c=%d", conc), N: cfg.N, Concurrency: conc})
 		rep.Closed = append(rep.Closed, r)
 		rep.MaxClosed = max(rep.MaxClosed, r.PaymentsPerSec)
@@ -289,12 +338,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if rate <= 0 {
 		rate = max(1, rep.MaxClosed/2)
 	}
+	if rep.MaxClosed == 0 && cfg.Rate <= 0 {
+		rate = 100 // no closed loop ran to size it
+	}
 	openN := max(10, int(rate*cfg.OpenSeconds))
-	open := phase(loadgen.Options{Name: fmt.Sprintf("open %.0f/s", rate), N: openN, Rate: rate, WaitEvery: cfg.WaitEvery})
-	rep.Open = &open
+	if cfg.want("open") {
+		open := phase(loadgen.Options{Name: fmt.Sprintf("open %.0f/s", rate), N: openN, Rate: rate, WaitEvery: cfg.WaitEvery})
+		rep.Open = &open
+	}
 
 	// 3. Ceiling on the same servers.
-	if cfg.CeilingN > 0 {
+	if cfg.CeilingN > 0 && cfg.want("ceiling") {
 		p := loadgen.StartProgress(prog, "ceiling: SQL", cfg.CeilingN)
 		cdb, err := sql.Open("postgres", dbURL)
 		if err != nil {
@@ -328,7 +382,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	// 4. Growth: the same load over a big orders table.
-	if cfg.Growth {
+	if cfg.Growth && cfg.want("growth") && rep.Open != nil {
 		g, err := growth(ctx, cfg, db, rep, phase, rate, logf)
 		if err != nil {
 			rep.Problems = append(rep.Problems, "growth: "+err.Error())
@@ -337,12 +391,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	// 5. Slow PG.
-	if cfg.Slow {
+	if cfg.Slow && cfg.want("slow") {
 		s, err := slowPG(ctx, cfg, c, phase, logf)
 		if err != nil {
 			rep.Problems = append(rep.Problems, "slow PG: "+err.Error())
 		}
 		rep.Slow = s
+	}
+
+	// 6. Neighbor: a flooding merchant beside a quiet one.
+	if cfg.Neighbor && cfg.want("neighbor") {
+		logf("neighbor: B at %.0f/s alone for %.0f s, then beside A flooding at %.0f× its limit of %d/s", cfg.NeighborRate, cfg.NeighborSeconds, cfg.NeighborFactor, cfg.NeighborLimit)
+		n, err := loadgen.RunNeighbor(ctx, t, sink, loadgen.NeighborOptions{Seconds: cfg.NeighborSeconds, QuietRate: cfg.NeighborRate,
+			Limit: cfg.NeighborLimit, Factor: cfg.NeighborFactor, MaxInFlight: cfg.NeighborInFlight, Callback: cfg.CallbackTimeout, Progress: prog})
+		if err != nil {
+			rep.Problems = append(rep.Problems, "neighbor: "+err.Error())
+		} else {
+			rep.Neighbor = n
+			rep.Problems = append(rep.Problems, neighborProblems(n)...)
+		}
+	}
+
+	// 7. Dead endpoint: a merchant whose endpoint refuses, with a backlog.
+	if cfg.Dead && cfg.want("dead") {
+		var worker loadgen.Proc
+		for _, p := range loadgen.ProcsFromRun(cfg.RunDir) {
+			if p.Name == "worker" {
+				worker = p
+			}
+		}
+		logf("dead endpoint: B at %.0f/s alone, then beside D (refusing, %d callbacks pending)", cfg.DeadRate, cfg.DeadPending)
+		d, err := loadgen.RunDeadEndpoint(ctx, t, sink, db, rdb, loadgen.DeadOptions{Pending: cfg.DeadPending, Seconds: cfg.DeadSeconds,
+			QuietSeconds: cfg.DeadQuiet, Rate: cfg.DeadRate, Callback: cfg.CallbackTimeout, Progress: prog, Worker: worker})
+		if err != nil {
+			rep.Problems = append(rep.Problems, "dead endpoint: "+err.Error())
+		} else {
+			rep.DeadEndpoint = d
+			for _, r := range []loadgen.Result{d.Alone, d.Beside} {
+				if err := loadgen.Check(r, loadgen.SinkStats{}); err != nil {
+					rep.Problems = append(rep.Problems, r.Name+": "+err.Error())
+				}
+			}
+		}
 	}
 
 	time.Sleep(2 * time.Second) // a late duplicate would show here
@@ -367,6 +457,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("%d problems (see above and %s)", len(rep.Problems), out)
 	}
 	return nil
+}
+
+// neighborProblems are the neighbor phase's correctness failures: a
+// failed or undelivered payment of B, a 5xx for anyone, a lost callback of A.
+func neighborProblems(n *loadgen.Neighbor) []string {
+	var out []string
+	for _, r := range []loadgen.Result{n.Alone, n.Beside} {
+		if err := loadgen.Check(r, loadgen.SinkStats{}); err != nil {
+			out = append(out, r.Name+": "+err.Error())
+		}
+	}
+	f := n.Flood
+	if f.Creates.S5xx+f.Confirms.S5xx > 0 {
+		out = append(out, fmt.Sprintf("neighbor: A got %d 5xx on creates and %d on confirms", f.Creates.S5xx, f.Confirms.S5xx))
+	}
+	if f.Delivered != f.Accepted {
+		out = append(out, fmt.Sprintf("neighbor: %d of A's %d accepted payments got no payment.paid", f.Accepted-f.Delivered, f.Accepted))
+	}
+	return out
 }
 
 func growth(ctx context.Context, cfg config, db *sql.DB, rep *Report, phase func(loadgen.Options) loadgen.Result, rate float64, logf func(string, ...any)) (*Growth, error) {

@@ -47,6 +47,14 @@ func printTable(w io.Writer, r *Report) {
 			row(l.Result)
 		}
 	}
+	if n := r.Neighbor; n != nil {
+		row(n.Alone)
+		row(n.Beside)
+	}
+	if d := r.DeadEndpoint; d != nil {
+		row(d.Alone)
+		row(d.Beside)
+	}
 	tw.Flush()
 
 	fmt.Fprintln(w)
@@ -85,6 +93,26 @@ func printTable(w io.Writer, r *Report) {
 		for _, l := range s.Levels {
 			fmt.Fprintf(w, "slow PG %d ms, worker concurrency %d: %.1f payments/s (bound %.0f/s)\n", s.LatencyMs, l.WorkerConcurrency, l.Result.PaymentsPerSec, l.Bound)
 		}
+	}
+	if n := r.Neighbor; n != nil {
+		f := n.Flood
+		fmt.Fprintf(w, "neighbor: B at %.0f/s; A offered %.0f/s (%.0f× its limit %d/s, burst %d) for %.0f s: %d payments started (%d not started: generator full)\n",
+			n.QuietRate, f.OfferedRate, f.OfferedRate/float64(max(f.Limit, 1)), f.Limit, f.Burst, f.Seconds, f.Attempts, f.Skipped)
+		fmt.Fprintf(w, "  A's creates 2xx/429/5xx/other/no answer %d/%d/%d/%d/%d; confirms %d/%d/%d/%d/%d; %d accepted, %d payment.paid delivered\n",
+			f.Creates.S2xx, f.Creates.S429, f.Creates.S5xx, f.Creates.Other, f.Creates.Errors,
+			f.Confirms.S2xx, f.Confirms.S429, f.Confirms.S5xx, f.Confirms.Other, f.Confirms.Errors, f.Accepted, f.Delivered)
+		fmt.Fprintf(w, "  B's p99 beside ÷ alone: accepted → PAID %.1f / %.1f ms = %.2f; confirm → callback %.1f / %.1f ms = %.2f (target ≤ 2)\n",
+			n.Beside.AcceptedToPaid.P99, n.Alone.AcceptedToPaid.P99, n.AcceptedToPaidP99Ratio,
+			n.Beside.ConfirmToCallback.P99, n.Alone.ConfirmToCallback.P99, n.ConfirmToCallbackP99Ratio)
+		fmt.Fprintf(w, "  while B ran beside A: machine CPU %.0f %% busy (all cores), of which this load generator %.0f %% of a core\n", n.MachineBusyPercent, n.LoadgenCPUPercent)
+	}
+	if d := r.DeadEndpoint; d != nil {
+		fmt.Fprintf(w, "dead endpoint: D refusing, %d callbacks pending (seeded in %.1f s, breaker open after %.1f s); %d attempts to D while measured, %d still pending\n",
+			d.Pending, d.SeedSeconds, d.BreakerOpenSeconds, d.DAttempts, d.StillPending)
+		fmt.Fprintf(w, "  B's PAID → callback p99 beside ÷ alone %.1f / %.1f ms = %.2f (target ≤ 2); queued callback tasks max %d (target ≤ 1000)\n",
+			d.Beside.PaidToCallback.P99, d.Alone.PaidToCallback.P99, d.P99Ratio, d.MaxQueuedCallbackTasks)
+		fmt.Fprintf(w, "  worker CPU with only D's backlog %.2f %% of a core over %.0f s (idle before: %.2f %%; target ≤ 5 %%)\n",
+			d.WorkerCPUPercent, d.QuietSeconds, d.IdleCPUPercent)
 	}
 	fmt.Fprintf(w, "sink: %+v\n", r.Sink)
 	for _, p := range r.Problems {

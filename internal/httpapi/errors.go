@@ -121,6 +121,7 @@ const (
 	keyLogger
 	keyMerchant
 	keyBody
+	keyRelease
 )
 
 func requestID(ctx context.Context) string {

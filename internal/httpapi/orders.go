@@ -218,6 +218,7 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 	if cr.Result == payment.ConfirmAccepted {
 		if wait := preferWait(r); wait > 0 && s.Waiter != nil {
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
+			leaveInFlight(r) // watching state holds nothing shared
 			if o, settled := s.Waiter.Wait(ctx, cr.Order.OrderID, wait); settled {
 				cr.Order = o
 				// Settled but not paid (declined, or canceled at the PG

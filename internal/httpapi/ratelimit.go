@@ -18,13 +18,63 @@ import (
 // read from PostgreSQL at most once per TTL per merchant and process, so a
 // busy merchant costs no database read per request; an admin change in
 // this process is seen at once (Forget), in others within TTL.
+//
+// It also bounds how many of one merchant's requests this process serves at
+// once (MaxInFlight, scaled up for merchants with a higher limit): under
+// saturation a flooding merchant's requests would otherwise pile up by the
+// hundred in front of the shared database pool and CPU, and another
+// merchant's request would wait behind all of them. Over the bound the
+// request gets the same 429 RATE_LIMITED as over the rate, before anything
+// is written.
 type MerchantLimits struct {
 	Store   *store.Store
 	Default ratelimit.Limit
 	TTL     time.Duration
+	// MaxInFlight is PAYRAIL_MERCHANT_MAX_IN_FLIGHT: requests of one
+	// merchant served at once by this process, at least; a merchant allowed
+	// more than 8× as many requests per second gets PerSecond ÷ 8 (the
+	// requests of 125 ms at its full rate). 0 means no bound.
+	MaxInFlight int
 
-	mu    sync.Mutex
-	cache map[string]cachedLimit
+	mu       sync.Mutex
+	cache    map[string]cachedLimit
+	inFlight map[string]int
+}
+
+// inFlightCap is merchant lim's bound on requests served at once.
+func (m *MerchantLimits) inFlightCap(lim ratelimit.Limit) int {
+	if m.MaxInFlight <= 0 {
+		return 0
+	}
+	return max(m.MaxInFlight, lim.PerSecond/8)
+}
+
+// enter counts one request of merchantID in flight; false (and nothing
+// counted) when the merchant already has limit. release must be called once.
+func (m *MerchantLimits) enter(merchantID string, limit int) (release func(), ok bool) {
+	if limit <= 0 {
+		return func() {}, true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inFlight == nil {
+		m.inFlight = map[string]int{}
+	}
+	if m.inFlight[merchantID] >= limit {
+		return nil, false
+	}
+	m.inFlight[merchantID]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			// Deleted at zero: the map holds merchants with requests open, not every merchant seen.
+			if m.inFlight[merchantID]--; m.inFlight[merchantID] <= 0 {
+				delete(m.inFlight, merchantID)
+			}
+		})
+	}, true
 }
 
 type cachedLimit struct {
@@ -80,15 +130,41 @@ func isConfirm(r *http.Request) bool {
 // RATE_LIMITED with Retry-After and the RateLimit headers, before the
 // handler runs, so nothing is written. A Redis error lets the request in
 // (authentication, which needs Redis too, already succeeded).
-func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantID string) bool {
+//
+// It then counts the request in the merchant's in-flight bound; release
+// (never nil when admitted) ends it, and may be called early by a handler
+// that goes on only to watch state (Prefer: wait).
+func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantID string) (release func(), ok bool) {
 	if s.Limiter == nil || s.MerchantLimits == nil {
-		return true
+		return func() {}, true
 	}
 	ctx := r.Context()
 	lim := s.MerchantLimits.For(ctx, merchantID)
 	if lim.PerSecond <= 0 {
-		return true
+		return func() {}, true
 	}
+	if !s.admitRate(w, r, merchantID, lim) {
+		return nil, false
+	}
+	limit, slot := s.MerchantLimits.inFlightCap(lim), merchantID
+	if isConfirm(r) {
+		// Confirms have their own, doubled bound, as they have their own
+		// bucket: a flood of new orders must not block finishing paid ones.
+		limit, slot = 2*limit, merchantID+":confirm"
+	}
+	release, ok = s.MerchantLimits.enter(slot, limit)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		writeError(ctx, w, payment.Errorf(payment.CodeRateLimited,
+			"%d requests of this merchant are already being served; retry after 1 s", limit))
+		return nil, false
+	}
+	return release, true
+}
+
+// admitRate draws from the merchant's GCRA bucket.
+func (s *Server) admitRate(w http.ResponseWriter, r *http.Request, merchantID string, lim ratelimit.Limit) bool {
+	ctx := r.Context()
 	key, policy := "merchant:"+merchantID, "merchant"
 	if isConfirm(r) {
 		lim = ratelimit.Limit{PerSecond: 2 * lim.PerSecond, Burst: 2 * lim.Burst}

@@ -152,3 +152,47 @@ func TestRateLimitIsSharedAcrossAPIsAndOverridable(t *testing.T) {
 		t.Fatalf("after the reset: %d", c)
 	}
 }
+
+// A merchant with more requests in flight than PAYRAIL_MERCHANT_MAX_IN_FLIGHT
+// gets 429 RATE_LIMITED for the excess, before anything is written, and
+// another merchant's requests meanwhile are all served.
+func TestInFlightBoundRefusesOnlyTheFlood(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1"}})
+	noisy, quiet := sys.NewMerchant(""), sys.NewMerchant("")
+	create := func(m *systest.Merchant) systest.Response {
+		return m.Do("POST", "/v1/orders", map[string]any{"amount": 1000, "orderName": "inflight"})
+	}
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var refused systest.Response
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			r := create(noisy)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[r.Status]++
+			if r.Status == 429 {
+				refused = r
+			}
+		})
+	}
+	quietCodes := map[int]int{}
+	for range 10 { // one at a time: within its bound of 1
+		quietCodes[create(quiet).Status]++
+	}
+	wg.Wait()
+	if codes[429] == 0 || codes[201]+codes[429] != 200 {
+		t.Fatalf("200 concurrent creates at a bound of 1 got %v; want some 429s and nothing else", codes)
+	}
+	if quietCodes[201] != 10 {
+		t.Fatalf("quiet merchant got %v beside the flood, want 10×201", quietCodes)
+	}
+	if refused.Code() != "RATE_LIMITED" || refused.Header.Get("Retry-After") != "1" {
+		t.Fatalf("in-flight 429: %s %v", refused.Body, refused.Header)
+	}
+	if n := sys.Count(`SELECT count(*) FROM orders WHERE merchant_id = $1`, noisy.MerchantID); n != codes[201] {
+		t.Fatalf("%d orders for %d accepted creates: a 429 wrote something", n, codes[201])
+	}
+}

@@ -245,14 +245,25 @@ func (s *Server) merchantOnly(h http.HandlerFunc) http.Handler {
 			writeError(r.Context(), w, err)
 			return
 		}
-		if !s.admitMerchant(w, r, merchantID) {
+		release, ok := s.admitMerchant(w, r, merchantID)
+		if !ok {
 			return
 		}
+		defer release()
 		ctx := context.WithValue(r.Context(), keyMerchant, merchantID)
+		ctx = context.WithValue(ctx, keyRelease, release)
 		ctx = context.WithValue(ctx, keyBody, body)
 		ctx = context.WithValue(ctx, keyLogger, logger(ctx).With("merchant_id", merchantID))
 		h(w, r.WithContext(ctx))
 	})
+}
+
+// leaveInFlight ends the request's place in its merchant's in-flight
+// bound (a confirm that now only waits for the worker).
+func leaveInFlight(r *http.Request) {
+	if f, ok := r.Context().Value(keyRelease).(func()); ok {
+		f()
+	}
 }
 
 func merchantID(r *http.Request) string {

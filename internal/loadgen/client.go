@@ -104,6 +104,12 @@ func (c *Client) do(ctx context.Context, op, method, url string, body any, sign 
 // with the highest rate limit payrail allows: the bench measures the
 // pipeline, not the merchant's limit.
 func (c *Client) CreateMerchant(ctx context.Context, name, callbackURL string) (Merchant, error) {
+	return c.createMerchant(ctx, name, callbackURL, 0)
+}
+
+// createMerchant registers a merchant with limit requests/s (burst twice),
+// or the highest limit payrail allows for 0.
+func (c *Client) createMerchant(ctx context.Context, name, callbackURL string, limit int) (Merchant, error) {
 	var m Merchant
 	admin := map[string]string{"Authorization": "Bearer " + c.T.AdminToken}
 	_, err := c.do(ctx, "create merchant", "POST", c.T.APIURL+"/admin/merchants",
@@ -111,9 +117,23 @@ func (c *Client) CreateMerchant(ctx context.Context, name, callbackURL string) (
 	if err != nil {
 		return m, err
 	}
-	_, err = c.do(ctx, "raise the merchant's rate limit", "PATCH", c.T.APIURL+"/admin/merchants/"+m.MerchantID,
-		map[string]any{"rateLimit": map[string]int{"perSecond": 100_000, "burst": 200_000}}, false, admin, http.StatusOK, nil)
+	rate := map[string]int{"perSecond": 100_000, "burst": 200_000}
+	if limit > 0 {
+		rate = map[string]int{"perSecond": limit, "burst": 2 * limit}
+	}
+	_, err = c.do(ctx, "set the merchant's rate limit", "PATCH", c.T.APIURL+"/admin/merchants/"+m.MerchantID,
+		map[string]any{"rateLimit": rate}, false, admin, http.StatusOK, nil)
 	return m, err
+}
+
+// createOrder creates an order and returns its id.
+func (c *Client) createOrder(ctx context.Context, amount int64) (string, error) {
+	var order struct {
+		OrderID string `json:"orderId"`
+	}
+	_, err := c.do(ctx, "create order", "POST", c.T.APIURL+"/v1/orders",
+		map[string]any{"amount": amount, "orderName": "loadgen"}, true, nil, http.StatusCreated, &order)
+	return order.OrderID, err
 }
 
 // SetFaults replaces mockpg's fault config.

@@ -137,7 +137,10 @@ type Result struct {
 	// PaidToCallback is the arrival − the payload's data.updatedAt (same
 	// machine clock).
 	PaidToCallback Latency `json:"paidToCallback"`
-	Cost           *Cost   `json:"cost,omitempty"`
+	// ConfirmToCallback is POST confirm sent → the payment.paid arrival,
+	// for every payment (waited or not).
+	ConfirmToCallback Latency `json:"confirmToCallback"`
+	Cost              *Cost   `json:"cost,omitempty"`
 	// OrderIDs are the orders created, for checks.
 	OrderIDs []string `json:"-"`
 }
@@ -217,7 +220,7 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 	// Every accepted payment's payment.paid must arrive.
 	deadline := time.After(o.CallbackTimeout)
 	last := confirmsDone
-	var ingress, toPaid, toCB, paidToCB []time.Duration
+	var ingress, toPaid, toCB, paidToCB, sentToCB []time.Duration
 	for i, t := range timings {
 		if errs[i] != nil {
 			res.Errors++
@@ -249,6 +252,7 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 		if !t.Waited {
 			toCB = append(toCB, a.At.Sub(t.ConfirmDone))
 		}
+		sentToCB = append(sentToCB, a.At.Sub(t.ConfirmSent))
 		if !a.UpdatedAt.IsZero() {
 			paidToCB = append(paidToCB, a.At.Sub(a.UpdatedAt))
 		}
@@ -260,6 +264,7 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 	res.AcceptedToPaid = Summarise(toPaid)
 	res.AcceptedToCallback = Summarise(toCB)
 	res.PaidToCallback = Summarise(paidToCB)
+	res.ConfirmToCallback = Summarise(sentToCB)
 	return res
 }
 

@@ -64,6 +64,11 @@ func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerch
 			NewID("mer_", 20), m.Name, NewID("ck_", 24), m.CallbackURL, m.ReturnURL); err != nil {
 			return fmt.Errorf("insert merchant: %w", err)
 		}
+		// Its endpoint row from the start, so the sweep's WakeDueLanes
+		// (which walks callback_endpoints) sees every merchant with due work.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO callback_endpoints (merchant_id) VALUES ($1)`, out.MerchantID); err != nil {
+			return fmt.Errorf("insert callback endpoint: %w", err)
+		}
 		var err error
 		out.ClientSecretID, out.ClientSecret, err = s.addSecretTx(ctx, tx, out.MerchantID, "client")
 		if err != nil {
