@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -654,7 +655,7 @@ func (c *cluster) pending(ctx context.Context) string {
 		return "asynq queues: " + err.Error()
 	}
 	for _, q := range queues {
-		if q != queue.QueuePayments && q != queue.QueuePaymentsBulk && q != queue.QueueCallbacks {
+		if !slices.Contains(queue.PaymentQueues, q) && q != queue.QueueCallbacks {
 			continue // the maintenance queue always holds the next sweep tick
 		}
 		info, err := insp.GetQueueInfo(q)

@@ -9,11 +9,11 @@ import (
 
 func TestInFlightBoundIsPerMerchantAndReleasedOnce(t *testing.T) {
 	m := &MerchantLimits{MaxInFlight: 16}
-	if got := m.inFlightCap(ratelimit.Limit{PerSecond: 100}); got != 16 {
-		t.Errorf("cap at 100/s = %d, want the floor 16", got)
+	if got := m.inFlightCap(ratelimit.Limit{PerSecond: 5, Burst: 10}); got != 16 {
+		t.Errorf("cap at burst 10 = %d, want the floor 16", got)
 	}
-	if got := m.inFlightCap(ratelimit.Limit{PerSecond: 8000}); got != 1000 {
-		t.Errorf("cap at 8000/s = %d, want 1000 (125 ms of its rate)", got)
+	if got := m.inFlightCap(ratelimit.Limit{PerSecond: 100, Burst: 200}); got != 200 {
+		t.Errorf("cap at burst 200 = %d, want the burst", got)
 	}
 	if got := (&MerchantLimits{}).inFlightCap(ratelimit.Limit{PerSecond: 100}); got != 0 {
 		t.Errorf("MaxInFlight 0 gives cap %d, want none", got)

@@ -31,9 +31,9 @@ type MerchantLimits struct {
 	Default ratelimit.Limit
 	TTL     time.Duration
 	// MaxInFlight is PAYRAIL_MERCHANT_MAX_IN_FLIGHT: requests of one
-	// merchant served at once by this process, at least; a merchant allowed
-	// more than 8× as many requests per second gets PerSecond ÷ 8 (the
-	// requests of 125 ms at its full rate). 0 means no bound.
+	// merchant served at once by this process, at least; a merchant whose
+	// burst is larger may have its burst in flight (what its bucket admits
+	// at once). 0 means no bound.
 	MaxInFlight int
 
 	mu       sync.Mutex
@@ -46,7 +46,7 @@ func (m *MerchantLimits) inFlightCap(lim ratelimit.Limit) int {
 	if m.MaxInFlight <= 0 {
 		return 0
 	}
-	return max(m.MaxInFlight, lim.PerSecond/8)
+	return max(m.MaxInFlight, lim.Burst)
 }
 
 // enter counts one request of merchantID in flight; false (and nothing

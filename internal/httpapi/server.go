@@ -23,7 +23,7 @@ import (
 type Enqueuer interface {
 	Confirm(ctx context.Context, merchantID, orderID string, version int) error
 	Cancel(ctx context.Context, cancelID string) error
-	Webhook(ctx context.Context, provider, eventKey string) error
+	Webhook(ctx context.Context, merchantID, provider, eventKey string) error
 }
 
 var _ Enqueuer = (*queue.Client)(nil)

@@ -134,7 +134,8 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "%s", err.Error()))
 		return
 	}
-	if _, err := s.Store.OrderRowForEvent(ctx, ev.Data.PaymentKey, ev.Data.OrderID); payment.ErrorCode(err) == payment.CodeOrderNotFound {
+	row, err := s.Store.OrderRowForEvent(ctx, ev.Data.PaymentKey, ev.Data.OrderID)
+	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
 		s.countPGEvent(provider, PGEventUnknownOrder)
 		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
 		return
@@ -154,7 +155,7 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if stored {
 		s.countPGEvent(provider, PGEventStored)
-		if err := s.Queue.Webhook(ctx, provider, eventKey); err != nil {
+		if err := s.Queue.Webhook(ctx, row.MerchantID, provider, eventKey); err != nil {
 			logger(ctx).Warn("enqueue webhook failed; the sweep will re-enqueue", "err", err)
 		}
 	} else {

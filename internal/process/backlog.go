@@ -17,15 +17,16 @@ type backlog struct {
 	store *store.Store
 }
 
-// OldestConfirmWait is the older of the two confirm queues' latencies
-// (a merchant's confirms beyond its fair share wait in payments_bulk).
+// OldestConfirmWait is the oldest latency of the payment queues (a
+// merchant's confirms beyond its fair share wait in payments_bulk and
+// payments_flood).
 func (b backlog) OldestConfirmWait(ctx context.Context) (time.Duration, error) {
 	qs, err := b.insp.Queues()
 	if err != nil {
 		return 0, err
 	}
 	var oldest time.Duration
-	for _, name := range []string{queue.QueuePayments, queue.QueuePaymentsBulk} {
+	for _, name := range queue.PaymentQueues {
 		if !slices.Contains(qs, name) {
 			continue // asynq has not seen the queue yet (or a flush emptied it): nothing waits
 		}

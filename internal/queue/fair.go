@@ -8,7 +8,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Fair confirm work (DESIGN "Fair workers"). asynq's queues are FIFO, so a
+// Fair confirm work (DESIGN "Fair workers"); PG webhooks, which the PG sends
+// for every payment, are counted in the same share. asynq's queues are FIFO, so a
 // merchant that posts a few hundred confirms at once would put every other
 // merchant's confirm behind all of them. Instead each merchant may have at
 // most PerMerchant confirms outstanding (queued or running) in
@@ -25,6 +26,14 @@ import (
 // died lapses after TTL, so a lost removal costs fairness for a minute,
 // never a payment. Redis being down routes to QueuePayments: fairness is
 // given up before availability.
+//
+// One threshold is not enough: when the machine is saturated every task
+// takes longer, so a quiet merchant's outstanding count grows past the
+// share too and its confirms would queue behind the flood in bulk. A third
+// tier, QueuePaymentsFlood, takes a merchant's confirms beyond
+// PerMerchant × FloodFactor, so the merchant with the most outstanding
+// work is always served after the ones with less: a coarse, logarithmic
+// fair queue in three of asynq's weighted queues.
 type Fair struct {
 	rdb redis.UniversalClient
 	// PerMerchant is how many of one merchant's confirms may be outstanding
@@ -40,6 +49,10 @@ type Fair struct {
 func NewFair(rdb redis.UniversalClient, perMerchant int) *Fair {
 	return &Fair{rdb: rdb, PerMerchant: perMerchant, TTL: time.Minute}
 }
+
+// FloodFactor × PerMerchant outstanding tasks send a merchant's next ones
+// to QueuePaymentsFlood.
+const FloodFactor = 16
 
 func fairKey(merchantID string) string { return "payrail:confirming:{" + merchantID + "}" }
 
@@ -62,22 +75,26 @@ func (f *Fair) now() time.Time {
 	return time.Now()
 }
 
-// queueFor counts orderID as outstanding for merchantID and names the queue
-// its confirm goes to.
-func (f *Fair) queueFor(ctx context.Context, merchantID, orderID string) (string, error) {
+// queueFor counts member (an order's confirm, or a PG webhook) as
+// outstanding for merchantID and names the queue its task goes to.
+func (f *Fair) queueFor(ctx context.Context, merchantID, member string) (string, error) {
 	if f == nil || merchantID == "" || f.PerMerchant <= 0 {
 		return QueuePayments, nil
 	}
 	now := f.now()
 	n, err := takeScript.Run(ctx, f.rdb, []string{fairKey(merchantID)},
-		now.UnixMilli(), now.Add(f.TTL).UnixMilli(), orderID, f.TTL.Milliseconds()).Int()
+		now.UnixMilli(), now.Add(f.TTL).UnixMilli(), member, f.TTL.Milliseconds()).Int()
 	if err != nil {
 		return QueuePayments, err
 	}
-	if n >= f.PerMerchant {
+	switch {
+	case n < f.PerMerchant:
+		return QueuePayments, nil
+	case n < f.PerMerchant*FloodFactor:
 		return QueuePaymentsBulk, nil
+	default:
+		return QueuePaymentsFlood, nil
 	}
-	return QueuePayments, nil
 }
 
 // Outstanding counts merchantID's confirms now outstanding.
@@ -85,10 +102,10 @@ func (f *Fair) Outstanding(ctx context.Context, merchantID string) (int64, error
 	return f.rdb.ZCount(ctx, fairKey(merchantID), "("+strconv.FormatInt(f.now().UnixMilli(), 10), "+inf").Result()
 }
 
-// done ends orderID's outstanding confirm.
-func (f *Fair) done(ctx context.Context, merchantID, orderID string) error {
+// done ends member's outstanding task.
+func (f *Fair) done(ctx context.Context, merchantID, member string) error {
 	if f == nil || merchantID == "" {
 		return nil
 	}
-	return f.rdb.ZRem(ctx, fairKey(merchantID), orderID).Err()
+	return f.rdb.ZRem(ctx, fairKey(merchantID), member).Err()
 }

@@ -21,19 +21,27 @@ func TestFairShareSendsOnlyTheExcessToBulk(t *testing.T) {
 	f.Now = func() time.Time { return now }
 
 	var got []string
-	for i := range 5 {
+	for i := range 3*FloodFactor + 1 {
 		q, err := f.queueFor(ctx, "mer_a", "ord_a"+strconv.Itoa(i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, q)
 	}
-	want := []string{QueuePayments, QueuePayments, QueuePayments, QueuePaymentsBulk, QueuePaymentsBulk}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("A's confirms went to %v, want %v", got, want)
+	// 3 in payments, up to 3 × FloodFactor in bulk, the rest in flood.
+	for i, q := range got {
+		want := QueuePaymentsFlood
+		switch {
+		case i < 3:
+			want = QueuePayments
+		case i < 3*FloodFactor:
+			want = QueuePaymentsBulk
+		}
+		if q != want {
+			t.Fatalf("A's confirm %d went to %s, want %s (all: %v)", i, q, want, got)
 		}
 	}
+	total := int64(len(got))
 	// Another merchant is not charged for A's flood.
 	if q, _ := f.queueFor(ctx, "mer_b", "ord_b0"); q != QueuePayments {
 		t.Errorf("B's first confirm beside A's flood went to %s", q)
@@ -43,8 +51,8 @@ func TestFairShareSendsOnlyTheExcessToBulk(t *testing.T) {
 	if err := f.done(ctx, "mer_a", "ord_a0"); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := f.Outstanding(ctx, "mer_a"); n != 4 {
-		t.Errorf("outstanding after one done = %d, want 4", n)
+	if n, _ := f.Outstanding(ctx, "mer_a"); n != total-1 {
+		t.Errorf("outstanding after one done = %d, want %d", n, total-1)
 	}
 
 	// An entry whose worker never came back lapses after TTL.

@@ -36,12 +36,19 @@ const (
 	// QueuePaymentsBulk holds a merchant's confirms beyond its fair share
 	// of QueuePayments (see Fair).
 	QueuePaymentsBulk = "payments_bulk"
-	QueueCallbacks    = "callbacks"
-	QueueMaintenance  = "maintenance"
+	// QueuePaymentsFlood holds a merchant's tasks beyond FloodFactor × its
+	// share: served after bulk.
+	QueuePaymentsFlood = "payments_flood"
+	QueueCallbacks     = "callbacks"
+	QueueMaintenance   = "maintenance"
 )
 
 // Priorities are asynq's weighted queue priorities.
-var Priorities = map[string]int{QueuePayments: 6, QueueCallbacks: 3, QueuePaymentsBulk: 2, QueueMaintenance: 1}
+var Priorities = map[string]int{QueuePayments: 6, QueueCallbacks: 3, QueuePaymentsBulk: 2, QueuePaymentsFlood: 1, QueueMaintenance: 1}
+
+// PaymentQueues are the queues a merchant's confirms and PG webhooks wait
+// in (see Fair), most favoured first.
+var PaymentQueues = []string{QueuePayments, QueuePaymentsBulk, QueuePaymentsFlood}
 
 // OrderPayload names an order at a version.
 type OrderPayload struct {
@@ -56,6 +63,8 @@ type OrderPayload struct {
 type IDPayload struct {
 	ID      string `json:"id"`
 	Attempt int    `json:"attempt,omitempty"`
+	// MerchantID is set on a PG webhook whose fair-share entry the worker ends.
+	MerchantID string `json:"merchantId,omitempty"`
 }
 
 // SweepPayload names one tick of the periodic sweep.
@@ -114,11 +123,15 @@ func (c *Client) Confirm(ctx context.Context, merchantID, orderID string, versio
 	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), q, OrderPayload{orderID, version, merchantID})
 }
 
-// ConfirmDone ends the outstanding entry of a finished confirm (a no-op
-// without Fair or for a confirm the sweep re-enqueued).
-func (c *Client) ConfirmDone(ctx context.Context, p OrderPayload) error {
-	return c.Fair.done(ctx, p.MerchantID, p.OrderID)
+// FairDone ends the outstanding entry of a finished confirm (member: the
+// order) or PG webhook (member: WebhookMember); a no-op without Fair or
+// for a task the sweep re-enqueued (no merchant).
+func (c *Client) FairDone(ctx context.Context, merchantID, member string) error {
+	return c.Fair.done(ctx, merchantID, member)
 }
+
+// WebhookMember is a PG webhook's entry in its merchant's fair share.
+func WebhookMember(provider, eventKey string) string { return "webhook:" + provider + ":" + eventKey }
 
 // ConfirmAgain re-enqueues a confirm the sweep found stuck. gen (the sweep's
 // tick) makes a new task ID, so an orphaned task of a killed worker, whose ID
@@ -166,9 +179,14 @@ func (c *Client) RefundAgain(ctx context.Context, refundID string, attempt int, 
 	return c.enqueue(ctx, TypeRefund, "refund:"+refundID+":"+strconv.Itoa(attempt)+gen(g), QueuePayments, IDPayload{ID: refundID, Attempt: attempt})
 }
 
-// Webhook enqueues the application of a stored PG webhook event.
-func (c *Client) Webhook(ctx context.Context, provider, eventKey string) error {
-	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey, QueuePayments, IDPayload{ID: provider + ":" + eventKey})
+// Webhook enqueues the application of a stored PG webhook event about one of
+// merchantID's orders. It shares the merchant's fair share with its
+// confirms: the PG announces every payment, so a merchant's flood of
+// payments is as many webhooks, which must not queue ahead of another
+// merchant's confirm either.
+func (c *Client) Webhook(ctx context.Context, merchantID, provider, eventKey string) error {
+	q, _ := c.Fair.queueFor(ctx, merchantID, WebhookMember(provider, eventKey))
+	return c.enqueue(ctx, TypeWebhook, "webhook:"+provider+":"+eventKey, q, IDPayload{ID: provider + ":" + eventKey, MerchantID: merchantID})
 }
 
 // LanePayload names one turn (generation) of a merchant's delivery lane.

@@ -39,8 +39,9 @@ type ConfirmStore interface {
 type ConfirmQueue interface {
 	Reconcile(ctx context.Context, orderID string, version int, delay time.Duration) error
 	Refund(ctx context.Context, refundID string, attempt int) error
-	// ConfirmDone ends a finished confirm's fair-share entry (queue.Fair).
-	ConfirmDone(ctx context.Context, p queue.OrderPayload) error
+	// FairDone ends a finished confirm's or webhook's fair-share entry
+	// (queue.Fair).
+	FairDone(ctx context.Context, merchantID, member string) error
 }
 
 // Confirmer confirms orders with the PG (payment:confirm) and looks up the
@@ -64,13 +65,19 @@ func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
 	})
 	c.observeTask(t.Type(), err)
 	err = finish(ctx, log, err)
-	if err == nil {
-		// A retrying confirm keeps its place in the merchant's share.
-		if derr := c.Queue.ConfirmDone(context.WithoutCancel(ctx), p); derr != nil {
-			log.Warn("fair share: ending the outstanding confirm failed; it lapses on its own", "err", derr)
-		}
-	}
+	c.fairDone(ctx, log, err, p.MerchantID, p.OrderID)
 	return err
+}
+
+// fairDone ends a finished task's place in its merchant's fair share; a
+// retrying task keeps it.
+func (c *Confirmer) fairDone(ctx context.Context, log *slog.Logger, err error, merchantID, member string) {
+	if err != nil || merchantID == "" {
+		return
+	}
+	if derr := c.Queue.FairDone(context.WithoutCancel(ctx), merchantID, member); derr != nil {
+		log.Warn("fair share: ending the outstanding task failed; it lapses on its own", "err", derr)
+	}
 }
 
 // HandleReconcile looks up a payment whose confirm outcome is unknown.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
-	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -103,8 +102,8 @@ func (p *fakePG) Cancel(context.Context, string, string, string, int64) pgclient
 
 type fakeQueue struct{ reconciles, refunds, done []string }
 
-func (q *fakeQueue) ConfirmDone(_ context.Context, p queue.OrderPayload) error {
-	q.done = append(q.done, p.OrderID)
+func (q *fakeQueue) FairDone(_ context.Context, _, member string) error {
+	q.done = append(q.done, member)
 	return nil
 }
 

@@ -61,6 +61,8 @@ func TestQuietMerchantConfirmsAheadOfAFlood(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(sys.Deps.Redis)
 	bulk, err := insp.GetQueueInfo(queue.QueuePaymentsBulk)
 	testenv.Must(t, err)
+	flooded, err := insp.GetQueueInfo(queue.QueuePaymentsFlood)
+	testenv.Must(t, err)
 	pending, err := insp.ListPendingTasks(queue.QueuePayments, asynq.PageSize(1000))
 	testenv.Must(t, err)
 	confirms := 0
@@ -69,8 +71,10 @@ func TestQuietMerchantConfirmsAheadOfAFlood(t *testing.T) {
 			confirms++
 		}
 	}
-	if confirms != 5 || bulk.Pending != flood-4 {
-		t.Fatalf("queued confirms: payments %d, payments_bulk %d; want 4 of A's + B's = 5 and %d", confirms, bulk.Pending, flood-4)
+	// A's first 4 and B's in payments; A's next 4 × 15 in bulk; the rest in flood.
+	if wantBulk := 4 * (queue.FloodFactor - 1); confirms != 5 || bulk.Pending != wantBulk || flooded.Pending != flood-4-wantBulk {
+		t.Fatalf("queued confirms: payments %d, payments_bulk %d, payments_flood %d; want 5, %d, %d",
+			confirms, bulk.Pending, flooded.Pending, wantBulk, flood-4-wantBulk)
 	}
 
 	sys.StartWorker()

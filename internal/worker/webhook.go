@@ -54,6 +54,12 @@ func (w *Webhooks) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	provider, key, _ := strings.Cut(p.ID, ":")
+	err := w.handleWebhook(ctx, provider, key)
+	w.fairDone(ctx, w.Log, err, p.MerchantID, queue.WebhookMember(provider, key))
+	return err
+}
+
+func (w *Webhooks) handleWebhook(ctx context.Context, provider, key string) error {
 	ev, err := w.Store.PGEventByKey(ctx, provider, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -84,7 +90,7 @@ func (w *Webhooks) HandleWebhook(ctx context.Context, t *asynq.Task) error {
 	err = w.Locks.Do(ctx, "order:"+row.OrderID, func(ctx context.Context) error {
 		return w.webhookLocked(ctx, log, ev, body, row.OrderID)
 	})
-	w.observeTask(t.Type(), err)
+	w.observeTask(queue.TypeWebhook, err)
 	return finish(ctx, log, err)
 }
 
