@@ -53,7 +53,13 @@ type Store interface {
 	MerchantTotalsSince(ctx context.Context, since time.Time) ([]store.MerchantTotal, error)
 	// UpdateMerchant returns MERCHANT_NOT_FOUND for an unknown merchant.
 	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
+	// ActivePGAlert returns the alert of kind seen within `within`, or nil.
+	ActivePGAlert(ctx context.Context, kind string, within time.Duration) (*store.PGAlert, error)
 }
+
+// AlertWindow is how long after its last occurrence a PG alert stays on
+// every console page.
+const AlertWindow = 10 * time.Minute
 
 // Console serves /ops. Mount Handler at "/ops/".
 type Console struct {
@@ -381,12 +387,22 @@ type view struct {
 	CSRF     string
 	Path     string
 	Flash    string
-	Data     any
+	// PGAlert, when set, is the banner on every page: the PG is refusing
+	// payrail's own credentials or request, and confirms are being retried.
+	PGAlert *store.PGAlert
+	Data    any
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any) {
 	a := session(r)
 	v := view{Title: title, Operator: a.sess.Operator, CSRF: a.sess.CSRF, Path: r.URL.RequestURI(), Flash: flashes[r.URL.Query().Get("flash")], Data: data}
+	if v.Operator != "" {
+		a, err := c.Store.ActivePGAlert(r.Context(), store.AlertPGMisconfigured, AlertWindow)
+		if err != nil {
+			c.Log.Warn("ops: reading PG alerts", "err", err)
+		}
+		v.PGAlert = a
+	}
 	if w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	}

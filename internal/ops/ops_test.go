@@ -613,3 +613,48 @@ ON CONFLICT (merchant_id) DO UPDATE SET failures = 6, failing_since = now() - in
 		t.Fatalf("after Probe now: cool-down over %v, lane woken %v", st.Due, st.Queued)
 	}
 }
+
+// A wrong PG secret key shows on every console page and in the PG call
+// metric, while the order it hit waits in CONFIRMING instead of failing.
+func TestWrongPGKeyBannerAndMetric(t *testing.T) {
+	t.Parallel()
+	var workerMetrics http.Handler
+	sys := setup(t, systest.Options{Worker: true, Env: map[string]string{"PAYRAIL_PG_SECRET_KEY": "test_sk_wrong"},
+		WorkerHook: func(w *process.Worker) { workerMetrics = process.WorkerMetrics(w) }})
+	b := loggedIn(t, sys)
+	if p := b.get("/ops/"); strings.Contains(p.Body, `id="pg-alert"`) {
+		t.Fatal("PG alert banner before any PG call")
+	}
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(4000)
+	if r := m.Confirm(o, sys.Session(o)); r.Status != 202 {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	testenv.Poll(t, 15*time.Second, "the PG alert", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_alerts WHERE kind = 'pg_misconfigured'`) == 1
+	})
+	for _, path := range []string{"/ops/", "/ops/attention", "/ops/orders/" + o.OrderID} {
+		p := b.get(path)
+		if !strings.Contains(p.Body, `id="pg-alert"`) || !strings.Contains(p.Body, "UNAUTHORIZED_KEY") {
+			t.Fatalf("%s: no PG alert banner naming UNAUTHORIZED_KEY (%d)", path, p.Status)
+		}
+	}
+	srv := httptest.NewServer(workerMetrics)
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/metrics")
+	testenv.Must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n, _ := metric(string(body), "payrail_pg_call_duration_seconds_count", `op="confirm"`, `outcome="misconfigured"`); n < 1 {
+		t.Fatalf("misconfigured confirm calls in metrics = %v, want ≥ 1", n)
+	}
+	if got := m.Do("GET", "/v1/orders/"+o.OrderID, nil).JSON()["status"]; got != "CONFIRMING" {
+		t.Fatalf("order = %v, want CONFIRMING", got)
+	}
+	// Old alerts leave the banner: it is about now, not history.
+	_, err = sys.DB.DB.Exec(`UPDATE pg_alerts SET last_at = now() - interval '1 hour'`)
+	testenv.Must(t, err)
+	if p := b.get("/ops/attention"); strings.Contains(p.Body, `id="pg-alert"`) {
+		t.Fatal("banner stays for an alert an hour old")
+	}
+}

@@ -136,13 +136,15 @@ func TestConfirmDeclined(t *testing.T) {
 	}
 }
 
-func TestConfirm5xxIsRetryableAndAppliesNothing(t *testing.T) {
+// A 5xx may come after the PG applied the request (a proxy timing out in
+// front of it): Unknown, so a later decline is looked up first.
+func TestConfirm5xxIsUnknownAndRetriesWithTheKey(t *testing.T) {
 	t.Parallel()
 	f := setup(t, mockpg.Faults{Error5xxRate: 1})
 	orderID, key := f.session(t, 5000)
 
 	res := f.client.Confirm(ctxT(t), "k1", key, orderID, 5000)
-	wantOutcome(t, res, pgclient.Retryable, "FAILED_INTERNAL_SYSTEM_PROCESSING")
+	wantOutcome(t, res, pgclient.Unknown, "FAILED_INTERNAL_SYSTEM_PROCESSING")
 	if res.HTTPStatus != http.StatusInternalServerError {
 		t.Errorf("status %d", res.HTTPStatus)
 	}
@@ -358,7 +360,9 @@ func TestConfirmMismatches(t *testing.T) {
 	t.Parallel()
 	f := setup(t, mockpg.Faults{})
 	orderID, key := f.session(t, 4500)
-	wantOutcome(t, f.client.Confirm(ctxT(t), "k1", key, orderID, 4400), pgclient.Declined, "INVALID_REQUEST")
+	// INVALID_REQUEST is about payrail's request, not the buyer: never a
+	// decline. The order is reconciled by lookup until the PG decides.
+	wantOutcome(t, f.client.Confirm(ctxT(t), "k1", key, orderID, 4400), pgclient.Misconfigured, "INVALID_REQUEST")
 	wantOutcome(t, f.client.Confirm(ctxT(t), "k2", key, "other_order", 4500), pgclient.Declined, "NOT_FOUND_PAYMENT_SESSION")
 	wantOutcome(t, f.client.Confirm(ctxT(t), "k3", "tmock_unknown", orderID, 4500), pgclient.Declined, "NOT_FOUND_PAYMENT_SESSION")
 	if got := f.pg.Stats()[orderID]; got.Approvals != 0 {
@@ -366,12 +370,13 @@ func TestConfirmMismatches(t *testing.T) {
 	}
 }
 
-func TestWrongSecretKeyIsDeclined(t *testing.T) {
+// A wrong or half-rotated secret key is payrail's problem, not the buyer's.
+func TestWrongSecretKeyIsMisconfiguredNotDeclined(t *testing.T) {
 	t.Parallel()
 	f := setup(t, mockpg.Faults{})
 	c := pgclient.New(f.srv.URL, "test_sk_wrong", nil)
 	res := c.GetPayment(ctxT(t), "tmock_x")
-	wantOutcome(t, res, pgclient.Declined, "UNAUTHORIZED_KEY")
+	wantOutcome(t, res, pgclient.Misconfigured, "UNAUTHORIZED_KEY")
 	if res.HTTPStatus != http.StatusUnauthorized {
 		t.Errorf("status %d", res.HTTPStatus)
 	}

@@ -73,9 +73,16 @@ const (
 	// the same idempotency key, then reconcile by lookup; never treat as a
 	// failure.
 	Unknown
+	// Misconfigured: the PG refused payrail's own credentials or request
+	// (UNAUTHORIZED_KEY, INVALID_API_KEY, FORBIDDEN_*, INVALID_REQUEST, any
+	// 401). It says nothing about the buyer's payment: retry with the same
+	// key, and alert an operator, whose fix (the secret key) is what makes
+	// the retry succeed. Never a decline.
+	Misconfigured
 )
 
-// String returns "approved", "declined", "retryable" or "unknown".
+// String returns "approved", "declined", "retryable", "unknown" or
+// "misconfigured".
 func (o Outcome) String() string {
 	switch o {
 	case Approved:
@@ -86,6 +93,8 @@ func (o Outcome) String() string {
 		return "retryable"
 	case Unknown:
 		return "unknown"
+	case Misconfigured:
+		return "misconfigured"
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
@@ -146,6 +155,17 @@ const (
 	CodeNotFoundPayment         = "NOT_FOUND_PAYMENT"
 	CodeNotFoundPaymentSession  = "NOT_FOUND_PAYMENT_SESSION"
 )
+
+// isConfigCode reports whether a PG error code is about payrail's own
+// credentials or request, not the buyer's payment. REJECT_CARD_PAYMENT is
+// a 403 too, so the code decides, not the status.
+func isConfigCode(code string) bool {
+	switch code {
+	case "UNAUTHORIZED_KEY", "INVALID_API_KEY", CodeInvalidRequest, "INVALID_AUTHORIZE_AUTH", "INVALID_CLIENT_KEY", "INVALID_SECRET_KEY":
+		return true
+	}
+	return strings.HasPrefix(code, "FORBIDDEN_")
+}
 
 // maxBody caps how much of an answer is read; a bigger one is garbled.
 const maxBody = 1 << 20
@@ -252,9 +272,10 @@ func checkArgs(idempotencyKey, paymentKey, orderID string) (Result, bool) {
 	return Result{}, false
 }
 
-// invalid refuses a call before anything is sent.
+// invalid refuses a call before anything is sent: payrail asked for
+// something malformed, which no retry of the buyer can fix.
 func invalid(msg string) Result {
-	return Result{Outcome: Declined, Code: CodeInvalidRequest, Message: msg}
+	return Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Message: msg}
 }
 
 // do sends one request and classifies the answer.
@@ -270,7 +291,7 @@ func (c *Client) roundTrip(ctx context.Context, method, path, idempotencyKey str
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return Result{Outcome: Declined, Code: CodeInvalidRequest, Err: err}
+			return Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: err}
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -284,7 +305,7 @@ func (c *Client) roundTrip(ctx context.Context, method, path, idempotencyKey str
 	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, c.baseURL+path, rd)
 	if err != nil {
-		return Result{Outcome: Declined, Code: CodeInvalidRequest, Err: fmt.Errorf("build request: %w", err)}
+		return Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: fmt.Errorf("build request: %w", err)}
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
@@ -355,8 +376,17 @@ func classifyAnswer(status int, raw []byte, readErr error) Result {
 		}
 		res.Outcome, res.Payment = Approved, &p
 		res.Code, res.Message = "", ""
-	case status >= 500, status == http.StatusTooManyRequests:
+	case status == http.StatusTooManyRequests:
 		res.Outcome = Retryable
+	case status >= 500:
+		// The request was sent in full and something answered: the PG
+		// failing half-way, or a proxy in front of it timing out (502,
+		// 504) while the PG may have applied it. A later decline is only
+		// believed after a lookup (DESIGN rule 4).
+		res.Outcome = Unknown
+		if !hasCode {
+			res.Err = fmt.Errorf("%d answer without an error code", status)
+		}
 	case status == http.StatusConflict, status == http.StatusRequestTimeout:
 		// An idempotent request still in flight at the PG, or a request
 		// the PG gave up reading: it may yet apply. Retry with the key.
@@ -369,6 +399,8 @@ func classifyAnswer(status int, raw []byte, readErr error) Result {
 			res.Outcome, res.Err = Unknown, fmt.Errorf("%d answer without an error code", status)
 		case te.Code == CodeProviderError:
 			res.Outcome = Retryable
+		case status == http.StatusUnauthorized || isConfigCode(te.Code):
+			res.Outcome = Misconfigured
 		default:
 			res.Outcome = Declined
 		}

@@ -163,13 +163,23 @@ func TestClassification(t *testing.T) {
 		{"2xx over 1 MiB", answer(200, `{"paymentKey":"x","orderName":"`+strings.Repeat("a", 1<<20)+`"}`), pgclient.Unknown, ""},
 		{"2xx truncated", truncated, pgclient.Unknown, ""},
 		{"provider error", answer(400, `{"code":"PROVIDER_ERROR","message":"일시적인 오류"}`), pgclient.Retryable, "PROVIDER_ERROR"},
-		{"invalid request", answer(400, `{"code":"INVALID_REQUEST","message":"bad"}`), pgclient.Declined, "INVALID_REQUEST"},
+		// payrail's own credentials or request: never the buyer's decline (review item 2).
+		{"invalid request", answer(400, `{"code":"INVALID_REQUEST","message":"bad"}`), pgclient.Misconfigured, "INVALID_REQUEST"},
+		{"unauthorized key", answer(401, `{"code":"UNAUTHORIZED_KEY","message":"no"}`), pgclient.Misconfigured, "UNAUTHORIZED_KEY"},
+		{"invalid api key", answer(400, `{"code":"INVALID_API_KEY","message":"no"}`), pgclient.Misconfigured, "INVALID_API_KEY"},
+		{"forbidden", answer(403, `{"code":"FORBIDDEN_REQUEST","message":"no"}`), pgclient.Misconfigured, "FORBIDDEN_REQUEST"},
+		{"401 with any code", answer(401, `{"code":"SOMETHING_NEW","message":"no"}`), pgclient.Misconfigured, "SOMETHING_NEW"},
+		{"card rejected (403)", answer(403, `{"code":"REJECT_CARD_PAYMENT","message":"한도초과"}`), pgclient.Declined, "REJECT_CARD_PAYMENT"},
+		{"insufficient funds", answer(400, `{"code":"NOT_ENOUGH_BALANCE","message":"잔액 부족"}`), pgclient.Declined, "NOT_ENOUGH_BALANCE"},
 		{"session gone", answer(404, `{"code":"NOT_FOUND_PAYMENT_SESSION","message":"gone"}`), pgclient.Declined, "NOT_FOUND_PAYMENT_SESSION"},
 		{"4xx without code", answer(400, `<html>bad gateway config</html>`), pgclient.Unknown, ""},
 		{"409 in flight", answer(409, `{"code":"IDEMPOTENT_REQUEST_PROCESSING","message":"wait"}`), pgclient.Unknown, "IDEMPOTENT_REQUEST_PROCESSING"},
 		{"429", answer(429, `{"code":"TOO_MANY_REQUESTS","message":"slow down"}`), pgclient.Retryable, "TOO_MANY_REQUESTS"},
-		{"500", answer(500, `{"code":"FAILED_INTERNAL_SYSTEM_PROCESSING","message":"x"}`), pgclient.Retryable, "FAILED_INTERNAL_SYSTEM_PROCESSING"},
-		{"502 html", answer(502, `<html>bad gateway</html>`), pgclient.Retryable, ""},
+		// Any 5xx after the request went out may have been applied (review item 5).
+		{"500", answer(500, `{"code":"FAILED_INTERNAL_SYSTEM_PROCESSING","message":"x"}`), pgclient.Unknown, "FAILED_INTERNAL_SYSTEM_PROCESSING"},
+		{"502 html", answer(502, `<html>bad gateway</html>`), pgclient.Unknown, ""},
+		{"504 proxy timeout", answer(504, `<html>gateway timeout</html>`), pgclient.Unknown, ""},
+		{"503 with code", answer(503, `{"code":"FAILED_INTERNAL_SYSTEM_PROCESSING","message":"x"}`), pgclient.Unknown, "FAILED_INTERNAL_SYSTEM_PROCESSING"},
 		{"redirect not followed", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/elsewhere", http.StatusSeeOther)
 		}, pgclient.Unknown, ""},
@@ -241,7 +251,7 @@ func TestRefusesBeforeSending(t *testing.T) {
 		"lookup without key":     c.GetPayment(ctxT(t), ""),
 		"lookup without orderId": c.GetPaymentByOrderID(ctxT(t), ""),
 	} {
-		if res.Outcome != pgclient.Declined || res.Code != "INVALID_REQUEST" {
+		if res.Outcome != pgclient.Misconfigured || res.Code != "INVALID_REQUEST" {
 			t.Errorf("%s: %s %q", name, res.Outcome, res.Code)
 		}
 	}
@@ -254,7 +264,7 @@ func TestOutcomeString(t *testing.T) {
 	t.Parallel()
 	for o, want := range map[pgclient.Outcome]string{
 		pgclient.Approved: "approved", pgclient.Declined: "declined",
-		pgclient.Retryable: "retryable", pgclient.Unknown: "unknown", 0: "Outcome(0)",
+		pgclient.Retryable: "retryable", pgclient.Unknown: "unknown", pgclient.Misconfigured: "misconfigured", 0: "Outcome(0)",
 	} {
 		if got := o.String(); got != want {
 			t.Errorf("%d: %q, want %q", int(o), got, want)

@@ -207,9 +207,10 @@ type Worker struct {
 func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	w := &worker.Worker{
 		Env: worker.Env{
-			PG:    pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
-			Locks: lock.New(deps.Redis, cfg.LockTTL, log),
-			Log:   log,
+			PG:     pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
+			Locks:  lock.New(deps.Redis, cfg.LockTTL, log),
+			Log:    log,
+			Alerts: deps.Store,
 			Timing: worker.Timing{
 				PGTimeout:           cfg.PGTimeout,
 				SessionWindow:       cfg.PGSessionWindow,

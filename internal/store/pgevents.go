@@ -54,14 +54,7 @@ const maxEventNote = 300
 // pg_events row (and in metrics and logs), never in an order's permanent,
 // merchant-visible history.
 func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state payment.PGEventState, note, orderID string) error {
-	if len(note) > maxEventNote {
-		// On a rune boundary: PostgreSQL refuses invalid UTF-8.
-		cut := maxEventNote
-		for cut > 0 && !utf8.RuneStart(note[cut]) {
-			cut--
-		}
-		note = note[:cut]
-	}
+	note = truncateUTF8(note, maxEventNote)
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return err
@@ -112,4 +105,17 @@ func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string
 		return row, fmt.Errorf("select order by payment key: %w", err)
 	}
 	return row, nil
+}
+
+// truncateUTF8 cuts s to at most n bytes on a rune boundary: PostgreSQL
+// refuses invalid UTF-8.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }

@@ -65,7 +65,7 @@ func (w *Canceler) HandleCancel(ctx context.Context, t *asynq.Task) error {
 		pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
 		res := w.PG.Cancel(pctx, c.PGIdempotencyKey, *row.PaymentKey, c.Reason, c.Amount)
 		cancel()
-		w.observePG("cancel", res)
+		w.observePG(ctx, "cancel", res)
 		switch res.Outcome {
 		case pgclient.Approved:
 			_, err := w.Store.FinishCancel(ctx, c.CancelID, true, "", "")
@@ -115,7 +115,7 @@ func (w *Canceler) HandleRefund(ctx context.Context, t *asynq.Task) error {
 		lctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
 		lr := w.PG.GetPayment(lctx, r.PaymentKey)
 		cancel()
-		w.observePG("lookup", lr)
+		w.observePG(ctx, "lookup", lr)
 		next := w.now().Add(backoff(r.Attempts, w.ReconcileBackoff, w.ReconcileBackoffMax))
 		if lr.Outcome != pgclient.Approved || lr.Payment == nil {
 			return w.Store.RecordRefundAttempt(ctx, r, "lookup_"+lr.Outcome.String(), lr.Code, next)
@@ -135,7 +135,7 @@ func (w *Canceler) HandleRefund(ctx context.Context, t *asynq.Task) error {
 			pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
 			res = w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0)
 			cancel()
-			w.observePG("refund", res)
+			w.observePG(ctx, "refund", res)
 			done = res.Outcome == pgclient.Approved
 		}
 		if done {

@@ -110,7 +110,7 @@ func (c *Confirmer) confirmLocked(ctx context.Context, log *slog.Logger, orderID
 	pctx, cancel := context.WithTimeout(ctx, c.PGTimeout)
 	res := c.PG.Confirm(pctx, *row.PGIdempotencyKey, *row.PaymentKey, row.OrderID, row.Amount)
 	cancel()
-	c.observePG("confirm", res)
+	c.observePG(ctx, "confirm", res)
 	call := pgCall(row, "pg.confirm", row.ConfirmAttempts+1, res)
 	log = log.With("pg_outcome", res.Outcome.String(), "pg_code", res.Code)
 	switch res.Outcome {
@@ -161,7 +161,7 @@ func (c *Confirmer) lookupLocked(ctx context.Context, log *slog.Logger, row stor
 	pctx, cancel := context.WithTimeout(ctx, c.PGTimeout)
 	res := c.PG.GetPayment(pctx, *row.PaymentKey)
 	cancel()
-	c.observePG("lookup", res)
+	c.observePG(ctx, "lookup", res)
 	now := c.now()
 	call := pgCall(row, "pg.lookup", row.ConfirmAttempts, res)
 	call.NextCheckAt = now.Add(c.ReconcileBackoff + c.Store.ConfirmStuckAfter())

@@ -108,7 +108,7 @@ func (w *Webhooks) webhookLocked(ctx context.Context, log *slog.Logger, ev store
 	pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
 	res := w.PG.GetPayment(pctx, body.Data.PaymentKey)
 	cancel()
-	w.observePG("lookup", res)
+	w.observePG(ctx, "lookup", res)
 	if res.Outcome != pgclient.Approved || res.Payment == nil {
 		if res.Outcome == pgclient.Declined && res.Code == pgclient.CodeNotFoundPayment {
 			w.alertWebhook(log, body.Data.Status, "unknown")

@@ -17,6 +17,7 @@ import (
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
 	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/store"
 )
 
 // PG is the slice of the PG client the worker uses. Every call answers a
@@ -63,7 +64,17 @@ type Env struct {
 	Now   func() time.Time
 	// Hooks observe outcomes (metrics); nil is fine.
 	Hooks Hooks
+	// Alerts records the PG refusing payrail's own credentials or request
+	// for the ops console's banner; nil only logs.
+	Alerts Alerts
 	Timing
+}
+
+// Alerts records operator alerts about the PG; *store.Store implements it.
+// An error is logged and otherwise ignored: the alert is advisory, the
+// task's own retry carries on regardless.
+type Alerts interface {
+	NotePGAlert(ctx context.Context, kind, op, code, message string) error
 }
 
 // Store is everything the handlers read and write, each through its own
@@ -235,9 +246,26 @@ func (e *Env) observeTask(typ string, err error) {
 	e.Hooks.Task(typ, outcome)
 }
 
-func (e *Env) observePG(op string, res pgclient.Result) {
+// observePG counts the call and, when the PG refused payrail's own
+// credentials or request, raises the operator alert: such a call is retried
+// (never a decline), so without the alert it would only look slow.
+func (e *Env) observePG(ctx context.Context, op string, res pgclient.Result) {
 	if e.Hooks.PGCall != nil {
 		e.Hooks.PGCall(op, res.Outcome.String(), res.Latency)
+	}
+	if res.Outcome != pgclient.Misconfigured {
+		return
+	}
+	msg := res.Message
+	if msg == "" && res.Err != nil {
+		msg = res.Err.Error()
+	}
+	e.Log.Error("the PG refused payrail's credentials or request; retrying, operator action needed",
+		"op", op, "status", res.HTTPStatus, "code", res.Code, "message", msg)
+	if e.Alerts != nil {
+		if err := e.Alerts.NotePGAlert(ctx, store.AlertPGMisconfigured, op, res.Code, msg); err != nil {
+			e.Log.Warn("recording the PG alert failed", "err", err)
+		}
 	}
 }
 
