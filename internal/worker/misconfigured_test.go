@@ -14,7 +14,9 @@ import (
 
 // swappablePG is the real client whose secret key an operator "rotates"
 // mid-test.
-type swappablePG struct{ c atomic.Pointer[pgclient.Client] }
+type swappablePG struct {
+	c atomic.Pointer[pgclient.Client]
+}
 
 func (s *swappablePG) Confirm(ctx context.Context, idem, paymentKey, orderID string, amount int64) pgclient.Result {
 	return s.c.Load().Confirm(ctx, idem, paymentKey, orderID, amount)
