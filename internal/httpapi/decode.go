@@ -58,8 +58,8 @@ func decodeStrict(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return payment.Errorf(payment.CodeInvalidRequest, "request body is empty; a JSON object is required")
 	}
-	if !utf8.Valid(body) {
-		return payment.Errorf(payment.CodeInvalidRequest, "request body is not valid UTF-8")
+	if err := storableText(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -156,4 +156,60 @@ func jsonKind(k string) string {
 		return "of the documented type"
 	}
 	return "of the documented type"
+}
+
+// storableText refuses JSON that PostgreSQL's jsonb would refuse (and so
+// turn into a 500): invalid UTF-8, and \u escapes for NUL or a lone
+// surrogate. A literal U+FFFD is fine (jsonb stores it; an orderName may
+// carry it). body must already be valid JSON, so a backslash only ever
+// starts an escape inside a string.
+func storableText(body []byte) error {
+	if !utf8.Valid(body) {
+		return payment.Errorf(payment.CodeInvalidRequest, "request body is not valid UTF-8")
+	}
+	bad := payment.Errorf(payment.CodeInvalidRequest, "request body has a \\u0000 (NUL) or a lone surrogate escape in a string; PostgreSQL cannot store either")
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range body[i+2 : i+6] {
+			switch {
+			case c >= '0' && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, isU := hex4(i)
+		if !isU {
+			i++ // a two-character escape such as \\ or \"
+			continue
+		}
+		switch {
+		case r == 0:
+			return bad
+		case r >= 0xD800 && r <= 0xDBFF:
+			lo, ok := hex4(i + 6)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return bad
+			}
+			i += 11
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return bad
+		default:
+			i += 5
+		}
+	}
+	return nil
 }

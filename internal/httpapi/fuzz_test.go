@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -21,6 +22,8 @@ func FuzzDecodeOrder(f *testing.F) {
 		`{"amount":1e400}`,
 		`{"AMOUNT":1,"amount":2}`,
 		"{\"orderName\":\"\xff\"}",
+		`{"amount":1,"orderName":"x\u0000"}`,
+		`{"amount":1,"orderName":"\ud800"}`,
 		`[]`,
 		`null`,
 		``,
@@ -33,6 +36,10 @@ func FuzzDecodeOrder(f *testing.F) {
 			if err == nil {
 				if !utf8.Valid(body) || !json.Valid(body) {
 					t.Fatalf("accepted %q into %T, which is not one valid UTF-8 JSON value", body, dst)
+				}
+				// PostgreSQL's text refuses NUL: an accepted string never has one.
+				if out, _ := json.Marshal(dst); bytes.Contains(out, []byte(`\u0000`)) {
+					t.Fatalf("accepted %q into %T with a NUL in a string: %s", body, dst, out)
 				}
 				if o, ok := dst.(*createOrderRequest); ok && o.Amount != nil {
 					// An accepted amount is exactly the integer the body holds.

@@ -56,6 +56,10 @@ func TestBadInputIsA4xx(t *testing.T) {
 		{"unknown field", orders, `{"amount":1000,"orderName":"x","discount":500}`, "", 400, "INVALID_REQUEST"},
 		{"field in another case", orders, `{"Amount":1000,"orderName":"x","AMOUNT":2}`, "", 400, "INVALID_REQUEST"},
 		{"duplicate key", orders, `{"amount":1000,"orderName":"x","amount":2}`, "", 400, "INVALID_REQUEST"},
+		{"NUL escape in orderName", orders, `{"amount":1000,"orderName":"x\u0000"}`, "", 400, "INVALID_REQUEST"},
+		{"lone high surrogate", orders, `{"amount":1000,"orderName":"\ud800"}`, "", 400, "INVALID_REQUEST"},
+		{"lone low surrogate", orders, `{"amount":1000,"orderName":"a\udc00b"}`, "", 400, "INVALID_REQUEST"},
+		{"NUL escape in paymentKey", confirmPath, `{"paymentKey":"pk\u0000","paymentToken":"` + o.PaymentToken + `"}`, "", 400, "INVALID_REQUEST"},
 		{"invalid UTF-8", orders, "{\"amount\":1000,\"orderName\":\"\xff\xfe\xfd\"}", "", 400, "INVALID_REQUEST"},
 		{"text/plain", orders, `{"amount":1000,"orderName":"x"}`, "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"},
 		{"form content type", orders, `amount=1000&orderName=x`, "application/x-www-form-urlencoded", 415, "UNSUPPORTED_MEDIA_TYPE"},
@@ -137,6 +141,13 @@ func TestBadQueriesAndPaths(t *testing.T) {
 		{"SQL in orderId", "/v1/orders/x%27%3B%20DROP%20TABLE%20orders%3B--", 404, "ORDER_NOT_FOUND"},
 		{"very long orderId", "/v1/orders/" + strings.Repeat("o", 4000), 404, "ORDER_NOT_FOUND"},
 		{"unknown paymentKey", "/v1/payments/pk_nope", 404, "PAYMENT_NOT_FOUND"},
+		{"NUL in paymentKey", "/v1/payments/pk%00x", 400, "INVALID_REQUEST"},
+		{"invalid UTF-8 in paymentKey", "/v1/payments/pk%ff", 400, "INVALID_REQUEST"},
+		{"NUL in orderId", "/v1/orders/ord_%00", 400, "INVALID_REQUEST"},
+		{"invalid UTF-8 in merchantOrderId", "/v1/orders?merchantOrderId=%c0%80", 400, "INVALID_REQUEST"},
+		{"NUL in merchantOrderId", "/v1/orders?merchantOrderId=a%00b", 400, "INVALID_REQUEST"},
+		{"NUL in status", "/v1/orders?status=PAID%00", 400, "INVALID_REQUEST"},
+		{"NUL in callback id", "/v1/callbacks?orderId=ord_%00", 400, "INVALID_REQUEST"},
 	}
 	for _, tc := range tests {
 		wantProblem(t, tc.name, m.Do("GET", tc.path, nil), tc.status, tc.code)

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/payment"
@@ -158,8 +160,36 @@ func (s *Server) instrument(mux *http.ServeMux) http.Handler {
 			writeProblem(ctx, sw, status, code, "no such route")
 			return
 		}
+		if !storableURL(r.URL) {
+			writeProblem(ctx, sw, http.StatusBadRequest, payment.CodeInvalidRequest, "the path or query has a NUL or invalid UTF-8")
+			return
+		}
 		mux.ServeHTTP(sw, r)
 	})
+}
+
+// storableURL reports whether the decoded path and query are text
+// PostgreSQL can compare against: a NUL or invalid UTF-8 in an id or a
+// filter would otherwise reach a query and come back as a 500.
+func storableURL(u *url.URL) bool {
+	ok := func(v string) bool { return utf8.ValidString(v) && !strings.ContainsRune(v, 0) }
+	if !ok(u.Path) {
+		return false
+	}
+	// A malformed pair is dropped by ParseQuery and by the handlers alike;
+	// only what a handler could read matters here.
+	q, _ := url.ParseQuery(u.RawQuery)
+	for k, vs := range q {
+		if !ok(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !ok(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 type probeWriter struct {
