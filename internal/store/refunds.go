@@ -91,11 +91,16 @@ func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, e
 		if _, err := tx.ExecContext(ctx, `UPDATE refunds SET status = 'SUCCEEDED', attempts = attempts + 1, updated_at = now() WHERE refund_id = $1`, refundID); err != nil {
 			return err
 		}
-		row, err := s.orderRow(ctx, tx, anyMerchant, r.OrderID, true)
-		if err != nil {
-			return err
+		// The refund is a change of the order: a new version, so a merchant
+		// that drops callbacks with version <= the last it saw still gets
+		// payment.refunded_late_approval after the payment.failed/expired
+		// that came before it.
+		var row OrderRow
+		if err := tx.GetContext(ctx, &row, `UPDATE orders SET version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING `+orderColumns, r.OrderID); err != nil {
+			return fmt.Errorf("refund %s: bump order version: %w", refundID, err)
 		}
-		if err := appendLogTx(ctx, tx, r.OrderID, "refund.succeeded", nil, nil, "worker", map[string]any{"refundId": refundID, "paymentKey": r.PaymentKey, "amount": r.Amount}); err != nil {
+		if err := appendLogTx(ctx, tx, r.OrderID, "refund.succeeded", nil, nil, "worker",
+			map[string]any{"refundId": refundID, "paymentKey": r.PaymentKey, "amount": r.Amount, "version": row.Version}); err != nil {
 			return err
 		}
 		o := row.Order()

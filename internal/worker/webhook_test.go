@@ -292,4 +292,19 @@ func TestLateApprovalReportedManyTimesRefundedOnce(t *testing.T) {
 	if n := callbacks(sys, o.OrderID, "payment.refunded_late_approval"); n != 1 {
 		t.Fatalf("refund callbacks = %d", n)
 	}
+	// The refund is a versioned change: a merchant that drops callbacks
+	// with version <= the last it saw still gets it after payment.expired.
+	if n := sys.Count(`SELECT count(*) FROM callbacks r JOIN callbacks e ON e.order_id = r.order_id
+WHERE r.order_id = $1 AND r.event_type = 'payment.refunded_late_approval' AND e.event_type = 'payment.expired'
+  AND (r.payload->'data'->>'version')::int > (e.payload->'data'->>'version')::int`, o.OrderID); n != 1 {
+		t.Fatal("payment.refunded_late_approval carries no newer version than the payment.expired before it")
+	}
+	got := m.Do("GET", "/v1/orders/"+o.OrderID, nil).JSON()
+	if n := sys.Count(`SELECT count(*) FROM callbacks WHERE order_id = $1 AND event_type = 'payment.refunded_late_approval'
+  AND (payload->'data'->>'version')::int = $2`, o.OrderID, got["version"]); n != 1 {
+		t.Fatalf("order version %v is not the refund callback's", got["version"])
+	}
+	if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'refund.succeeded' AND (details->>'version')::int = $2`, o.OrderID, got["version"]); n != 1 {
+		t.Fatal("the refund's version is not in the order's history")
+	}
 }
