@@ -211,7 +211,9 @@ func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey st
 		return payment.Order{}, err
 	}
 	var row OrderRow
-	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND merchant_id = $2`, paymentKey, merchantID)
+	// A FAILED order may share the key with the order it really paid.
+	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND merchant_id = $2
+ORDER BY status = 'FAILED', seq DESC LIMIT 1`, paymentKey, merchantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Order{}, payment.Errorf(payment.CodePaymentNotFound, "payment not found")
 	}
@@ -459,8 +461,10 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 	if err == nil && securityErr != nil {
 		return res, securityErr
 	}
-	if isUniqueViolation(err, "orders_payment_key") {
-		return res, payment.Errorf(payment.CodePaymentKeyConflict, "paymentKey is already used by another order")
+	if isUniqueViolation(err, "orders_merchant_payment_key") {
+		// Only ever one of this merchant's own orders: keys are unique per
+		// merchant, so this says nothing about anyone else's payments.
+		return res, payment.Errorf(payment.CodePaymentKeyConflict, "paymentKey is already used by another of your orders")
 	}
 	return res, err
 }

@@ -89,20 +89,21 @@ WHERE state = 'RECEIVED' AND received_at <= $1 ORDER BY received_at LIMIT $2`, s
 	return es, err
 }
 
-// OrderRowForEvent finds the order an event is about: by paymentKey first,
-// then by orderId (a late approval names an order that never stored the
-// paymentKey). ORDER_NOT_FOUND when neither matches.
+// OrderRowForEvent finds the order an event is about: by orderId first,
+// then by paymentKey (a live order before a FAILED one). ORDER_NOT_FOUND
+// when neither matches.
 func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (OrderRow, error) {
 	var row OrderRow
-	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1`, paymentKey)
-	if errors.Is(err, sql.ErrNoRows) && orderID != "" {
-		return s.orderRow(ctx, s.db, anyMerchant, orderID, false)
-	}
+	// The PG's orderId is payrail's own order id and names one order; a
+	// paymentKey may sit on several (another merchant's order confirmed with
+	// someone else's key, a FAILED order), so it only decides without one.
+	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE order_id = $2 OR (payment_key = $1 AND $1 <> '')
+ORDER BY order_id = $2 DESC, status = 'FAILED', seq DESC LIMIT 1`, paymentKey, orderID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return row, payment.Errorf(payment.CodeOrderNotFound, "no order for that payment")
 	}
 	if err != nil {
-		return row, fmt.Errorf("select order by payment key: %w", err)
+		return row, fmt.Errorf("select order for event: %w", err)
 	}
 	return row, nil
 }

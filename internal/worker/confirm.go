@@ -199,6 +199,14 @@ func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.Order
 		}
 		return fmt.Errorf("pg answered without a payment: %w", errRetry)
 	}
+	if p.OrderID != row.OrderID && row.Status == payment.Confirming && row.PaymentKey != nil && p.PaymentKey == *row.PaymentKey {
+		// The key is another order's (a merchant confirmed with a key it
+		// does not own): nothing was charged to this order. It fails the way
+		// an unknown key fails, with the PG's not-found code, so the merchant
+		// learns nothing about whose key it was, and FAILED frees the key.
+		log.Warn("paymentKey belongs to another order at the PG; failing this order as not found")
+		return c.commit(ctx, log, failed(row, pgclient.CodeNotFoundPayment, "존재하지 않는 결제 정보 입니다.", source), call)
+	}
 	if p.OrderID != row.OrderID || p.TotalAmount != row.Amount || (row.PaymentKey != nil && p.PaymentKey != *row.PaymentKey && row.Status != payment.Created && row.Status != payment.Expired && row.Status != payment.Failed) {
 		// Never guess: an operator must look.
 		log.Error("pg payment disagrees with the order", "pg_order_id", p.OrderID, "pg_amount", p.TotalAmount, "pg_payment_key", p.PaymentKey)
