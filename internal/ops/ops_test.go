@@ -658,3 +658,30 @@ func TestWrongPGKeyBannerAndMetric(t *testing.T) {
 		t.Fatal("banner stays for an alert an hour old")
 	}
 }
+
+// A cancel flagged for reconciliation is on "Needs attention" first, with
+// the amount it holds and its flag.
+func TestFlaggedCancelNeedsAttention(t *testing.T) {
+	t.Parallel()
+	sys := setup(t, systest.Options{})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(8000)
+	_, err := sys.DB.DB.Exec(`INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key, attempts, needs_reconciliation, created_at)
+VALUES ('cnl_plain', $1, $2, 1000, 'r', 'k1', 2, false, now() - interval '1 hour'),
+       ('cnl_flagged', $1, $2, 3000, 'r', 'k2', 40, true, now() - interval '20 minutes')`, o.OrderID, m.MerchantID)
+	testenv.Must(t, err)
+	p := loggedIn(t, sys).get("/ops/attention")
+	flagged := strings.Index(p.Body, `<tr data-id="cnl_flagged">`)
+	plain := strings.Index(p.Body, `<tr data-id="cnl_plain">`)
+	if flagged < 0 || plain < 0 || flagged > plain {
+		t.Fatalf("attention page: flagged at %d, plain at %d; want both, flagged first (%d)", flagged, plain, p.Status)
+	}
+	row := p.Body[flagged:plain]
+	if !strings.Contains(row, "needs reconciliation") || !strings.Contains(row, "3,000") {
+		t.Fatalf("flagged cancel row lacks its flag or the amount held: %s", row)
+	}
+	plainRow, _, _ := strings.Cut(p.Body[plain:], "</tr>")
+	if strings.Contains(plainRow, "needs reconciliation") || !strings.Contains(plainRow, "1,000") {
+		t.Fatalf("unflagged cancel row: %s", plainRow)
+	}
+}

@@ -76,9 +76,15 @@ const (
 	// Refund: the PG approved an order that can no longer be paid
 	// (EXPIRED or FAILED here): the approval is refunded.
 	Refund
+	// AfterCancel: the PG shows the payment CANCELED while payrail's own
+	// cancel of it is pending. That cancel settles the amounts itself
+	// (looking the payment up if the PG refuses it), so nothing moves now,
+	// but the news is kept and read again once it has settled: it may be a
+	// cancel made in the PG's console that the pending one cannot explain.
+	AfterCancel
 )
 
-var effectNames = [...]string{"none", "ask_again", "approve", "cancel_at_pg", "fail_at_pg", "refund"}
+var effectNames = [...]string{"none", "ask_again", "approve", "cancel_at_pg", "fail_at_pg", "refund", "after_cancel"}
 
 func (e Effect) String() string {
 	if int(e) < len(effectNames) {
@@ -125,7 +131,10 @@ func Reading(pg PGStatus, order Status, cancelInFlight bool) Effect {
 		}
 		return AskAgain
 	case Paid, PartiallyCanceled:
-		if pg == PGCanceled && !cancelInFlight {
+		switch {
+		case pg == PGCanceled && cancelInFlight:
+			return AfterCancel
+		case pg == PGCanceled:
 			return CancelAtPG
 		}
 	}

@@ -35,6 +35,9 @@ func TestReadingInvariants(t *testing.T) {
 				if !pg.Known() && e != NoEffect && e != AskAgain {
 					t.Errorf("%s: an unknown PG status moved money (%s)", where(), e)
 				}
+				if e == AfterCancel && !(inFlight && pg == PGCanceled && (order == Paid || order == PartiallyCanceled)) {
+					t.Errorf("%s: deferred to a cancel that is not in flight, or news that is not a cancel", where())
+				}
 				if e.String() == "Effect(?)" {
 					t.Errorf("%s: unnamed effect %d", where(), e)
 				}
@@ -59,7 +62,8 @@ func TestReadingGolden(t *testing.T) {
 		{PGCanceled, Confirming, false, CancelAtPG},
 		{PGCanceled, Confirming, true, NoEffect},
 		{PGCanceled, Paid, false, CancelAtPG},
-		{PGCanceled, Paid, true, NoEffect},
+		{PGCanceled, Paid, true, AfterCancel},
+		{PGCanceled, PartiallyCanceled, true, AfterCancel},
 		{PGCanceled, PartiallyCanceled, false, CancelAtPG},
 		{PGDone, Paid, false, NoEffect},
 		{PGDone, Expired, false, Refund},

@@ -24,11 +24,14 @@ type Cancel struct {
 	FailureCode      *string              `json:"failureCode" db:"failure_code"`
 	FailureMessage   *string              `json:"failureMessage" db:"failure_message"`
 	Attempts         int                  `json:"attempts" db:"attempts"`
-	CreatedAt        time.Time            `json:"createdAt" db:"created_at"`
-	UpdatedAt        time.Time            `json:"updatedAt" db:"updated_at"`
+	// NeedsReconciliation: the PG's answer stayed unknown past the session
+	// window; the cancel is reconciled by lookup and shown to operators.
+	NeedsReconciliation bool      `json:"needsReconciliation" db:"needs_reconciliation"`
+	CreatedAt           time.Time `json:"createdAt" db:"created_at"`
+	UpdatedAt           time.Time `json:"updatedAt" db:"updated_at"`
 }
 
-const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, created_at, updated_at`
+const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, needs_reconciliation, created_at, updated_at`
 
 // RequestCancel reserves amount (0 = all that remains) on a PAID or
 // PARTIALLY_CANCELED order and records a PENDING cancel, in one fenced
@@ -110,13 +113,32 @@ func (s *Store) CancelsOfOrder(ctx context.Context, orderID string) ([]Cancel, e
 }
 
 // RecordCancelAttempt notes a PG cancel call whose outcome is not final.
-func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code string) error {
+func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code string, needsReconciliation bool) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1 AND status = 'PENDING'`, c.CancelID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET attempts = attempts + 1, needs_reconciliation = needs_reconciliation OR $2, updated_at = now()
+WHERE cancel_id = $1 AND status = 'PENDING'`, c.CancelID, needsReconciliation); err != nil {
 			return err
 		}
-		return appendLogTx(ctx, tx, c.OrderID, "pg.cancel", nil, nil, "worker", map[string]any{"cancelId": c.CancelID, "outcome": outcome, "code": code})
+		d := map[string]any{"cancelId": c.CancelID, "outcome": outcome, "code": code}
+		if needsReconciliation {
+			d["needsReconciliation"] = true
+		}
+		return appendLogTx(ctx, tx, c.OrderID, "pg.cancel", nil, nil, "worker", d)
 	})
+}
+
+// CancelOutcome is how a PENDING cancel settles.
+type CancelOutcome struct {
+	// Succeeded: the PG cancelled the amount.
+	Succeeded bool
+	// Code and Message are the PG's refusal.
+	Code, Message string
+	// CanceledAtPG: the PG refused because its record shows the payment
+	// fully cancelled (its console, while ours was pending). The refusal
+	// releases this cancel's reservation and, once no other cancel holds
+	// one, the order moves to CANCELED for what remained, in the same
+	// transaction: the cancel that happened is applied, not lost.
+	CanceledAtPG bool
 }
 
 // FinishCancel settles a PENDING cancel in one transaction. On success the
@@ -124,7 +146,8 @@ func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code
 // PARTIALLY_CANCELED or CANCELED (fenced, with its callback); on refusal the
 // reservation is released and payment.cancel_failed is emitted. A cancel
 // that is no longer PENDING is left alone (ok=false).
-func (s *Store) FinishCancel(ctx context.Context, cancelID string, succeeded bool, code, message string) (ok bool, err error) {
+func (s *Store) FinishCancel(ctx context.Context, cancelID string, out CancelOutcome) (ok bool, err error) {
+	succeeded, code, message := out.Succeeded, out.Code, out.Message
 	err = s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		var c Cancel
 		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
@@ -161,7 +184,17 @@ WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns, row.OrderID, row.
 		if err := appendLogTx(ctx, tx, row.OrderID, "cancel.failed", nil, nil, "worker", map[string]any{"cancelId": cancelID, "amount": c.Amount, "code": code, "message": message}); err != nil {
 			return err
 		}
-		return insertCallbackTx(ctx, tx, ob, s.now(), updated.Order(), payment.Status(row.Status), payment.EventCancelFailed)
+		if err := insertCallbackTx(ctx, tx, ob, s.now(), updated.Order(), payment.Status(row.Status), payment.EventCancelFailed); err != nil {
+			return err
+		}
+		st := payment.Status(updated.Status)
+		if !out.CanceledAtPG || updated.ReservedCancelAmount > 0 || (st != payment.Paid && st != payment.PartiallyCanceled) {
+			return nil // another pending cancel settles the rest
+		}
+		_, err = s.transitionTx(ctx, tx, ob, updated, Change{OrderID: updated.OrderID, Version: updated.Version, To: payment.Canceled,
+			Action: "payment.canceled_at_pg", Actor: "worker", CanceledAmountDelta: updated.Amount - updated.CanceledAmount,
+			Details: map[string]any{"source": "pg.lookup after a refused cancel", "refusedCancelId": cancelID}})
+		return err
 	})
 	return ok, err
 }

@@ -304,17 +304,20 @@ type PendingRefund struct {
 	Attempts  int       `db:"attempts"`
 	LastError *string   `db:"last_error"`
 	CreatedAt time.Time `db:"created_at"`
+	// NeedsReconciliation: a cancel whose PG outcome stayed unknown past
+	// the session window; its amount stays held until the lookup decides.
+	NeedsReconciliation bool `db:"needs_reconciliation"`
 }
 
 // PendingRefunds lists refunds and cancels not yet confirmed by the PG,
-// oldest first.
+// those flagged for reconciliation first, then oldest first.
 func (s *Store) PendingRefunds(ctx context.Context, limit int) ([]PendingRefund, error) {
 	var rows []PendingRefund
 	err := s.db.SelectContext(ctx, &rows, `
-SELECT 'refund' AS kind, refund_id AS id, order_id, amount, attempts, last_error, created_at FROM refunds WHERE status = 'PENDING'
+SELECT 'refund' AS kind, refund_id AS id, order_id, amount, attempts, last_error, created_at, false AS needs_reconciliation FROM refunds WHERE status = 'PENDING'
 UNION ALL
-SELECT 'cancel', cancel_id, order_id, amount, attempts, failure_message, created_at FROM cancels WHERE status = 'PENDING'
-ORDER BY created_at LIMIT $1`, limit)
+SELECT 'cancel', cancel_id, order_id, amount, attempts, failure_message, created_at, needs_reconciliation FROM cancels WHERE status = 'PENDING'
+ORDER BY needs_reconciliation DESC, created_at LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending refunds: %w", err)
 	}

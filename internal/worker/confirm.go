@@ -225,6 +225,11 @@ func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.Order
 			return err
 		}
 		return fmt.Errorf("pg payment status %s is not final: %w", p.Status, errRetry)
+	case payment.AfterCancel:
+		if err := c.commit(ctx, log, nil, call); err != nil {
+			return err
+		}
+		return errAfterCancel
 	case payment.Refund:
 		if err := c.refund(ctx, log, row, p, source); err != nil {
 			return err

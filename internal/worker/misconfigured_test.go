@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,10 @@ import (
 // mid-test.
 type swappablePG struct {
 	c atomic.Pointer[pgclient.Client]
+	// loseCancels sends cancels but loses every answer (Unknown).
+	loseCancels atomic.Bool
+	// cancelsLost counts the answers lost.
+	cancelsLost atomic.Int64
 }
 
 func (s *swappablePG) Confirm(ctx context.Context, idem, paymentKey, orderID string, amount int64) pgclient.Result {
@@ -27,7 +32,12 @@ func (s *swappablePG) GetPayment(ctx context.Context, paymentKey string) pgclien
 }
 
 func (s *swappablePG) Cancel(ctx context.Context, idem, paymentKey, reason string, amount int64) pgclient.Result {
-	return s.c.Load().Cancel(ctx, idem, paymentKey, reason, amount)
+	res := s.c.Load().Cancel(ctx, idem, paymentKey, reason, amount)
+	if s.loseCancels.Load() {
+		s.cancelsLost.Add(1)
+		return pgclient.Result{Outcome: pgclient.Unknown, Err: errors.New("test: answer lost"), Latency: res.Latency}
+	}
+	return res
 }
 
 // A wrong (half-rotated) PG secret key is payrail's own fault, not the

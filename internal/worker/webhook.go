@@ -140,7 +140,13 @@ func (w *Webhooks) webhookLocked(ctx context.Context, log *slog.Logger, ev store
 	// reordered event, e.g. DONE after a console cancel): what the record
 	// says is applied, through the transition table.
 	before := row.Version
-	if err := w.apply(ctx, log, row, p, "webhook:"+ev.Provider, nil); err != nil && !errors.Is(err, errRetry) {
+	if err := w.apply(ctx, log, row, p, "webhook:"+ev.Provider, nil); errors.Is(err, errAfterCancel) {
+		// Kept RECEIVED, not settled: once payrail's pending cancel has
+		// settled, this news is read again (the task's retry, else the
+		// sweep), so a cancel made in the PG's console is never dropped.
+		log.Info("PG shows the payment cancelled while our cancel is pending; reading it again after that cancel settles")
+		return err
+	} else if err != nil && !errors.Is(err, errRetry) {
 		return err
 	}
 	after, err := w.Store.OrderRowAnyMerchant(ctx, orderID)

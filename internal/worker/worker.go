@@ -7,6 +7,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -170,6 +171,10 @@ func (w *Worker) Sweep(ctx context.Context) error { return w.Sweeper().Sweep(ctx
 
 // errRetry asks asynq to run the task again later.
 var errRetry = errors.New("retry later")
+
+// errAfterCancel: the PG's record must be read again once payrail's own
+// pending cancel of the order has settled (payment.AfterCancel).
+var errAfterCancel = fmt.Errorf("the PG shows a cancel while ours is pending: %w", errRetry)
 
 func (e *Env) now() time.Time {
 	if e.Now != nil {
