@@ -9,27 +9,29 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/payrail/payrail/internal/payment"
 )
 
-// Error codes a failed verification carries. They are the whole answer an
+// Error codes a failed verification carries (payment's, so the HTTP layer
+// maps them in its one table). They are the whole answer an
 // unauthenticated caller gets.
 const (
-	CodeMissingAuth       = "MISSING_AUTH"       // 401: a header is absent, repeated or malformed
-	CodeUnknownClient     = "UNKNOWN_CLIENT"     // 401
-	CodeStaleTimestamp    = "STALE_TIMESTAMP"    // 401: more than MaxSkew from server time
-	CodeReplayedNonce     = "REPLAYED_NONCE"     // 401: nonce already used by this client
-	CodeInvalidSignature  = "INVALID_SIGNATURE"  // 401
-	CodeMerchantSuspended = "MERCHANT_SUSPENDED" // 403: only ever after a valid signature
-	CodeAuthUnavailable   = "AUTH_UNAVAILABLE"   // 503: a store did not answer; fail closed
+	CodeMissingAuth       = payment.CodeMissingAuth
+	CodeUnknownClient     = payment.CodeUnknownClient
+	CodeStaleTimestamp    = payment.CodeStaleTimestamp
+	CodeReplayedNonce     = payment.CodeReplayedNonce
+	CodeInvalidSignature  = payment.CodeInvalidSignature
+	CodeMerchantSuspended = payment.CodeMerchantSuspended
+	CodeAuthUnavailable   = payment.CodeAuthUnavailable
 )
 
-// Error is a verification failure: a stable Code and the HTTP Status it answers
-// with. Err, when set, is the underlying cause (a store's error) for logs only;
-// it must never be shown to the caller.
+// Error is a verification failure with a stable Code. Err, when set, is the
+// underlying cause (a store's error) for logs only; it must never be shown
+// to the caller.
 type Error struct {
-	Code   string
-	Status int
-	Err    error
+	Code string
+	Err  error
 }
 
 // Error returns "auth: CODE", followed by the cause when there is one.
@@ -43,16 +45,7 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying cause, if any.
 func (e *Error) Unwrap() error { return e.Err }
 
-func fail(code string) *Error {
-	status := http.StatusUnauthorized
-	switch code {
-	case CodeMerchantSuspended:
-		status = http.StatusForbidden
-	case CodeAuthUnavailable:
-		status = http.StatusServiceUnavailable
-	}
-	return &Error{Code: code, Status: status}
-}
+func fail(code string) *Error { return &Error{Code: code} }
 
 func unavailable(cause error) *Error {
 	e := fail(CodeAuthUnavailable)

@@ -12,40 +12,12 @@ import (
 	"github.com/payrail/payrail/internal/payment"
 )
 
-// statusByCode is the one table from error code to HTTP status.
-var statusByCode = map[string]int{
-	payment.CodeInvalidRequest:        http.StatusBadRequest,
-	payment.CodeBodyTooLarge:          http.StatusRequestEntityTooLarge,
-	payment.CodeUnsupportedMediaType:  http.StatusUnsupportedMediaType,
-	payment.CodeNotFound:              http.StatusNotFound,
-	payment.CodeOrderNotFound:         http.StatusNotFound,
-	payment.CodeMerchantNotFound:      http.StatusNotFound,
-	payment.CodeSecretNotFound:        http.StatusNotFound,
-	payment.CodePaymentNotFound:       http.StatusNotFound,
-	payment.CodeCancelNotFound:        http.StatusNotFound,
-	payment.CodeCallbackNotFound:      http.StatusNotFound,
-	payment.CodeOrderAlreadyExists:    http.StatusConflict,
-	payment.CodeAmountMismatch:        http.StatusBadRequest,
-	payment.CodeInvalidPaymentToken:   http.StatusForbidden,
-	payment.CodeOrderNotConfirmable:   http.StatusConflict,
-	payment.CodePaymentKeyConflict:    http.StatusConflict,
-	payment.CodeCancelAmountExceeded:  http.StatusConflict,
-	payment.CodeOrderNotCancelable:    http.StatusConflict,
-	payment.CodeIdempotencyKeyReused:  http.StatusUnprocessableEntity,
-	payment.CodeIdempotencyKeyInUse:   http.StatusConflict,
-	payment.CodeIdempotencyKeyMissing: http.StatusBadRequest,
-	payment.CodeIllegalTransition:     http.StatusConflict,
-	payment.CodeVersionConflict:       http.StatusConflict,
-	payment.CodeUnauthorized:          http.StatusUnauthorized,
-	payment.CodeForbidden:             http.StatusForbidden,
-	payment.CodeUnavailable:           http.StatusServiceUnavailable,
-	payment.CodeLastSecret:            http.StatusConflict,
-	payment.CodeTooManySecrets:        http.StatusConflict,
-	payment.CodeInvalidCallbackURL:    http.StatusBadRequest,
-	payment.CodeInvalidSignature:      http.StatusUnauthorized,
-	payment.CodeRateLimited:           http.StatusTooManyRequests,
-	payment.CodeOverloaded:            http.StatusServiceUnavailable,
-	"METHOD_NOT_ALLOWED":              http.StatusMethodNotAllowed,
+// problemTitle is a problem document's title for status.
+func problemTitle(status int) string {
+	if status == payment.StatusClientClosedRequest {
+		return "Client Closed Request"
+	}
+	return http.StatusText(status)
 }
 
 // Problem is an RFC 9457 problem document with payrail's stable code.
@@ -64,32 +36,39 @@ type Problem struct {
 func writeError(ctx context.Context, w http.ResponseWriter, err error) {
 	var ae *auth.Error
 	if errors.As(err, &ae) {
+		if ae.Err != nil {
+			logger(ctx).Warn("auth unavailable", "err", ae.Err)
+		}
 		// Auth failures say their code and nothing more.
-		writeProblem(ctx, w, ae.Status, ae.Code, "")
+		writeCode(ctx, w, ae.Code, "")
 		return
 	}
 	if e, ok := payment.AsError(err); ok {
-		status, known := statusByCode[e.Code]
-		if !known {
-			status = http.StatusBadRequest
-		}
-		writeProblem(ctx, w, status, e.Code, e.Message)
+		writeCode(ctx, w, e.Code, e.Message)
 		return
 	}
 	if errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads this answer.
-		writeProblem(ctx, w, 499, "CLIENT_CLOSED_REQUEST", "")
+		writeCode(ctx, w, payment.CodeClientClosedRequest, "")
 		return
 	}
 	logger(ctx).Error("internal error", "err", err)
-	writeProblem(ctx, w, http.StatusInternalServerError, payment.CodeInternal, "internal error; quote the requestId to support")
+	writeCode(ctx, w, payment.CodeInternal, "internal error; quote the requestId to support")
+}
+
+// writeCode answers code with its status from the one table; a code the
+// table lacks is a bug, logged and answered as a 500.
+func writeCode(ctx context.Context, w http.ResponseWriter, code, detail string) {
+	status, known := payment.HTTPStatus(code)
+	if !known {
+		logger(ctx).Error("error code missing from the status table", "code", code, "detail", detail)
+		code, status, detail = payment.CodeInternal, http.StatusInternalServerError, "internal error; quote the requestId to support"
+	}
+	writeProblem(ctx, w, status, code, detail)
 }
 
 func writeProblem(ctx context.Context, w http.ResponseWriter, status int, code, detail string) {
-	p := Problem{Type: "https://payrail.dev/problems/" + code, Title: http.StatusText(status), Status: status, Code: code, Detail: detail, RequestID: requestID(ctx)}
-	if p.Title == "" {
-		p.Title = code
-	}
+	p := Problem{Type: "https://payrail.dev/problems/" + code, Title: problemTitle(status), Status: status, Code: code, Detail: detail, RequestID: requestID(ctx)}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

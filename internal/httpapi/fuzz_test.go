@@ -58,7 +58,7 @@ func FuzzDecodeOrder(f *testing.F) {
 			if !ok {
 				t.Fatalf("%T: error %v (%T) is not a *payment.Error", dst, err, err)
 			}
-			status, known := statusByCode[e.Code]
+			status, known := payment.HTTPStatus(e.Code)
 			if !known || status < 400 || status > 499 {
 				t.Fatalf("%T: code %s maps to %d (known %v), want a 4xx", dst, e.Code, status, known)
 			}

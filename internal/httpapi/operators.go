@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/payrail/payrail/internal/ops"
-	"github.com/payrail/payrail/internal/payment"
-	"github.com/payrail/payrail/internal/store"
 )
 
 type createOperatorRequest struct {
@@ -33,11 +31,6 @@ func (s *Server) createOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op, err := s.Store.CreateOperator(r.Context(), req.Name, hash)
-	if e, ok := payment.AsError(err); ok && e.Code == store.CodeOperatorExists {
-		// A code only this endpoint returns, so it is mapped here.
-		writeProblem(r.Context(), w, http.StatusConflict, e.Code, e.Message)
-		return
-	}
 	if err != nil {
 		writeError(r.Context(), w, err)
 		return

@@ -131,7 +131,7 @@ func (s *Server) instrument(mux *http.ServeMux) http.Handler {
 				}
 				log.Error("panic", "panic", p, "path", r.URL.Path)
 				if !sw.wrote {
-					writeProblem(ctx, sw, 500, payment.CodeInternal, "internal error")
+					writeCode(ctx, sw, payment.CodeInternal, "internal error")
 				}
 			}
 			d := time.Since(start)
@@ -147,21 +147,21 @@ func (s *Server) instrument(mux *http.ServeMux) http.Handler {
 			}
 		}()
 		if pattern == "" {
-			code, status := payment.CodeNotFound, http.StatusNotFound
+			code := payment.CodeNotFound
 			// ServeMux answers 405 itself when only the method is wrong.
 			if h, _ := mux.Handler(r); h != nil {
 				rec := &probeWriter{header: http.Header{}}
 				h.ServeHTTP(rec, r)
 				if rec.status == http.StatusMethodNotAllowed {
-					code, status = "METHOD_NOT_ALLOWED", http.StatusMethodNotAllowed
+					code = payment.CodeMethodNotAllowed
 					sw.Header().Set("Allow", rec.header.Get("Allow"))
 				}
 			}
-			writeProblem(ctx, sw, status, code, "no such route")
+			writeCode(ctx, sw, code, "no such route")
 			return
 		}
 		if !storableURL(r.URL) {
-			writeProblem(ctx, sw, http.StatusBadRequest, payment.CodeInvalidRequest, "the path or query has a NUL or invalid UTF-8")
+			writeCode(ctx, sw, payment.CodeInvalidRequest, "the path or query has a NUL or invalid UTF-8")
 			return
 		}
 		mux.ServeHTTP(sw, r)
@@ -234,7 +234,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.Ready != nil {
 		if err := s.Ready(ctx); err != nil {
 			logger(ctx).Warn("not ready", "err", err)
-			writeProblem(r.Context(), w, http.StatusServiceUnavailable, payment.CodeUnavailable, "a dependency does not answer")
+			writeCode(r.Context(), w, payment.CodeUnavailable, "a dependency does not answer")
 			return
 		}
 	}
@@ -249,7 +249,7 @@ func (s *Server) adminOnly(h http.HandlerFunc) http.Handler {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.AdminToken)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="payrail-admin"`)
-			writeProblem(r.Context(), w, http.StatusUnauthorized, payment.CodeUnauthorized, "admin bearer token required")
+			writeCode(r.Context(), w, payment.CodeUnauthorized, "admin bearer token required")
 			return
 		}
 		body, err := readBody(r)

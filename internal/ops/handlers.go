@@ -28,7 +28,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	op, err := c.Store.OperatorByName(r.Context(), name)
 	hash := []byte(op.PasswordHash)
 	if err != nil {
-		if e, ok := payment.AsError(err); !ok || e.Code != store.CodeOperatorNotFound {
+		if e, ok := payment.AsError(err); !ok || e.Code != payment.CodeOperatorNotFound {
 			c.fail(w, r, err)
 			return
 		}

@@ -273,9 +273,10 @@ func (c *Console) action(h func(w http.ResponseWriter, r *http.Request) error) h
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := http.StatusInternalServerError, "internal error; see the api logs"
 	if e, ok := payment.AsError(err); ok {
-		status, msg = http.StatusBadRequest, e.Message
-		if strings.HasSuffix(e.Code, "NOT_FOUND") {
-			status = http.StatusNotFound
+		if s, known := payment.HTTPStatus(e.Code); known {
+			status, msg = s, e.Message
+		} else {
+			c.Log.Error("ops console: error code missing from the status table", "code", e.Code, "path", r.URL.Path)
 		}
 	} else {
 		c.Log.Error("ops console", "err", err, "path", r.URL.Path)

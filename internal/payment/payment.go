@@ -125,43 +125,6 @@ func EventFor(to Status) CallbackEvent {
 	return ""
 }
 
-// Error codes: stable strings merchants and operators can branch on. The HTTP
-// layer maps each to a status in one table.
-const (
-	CodeInvalidRequest        = "INVALID_REQUEST"
-	CodeBodyTooLarge          = "BODY_TOO_LARGE"
-	CodeUnsupportedMediaType  = "UNSUPPORTED_MEDIA_TYPE"
-	CodeNotFound              = "NOT_FOUND"
-	CodeOrderNotFound         = "ORDER_NOT_FOUND"
-	CodeMerchantNotFound      = "MERCHANT_NOT_FOUND"
-	CodeSecretNotFound        = "SECRET_NOT_FOUND"
-	CodePaymentNotFound       = "PAYMENT_NOT_FOUND"
-	CodeCancelNotFound        = "CANCEL_NOT_FOUND"
-	CodeCallbackNotFound      = "CALLBACK_NOT_FOUND"
-	CodeOrderAlreadyExists    = "ORDER_ALREADY_EXISTS"
-	CodeAmountMismatch        = "AMOUNT_MISMATCH"
-	CodeInvalidPaymentToken   = "INVALID_PAYMENT_TOKEN"
-	CodeOrderNotConfirmable   = "ORDER_NOT_CONFIRMABLE"
-	CodePaymentKeyConflict    = "PAYMENT_KEY_CONFLICT"
-	CodeCancelAmountExceeded  = "CANCEL_AMOUNT_EXCEEDED"
-	CodeOrderNotCancelable    = "ORDER_NOT_CANCELABLE"
-	CodeIdempotencyKeyReused  = "IDEMPOTENCY_KEY_REUSED"
-	CodeIdempotencyKeyInUse   = "IDEMPOTENCY_KEY_IN_USE"
-	CodeIdempotencyKeyMissing = "IDEMPOTENCY_KEY_REQUIRED"
-	CodeIllegalTransition     = "ILLEGAL_TRANSITION"
-	CodeVersionConflict       = "VERSION_CONFLICT"
-	CodeUnauthorized          = "UNAUTHORIZED"
-	CodeForbidden             = "FORBIDDEN"
-	CodeUnavailable           = "SERVICE_UNAVAILABLE"
-	CodeLastSecret            = "LAST_ACTIVE_SECRET"
-	CodeTooManySecrets        = "TOO_MANY_ACTIVE_SECRETS"
-	CodeInvalidCallbackURL    = "INVALID_CALLBACK_URL"
-	CodeInvalidSignature      = "INVALID_SIGNATURE"
-	CodeRateLimited           = "RATE_LIMITED"
-	CodeOverloaded            = "OVERLOADED"
-	CodeInternal              = "INTERNAL"
-)
-
 // Error is a domain error with a stable code. Its message is safe to show the
 // caller; anything sensitive belongs in logs, not here.
 type Error struct {

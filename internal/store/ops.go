@@ -19,12 +19,6 @@ import (
 // lists that need a person, and operator accounts. None of it is reachable
 // by a merchant.
 
-// CodeOperatorExists is returned when an operator name is taken.
-const CodeOperatorExists = "OPERATOR_ALREADY_EXISTS"
-
-// CodeOperatorNotFound is returned when no operator has the name.
-const CodeOperatorNotFound = "OPERATOR_NOT_FOUND"
-
 // Operator is a console account. PasswordHash is a bcrypt hash.
 type Operator struct {
 	OperatorID   string    `db:"operator_id" json:"operatorId"`
@@ -40,7 +34,7 @@ func (s *Store) CreateOperator(ctx context.Context, name, passwordHash string) (
 	err := s.db.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
 RETURNING operator_id, name, password_hash, created_at`, NewID("opr_", 20), name, passwordHash)
 	if isUniqueViolation(err, "") {
-		return Operator{}, payment.Errorf(CodeOperatorExists, "operator %q already exists", name)
+		return Operator{}, payment.Errorf(payment.CodeOperatorExists, "operator %q already exists", name)
 	}
 	if err != nil {
 		return Operator{}, fmt.Errorf("insert operator: %w", err)
@@ -53,7 +47,7 @@ func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, erro
 	var op Operator
 	err := s.db.GetContext(ctx, &op, `SELECT operator_id, name, password_hash, created_at FROM operators WHERE name = $1`, name)
 	if errors.Is(err, sql.ErrNoRows) {
-		return op, payment.Errorf(CodeOperatorNotFound, "operator not found")
+		return op, payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
 	}
 	if err != nil {
 		return op, fmt.Errorf("select operator: %w", err)
