@@ -33,15 +33,12 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		amount = *req.Amount
 	}
 	orderID := r.PathValue("orderId")
-	res, _, ok := s.idempotent(w, r, true, func(fin *store.IdemFinish) (any, error) {
+	c, ok := idempotent(s, w, r, true, func(fin *store.IdemFinish[store.Cancel]) (store.Cancel, error) {
 		return s.Store.RequestCancel(ctx, merchantID(r), orderID, strings.TrimSpace(*req.Reason), amount, fin)
-	}, func(result any) (reply, error) {
-		return cancelReply(result.(store.Cancel))
-	})
+	}, cancelReply)
 	if !ok {
 		return
 	}
-	c := res.(store.Cancel)
 	if err := s.Queue.Cancel(ctx, c.CancelID); err != nil {
 		logger(ctx).Warn("enqueue cancel failed; the sweep will re-enqueue", "cancel_id", c.CancelID, "err", err)
 	}

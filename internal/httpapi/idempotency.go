@@ -36,46 +36,49 @@ func (rp reply) write(w http.ResponseWriter) {
 // idempotent runs effect under the request's Idempotency-Key (DESIGN.md):
 // same key and body replay the stored answer; another body is
 // IDEMPOTENCY_KEY_REUSED; one still in flight is IDEMPOTENCY_KEY_IN_USE. The
-// effect commits the key's answer in its own transaction through fin. On an
-// error the key is released: nothing happened, so a retry may run.
-func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, required bool,
-	effect func(fin *store.IdemFinish) (any, error), render func(result any) (reply, error)) (result any, replayed bool, ok bool) {
+// effect commits the key's answer (render of its result) in its own
+// transaction through fin. On an error the key is released: nothing
+// happened, so a retry may run. ok is false when the answer is already
+// written (an error, or the stored answer replayed).
+func idempotent[T any](s *Server, w http.ResponseWriter, r *http.Request, required bool,
+	effect func(fin *store.IdemFinish[T]) (T, error), render func(result T) (reply, error)) (result T, ok bool) {
 	ctx := r.Context()
+	var zero T
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		if required {
 			writeError(ctx, w, payment.Errorf(payment.CodeIdempotencyKeyMissing, "this endpoint requires an Idempotency-Key header"))
-			return nil, false, false
+			return zero, false
 		}
 		res, err := effect(nil)
 		if err != nil {
 			writeError(ctx, w, err)
-			return nil, false, false
+			return zero, false
 		}
-		return res, false, true
+		return res, true
 	}
 	if len(key) > 255 {
 		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "Idempotency-Key must be at most 255 characters"))
-		return nil, false, false
+		return zero, false
 	}
 	hash := sha256.Sum256(body(r))
 	scope := store.IdemScope{MerchantID: merchantID(r), Method: r.Method, Path: r.URL.EscapedPath(), Key: key}
 	claim, stored, err := s.Store.ClaimIdempotency(ctx, scope, hash[:])
 	if err != nil {
 		writeError(ctx, w, err)
-		return nil, false, false
+		return zero, false
 	}
 	if stored != nil {
 		var rp reply
 		if err := json.Unmarshal(stored.Body, &rp); err != nil {
 			writeError(ctx, w, err)
-			return nil, false, false
+			return zero, false
 		}
 		w.Header().Set("Idempotent-Replayed", "true")
 		rp.write(w)
-		return nil, true, false
+		return zero, false
 	}
-	fin := &store.IdemFinish{Claim: claim, Render: func(result any) (int, []byte, error) {
+	fin := &store.IdemFinish[T]{Claim: claim, Render: func(result T) (int, []byte, error) {
 		rp, err := render(result)
 		if err != nil {
 			return 0, nil, err
@@ -89,7 +92,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, required boo
 			logger(ctx).Warn("release idempotency key", "err", rerr)
 		}
 		writeError(ctx, w, err)
-		return nil, false, false
+		return zero, false
 	}
-	return res, false, true
+	return res, true
 }

@@ -68,24 +68,19 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := store.NewSecret("pt_")
-	res, _, ok := s.idempotent(w, r, false, func(fin *store.IdemFinish) (any, error) {
-		o, err := s.Store.CreateOrder(ctx, store.NewOrder{
+	o, ok := idempotent(s, w, r, false, func(fin *store.IdemFinish[payment.Order]) (payment.Order, error) {
+		return s.Store.CreateOrder(ctx, store.NewOrder{
 			MerchantID: merchantID(r), MerchantOrderID: req.MerchantOrderID, Amount: *req.Amount, Currency: "KRW",
 			OrderName: strings.TrimSpace(*req.OrderName), SuccessURL: req.SuccessURL, FailURL: req.FailURL,
 			TokenHash: store.HashToken(token), TTL: s.OrderTTL,
 		}, fin)
-		if err != nil {
-			return nil, err
-		}
-		return s.created(o, token), nil
-	}, func(result any) (reply, error) {
-		o := result.(payment.Order)
+	}, func(o payment.Order) (reply, error) {
 		return makeReply(http.StatusCreated, map[string]string{"Location": "/v1/orders/" + o.OrderID}, s.created(o, token))
 	})
 	if !ok {
 		return
 	}
-	c := res.(createdOrder)
+	c := s.created(o, token)
 	w.Header().Set("Location", "/v1/orders/"+c.OrderID)
 	writeJSON(w, http.StatusCreated, c)
 }
@@ -200,15 +195,12 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	orderID := r.PathValue("orderId")
-	res, replayed, ok := s.idempotent(w, r, false, func(fin *store.IdemFinish) (any, error) {
+	cr, ok := idempotent(s, w, r, false, func(fin *store.IdemFinish[store.ConfirmResult]) (store.ConfirmResult, error) {
 		return s.Store.RequestConfirm(ctx, merchantID(r), orderID, *req.PaymentKey, *req.PaymentToken, *req.Amount, fin)
-	}, func(result any) (reply, error) {
-		return confirmReply(result.(store.ConfirmResult))
-	})
-	if !ok || replayed {
+	}, confirmReply)
+	if !ok {
 		return
 	}
-	cr := res.(store.ConfirmResult)
 	if cr.Enqueue {
 		// After commit, by design. A lost enqueue is recovered by the sweep.
 		if err := s.Queue.Confirm(ctx, merchantID(r), cr.Order.OrderID, cr.Order.Version); err != nil {

@@ -1,11 +1,14 @@
 // Package payment owns payrail's domain: order statuses, the one transition
-// table every component uses, money rules and the error vocabulary. It imports
-// nothing of payrail's and knows nothing of HTTP, SQL or queues.
+// table every component uses, money rules, the callback payload and the
+// error vocabulary, with each code's HTTP status (the one table the API and
+// the ops console answer from; codes.go). It imports nothing of payrail's
+// and knows nothing of SQL or queues.
 package payment
 
 import (
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // Status is an order's lifecycle state.
@@ -106,6 +109,20 @@ const (
 	EventExpired              CallbackEvent = "payment.expired"
 	EventRefundedLateApproval CallbackEvent = "payment.refunded_late_approval"
 )
+
+// CallbackPayload is the body of a merchant callback (docs/callbacks.md):
+// the event, when it was written, and the order as it was then.
+type CallbackPayload struct {
+	Type      CallbackEvent `json:"type"`
+	Timestamp time.Time     `json:"timestamp"`
+	Data      CallbackData  `json:"data"`
+}
+
+// CallbackData is the order snapshot a callback carries.
+type CallbackData struct {
+	Order
+	PreviousStatus Status `json:"previousStatus"`
+}
 
 // EventFor returns the callback a merchant must hear of when an order enters
 // to, or "" when none is due.

@@ -38,7 +38,7 @@ const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status,
 // transaction: pending cancels count, so concurrent requests can never
 // reserve more than the order holds. ORDER_NOT_FOUND, ORDER_NOT_CANCELABLE,
 // CANCEL_AMOUNT_EXCEEDED.
-func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *IdemFinish) (Cancel, error) {
+func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *IdemFinish[Cancel]) (Cancel, error) {
 	if err := scoped(merchantID); err != nil {
 		return Cancel{}, err
 	}

@@ -34,10 +34,10 @@ type StoredResponse struct {
 // IdemFinish, passed to an effect method, records the response in the
 // effect's own transaction, so the key, the effect and the stored response
 // commit together.
-type IdemFinish struct {
+type IdemFinish[T any] struct {
 	Claim *IdemClaim
 	// Render turns the effect's result into the response to store.
-	Render func(result any) (status int, body []byte, err error)
+	Render func(result T) (status int, body []byte, err error)
 }
 
 // Idempotency timings.
@@ -156,7 +156,7 @@ func (s *Store) ReleaseIdempotency(ctx context.Context, c *IdemClaim) error {
 	return err
 }
 
-func (f *IdemFinish) finish(ctx context.Context, tx *sqlx.Tx, s *Store, result any) error {
+func (f *IdemFinish[T]) finish(ctx context.Context, tx *sqlx.Tx, s *Store, result T) error {
 	if f == nil || f.Claim == nil {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/payrail/payrail/internal/auth"
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/secretbox"
 	"github.com/payrail/payrail/internal/store"
 	"github.com/payrail/payrail/internal/testenv"
@@ -102,7 +103,7 @@ func setupKeys(tb testing.TB, merchants, responses int) *keysBundle {
 			tb.Fatal("fresh key replayed")
 		}
 		_, err = st.CreateOrder(ctx, store.NewOrder{MerchantID: m.id, Amount: 1000, Currency: "KRW", OrderName: "k", TokenHash: store.HashToken("t"), TTL: time.Hour},
-			&store.IdemFinish{Claim: claim, Render: func(any) (int, []byte, error) { return 201, []byte(r.body), nil }})
+			&store.IdemFinish[payment.Order]{Claim: claim, Render: func(payment.Order) (int, []byte, error) { return 201, []byte(r.body), nil }})
 		testenv.Must(tb, err)
 		if i%2 == 1 {
 			sealV1Response(tb, db.DB, b.oldKeys, r.scope, r.body)
@@ -482,7 +483,7 @@ func TestSecretsAreBoundToTheirMerchantAndKind(t *testing.T) {
 		claim, _, err := st.ClaimIdempotency(ctx, sc, hash)
 		testenv.Must(t, err)
 		_, err = st.CreateOrder(ctx, store.NewOrder{MerchantID: a.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "k", TokenHash: hash, TTL: time.Hour},
-			&store.IdemFinish{Claim: claim, Render: func(any) (int, []byte, error) { return 201, []byte(`{}`), nil }})
+			&store.IdemFinish[payment.Order]{Claim: claim, Render: func(payment.Order) (int, []byte, error) { return 201, []byte(`{}`), nil }})
 		testenv.Must(t, err)
 		_, err = db.DB.Exec(`UPDATE idempotency_keys SET merchant_id = $1 WHERE merchant_id = $2 AND idem_key = 'k-1'`, bm.MerchantID, a.MerchantID)
 		testenv.Must(t, err)

@@ -3,10 +3,10 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -85,6 +85,9 @@ func (s *Store) SearchOrders(ctx context.Context, f OrderSearch) ([]OrderRow, er
 	return rows, nil
 }
 
+// TimelineMaxLog bounds the history entries one timeline shows.
+const TimelineMaxLog = 2000
+
 // TimelineEntry is one line of an order's timeline.
 type TimelineEntry struct {
 	At time.Time
@@ -104,14 +107,28 @@ type TimelineEntry struct {
 // refunds, oldest first.
 func (s *Store) OrderTimeline(ctx context.Context, orderID string) ([]TimelineEntry, error) {
 	var out []TimelineEntry
-	var logs []logRow
-	if err := s.db.SelectContext(ctx, &logs, `SELECT at, action, from_status, to_status, actor, details FROM payment_log WHERE order_id = $1 ORDER BY id`, orderID); err != nil {
-		return nil, fmt.Errorf("timeline log: %w", err)
-	}
-	for _, l := range logs {
-		e := TimelineEntry{At: l.At, Kind: "log", Action: l.Action, Actor: l.Actor, From: deref(l.From), To: deref(l.To)}
-		_ = json.Unmarshal(l.Details, &e.Details)
-		out = append(out, e)
+	// The order's history, page by page through the merchant's own reader
+	// (operators keep their names here), up to TimelineMaxLog entries.
+	var after int64
+	for len(out) < TimelineMaxLog {
+		page, next, err := s.historyPage(ctx, orderID, after, HistoryPageSize, false)
+		if err != nil {
+			return nil, fmt.Errorf("timeline: %w", err)
+		}
+		for _, l := range page {
+			e := TimelineEntry{At: l.At, Kind: "log", Action: l.Action, Actor: l.Actor, Details: l.Details}
+			if l.From != nil {
+				e.From = string(*l.From)
+			}
+			if l.To != nil {
+				e.To = string(*l.To)
+			}
+			out = append(out, e)
+		}
+		if next == "" {
+			break
+		}
+		after, _ = strconv.ParseInt(next, 10, 64)
 	}
 
 	var cbs []struct {

@@ -106,7 +106,7 @@ RETURNING ` + orderColumns
 // the merchant's returnUrl. ORDER_ALREADY_EXISTS when the
 // merchant already used merchantOrderId. fin, when set, records the
 // idempotent response in the same transaction.
-func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish) (payment.Order, error) {
+func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish[payment.Order]) (payment.Order, error) {
 	var out payment.Order
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var row OrderRow
@@ -256,6 +256,14 @@ func (s *Store) History(ctx context.Context, orderID, cursor string, limit int) 
 			return nil, "", payment.Errorf(payment.CodeInvalidRequest, "cursor is not one this API returned")
 		}
 	}
+	return s.historyPage(ctx, orderID, after, limit, true)
+}
+
+// historyPage reads up to limit log entries after id `after`; next is the
+// cursor of the following page ("" at the end). maskOperators shows
+// operators as "operator", as merchants see them; the ops console keeps
+// the name.
+func (s *Store) historyPage(ctx context.Context, orderID string, after int64, limit int, maskOperators bool) (entries []payment.LogEntry, next string, err error) {
 	var rows []logRow
 	if err := s.db.SelectContext(ctx, &rows, historyPageSQL, orderID, after, limit+1); err != nil {
 		return nil, "", fmt.Errorf("history: %w", err)
@@ -266,7 +274,7 @@ func (s *Store) History(ctx context.Context, orderID, cursor string, limit int) 
 	}
 	out := make([]payment.LogEntry, 0, len(rows))
 	for _, r := range rows {
-		if strings.HasPrefix(r.Actor, "operator:") {
+		if maskOperators && strings.HasPrefix(r.Actor, "operator:") {
 			r.Actor = "operator"
 		}
 		e := payment.LogEntry{At: r.At.UTC(), Action: r.Action, Actor: r.Actor}
@@ -279,7 +287,7 @@ func (s *Store) History(ctx context.Context, orderID, cursor string, limit int) 
 			e.To = &st
 		}
 		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
-			return nil, "", fmt.Errorf("history details: %w", err)
+			return nil, "", fmt.Errorf("history details of %s: %w", orderID, err)
 		}
 		out = append(out, e)
 	}
@@ -405,7 +413,7 @@ type ConfirmResult struct {
 // amount (AMOUNT_MISMATCH), then the state (ORDER_NOT_CONFIRMABLE,
 // PAYMENT_KEY_CONFLICT). CREATED → CONFIRMING stores the paymentKey and the
 // PG idempotency key.
-func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *IdemFinish) (ConfirmResult, error) {
+func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *IdemFinish[ConfirmResult]) (ConfirmResult, error) {
 	if err := scoped(merchantID); err != nil {
 		return ConfirmResult{}, err
 	}
@@ -599,22 +607,9 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 	return order, nil
 }
 
-// CallbackPayload is the body of a merchant callback.
-type CallbackPayload struct {
-	Type      payment.CallbackEvent `json:"type"`
-	Timestamp time.Time             `json:"timestamp"`
-	Data      CallbackData          `json:"data"`
-}
-
-// CallbackData is the order snapshot a callback carries.
-type CallbackData struct {
-	payment.Order
-	PreviousStatus payment.Status `json:"previousStatus"`
-}
-
 func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, now time.Time, o payment.Order, prev payment.Status, event payment.CallbackEvent) error {
 	o.History = nil
-	body, err := json.Marshal(CallbackPayload{Type: event, Timestamp: now.UTC(), Data: CallbackData{Order: o, PreviousStatus: prev}})
+	body, err := json.Marshal(payment.CallbackPayload{Type: event, Timestamp: now.UTC(), Data: payment.CallbackData{Order: o, PreviousStatus: prev}})
 	if err != nil {
 		return fmt.Errorf("callback payload: %w", err)
 	}
