@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -350,13 +349,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// 3. Ceiling on the same servers.
 	if cfg.CeilingN > 0 && cfg.want("ceiling") {
 		p := loadgen.StartProgress(prog, "ceiling: SQL", cfg.CeilingN)
-		cdb, err := sql.Open("postgres", dbURL)
-		if err != nil {
-			return err
-		}
-		sc, err := loadgen.RunSQLCeiling(ctx, cdb, cfg.CeilingN, cfg.CeilingConns, p)
+		sc, err := loadgen.RunSQLCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, cfg.CeilingConns, p)
 		p.Stop()
-		cdb.Close()
 		if err != nil {
 			rep.Problems = append(rep.Problems, "sql ceiling: "+err.Error())
 		} else {
@@ -392,7 +386,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// 5. Slow PG.
 	if cfg.Slow && cfg.want("slow") {
-		s, err := slowPG(ctx, cfg, c, phase, logf)
+		s, err := slowPG(ctx, cfg, c, ropt, phase, logf)
 		if err != nil {
 			rep.Problems = append(rep.Problems, "slow PG: "+err.Error())
 		}
@@ -509,7 +503,7 @@ func growth(ctx context.Context, cfg config, db *sql.DB, rep *Report, phase func
 	return g, err
 }
 
-func slowPG(ctx context.Context, cfg config, c *loadgen.Client, phase func(loadgen.Options) loadgen.Result, logf func(string, ...any)) (*Slow, error) {
+func slowPG(ctx context.Context, cfg config, c *loadgen.Client, ropt *redis.Options, phase func(loadgen.Options) loadgen.Result, logf func(string, ...any)) (*Slow, error) {
 	s := &Slow{LatencyMs: cfg.SlowLatencyMs}
 	faults, err := c.Faults(ctx)
 	if err != nil {
@@ -530,13 +524,13 @@ func slowPG(ctx context.Context, cfg config, c *loadgen.Client, phase func(loadg
 	defer restoreFaults()
 	defer func() {
 		logf("restarting the worker with its usual environment")
-		if err := restartWorker(cfg.RunDir, nil); err != nil {
+		if err := loadgen.RestartWorker(ctx, cfg.RunDir, nil, ropt); err != nil {
 			logf("restart worker: %v", err)
 		}
 	}()
 	for _, wc := range cfg.SlowConc {
 		logf("restarting the worker with PAYRAIL_WORKER_CONCURRENCY=%d", wc)
-		if err := restartWorker(cfg.RunDir, map[string]string{"PAYRAIL_WORKER_CONCURRENCY": strconv.Itoa(wc)}); err != nil {
+		if err := loadgen.RestartWorker(ctx, cfg.RunDir, map[string]string{"PAYRAIL_WORKER_CONCURRENCY": strconv.Itoa(wc)}, ropt); err != nil {
 			return s, err
 		}
 		// Enough merchants in flight to fill every worker slot twice.
@@ -555,63 +549,6 @@ func clone(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-// restartWorker stops the worker make up started (by its pidfile, only if
-// it is .run/bin/worker) and starts it again as scripts/up.sh does, with
-// .run/env plus extra as its environment.
-func restartWorker(runDir string, extra map[string]string) error {
-	abs, err := filepath.Abs(runDir)
-	if err != nil {
-		return err
-	}
-	bin := filepath.Join(abs, "bin", "worker")
-	pidFile := filepath.Join(abs, "pids", "worker.pid")
-	if b, err := os.ReadFile(pidFile); err == nil {
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if pid > 0 && strings.TrimSuffix(exe, " (deleted)") == bin {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-			for i := 0; i < 300; i++ {
-				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-					break
-				}
-				if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(st), ") Z ") {
-					break // our own exited child, not yet reaped
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-	}
-	env, err := envfile.Parse(filepath.Join(abs, "env"))
-	if err != nil {
-		return err
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
-	vars := os.Environ()
-	for k, v := range env {
-		vars = append(vars, k+"="+v)
-	}
-	logFile, err := os.OpenFile(filepath.Join(abs, "logs", "worker.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "\n===== %s: loadgen starts worker %v =====\n", time.Now().Format(time.RFC3339), extra)
-	cmd := exec.Command(bin)
-	cmd.Env, cmd.Stdout, cmd.Stderr = vars, logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	go cmd.Wait() // reap it if it exits while we run
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-		return err
-	}
-	time.Sleep(2 * time.Second) // connect, register handlers
-	return nil
 }
 
 func lastRedisDB(ctx context.Context, rdb *redis.Client) int {

@@ -59,7 +59,8 @@ func printTable(w io.Writer, r *Report) {
 
 	fmt.Fprintln(w)
 	if c := r.SQLCeiling; c != nil {
-		fmt.Fprintf(w, "SQL ceiling: %.1f payments/s (%d tx, %d statements per payment, %d conns)\n", c.PaymentsPerSec, c.TxPerPayment, c.StmtsPerPayment, c.Conns)
+		fmt.Fprintf(w, "SQL ceiling: %.1f payments/s (the store's own %d calls, ≤ %.1f commits per payment; %d conns, %d merchants)\n",
+			c.PaymentsPerSec, c.TxPerPayment, c.CommitsPerPayment, c.Conns, c.Merchants)
 	}
 	if c := r.AsynqCeiling; c != nil {
 		fmt.Fprintf(w, "asynq ceiling: %.1f no-op tasks/s end to end (concurrency %d, Redis db %d) = %.1f payments/s at %d tasks per payment\n",

@@ -4,94 +4,111 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"strings"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the ceiling opens its own connections
 	"github.com/redis/go-redis/v9"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/secretbox"
+	"github.com/payrail/payrail/internal/store"
 )
 
 // SQLCeiling is the rate at which PostgreSQL runs payrail's per-payment
 // transactions with nothing else in the way.
 type SQLCeiling struct {
-	Payments        int     `json:"payments"`
-	Conns           int     `json:"conns"`
-	Seconds         float64 `json:"seconds"`
-	PaymentsPerSec  float64 `json:"paymentsPerSec"`
-	TxPerPayment    int     `json:"txPerPayment"`
-	StmtsPerPayment int     `json:"stmtsPerPayment"`
+	Payments       int     `json:"payments"`
+	Conns          int     `json:"conns"`
+	Merchants      int     `json:"merchants"`
+	Seconds        float64 `json:"seconds"`
+	PaymentsPerSec float64 `json:"paymentsPerSec"`
+	// TxPerPayment is the store calls one payment makes below, each one
+	// transaction (or one read).
+	TxPerPayment int `json:"txPerPayment"`
+	// CommitsPerPayment is PostgreSQL's own count (pg_stat_database) over
+	// the run, divided by the payments: it includes anything else the
+	// database committed meanwhile, so it is an upper bound.
+	CommitsPerPayment float64 `json:"commitsPerPayment"`
 }
 
-// The scratch schema mirrors payrail's tables (columns, defaults, checks,
-// indexes; not foreign keys or triggers) so the statements below cost what
-// the store's do.
-var ceilingSetup = []string{
-	`DROP SCHEMA IF EXISTS loadgen_ceiling CASCADE`,
-	`CREATE SCHEMA loadgen_ceiling`,
-	`CREATE TABLE loadgen_ceiling.merchants (LIKE public.merchants INCLUDING ALL)`,
-	`CREATE TABLE loadgen_ceiling.orders (LIKE public.orders INCLUDING ALL)`,
-	`CREATE TABLE loadgen_ceiling.payment_log (LIKE public.payment_log INCLUDING ALL)`,
-	`CREATE TABLE loadgen_ceiling.callbacks (LIKE public.callbacks INCLUDING ALL)`,
-	`CREATE TABLE loadgen_ceiling.callback_attempts (LIKE public.callback_attempts INCLUDING ALL)`,
-	`CREATE TABLE loadgen_ceiling.pg_events (LIKE public.pg_events INCLUDING ALL)`,
-	`INSERT INTO loadgen_ceiling.merchants (merchant_id, name, client_id, callback_url) VALUES ('mer_ceiling', 'ceiling', 'cli_ceiling', 'http://127.0.0.1:9/')`,
+// CeilingSchema is the scratch schema the ceiling migrates and fills; it is
+// dropped afterwards. The running system (schema public) is not touched.
+const CeilingSchema = "loadgen_ceiling"
+
+// ceilingSteps is one payment through the store's own methods — the same
+// transactions the api and the worker run, called directly with no HTTP,
+// queue, lock or PG around them: create, confirm, the worker's read and its
+// CONFIRMING → PAID with the PG call's history row, the PG webhook stored,
+// matched and marked, and the callback claimed and recorded delivered.
+var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPayment) error{
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: p.merchant, Amount: 15000, Currency: "KRW", OrderName: "loadgen",
+			TokenHash: store.HashToken(p.token), TTL: 30 * time.Minute}, nil)
+		p.orderID = o.OrderID
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		_, err := st.RequestConfirm(ctx, p.merchant, p.orderID, p.paymentKey, p.token, 15000, nil)
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		row, err := st.OrderRowAnyMerchant(ctx, p.orderID)
+		p.version = row.Version
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		method := "카드"
+		now := time.Now()
+		_, err := st.Transition(ctx, store.Change{OrderID: p.orderID, Version: p.version, To: payment.Paid, Action: "payment.approved", Actor: "worker",
+			Method: &method, ApprovedAt: &now, Details: map[string]any{"source": "pg.confirm", "pgStatus": "DONE"},
+			PGCall: &store.PGCall{OrderID: p.orderID, Version: p.version, Action: "pg.confirm", Attempt: 1, Outcome: "approved", Status: 200,
+				Latency: time.Millisecond, NextCheckAt: now.Add(30 * time.Second)}})
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		status := "DONE"
+		p.event = store.PGEvent{Provider: "mockpg", EventKey: "evt_" + p.paymentKey, PaymentKey: &p.paymentKey, OrderID: &p.orderID, PGStatus: &status,
+			Body: []byte(`{"eventType":"PAYMENT_STATUS_CHANGED","data":{"status":"DONE"}}`)}
+		_, err := st.InsertPGEvent(ctx, p.event)
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		_, err := st.OrderRowForEvent(ctx, p.paymentKey, p.orderID)
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		return st.MarkPGEvent(ctx, p.event, payment.EventIgnored, "already reflected: order is PAID, event says DONE", p.orderID)
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		ds, err := st.ClaimLaneBatch(ctx, p.merchant, time.Now().Add(30*time.Second), 1)
+		if err == nil && len(ds) > 0 {
+			p.delivery = ds[0]
+		}
+		return err
+	},
+	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
+		if p.delivery.CallbackID == "" {
+			return nil // another payment's claim took it: it records that one
+		}
+		_, err := st.RecordCallbackAttempt(ctx, store.CallbackOutcome{CallbackID: p.delivery.CallbackID, Attempt: p.delivery.Attempt,
+			StartedAt: time.Now(), StatusCode: 204, Latency: time.Millisecond, Status: "DELIVERED", MerchantID: p.merchant})
+		return err
+	},
 }
 
-const ceilingOrderCols = `order_id, merchant_id, merchant_order_id, amount, currency, order_name, success_url, fail_url,
-status, version, payment_token_hash, payment_key, pg_idempotency_key, method, approved_at, failure_code, failure_message,
-canceled_amount, reserved_cancel_amount, needs_reconciliation, outcome_unknown, confirm_attempts, confirm_requested_at,
-next_check_at, expires_at, created_at, updated_at, seq`
-
-// ceilingTx is one transaction: its statements run in order, each with the
-// order id, payment key and callback id substituted.
-type ceilingTx []string
-
-// The per-payment mix read from internal/store (CreateOrder, RequestConfirm,
-// the worker's OrderRow + RecordPGCall + Transition, the PG webhook's
-// insert and apply, the callback sweep's claim, CallbackDelivery and
-// RecordCallbackAttempt). Single statements outside a transaction are
-// one-statement transactions.
-var ceilingMix = []ceilingTx{
-	// create order
-	{`INSERT INTO loadgen_ceiling.orders (order_id, merchant_id, amount, currency, order_name, payment_token_hash, expires_at)
-VALUES ($1, 'mer_ceiling', 15000, 'KRW', 'loadgen', '\x00', now() + interval '30 minutes') RETURNING ` + ceilingOrderCols,
-		`INSERT INTO loadgen_ceiling.payment_log (order_id, action, to_status, actor, details) VALUES ($1, 'order.created', 'CREATED', 'merchant', '{"amount":15000}')`},
-	// confirm ingress: CREATED → CONFIRMING
-	{`SELECT ` + ceilingOrderCols + ` FROM loadgen_ceiling.orders WHERE order_id = $1 AND merchant_id = 'mer_ceiling' FOR UPDATE`,
-		`UPDATE loadgen_ceiling.orders SET status = 'CONFIRMING', version = version + 1, updated_at = now(), payment_key = $2,
-pg_idempotency_key = $2, confirm_requested_at = now(), next_check_at = now() + interval '30 seconds'
-WHERE order_id = $1 AND version = 1 AND status = ANY('{CREATED}') RETURNING ` + ceilingOrderCols,
-		`INSERT INTO loadgen_ceiling.payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, 'confirm.accepted', 'CREATED', 'CONFIRMING', 'merchant', '{}')`,
-		`SELECT pg_notify('loadgen_ceiling', $1)`},
-	// worker: read the order
-	{`SELECT ` + ceilingOrderCols + ` FROM loadgen_ceiling.orders WHERE order_id = $1`},
-	// worker: record the PG call
-	{`INSERT INTO loadgen_ceiling.payment_log (order_id, action, actor, details) VALUES ($1, 'pg.confirm', 'worker', '{"attempt":1}')`,
-		`UPDATE loadgen_ceiling.orders SET confirm_attempts = confirm_attempts + 1, next_check_at = now() + interval '30 seconds'
-WHERE order_id = $1 AND version = 2 AND status = 'CONFIRMING'`},
-	// worker: CONFIRMING → PAID with its callback
-	{`SELECT ` + ceilingOrderCols + ` FROM loadgen_ceiling.orders WHERE order_id = $1 FOR UPDATE`,
-		`UPDATE loadgen_ceiling.orders SET status = 'PAID', version = version + 1, updated_at = now(), method = 'CARD', approved_at = now()
-WHERE order_id = $1 AND version = 2 AND status = ANY('{CONFIRMING}') RETURNING ` + ceilingOrderCols,
-		`INSERT INTO loadgen_ceiling.payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, 'payment.approved', 'CONFIRMING', 'PAID', 'worker', '{}')`,
-		`INSERT INTO loadgen_ceiling.callbacks (callback_id, merchant_id, order_id, event_type, payload) VALUES ($3, 'mer_ceiling', $1, 'payment.paid', '{"type":"payment.paid","data":{}}')`,
-		`SELECT pg_notify('loadgen_ceiling', $1)`},
-	// PG webhook in: stored once
-	{`INSERT INTO loadgen_ceiling.pg_events (event_key, provider, payment_key, order_id, pg_status, body) VALUES ($2, 'mockpg', $2, $1, 'DONE', '{}') ON CONFLICT DO NOTHING`},
-	// PG webhook applied (the order is already PAID: read and mark)
-	{`SELECT ` + ceilingOrderCols + ` FROM loadgen_ceiling.orders WHERE payment_key = $2`,
-		`UPDATE loadgen_ceiling.pg_events SET state = 'APPLIED', applied_at = now() WHERE provider = 'mockpg' AND event_key = $2`},
-	// callback sweep claims it
-	{`UPDATE loadgen_ceiling.callbacks SET enqueued_at = now() WHERE callback_id = $3 AND status = 'PENDING'`},
-	// deliverer loads it
-	{`SELECT c.callback_id, c.payload::text, m.callback_url FROM loadgen_ceiling.callbacks c JOIN loadgen_ceiling.merchants m ON m.merchant_id = c.merchant_id WHERE c.callback_id = $3`},
-	// deliverer records the attempt
-	{`UPDATE loadgen_ceiling.callbacks SET status = 'DELIVERED', attempt = attempt + 1, delivered_at = now() WHERE callback_id = $3 AND attempt = 0`,
-		`INSERT INTO loadgen_ceiling.callback_attempts (callback_id, attempt, started_at, status_code, latency_ms) VALUES ($3, 1, now(), 204, 1)`},
+type ceilingPayment struct {
+	merchant, token, paymentKey, orderID string
+	version                              int
+	event                                store.PGEvent
+	delivery                             store.CallbackDelivery
 }
 
 func randID(prefix string) string {
@@ -100,22 +117,74 @@ func randID(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// RunSQLCeiling runs n payments' worth of ceilingMix over conns connections.
-func RunSQLCeiling(ctx context.Context, db *sql.DB, n, conns int, progress Progresser) (SQLCeiling, error) {
-	for _, q := range ceilingSetup {
-		if _, err := db.ExecContext(ctx, q); err != nil {
+// RunSQLCeiling runs n payments through the store's own methods over conns
+// connections in the scratch schema CeilingSchema of the database at
+// dbURL (migrated by store.Migrate, dropped afterwards), spread over
+// `merchants` merchants as the worker's lanes spread callbacks.
+func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, progress Progresser) (SQLCeiling, error) {
+	admin, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return SQLCeiling{}, err
+	}
+	defer admin.Close()
+	for _, q := range []string{`DROP SCHEMA IF EXISTS ` + CeilingSchema + ` CASCADE`, `CREATE SCHEMA ` + CeilingSchema} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
 			return SQLCeiling{}, fmt.Errorf("ceiling setup: %s: %w", q, err)
 		}
 	}
-	defer db.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS loadgen_ceiling CASCADE`)
+	defer admin.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+CeilingSchema+` CASCADE`) //nolint:errcheck
+	scoped, err := withSearchPath(dbURL, CeilingSchema)
+	if err != nil {
+		return SQLCeiling{}, err
+	}
+	db, err := sqlx.Open("postgres", scoped)
+	if err != nil {
+		return SQLCeiling{}, err
+	}
+	defer db.Close()
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
-	stmts := 0
-	for _, tx := range ceilingMix {
-		stmts += len(tx)
+	if err := store.Migrate(ctx, db.DB, nil); err != nil {
+		return SQLCeiling{}, fmt.Errorf("ceiling schema: %w", err)
 	}
-	out := SQLCeiling{Payments: n, Conns: conns, TxPerPayment: len(ceilingMix), StmtsPerPayment: stmts}
-	// The stages of one payment run in order, but many payments interleave,
+	keys, err := secretbox.ParseKeys("ceiling:" + base64.StdEncoding.EncodeToString(randBytes(32)))
+	if err != nil {
+		return SQLCeiling{}, err
+	}
+	st := store.New(db, keys, store.Options{})
+	merchants = max(1, merchants)
+	ids := make([]string, merchants)
+	for i := range ids {
+		m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: fmt.Sprintf("ceiling %d", i), CallbackURL: "http://127.0.0.1:9/ceiling"})
+		if err != nil {
+			return SQLCeiling{}, fmt.Errorf("ceiling merchant: %w", err)
+		}
+		ids[i] = m.MerchantID
+	}
+	out := SQLCeiling{Payments: n, Conns: conns, Merchants: merchants, TxPerPayment: len(ceilingSteps)}
+	commits := func() float64 {
+		var c float64
+		_ = admin.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&c)
+		return c
+	}
+	// A backend reports its counts when idle for a second or on exit: end
+	// the setup's connections and read until the count settles.
+	settle := func() float64 {
+		last := commits()
+		for range 30 {
+			time.Sleep(100 * time.Millisecond)
+			c := commits()
+			if c == last {
+				break
+			}
+			last = c
+		}
+		return last
+	}
+	db.SetMaxIdleConns(0)
+	db.SetMaxIdleConns(conns)
+	before := settle()
+	// The steps of one payment run in order, but many payments interleave,
 	// as they do in payrail.
 	var next atomic.Int64
 	var firstErr error
@@ -129,10 +198,12 @@ func RunSQLCeiling(ctx context.Context, db *sql.DB, n, conns int, progress Progr
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				args := []any{randID("ord_"), randID("pk_"), randID("msg_")}
-				if err := runPayment(ctx, db, args); err != nil {
-					once.Do(func() { firstErr = err })
-					return
+				p := &ceilingPayment{merchant: ids[int(i)%merchants], token: randID("pt_"), paymentKey: randID("tmock_")}
+				for k, step := range ceilingSteps {
+					if err := step(ctx, st, p); err != nil {
+						once.Do(func() { firstErr = fmt.Errorf("ceiling step %d: %w", k+1, err) })
+						return
+					}
 				}
 				progress.Add(1)
 			}
@@ -141,55 +212,28 @@ func RunSQLCeiling(ctx context.Context, db *sql.DB, n, conns int, progress Progr
 	wg.Wait()
 	out.Seconds = time.Since(start).Seconds()
 	out.PaymentsPerSec = float64(n) / out.Seconds
+	db.Close()
+	out.CommitsPerPayment = (settle() - before) / float64(n)
 	return out, firstErr
 }
 
-func runPayment(ctx context.Context, db *sql.DB, args []any) error {
-	for _, stmts := range ceilingMix {
-		if len(stmts) == 1 {
-			q, a := bind(stmts[0], args)
-			rows, err := db.QueryContext(ctx, q, a...)
-			if err != nil {
-				return err
-			}
-			rows.Close()
-			continue
-		}
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		for _, q := range stmts {
-			q, a := bind(q, args)
-			rows, err := tx.QueryContext(ctx, q, a...)
-			if err != nil {
-				tx.Rollback()
-				return fmt.Errorf("%.60s: %w", q, err)
-			}
-			for rows.Next() {
-			}
-			rows.Close()
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
+// withSearchPath returns dbURL with the PostgreSQL search_path set, so the
+// store's unqualified SQL runs in schema.
+func withSearchPath(dbURL, schema string) (string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("ceiling: the database URL must be a postgres:// URL")
 	}
-	return nil
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
-// bind renumbers the placeholders a statement uses ($1 order id, $2
-// payment key, $3 callback id) to $1.. in order, with their arguments, so a
-// statement never carries a parameter whose type PostgreSQL cannot infer.
-func bind(q string, args []any) (string, []any) {
-	var out []any
-	for i := range 3 {
-		ph := fmt.Sprintf("$%d", i+1)
-		if strings.Contains(q, ph) {
-			out = append(out, args[i])
-			q = strings.ReplaceAll(q, ph, fmt.Sprintf("#%d", len(out)))
-		}
-	}
-	return strings.ReplaceAll(q, "#", "$"), out
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }
 
 // Progresser counts progress (a *Progress, or nothing).

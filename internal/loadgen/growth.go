@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/payrail/payrail/internal/store"
 )
 
 // SeedMerchant owns the seeded orders, so they are removed by merchant.
@@ -80,7 +82,7 @@ func Explain(ctx context.Context, db *sql.DB, orderID, merchantID string) ([]Pla
 		args    []any
 	}{
 		{"order by id FOR UPDATE (RequestConfirm, Transition)",
-			`SELECT ` + ceilingOrderCols + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2) FOR UPDATE`,
+			`SELECT ` + store.OrderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2) FOR UPDATE`,
 			[]any{orderID, merchantID}},
 		{"due-confirms claim (sweep, ClaimDueConfirms)",
 			`UPDATE orders SET next_check_at = $3
@@ -93,13 +95,13 @@ RETURNING order_id, version, needs_reconciliation`,
 			`SELECT order_id, version FROM orders WHERE status = 'CREATED' AND expires_at <= $1 ORDER BY expires_at LIMIT $2`,
 			[]any{time.Now(), 200}},
 		{"list by merchant, first page (ListOrders)",
-			`SELECT ` + ceilingOrderCols + ` FROM orders
+			`SELECT ` + store.OrderColumns + ` FROM orders
 WHERE ($1 = '' OR merchant_id = $1) AND seq < $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR merchant_order_id = $4)
   AND ($5 = '' OR payment_key = $5) AND ($6 = '' OR order_id = $6) AND (NOT $7 OR needs_reconciliation)
 ORDER BY seq DESC LIMIT $8`,
 			[]any{merchantID, int64(1<<63 - 1), "", "", "", "", false, 21}},
 		{"list by merchant and status (ListOrders ?status=PAID)",
-			`SELECT ` + ceilingOrderCols + ` FROM orders
+			`SELECT ` + store.OrderColumns + ` FROM orders
 WHERE ($1 = '' OR merchant_id = $1) AND seq < $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR merchant_order_id = $4)
   AND ($5 = '' OR payment_key = $5) AND ($6 = '' OR order_id = $6) AND (NOT $7 OR needs_reconciliation)
 ORDER BY seq DESC LIMIT $8`,

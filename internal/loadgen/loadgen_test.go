@@ -6,12 +6,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/payrail/payrail/internal/callback"
 	"github.com/payrail/payrail/internal/loadgen"
 	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testenv"
 )
 
 // TestRunPaysEveryOrderOnce is `make bench` shrunk to run in `make test`: 200
@@ -138,3 +140,33 @@ func TestSinkRefusesBadSignatures(t *testing.T) {
 		t.Error("a badly signed callback counted as delivered")
 	}
 }
+
+// The SQL ceiling drives the store's own methods in a scratch schema: every
+// payment ends PAID with its event and callback settled, and the running
+// system's tables (schema public) are not touched.
+func TestSQLCeilingRunsTheStoreInAScratchSchema(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	var before int
+	testenv.Must(t, db.DB.Get(&before, `SELECT count(*) FROM orders`))
+	var progress countProgress
+	c, err := loadgen.RunSQLCeiling(context.Background(), db.URL, 60, 4, 3, &progress)
+	testenv.Must(t, err)
+	if c.Payments != 60 || c.PaymentsPerSec <= 0 || c.TxPerPayment != 9 || progress.n.Load() != 60 {
+		t.Fatalf("ceiling = %+v, progress %d", c, progress.n.Load())
+	}
+	t.Logf("ceiling: %.0f payments/s, %.1f commits per payment", c.PaymentsPerSec, c.CommitsPerPayment)
+	if c.CommitsPerPayment < 5 {
+		t.Fatalf("commits per payment %.1f: the store's transactions did not run", c.CommitsPerPayment)
+	}
+	var after, schemas int
+	testenv.Must(t, db.DB.Get(&after, `SELECT count(*) FROM orders`))
+	testenv.Must(t, db.DB.Get(&schemas, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, loadgen.CeilingSchema))
+	if after != before || schemas != 0 {
+		t.Fatalf("public orders %d → %d, scratch schemas left %d", before, after, schemas)
+	}
+}
+
+type countProgress struct{ n atomic.Int64 }
+
+func (p *countProgress) Add(n int) { p.n.Add(int64(n)) }
