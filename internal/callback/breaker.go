@@ -3,6 +3,7 @@ package callback
 import (
 	"time"
 
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -27,7 +28,7 @@ func (p BreakerPolicy) orDefault() BreakerPolicy {
 // breakerFailure reports whether an attempt says the endpoint is down:
 // refused, timed out or a 5xx. A 4xx (or 429) is an endpoint that answers.
 func breakerFailure(o store.CallbackOutcome) bool {
-	return o.Status != "DELIVERED" && !o.DisableEndpoint && (o.StatusCode == 0 || o.StatusCode >= 500)
+	return o.Status != payment.CallbackDelivered && !o.DisableEndpoint && (o.StatusCode == 0 || o.StatusCode >= 500)
 }
 
 // After is the breaker once a turn's attempts are in. Any 2xx closes it.
@@ -40,7 +41,7 @@ func (p BreakerPolicy) After(b store.Breaker, results []store.CallbackOutcome, n
 	var lastErr string
 	for _, o := range results {
 		switch {
-		case o.Status == "DELIVERED":
+		case o.Status == payment.CallbackDelivered:
 			delivered = true
 		case breakerFailure(o):
 			failed++

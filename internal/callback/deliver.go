@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/payrail/payrail/internal/lock"
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 )
@@ -399,9 +400,9 @@ func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.Callb
 		log.Warn("callback moved while it was being sent; attempt not recorded")
 	case o.DisableEndpoint:
 		log.Warn("merchant endpoint answered 410 Gone; callbacks disabled until re-enabled")
-	case o.Status == "DELIVERED":
+	case o.Status == payment.CallbackDelivered:
 		log.Info("callback delivered")
-	case o.Status == "DEAD":
+	case o.Status == payment.CallbackDead:
 		log.Warn("callback dead after its last attempt", "err", o.Error)
 	default:
 		log.Info("callback attempt failed; retrying", "err", o.Error, "next_attempt_at", o.NextAttempt)
@@ -413,9 +414,9 @@ func outcomeLabel(o store.CallbackOutcome) string {
 	switch {
 	case o.DisableEndpoint:
 		return "gone"
-	case o.Status == "DELIVERED":
+	case o.Status == payment.CallbackDelivered:
 		return "delivered"
-	case o.Status == "DEAD":
+	case o.Status == payment.CallbackDead:
 		return "dead"
 	case o.StatusCode == 0:
 		return "error"
@@ -432,14 +433,14 @@ func (d *Deliverer) outcome(c store.CallbackDelivery, a Attempt) store.CallbackO
 	o := store.CallbackOutcome{
 		CallbackID: c.CallbackID, MerchantID: c.MerchantID, Attempt: c.Attempt, StartedAt: a.Started,
 		StatusCode: a.StatusCode, Latency: a.Latency, Response: recordable(a.Response),
-		Status: "PENDING", NextAttempt: now,
+		Status: payment.CallbackPending, NextAttempt: now,
 	}
 	if a.Err != nil {
 		o.Error = a.Err.Error()
 	}
 	switch code := a.StatusCode; {
 	case code >= 200 && code < 300:
-		o.Status = "DELIVERED"
+		o.Status = payment.CallbackDelivered
 		return o
 	case code == http.StatusGone:
 		o.DisableEndpoint = true
@@ -451,7 +452,7 @@ func (d *Deliverer) outcome(c store.CallbackDelivery, a Attempt) store.CallbackO
 	// n attempts of this generation failed before this one.
 	n := c.Attempt % store.CallbackGeneration
 	if n >= len(d.Schedule) || n >= store.CallbackGeneration-1 {
-		o.Status = "DEAD"
+		o.Status = payment.CallbackDead
 		return o
 	}
 	delay := d.jitter(d.Schedule[n])

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -23,7 +24,7 @@ func TestOutcome(t *testing.T) {
 		name    string
 		attempt int
 		a       Attempt
-		status  string
+		status  payment.CallbackStatus
 		next    time.Duration
 		disable bool
 	}{

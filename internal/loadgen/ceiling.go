@@ -99,7 +99,7 @@ var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPaymen
 			return nil // another payment's claim took it: it records that one
 		}
 		_, err := st.RecordCallbackAttempt(ctx, store.CallbackOutcome{CallbackID: p.delivery.CallbackID, Attempt: p.delivery.Attempt,
-			StartedAt: time.Now(), StatusCode: 204, Latency: time.Millisecond, Status: "DELIVERED", MerchantID: p.merchant})
+			StartedAt: time.Now(), StatusCode: 204, Latency: time.Millisecond, Status: payment.CallbackDelivered, MerchantID: p.merchant})
 		return err
 	},
 }

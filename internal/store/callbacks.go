@@ -25,17 +25,17 @@ const CallbackGeneration = 100
 // CallbackDelivery is what the deliverer needs to send one callback: the
 // outbox row and its merchant's endpoint.
 type CallbackDelivery struct {
-	CallbackID      string    `db:"callback_id"`
-	MerchantID      string    `db:"merchant_id"`
-	OrderID         string    `db:"order_id"`
-	EventType       string    `db:"event_type"`
-	Payload         []byte    `db:"payload"`
-	Status          string    `db:"status"`
-	Attempt         int       `db:"attempt"`
-	NextAttemptAt   time.Time `db:"next_attempt_at"`
-	Seq             int64     `db:"seq"`
-	CallbackURL     string    `db:"callback_url"`
-	CallbackEnabled bool      `db:"callback_enabled"`
+	CallbackID      string                 `db:"callback_id"`
+	MerchantID      string                 `db:"merchant_id"`
+	OrderID         string                 `db:"order_id"`
+	EventType       string                 `db:"event_type"`
+	Payload         []byte                 `db:"payload"`
+	Status          payment.CallbackStatus `db:"status"`
+	Attempt         int                    `db:"attempt"`
+	NextAttemptAt   time.Time              `db:"next_attempt_at"`
+	Seq             int64                  `db:"seq"`
+	CallbackURL     string                 `db:"callback_url"`
+	CallbackEnabled bool                   `db:"callback_enabled"`
 }
 
 // payload::text is the body that is signed and sent: jsonb prints the same
@@ -73,8 +73,8 @@ type CallbackOutcome struct {
 	StatusCode  int // 0 when no answer arrived
 	Latency     time.Duration
 	Error       string
-	Response    string // at most 1 KiB, valid UTF-8
-	Status      string // PENDING, DELIVERED or DEAD afterwards
+	Response    string                 // at most 1 KiB, valid UTF-8
+	Status      payment.CallbackStatus // afterwards
 	NextAttempt time.Time
 	// DisableEndpoint turns the merchant's callbacks off (the endpoint
 	// answered 410 Gone).
@@ -132,18 +132,18 @@ var errStale = errors.New("callback moved concurrently")
 
 // Callback is a callback as its merchant sees it, with its attempts.
 type Callback struct {
-	CallbackID    string            `json:"callbackId" db:"callback_id"`
-	OrderID       string            `json:"orderId" db:"order_id"`
-	Type          string            `json:"type" db:"event_type"`
-	Status        string            `json:"status" db:"status"`
-	Attempt       int               `json:"attempt" db:"attempt"`
-	NextAttemptAt *time.Time        `json:"nextAttemptAt" db:"next_attempt_at"`
-	DeliveredAt   *time.Time        `json:"deliveredAt" db:"delivered_at"`
-	LastError     *string           `json:"lastError" db:"last_error"`
-	CreatedAt     time.Time         `json:"createdAt" db:"created_at"`
-	Payload       json.RawMessage   `json:"payload" db:"-"`
-	PayloadText   string            `json:"-" db:"payload"`
-	Attempts      []CallbackAttempt `json:"attempts" db:"-"`
+	CallbackID    string                 `json:"callbackId" db:"callback_id"`
+	OrderID       string                 `json:"orderId" db:"order_id"`
+	Type          string                 `json:"type" db:"event_type"`
+	Status        payment.CallbackStatus `json:"status" db:"status"`
+	Attempt       int                    `json:"attempt" db:"attempt"`
+	NextAttemptAt *time.Time             `json:"nextAttemptAt" db:"next_attempt_at"`
+	DeliveredAt   *time.Time             `json:"deliveredAt" db:"delivered_at"`
+	LastError     *string                `json:"lastError" db:"last_error"`
+	CreatedAt     time.Time              `json:"createdAt" db:"created_at"`
+	Payload       json.RawMessage        `json:"payload" db:"-"`
+	PayloadText   string                 `json:"-" db:"payload"`
+	Attempts      []CallbackAttempt      `json:"attempts" db:"-"`
 }
 
 // CallbackAttempt is one recorded delivery attempt.
@@ -206,7 +206,7 @@ func fixCallback(c *Callback) {
 	c.Payload = json.RawMessage(c.PayloadText)
 	c.CreatedAt = c.CreatedAt.UTC()
 	c.DeliveredAt = utcPtr(c.DeliveredAt)
-	if c.Status != "PENDING" {
+	if c.Status != payment.CallbackPending {
 		c.NextAttemptAt = nil
 	} else {
 		c.NextAttemptAt = utcPtr(c.NextAttemptAt)
