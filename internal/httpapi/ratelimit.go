@@ -27,7 +27,9 @@ import (
 // request gets the same 429 RATE_LIMITED as over the rate, before anything
 // is written.
 type MerchantLimits struct {
-	Store   *store.Store
+	Store interface {
+		MerchantRateLimit(ctx context.Context, merchantID string) (*store.RateLimit, error)
+	}
 	Default ratelimit.Limit
 	TTL     time.Duration
 	// MaxInFlight is PAYRAIL_MERCHANT_MAX_IN_FLIGHT: requests of one

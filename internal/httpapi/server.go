@@ -30,9 +30,53 @@ type Enqueuer interface {
 
 var _ Enqueuer = (*queue.Client)(nil)
 
+// Store is everything the ingress reads and writes; *store.Store is the one
+// implementation. Merchant-scoped methods answer another merchant's records
+// with their NOT_FOUND code and refuse an empty merchant id
+// (store.ErrUnscoped); lookups return payment.Error codes a caller may see.
+type Store interface {
+	// Merchants, secrets and operators (admin API).
+	CreateMerchant(ctx context.Context, m store.NewMerchant) (store.CreatedMerchant, error)
+	// Merchant and UpdateMerchant return MERCHANT_NOT_FOUND.
+	Merchant(ctx context.Context, merchantID string) (store.Merchant, error)
+	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
+	AddSecret(ctx context.Context, merchantID, kind string) (secretID, secret string, err error)
+	// RevokeSecret returns SECRET_NOT_FOUND or LAST_ACTIVE_SECRET.
+	RevokeSecret(ctx context.Context, merchantID, secretID string) error
+	// CreateOperator returns OPERATOR_ALREADY_EXISTS.
+	CreateOperator(ctx context.Context, name, passwordHash string) (store.Operator, error)
+
+	// Orders (merchant API); ORDER_NOT_FOUND for another merchant's.
+	CreateOrder(ctx context.Context, o store.NewOrder, fin *store.IdemFinish[payment.Order]) (payment.Order, error)
+	Order(ctx context.Context, merchantID, orderID string, withHistory bool) (payment.Order, error)
+	OrderRow(ctx context.Context, merchantID, orderID string) (store.OrderRow, error)
+	// OrderByPaymentKey returns PAYMENT_NOT_FOUND.
+	OrderByPaymentKey(ctx context.Context, merchantID, paymentKey string) (payment.Order, error)
+	ListOrders(ctx context.Context, merchantID string, f store.ListFilter) (orders []payment.Order, next string, err error)
+	History(ctx context.Context, orderID, cursor string, limit int) (entries []payment.LogEntry, next string, err error)
+	RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *store.IdemFinish[store.ConfirmResult]) (store.ConfirmResult, error)
+	RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *store.IdemFinish[store.Cancel]) (store.Cancel, error)
+	// CancelByID returns CANCEL_NOT_FOUND.
+	CancelByID(ctx context.Context, merchantID, orderID, cancelID string) (store.Cancel, error)
+
+	// Callbacks (merchant API); CALLBACK_NOT_FOUND for another merchant's.
+	Callbacks(ctx context.Context, f store.CallbackFilter) ([]store.Callback, error)
+	RedeliverCallback(ctx context.Context, merchantID, callbackID string) (store.Callback, error)
+
+	// Idempotency-Key: IDEMPOTENCY_KEY_REUSED or IDEMPOTENCY_KEY_IN_USE.
+	ClaimIdempotency(ctx context.Context, scope store.IdemScope, requestHash []byte) (*store.IdemClaim, *store.StoredResponse, error)
+	ReleaseIdempotency(ctx context.Context, c *store.IdemClaim) error
+
+	// PG webhooks: OrderRowForEvent returns ORDER_NOT_FOUND.
+	OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (store.OrderRow, error)
+	InsertPGEvent(ctx context.Context, e store.PGEvent) (stored bool, err error)
+}
+
+var _ Store = (*store.Store)(nil)
+
 // Server holds the ingress's dependencies.
 type Server struct {
-	Store       *store.Store
+	Store       Store
 	Verifier    *auth.Verifier
 	Queue       Enqueuer
 	Waiter      *Waiter
