@@ -1,8 +1,12 @@
 package ops
 
 import (
+	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +29,29 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-origin login refused", http.StatusForbidden)
 		return
 	}
+	addr := c.clientAddr(r)
+	if c.Throttle != nil {
+		release, err := c.Throttle.Admit(r.Context(), name, addr)
+		var th *Throttled
+		if errors.As(err, &th) {
+			outcome := "throttled"
+			if th.Status == http.StatusServiceUnavailable {
+				outcome = "busy"
+			}
+			c.observeLogin(outcome)
+			c.Log.Warn("operator login refused", "operator", name, "remote", addr, "reason", th.Reason, "retry_after", th.RetryAfter)
+			secs := max(1, int(math.Ceil(th.RetryAfter.Seconds())))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			w.WriteHeader(th.Status)
+			c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name,
+				"Error": fmt.Sprintf("Sign-in paused: %s. Try again in %s.", th.Reason, (time.Duration(secs) * time.Second).String())})
+			return
+		}
+		if err != nil {
+			c.Log.Warn("login throttle unavailable; admitting", "err", err)
+		}
+		defer release()
+	}
 	op, err := c.Store.OperatorByName(r.Context(), name)
 	hash := []byte(op.PasswordHash)
 	if err != nil {
@@ -35,11 +62,25 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		hash = dummyHash()
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
-		c.Log.Warn("operator login failed", "operator", name, "remote", r.RemoteAddr)
+		c.observeLogin("failed")
+		var lock time.Duration
+		if c.Throttle != nil {
+			var terr error
+			if lock, terr = c.Throttle.Failed(r.Context(), name); terr != nil {
+				c.Log.Warn("login throttle unavailable", "err", terr)
+			}
+		}
+		c.Log.Warn("operator login failed", "operator", name, "remote", addr, "locked_for", lock)
 		w.WriteHeader(http.StatusUnauthorized)
 		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "Wrong name or password."})
 		return
 	}
+	if c.Throttle != nil {
+		if err := c.Throttle.Succeeded(r.Context(), name); err != nil {
+			c.Log.Warn("login throttle unavailable", "err", err)
+		}
+	}
+	c.observeLogin("success")
 	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, c.now())
 	if err != nil {
 		c.fail(w, r, err)
@@ -51,6 +92,35 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	})
 	c.Log.Info("operator login", "operator", op.Name)
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) observeLogin(outcome string) {
+	if c.ObserveLogin != nil {
+		c.ObserveLogin(outcome)
+	}
+}
+
+// clientAddr is the address a login counts against: the peer, or the
+// rightmost X-Forwarded-For hop when the peer is a trusted proxy.
+func (c *Console) clientAddr(r *http.Request) string {
+	peer := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		peer = ap.Addr().String()
+	}
+	if !c.fromTrustedProxy(r) {
+		return peer
+	}
+	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		if !slices.ContainsFunc(c.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return a.String()
+		}
+	}
+	return peer
 }
 
 // isHTTPS reports whether the session cookie must be Secure: always with

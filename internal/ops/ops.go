@@ -75,8 +75,15 @@ type Console struct {
 	// (PAYRAIL_SECURE_COOKIES); without it the cookie is Secure only for
 	// TLS requests, direct or through one of TrustedProxies.
 	SecureCookies bool
-	// TrustedProxies are the peers whose X-Forwarded-Proto is believed.
+	// TrustedProxies are the peers whose X-Forwarded-Proto and
+	// X-Forwarded-For are believed.
 	TrustedProxies []netip.Prefix
+	// Throttle slows password guessing; nil leaves logins unthrottled
+	// (tests of other things).
+	Throttle *LoginThrottle
+	// ObserveLogin, when set, counts logins by outcome (success, failed,
+	// throttled, busy).
+	ObserveLogin func(outcome string)
 }
 
 // CookieName is the session cookie.

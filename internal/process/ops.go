@@ -22,6 +22,7 @@ import (
 	"github.com/payrail/payrail/internal/metrics"
 	"github.com/payrail/payrail/internal/ops"
 	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/ratelimit"
 	"github.com/payrail/payrail/internal/worker"
 )
 
@@ -75,6 +76,8 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 
 		SecureCookies:  cfg.SecureCookies,
 		TrustedProxies: cfg.TrustedProxies,
+		Throttle:       &ops.LoginThrottle{Redis: api.Deps.Redis, Limiter: ratelimit.New(api.Deps.Redis)},
+		ObserveLogin:   metrics.NewLogins(reg).Observe,
 	}
 	api.Server.Extra["/ops/"] = console.Handler()
 	api.Metrics = metrics.Handler(reg)

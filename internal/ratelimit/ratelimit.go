@@ -21,10 +21,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Limit is a steady rate per second with a burst.
+// Limit is a steady rate per second (or per Per) with a burst.
 type Limit struct {
 	PerSecond int
 	Burst     int
+	// Per, when set, is the period PerSecond counts over instead of a
+	// second (login attempts are counted per minute).
+	Per time.Duration
 }
 
 // Decision is the answer for one request.
@@ -49,7 +52,11 @@ func New(rdb redis.UniversalClient) *Limiter { return &Limiter{l: redis_rate.New
 // Allow takes one request from key's bucket; ErrUnavailable when Redis did
 // not answer.
 func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (Decision, error) {
-	res, err := l.l.Allow(ctx, key, redis_rate.Limit{Rate: lim.PerSecond, Burst: lim.Burst, Period: time.Second})
+	period := time.Second
+	if lim.Per > 0 {
+		period = lim.Per
+	}
+	res, err := l.l.Allow(ctx, key, redis_rate.Limit{Rate: lim.PerSecond, Burst: lim.Burst, Period: period})
 	if err != nil {
 		return Decision{Limit: lim, Allowed: true}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

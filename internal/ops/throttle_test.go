@@ -1,0 +1,160 @@
+package ops_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/payrail/payrail/internal/ops"
+	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testredis"
+)
+
+func throttled(err error) *ops.Throttled {
+	var th *ops.Throttled
+	if errors.As(err, &th) {
+		return th
+	}
+	return nil
+}
+
+// Five failures lock a name for 30 s, each further failure doubles it up
+// to 15 min, the lock lifts when the (injected) clock passes it, a success
+// clears it, and two api replicas on one Redis see the same lock.
+func TestLoginThrottleLocksAndLifts(t *testing.T) {
+	t.Parallel()
+	rdb := testredis.New(t).Client
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	a := &ops.LoginThrottle{Redis: rdb, Now: now}
+	b := &ops.LoginThrottle{Redis: rdb, Now: now} // another replica
+	ctx := context.Background()
+	attempt := func(th *ops.LoginThrottle) error {
+		release, err := th.Admit(ctx, "alice", "192.0.2.1")
+		if err == nil {
+			release()
+		}
+		return err
+	}
+	for i := range 4 {
+		if err := attempt(a); err != nil {
+			t.Fatalf("attempt %d refused: %v", i+1, err)
+		}
+		if lock, err := a.Failed(ctx, "alice"); err != nil || lock != 0 {
+			t.Fatalf("failure %d locked for %s (%v)", i+1, lock, err)
+		}
+	}
+	if lock, _ := a.Failed(ctx, "alice"); lock != 30*time.Second {
+		t.Fatalf("5th failure locks for %s, want 30s", lock)
+	}
+	th := throttled(attempt(b))
+	if th == nil || th.Status != http.StatusTooManyRequests || th.RetryAfter != 30*time.Second {
+		t.Fatalf("the other replica during the lock: %+v, want 429 for 30s", th)
+	}
+	if err := attempt(a); throttled(err) == nil {
+		t.Fatal("a different name is not affected, but the same name must be")
+	}
+	if _, err := b.Admit(ctx, "bob", "192.0.2.1"); err != nil {
+		t.Fatalf("another name during alice's lock: %v", err)
+	}
+	clock.Add(int64(31 * time.Second))
+	if err := attempt(b); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
+	want := []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 15 * time.Minute, 15 * time.Minute}
+	for i, w := range want {
+		if lock, _ := b.Failed(ctx, "alice"); lock != w {
+			t.Fatalf("failure %d locks for %s, want %s", 6+i, lock, w)
+		}
+	}
+	if err := a.Succeeded(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := attempt(a); err != nil {
+		t.Fatalf("after a success: %v", err)
+	}
+	if lock, _ := a.Failed(ctx, "alice"); lock != 0 {
+		t.Fatalf("first failure after a success locks for %s", lock)
+	}
+}
+
+// 50 parallel attempts never hold more bcrypt slots than the bound: the
+// rest are refused at once with 503, not queued.
+func TestLoginThrottleBoundsConcurrentHashes(t *testing.T) {
+	t.Parallel()
+	th := &ops.LoginThrottle{Redis: testredis.New(t).Client, MaxHashes: 3}
+	var wg sync.WaitGroup
+	var admitted, busy atomic.Int64
+	hold := make(chan struct{})
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			release, err := th.Admit(context.Background(), "n"+string(rune('a'+i%26)), "198.51.100.1")
+			if e := throttled(err); e != nil && e.Status == http.StatusServiceUnavailable {
+				busy.Add(1)
+				return
+			}
+			if err != nil {
+				t.Errorf("attempt %d: %v", i, err)
+				return
+			}
+			admitted.Add(1)
+			<-hold
+			release()
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for admitted.Load()+busy.Load() < 50 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling for the goroutines to answer
+	}
+	close(hold)
+	wg.Wait()
+	if admitted.Load() != 3 || busy.Load() != 47 {
+		t.Fatalf("admitted %d, busy %d; want 3 and 47", admitted.Load(), busy.Load())
+	}
+}
+
+// Through the console on a real api: the sixth attempt for a name is a 429
+// with Retry-After and a message on the login page, even with the right
+// password; another operator still signs in; an address making too many
+// attempts is refused too.
+func TestLoginIsThrottledOverHTTP(t *testing.T) {
+	t.Parallel()
+	sys := setup(t, systest.Options{})
+	status, b := sys.Admin("POST", "/admin/operators", map[string]string{"name": "bob.ops", "password": opPassword})
+	if status != http.StatusCreated {
+		t.Fatalf("second operator: %d %s", status, b)
+	}
+	br := newBrowser(t, sys.URL)
+	for i := range 5 {
+		if p := br.login(opName, "wrong password "+string(rune('a'+i))); p.Status != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i+1, p.Status)
+		}
+	}
+	p := br.login(opName, opPassword)
+	if p.Status != http.StatusTooManyRequests || p.Header.Get("Retry-After") != "30" || !strings.Contains(p.Body, "Sign-in paused") {
+		t.Fatalf("6th attempt: %d Retry-After %q; want 429, 30 and the message", p.Status, p.Header.Get("Retry-After"))
+	}
+	if p := newBrowser(t, sys.URL).login("bob.ops", opPassword); p.Status != http.StatusSeeOther {
+		t.Fatalf("another operator during the lock: %d", p.Status)
+	}
+	// 7 attempts so far from this address; the bucket holds 10 a minute.
+	refused := 0
+	for i := range 6 {
+		p := br.post("/ops/login", url.Values{"name": {"nobody" + string(rune('a'+i))}, "password": {"x"}, "next": {"/ops/"}})
+		if p.Status == http.StatusTooManyRequests {
+			refused++
+		}
+	}
+	if refused < 3 {
+		t.Fatalf("an address over 10 attempts a minute was refused %d of 6 times", refused)
+	}
+}
