@@ -55,7 +55,9 @@ type Throttled struct {
 	Reason     string
 }
 
-func (e *Throttled) Error() string { return fmt.Sprintf("login throttled (%s), retry in %s", e.Reason, e.RetryAfter) }
+func (e *Throttled) Error() string {
+	return fmt.Sprintf("login throttled (%s), retry in %s", e.Reason, e.RetryAfter)
+}
 
 func (t *LoginThrottle) now() time.Time {
 	if t.Now != nil {
