@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,10 @@ type Config struct {
 	DBMaxConns           int    // PAYRAIL_DB_MAX_CONNS
 	RedisURL             string // PAYRAIL_REDIS_URL
 	AdminToken           string // PAYRAIL_ADMIN_TOKEN
+	// AdminTokens are every admin token accepted: PAYRAIL_ADMIN_TOKENS
+	// (comma-separated, at most two, while one is rotated out) and
+	// PAYRAIL_ADMIN_TOKEN. Clients send AdminTokens[0].
+	AdminTokens []string
 	EncryptionKeys       string // PAYRAIL_ENCRYPTION_KEYS
 	Keyring              *secretbox.Keyring
 	PGProvider           string          // PAYRAIL_PG_PROVIDER: toss (default) or mockpg (sandbox mode)
@@ -85,6 +90,7 @@ func Load(getenv func(string) string) (Config, error) {
 		DatabaseURL:          or(getenv("PAYRAIL_DATABASE_URL"), "postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable"),
 		RedisURL:             or(getenv("PAYRAIL_REDIS_URL"), "redis://127.0.0.1:56379/0"),
 		AdminToken:           getenv("PAYRAIL_ADMIN_TOKEN"),
+		AdminTokens:          adminTokens(getenv("PAYRAIL_ADMIN_TOKENS"), getenv("PAYRAIL_ADMIN_TOKEN")),
 		EncryptionKeys:       getenv("PAYRAIL_ENCRYPTION_KEYS"),
 		PGProvider:           or(getenv("PAYRAIL_PG_PROVIDER"), ProviderToss),
 		PGBaseURL:            or(getenv("PAYRAIL_PG_BASE_URL"), "http://127.0.0.1:8070"),
@@ -199,19 +205,26 @@ func Load(getenv func(string) string) (Config, error) {
 	if p, ok := placeholder(c.PGSecretKey); ok {
 		bad("PAYRAIL_PG_SECRET_KEY", "is a placeholder (%q): set the PG's secret key", p)
 	}
-	switch {
-	case c.AdminToken == "":
-		// The admin API is off.
-	case c.Sandbox():
-		// Local development keeps its shorter tokens, never a placeholder.
-		if p, ok := placeholder(c.AdminToken); ok {
-			bad("PAYRAIL_ADMIN_TOKEN", "is a placeholder (%q); generate one, e.g. openssl rand -hex 32", p)
-		} else if len(c.AdminToken) < 16 {
-			bad("PAYRAIL_ADMIN_TOKEN", "must be at least 16 characters")
+	if len(c.AdminTokens) > 2 {
+		bad("PAYRAIL_ADMIN_TOKENS", "takes at most two tokens (the new one and the one being rotated out), got %d", len(c.AdminTokens))
+	}
+	for i, tok := range c.AdminTokens {
+		name := "PAYRAIL_ADMIN_TOKEN"
+		if i < len(c.AdminTokens)-1 || c.AdminToken == "" {
+			name = fmt.Sprintf("PAYRAIL_ADMIN_TOKENS (token %d)", i+1)
 		}
-	default:
-		if err := StrongSecret(c.AdminToken); err != nil {
-			bad("PAYRAIL_ADMIN_TOKEN", "%v", err)
+		switch {
+		case c.Sandbox():
+			// Local development keeps its shorter tokens, never a placeholder.
+			if p, ok := placeholder(tok); ok {
+				bad(name, "is a placeholder (%q); generate one, e.g. openssl rand -hex 32", p)
+			} else if len(tok) < 16 {
+				bad(name, "must be at least 16 characters")
+			}
+		default:
+			if err := StrongSecret(tok); err != nil {
+				bad(name, "%v", err)
+			}
 		}
 	}
 	if c.EncryptionKeys == "" {
@@ -418,4 +431,15 @@ func (c Config) String() string {
 	return fmt.Sprintf("addr=%s api_metrics=%s db=%s redis=%s pg_provider=%s pg=%s pg_key=%s admin_token=%s encryption_keys=%s order_ttl=%s pg_timeout=%s callback_allow_private=%v secure_cookies=%v hsts=%v trusted_proxies=%v",
 		c.Addr, c.APIMetricsAddr, maskDSN(c.DatabaseURL), maskDSN(c.RedisURL), c.PGProvider, c.PGBaseURL, secret(c.PGSecretKey), secret(c.AdminToken),
 		secret(c.EncryptionKeys), c.OrderTTL, c.PGTimeout, c.CallbackAllowPrivate, c.SecureCookies, c.HSTS, c.TrustedProxies)
+}
+
+// adminTokens is PAYRAIL_ADMIN_TOKENS then PAYRAIL_ADMIN_TOKEN, each once.
+func adminTokens(list, single string) []string {
+	var out []string
+	for _, t := range append(strings.Split(list, ","), single) {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }

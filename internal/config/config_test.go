@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -75,6 +76,8 @@ func TestWeakSecretsAreRefused(t *testing.T) {
 		"placeholder PG secret key":                {with(prodEnv(), "PAYRAIL_PG_SECRET_KEY", "CHANGE_ME_live_sk"), "PAYRAIL_PG_SECRET_KEY"},
 		"compose's default webhook secret":         {with(sandboxEnv(), "PAYRAIL_PG_WEBHOOK_SECRET", "whsec_compose_dev"), "PAYRAIL_PG_WEBHOOK_SECRET"},
 		"placeholder webhook secret (long enough)": {with(sandboxEnv(), "PAYRAIL_PG_WEBHOOK_SECRET", "CHANGE_ME_to_32_random_bytes_hex"), "PAYRAIL_PG_WEBHOOK_SECRET"},
+		"weak token in a rotation (production)":    {with(prodEnv(), "PAYRAIL_ADMIN_TOKENS", "test-admin-token-0123456789"), "PAYRAIL_ADMIN_TOKENS"},
+		"three tokens in a rotation":               {with(prodEnv(), "PAYRAIL_ADMIN_TOKENS", strongToken(1)+","+strongToken(2)+","+strongToken(3)), "PAYRAIL_ADMIN_TOKENS"},
 	} {
 		_, err := load(t, tc.env)
 		if err == nil {
@@ -220,5 +223,34 @@ func TestK8sPlaceholdersAreRefused(t *testing.T) {
 	env["PAYRAIL_REDIS_URL"] = "rediss://:Vd8Qm2LpX7@redis.internal:6379/0"
 	if _, err := load(t, env); err != nil {
 		t.Errorf("the filled-in manifest: %v", err)
+	}
+}
+
+func strongToken(seed byte) string {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = byte(i*37+int(seed)*101) ^ 0x5a
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+// PAYRAIL_ADMIN_TOKENS adds a second token during a rotation; the old
+// single variable keeps working, and each token counts once.
+func TestAdminTokenRotation(t *testing.T) {
+	t.Parallel()
+	oldTok, newTok := strongToken(7), strongToken(9)
+	c, err := load(t, with(with(prodEnv(), "PAYRAIL_ADMIN_TOKEN", oldTok), "PAYRAIL_ADMIN_TOKENS", newTok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.AdminTokens) != 2 || c.AdminTokens[0] != newTok || c.AdminTokens[1] != oldTok {
+		t.Fatalf("tokens = %d, want the new then the old", len(c.AdminTokens))
+	}
+	c, err = load(t, with(with(prodEnv(), "PAYRAIL_ADMIN_TOKEN", oldTok), "PAYRAIL_ADMIN_TOKENS", oldTok+", "+newTok))
+	if err != nil || len(c.AdminTokens) != 2 {
+		t.Fatalf("a token named twice counts once: %d tokens, %v", len(c.AdminTokens), err)
+	}
+	if strings.Contains(c.String(), oldTok) || strings.Contains(c.String(), newTok) {
+		t.Fatal("Config.String prints an admin token")
 	}
 }

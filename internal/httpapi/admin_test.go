@@ -197,3 +197,29 @@ func TestAdminErrorsAreProblems(t *testing.T) {
 	h.Set("Content-Type", "text/plain")
 	wantProblem(t, "text/plain", rawDo(t, sys, "POST", "/admin/merchants", []byte(`{}`), h), 415, "UNSUPPORTED_MEDIA_TYPE")
 }
+
+// During a rotation both admin tokens open the admin API (the old
+// PAYRAIL_ADMIN_TOKEN and the new one in PAYRAIL_ADMIN_TOKENS); any other
+// token, or none, is refused.
+func TestAdminTokenRotation(t *testing.T) {
+	t.Parallel()
+	const next = "test_admin_rotation_0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_ADMIN_TOKENS": next}})
+	get := func(token string) int {
+		req, _ := http.NewRequest("GET", sys.URL+"/admin/merchants/mer_nosuchmerchant0000", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for token, want := range map[string]int{systest.AdminToken: 404, next: 404, next + "x": 401, systest.AdminToken[:20]: 401, "": 401} {
+		if got := get(token); got != want {
+			t.Errorf("token %.12q…: %d, want %d", token, got, want)
+		}
+	}
+}

@@ -5,7 +5,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -81,7 +80,9 @@ type Server struct {
 	Queue       Enqueuer
 	Waiter      *Waiter
 	Log         *slog.Logger
+	// AdminToken, or AdminTokens during a rotation, opens the admin API.
 	AdminToken  string
+	AdminTokens []string
 	CheckoutURL string
 	// Sandbox opens the /pg/webhooks/mockpg door; PGWebhookSecret verifies
 	// its X-MockPG-Signature. Outside sandbox mode that door is a 404.
@@ -288,10 +289,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // AdminOnly guards h with the admin bearer token.
 func (s *Server) AdminOnly(h http.Handler) http.Handler { return s.adminOnly(h.ServeHTTP) }
 
+func (s *Server) adminTokens() []string {
+	if s.AdminToken == "" {
+		return s.AdminTokens
+	}
+	return append([]string{s.AdminToken}, s.AdminTokens...)
+}
+
 func (s *Server) adminOnly(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if s.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.AdminToken)) != 1 {
+		if !auth.AdminTokenOK(s.adminTokens(), r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="payrail-admin"`)
 			writeCode(r.Context(), w, payment.CodeUnauthorized, "admin bearer token required")
 			return

@@ -2,7 +2,6 @@ package process
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -11,12 +10,12 @@ import (
 	"net/http/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 
+	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/callback"
 	"github.com/payrail/payrail/internal/config"
 	"github.com/payrail/payrail/internal/metrics"
@@ -131,7 +130,7 @@ func WorkerOpsHandler(cfg config.Config, metricsHandler http.Handler) http.Handl
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", metricsHandler)
-	admin := func(h http.HandlerFunc) http.Handler { return adminOnly(cfg.AdminToken, capSeconds(h)) }
+	admin := func(h http.HandlerFunc) http.Handler { return adminOnly(cfg.AdminTokens, capSeconds(h)) }
 	mux.Handle("/debug/pprof/", admin(pprof.Index))
 	mux.Handle("/debug/pprof/profile", admin(pprof.Profile))
 	mux.Handle("/debug/pprof/symbol", admin(pprof.Symbol))
@@ -139,10 +138,9 @@ func WorkerOpsHandler(cfg config.Config, metricsHandler http.Handler) http.Handl
 }
 
 // adminOnly lets through requests bearing token; none when token is empty.
-func adminOnly(token string, h http.Handler) http.Handler {
+func adminOnly(tokens []string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !auth.AdminTokenOK(tokens, r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="payrail-admin"`)
 			http.Error(w, "admin bearer token required", http.StatusUnauthorized)
 			return

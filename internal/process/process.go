@@ -135,7 +135,7 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		Queue:              deps.Queue,
 		Waiter:             waiter,
 		Log:                log,
-		AdminToken:         cfg.AdminToken,
+		AdminTokens:        cfg.AdminTokens,
 		CheckoutURL:        cfg.CheckoutURL,
 		Sandbox:            cfg.Sandbox(),
 		PGWebhookSecret:    cfg.PGWebhookSecret,
