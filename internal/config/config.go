@@ -18,17 +18,17 @@ import (
 
 // Config is every setting of the api and worker processes.
 type Config struct {
-	Addr                 string // PAYRAIL_ADDR
-	MetricsAddr          string // PAYRAIL_METRICS_ADDR (worker)
-	APIMetricsAddr       string // PAYRAIL_API_METRICS_ADDR (the api's /metrics, never on PAYRAIL_ADDR)
-	DatabaseURL          string // PAYRAIL_DATABASE_URL
-	DBMaxConns           int    // PAYRAIL_DB_MAX_CONNS
-	RedisURL             string // PAYRAIL_REDIS_URL
-	AdminToken           string // PAYRAIL_ADMIN_TOKEN
+	Addr           string // PAYRAIL_ADDR
+	MetricsAddr    string // PAYRAIL_METRICS_ADDR (worker)
+	APIMetricsAddr string // PAYRAIL_API_METRICS_ADDR (the api's /metrics, never on PAYRAIL_ADDR)
+	DatabaseURL    string // PAYRAIL_DATABASE_URL
+	DBMaxConns     int    // PAYRAIL_DB_MAX_CONNS
+	RedisURL       string // PAYRAIL_REDIS_URL
+	AdminToken     string // PAYRAIL_ADMIN_TOKEN
 	// AdminTokens are every admin token accepted: PAYRAIL_ADMIN_TOKENS
 	// (comma-separated, at most two, while one is rotated out) and
 	// PAYRAIL_ADMIN_TOKEN. Clients send AdminTokens[0].
-	AdminTokens []string
+	AdminTokens          []string
 	EncryptionKeys       string // PAYRAIL_ENCRYPTION_KEYS
 	Keyring              *secretbox.Keyring
 	PGProvider           string          // PAYRAIL_PG_PROVIDER: toss (default) or mockpg (sandbox mode)

@@ -1,10 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
-	"fmt"
 	"strings"
 	"testing"
 )

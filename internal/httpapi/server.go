@@ -75,11 +75,11 @@ var _ Store = (*store.Store)(nil)
 
 // Server holds the ingress's dependencies.
 type Server struct {
-	Store       Store
-	Verifier    *auth.Verifier
-	Queue       Enqueuer
-	Waiter      *Waiter
-	Log         *slog.Logger
+	Store    Store
+	Verifier *auth.Verifier
+	Queue    Enqueuer
+	Waiter   *Waiter
+	Log      *slog.Logger
 	// AdminToken, or AdminTokens during a rotation, opens the admin API.
 	AdminToken  string
 	AdminTokens []string
