@@ -35,6 +35,7 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl merchant rate-limit ID (--per-second N --burst M | --default)
                                                  a merchant's ingress rate limit (confirms get twice it)
   payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
+  payrailctl operator suspend|reinstate|delete NAME  end an operator's access (their sessions end at once)
   payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)
   payrailctl keys reencrypt [--batch N]          re-encrypt every row not under the primary key (docs/ops.md)
   payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]

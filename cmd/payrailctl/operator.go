@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 )
@@ -16,7 +17,11 @@ import (
 // --password the password is the first line of stdin, so it stays out of
 // the shell history and the process list.
 func (c *cli) operator(ctx context.Context, args []string) error {
-	const use = "usage: payrailctl operator create NAME [--password P]  (password from stdin when omitted)"
+	const use = "usage: payrailctl operator create NAME [--password P]  (password from stdin when omitted)\n" +
+		"       payrailctl operator suspend|reinstate|delete NAME"
+	if len(args) == 2 && (args[0] == "suspend" || args[0] == "reinstate" || args[0] == "delete") {
+		return c.operatorStatus(ctx, args[0], args[1])
+	}
 	if len(args) < 2 || args[0] != "create" {
 		return errors.New(use)
 	}
@@ -50,6 +55,27 @@ func (c *cli) operator(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.out, "operator %q created; sign in at %s/ops/login\n", name, api)
+	return nil
+}
+
+// operatorStatus suspends, reinstates or deletes an operator; a suspended
+// or deleted operator's console sessions end at their next request.
+func (c *cli) operatorStatus(ctx context.Context, verb, name string) error {
+	path := "/admin/operators/" + url.PathEscape(name)
+	var err error
+	switch verb {
+	case "delete":
+		_, _, err = c.adminCall(ctx, "DELETE", path, nil, http.StatusNoContent)
+	case "suspend":
+		_, _, err = c.adminCall(ctx, "PATCH", path, map[string]string{"status": "SUSPENDED"}, http.StatusOK)
+	default:
+		_, _, err = c.adminCall(ctx, "PATCH", path, map[string]string{"status": "ACTIVE"}, http.StatusOK)
+	}
+	if err != nil {
+		return err
+	}
+	done := map[string]string{"suspend": "suspended", "reinstate": "reinstated", "delete": "deleted"}[verb]
+	fmt.Fprintf(c.out, "operator %q: %s\n", name, done)
 	return nil
 }
 

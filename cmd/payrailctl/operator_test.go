@@ -55,3 +55,41 @@ func TestOperatorCreate(t *testing.T) {
 		t.Error("no name was accepted")
 	}
 }
+
+func TestOperatorSuspendReinstateDelete(t *testing.T) {
+	var calls []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		calls = append(calls, r.Method+" "+r.URL.Path+" "+strings.TrimSpace(string(b)))
+		switch r.Method {
+		case "DELETE":
+			w.WriteHeader(http.StatusNoContent)
+		case "PATCH":
+			if strings.Contains(r.URL.Path, "nobody") {
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = w.Write([]byte(`{"code":"OPERATOR_NOT_FOUND"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{}`))
+		}
+	}))
+	defer srv.Close()
+	env := map[string]string{"PAYRAIL_API_URL": srv.URL, "PAYRAIL_ADMIN_TOKEN": "tok"}
+	getenv := func(k string) string { return env[k] }
+	var out bytes.Buffer
+	for _, verb := range []string{"suspend", "reinstate", "delete"} {
+		if err := run(context.Background(), []string{"operator", verb, "alice"}, getenv, &out); err != nil {
+			t.Fatalf("%s: %v", verb, err)
+		}
+	}
+	want := []string{`PATCH /admin/operators/alice {"status":"SUSPENDED"}`, `PATCH /admin/operators/alice {"status":"ACTIVE"}`, `DELETE /admin/operators/alice `}
+	if strings.Join(calls, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(out.String(), `operator "alice": suspended`) || !strings.Contains(out.String(), `"alice": deleted`) {
+		t.Fatalf("output: %s", out.String())
+	}
+	if err := run(context.Background(), []string{"operator", "suspend", "nobody"}, getenv, &out); err == nil || !strings.Contains(err.Error(), "OPERATOR_NOT_FOUND") {
+		t.Fatalf("unknown operator: %v", err)
+	}
+}

@@ -51,13 +51,19 @@ func (c *cli) adminCall(ctx context.Context, method, path string, body any, want
 	if err != nil {
 		return api, nil, err
 	}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, method, api+path, bytes.NewReader(b))
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, api+path, rd)
 	if err != nil {
 		return api, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return api, nil, err

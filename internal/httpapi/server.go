@@ -42,8 +42,11 @@ type Store interface {
 	AddSecret(ctx context.Context, merchantID, kind string) (secretID, secret string, err error)
 	// RevokeSecret returns SECRET_NOT_FOUND or LAST_ACTIVE_SECRET.
 	RevokeSecret(ctx context.Context, merchantID, secretID string) error
-	// CreateOperator returns OPERATOR_ALREADY_EXISTS.
+	// CreateOperator returns OPERATOR_ALREADY_EXISTS; SetOperatorStatus
+	// and DeleteOperator OPERATOR_NOT_FOUND.
 	CreateOperator(ctx context.Context, name, passwordHash string) (store.Operator, error)
+	SetOperatorStatus(ctx context.Context, name, status string) (store.Operator, error)
+	DeleteOperator(ctx context.Context, name string) error
 
 	// Orders (merchant API); ORDER_NOT_FOUND for another merchant's.
 	CreateOrder(ctx context.Context, o store.NewOrder, fin *store.IdemFinish[payment.Order]) (payment.Order, error)
@@ -133,6 +136,8 @@ func (s *Server) Handler() http.Handler {
 	admin("POST /admin/merchants/{merchantId}/secrets", s.addSecret)
 	admin("DELETE /admin/merchants/{merchantId}/secrets/{secretId}", s.revokeSecret)
 	admin("POST /admin/operators", s.createOperator)
+	admin("PATCH /admin/operators/{name}", s.patchOperator)
+	admin("DELETE /admin/operators/{name}", s.deleteOperator)
 
 	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }
 	merchant("POST /v1/orders", s.createOrder)

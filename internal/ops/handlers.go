@@ -75,13 +75,20 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "Wrong name or password."})
 		return
 	}
+	if op.Status != "ACTIVE" {
+		c.observeLogin("failed")
+		c.Log.Warn("suspended operator refused", "operator", op.Name, "remote", addr)
+		w.WriteHeader(http.StatusForbidden)
+		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "This operator account is suspended."})
+		return
+	}
 	if c.Throttle != nil {
 		if err := c.Throttle.Succeeded(r.Context(), name); err != nil {
 			c.Log.Warn("login throttle unavailable", "err", err)
 		}
 	}
 	c.observeLogin("success")
-	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, c.now())
+	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, addr, c.now())
 	if err != nil {
 		c.fail(w, r, err)
 		return

@@ -53,6 +53,8 @@ type Store interface {
 	MerchantTotalsSince(ctx context.Context, since time.Time) ([]store.MerchantTotal, error)
 	// UpdateMerchant returns MERCHANT_NOT_FOUND for an unknown merchant.
 	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
+	// OperatorActive reports whether the operator exists and is ACTIVE.
+	OperatorActive(ctx context.Context, operatorID string) (bool, error)
 	// ActivePGAlert returns the alert of kind seen within `within`, or nil.
 	ActivePGAlert(ctx context.Context, kind string, within time.Duration) (*store.PGAlert, error)
 }
@@ -184,7 +186,19 @@ func (c *Console) requireSession(h http.Handler) http.Handler {
 		var sess Session
 		ck, err := r.Cookie(CookieName)
 		if err == nil {
-			sess, err = c.Sessions.Get(r.Context(), ck.Value)
+			sess, err = c.Sessions.Get(r.Context(), ck.Value, c.now())
+		}
+		if err == nil {
+			// Suspended or deleted: the session ends now, on every replica.
+			active, aerr := c.Store.OperatorActive(r.Context(), sess.OperatorID)
+			switch {
+			case aerr != nil:
+				err = aerr
+			case !active:
+				_ = c.Sessions.Delete(r.Context(), ck.Value)
+				c.Log.Warn("session of a suspended or deleted operator refused", "operator", sess.Operator)
+				err = errNoSession
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, errNoSession) && !errors.Is(err, http.ErrNoCookie) {
@@ -392,6 +406,9 @@ func init() {
 type view struct {
 	Title    string
 	Operator string
+	// Since and From are when and where this session signed in.
+	Since time.Time
+	From  string
 	CSRF     string
 	Path     string
 	Flash    string
@@ -403,7 +420,7 @@ type view struct {
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, data any) {
 	a := session(r)
-	v := view{Title: title, Operator: a.sess.Operator, CSRF: a.sess.CSRF, Path: r.URL.RequestURI(), Flash: flashes[r.URL.Query().Get("flash")], Data: data}
+	v := view{Title: title, Operator: a.sess.Operator, Since: a.sess.CreatedAt, From: a.sess.Addr, CSRF: a.sess.CSRF, Path: r.URL.RequestURI(), Flash: flashes[r.URL.Query().Get("flash")], Data: data}
 	if v.Operator != "" {
 		a, err := c.Store.ActivePGAlert(r.Context(), store.AlertPGMisconfigured, AlertWindow)
 		if err != nil {

@@ -685,3 +685,42 @@ VALUES ('cnl_plain', $1, $2, 1000, 'r', 'k1', 2, false, now() - interval '1 hour
 		t.Fatalf("unflagged cancel row: %s", plainRow)
 	}
 }
+
+// Suspending an operator ends their open session at its next request and
+// refuses their sign-in; reinstating lets them back; deleting ends it too.
+// The console shows since when and from where the session signed in.
+func TestSuspendedOperatorLosesTheirSession(t *testing.T) {
+	t.Parallel()
+	sys := setup(t, systest.Options{})
+	b := loggedIn(t, sys)
+	if p := b.get("/ops/"); p.Status != http.StatusOK || !strings.Contains(p.Body, `id="signed-in-since"`) || !strings.Contains(p.Body, " from 127.0.0.1") {
+		t.Fatalf("orders page: %d, or no 'signed in since … from …'", p.Status)
+	}
+	patch := func(status string) {
+		t.Helper()
+		if code, body := sys.Admin("PATCH", "/admin/operators/"+opName, map[string]string{"status": status}); code != http.StatusOK {
+			t.Fatalf("PATCH operator %s: %d %s", status, code, body)
+		}
+	}
+	patch("SUSPENDED")
+	if p := b.get("/ops/"); p.Status != http.StatusSeeOther || !strings.HasPrefix(p.Header.Get("Location"), "/ops/login") {
+		t.Fatalf("a suspended operator's session: %d %s, want a redirect to the login", p.Status, p.Header.Get("Location"))
+	}
+	if p := newBrowser(t, sys.URL).login(opName, opPassword); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "suspended") {
+		t.Fatalf("a suspended operator's sign-in: %d", p.Status)
+	}
+	patch("ACTIVE")
+	b = loggedIn(t, sys)
+	if code, body := sys.Admin("DELETE", "/admin/operators/"+opName, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE operator: %d %s", code, body)
+	}
+	if p := b.get("/ops/"); p.Status != http.StatusSeeOther {
+		t.Fatalf("a deleted operator's session: %d", p.Status)
+	}
+	if code, _ := sys.Admin("PATCH", "/admin/operators/"+opName, map[string]string{"status": "ACTIVE"}); code != http.StatusNotFound {
+		t.Fatalf("PATCH a deleted operator: %d, want 404", code)
+	}
+	if code, _ := sys.Admin("PATCH", "/admin/operators/nobody", map[string]string{"status": "PAUSED"}); code != http.StatusBadRequest {
+		t.Fatalf("PATCH with a bad status: %d, want 400", code)
+	}
+}

@@ -69,7 +69,7 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 	}()
 	console := &ops.Console{
 		Store:    api.Deps.Store,
-		Sessions: &ops.Sessions{Redis: api.Deps.Redis},
+		Sessions: &ops.Sessions{Redis: api.Deps.Redis, TTL: cfg.OpsSessionMax, Idle: cfg.OpsSessionIdle},
 		Queues:   mon,
 		Log:      log.With("component", "ops"),
 

@@ -21,18 +21,23 @@ import (
 
 // Operator is a console account. PasswordHash is a bcrypt hash.
 type Operator struct {
-	OperatorID   string    `db:"operator_id" json:"operatorId"`
-	Name         string    `db:"name" json:"name"`
-	PasswordHash string    `db:"password_hash" json:"-"`
-	CreatedAt    time.Time `db:"created_at" json:"createdAt"`
+	OperatorID   string `db:"operator_id" json:"operatorId"`
+	Name         string `db:"name" json:"name"`
+	PasswordHash string `db:"password_hash" json:"-"`
+	// Status is ACTIVE or SUSPENDED; a suspended operator cannot sign in
+	// and their sessions end.
+	Status    string    `db:"status" json:"status"`
+	CreatedAt time.Time `db:"created_at" json:"createdAt"`
 }
+
+const operatorColumns = `operator_id, name, password_hash, status, created_at`
 
 // CreateOperator stores a new operator; OPERATOR_ALREADY_EXISTS when the
 // name is taken. The caller hashes the password.
 func (s *Store) CreateOperator(ctx context.Context, name, passwordHash string) (Operator, error) {
 	var op Operator
 	err := s.db.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
-RETURNING operator_id, name, password_hash, created_at`, NewID("opr_", 20), name, passwordHash)
+RETURNING `+operatorColumns, NewID("opr_", 20), name, passwordHash)
 	if isUniqueViolation(err, "") {
 		return Operator{}, payment.Errorf(payment.CodeOperatorExists, "operator %q already exists", name)
 	}
@@ -45,7 +50,7 @@ RETURNING operator_id, name, password_hash, created_at`, NewID("opr_", 20), name
 // OperatorByName returns an operator; OPERATOR_NOT_FOUND when absent.
 func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, error) {
 	var op Operator
-	err := s.db.GetContext(ctx, &op, `SELECT operator_id, name, password_hash, created_at FROM operators WHERE name = $1`, name)
+	err := s.db.GetContext(ctx, &op, `SELECT `+operatorColumns+` FROM operators WHERE name = $1`, name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
 	}
@@ -53,6 +58,44 @@ func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, erro
 		return op, fmt.Errorf("select operator: %w", err)
 	}
 	return op, nil
+}
+
+// OperatorActive reports whether the operator exists and is ACTIVE: the
+// console asks on every request, so suspending or deleting an operator
+// ends their sessions at once on every replica.
+func (s *Store) OperatorActive(ctx context.Context, operatorID string) (bool, error) {
+	var n int
+	if err := s.db.GetContext(ctx, &n, `SELECT count(*) FROM operators WHERE operator_id = $1 AND status = 'ACTIVE'`, operatorID); err != nil {
+		return false, fmt.Errorf("operator status: %w", err)
+	}
+	return n == 1, nil
+}
+
+// SetOperatorStatus suspends (SUSPENDED) or reinstates (ACTIVE) an
+// operator; OPERATOR_NOT_FOUND when absent.
+func (s *Store) SetOperatorStatus(ctx context.Context, name, status string) (Operator, error) {
+	var op Operator
+	err := s.db.GetContext(ctx, &op, `UPDATE operators SET status = $2 WHERE name = $1 RETURNING `+operatorColumns, name, status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return op, payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
+	}
+	if err != nil {
+		return op, fmt.Errorf("update operator: %w", err)
+	}
+	return op, nil
+}
+
+// DeleteOperator removes an operator; OPERATOR_NOT_FOUND when absent. The
+// history rows they wrote keep their name.
+func (s *Store) DeleteOperator(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM operators WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete operator: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
+	}
+	return nil
 }
 
 // OrderSearch narrows SearchOrders. Query matches an orderId, a
