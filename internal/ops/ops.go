@@ -409,9 +409,9 @@ type view struct {
 	// Since and From are when and where this session signed in.
 	Since time.Time
 	From  string
-	CSRF     string
-	Path     string
-	Flash    string
+	CSRF  string
+	Path  string
+	Flash string
 	// PGAlert, when set, is the banner on every page: the PG is refusing
 	// payrail's own credentials or request, and confirms are being retried.
 	PGAlert *store.PGAlert
