@@ -36,6 +36,8 @@ Credentials come from the environment or, when unset, from .run/env and
                                                  a merchant's ingress rate limit (confirms get twice it)
   payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
   payrailctl operator suspend|reinstate|delete NAME  end an operator's access (their sessions end at once)
+  payrailctl audit list [--actor A] [--target T] [--action X] [--since T] [--limit N]
+                                                 the audit trail of admin changes, console actions and sign-ins
   payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)
   payrailctl keys reencrypt [--batch N]          re-encrypt every row not under the primary key (docs/ops.md)
   payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return c.call(ctx, args[1:])
 	case "operator":
 		return c.operator(ctx, args[1:])
+	case "audit":
+		return c.audit(ctx, args[1:])
 	case "keys":
 		return c.keys(ctx, args[1:])
 	case "order":

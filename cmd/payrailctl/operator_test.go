@@ -93,3 +93,31 @@ func TestOperatorSuspendReinstateDelete(t *testing.T) {
 		t.Fatalf("unknown operator: %v", err)
 	}
 }
+
+func TestAuditList(t *testing.T) {
+	var query string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/admin/audit" || r.Header.Get("Authorization") != "Bearer tok" {
+			http.NotFound(w, r)
+			return
+		}
+		query = r.URL.RawQuery
+		_, _ = w.Write([]byte(`{"entries":[{"id":2,"at":"2026-12-03T09:00:00Z","actor":"operator:alice","action":"merchant.updated","target":"mer_1","before":{"status":"ACTIVE"},"after":{"status":"SUSPENDED"},"sourceAddr":"192.0.2.1"}]}`))
+	}))
+	defer srv.Close()
+	env := map[string]string{"PAYRAIL_API_URL": srv.URL, "PAYRAIL_ADMIN_TOKEN": "tok"}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"audit", "list", "--actor", "operator:alice", "--limit", "5"}, func(k string) string { return env[k] }, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(query, "actor=operator%3Aalice") || !strings.Contains(query, "limit=5") {
+		t.Errorf("query %q", query)
+	}
+	got := out.String()
+	if !strings.Contains(got, "merchant.updated") || !strings.Contains(got, `{"status":"ACTIVE"} → {"status":"SUSPENDED"}`) || !strings.Contains(got, "192.0.2.1") {
+		t.Errorf("output:\n%s", got)
+	}
+	if err := run(context.Background(), []string{"audit"}, func(k string) string { return env[k] }, &out); err == nil {
+		t.Error("audit without list was accepted")
+	}
+}

@@ -61,7 +61,7 @@ func (s *Server) createMerchant(w http.ResponseWriter, r *http.Request) {
 		writeError(r.Context(), w, err)
 		return
 	}
-	m, err := s.Store.CreateMerchant(r.Context(), store.NewMerchant{Name: req.Name, CallbackURL: req.CallbackURL, ReturnURL: req.ReturnURL})
+	m, err := s.audited(r).CreateMerchant(r.Context(), store.NewMerchant{Name: req.Name, CallbackURL: req.CallbackURL, ReturnURL: req.ReturnURL})
 	if err != nil {
 		writeError(r.Context(), w, err)
 		return
@@ -141,7 +141,7 @@ func (s *Server) patchMerchant(w http.ResponseWriter, r *http.Request) {
 		writeError(r.Context(), w, err)
 		return
 	}
-	m, err := s.Store.UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{
+	m, err := s.audited(r).UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{
 		Status: req.Status, CallbackURL: req.CallbackURL, ReturnURL: req.ReturnURL, CallbackEnabled: req.CallbackEnabled,
 		SetRateLimit: setRate, RateLimit: rate,
 	})
@@ -165,7 +165,7 @@ func (s *Server) addSecret(w http.ResponseWriter, r *http.Request) {
 		writeError(r.Context(), w, payment.Errorf(payment.CodeInvalidRequest, `kind must be "client" or "callback"`))
 		return
 	}
-	id, secret, err := s.Store.AddSecret(r.Context(), r.PathValue("merchantId"), req.Kind)
+	id, secret, err := s.audited(r).AddSecret(r.Context(), r.PathValue("merchantId"), req.Kind)
 	s.credentialsChanged()
 	if err != nil {
 		writeError(r.Context(), w, err)
@@ -175,7 +175,7 @@ func (s *Server) addSecret(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeSecret(w http.ResponseWriter, r *http.Request) {
-	err := s.Store.RevokeSecret(r.Context(), r.PathValue("merchantId"), r.PathValue("secretId"))
+	err := s.audited(r).RevokeSecret(r.Context(), r.PathValue("merchantId"), r.PathValue("secretId"))
 	s.credentialsChanged()
 	if err != nil {
 		writeError(r.Context(), w, err)

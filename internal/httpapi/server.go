@@ -46,6 +46,7 @@ type Store interface {
 	// and DeleteOperator OPERATOR_NOT_FOUND.
 	CreateOperator(ctx context.Context, name, passwordHash string) (store.Operator, error)
 	SetOperatorStatus(ctx context.Context, name, status string) (store.Operator, error)
+	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 	DeleteOperator(ctx context.Context, name string) error
 
 	// Orders (merchant API); ORDER_NOT_FOUND for another merchant's.
@@ -138,6 +139,7 @@ func (s *Server) Handler() http.Handler {
 	admin("POST /admin/operators", s.createOperator)
 	admin("PATCH /admin/operators/{name}", s.patchOperator)
 	admin("DELETE /admin/operators/{name}", s.deleteOperator)
+	admin("GET /admin/audit", s.listAudit)
 
 	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }
 	merchant("POST /v1/orders", s.createOrder)

@@ -39,6 +39,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 				outcome = "busy"
 			}
 			c.observeLogin(outcome)
+			c.auditLogin(w, r, "login."+outcome, name, map[string]any{"reason": th.Reason, "retryAfterSeconds": int(math.Ceil(th.RetryAfter.Seconds()))})
 			c.Log.Warn("operator login refused", "operator", name, "remote", addr, "reason", th.Reason, "retry_after", th.RetryAfter)
 			secs := max(1, int(math.Ceil(th.RetryAfter.Seconds())))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -70,6 +71,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 				c.Log.Warn("login throttle unavailable", "err", terr)
 			}
 		}
+		c.auditLogin(w, r, "login.failed", name, map[string]any{"lockedForSeconds": int(lock.Seconds())})
 		c.Log.Warn("operator login failed", "operator", name, "remote", addr, "locked_for", lock)
 		w.WriteHeader(http.StatusUnauthorized)
 		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "Wrong name or password."})
@@ -77,6 +79,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if op.Status != "ACTIVE" {
 		c.observeLogin("failed")
+		c.auditLogin(w, r, "login.suspended", name, nil)
 		c.Log.Warn("suspended operator refused", "operator", op.Name, "remote", addr)
 		w.WriteHeader(http.StatusForbidden)
 		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "This operator account is suspended."})
@@ -88,6 +91,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.observeLogin("success")
+	c.auditLogin(w, r, "login.succeeded", op.Name, nil)
 	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, addr, c.now())
 	if err != nil {
 		c.fail(w, r, err)
@@ -225,7 +229,7 @@ func (c *Console) callbacks(w http.ResponseWriter, r *http.Request) error {
 // breaker and the backlog drains.
 func (c *Console) probeEndpoint(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("merchantId")
-	if err := c.Store.ProbeNow(r.Context(), id); err != nil {
+	if err := c.audited(w, r).ProbeNow(r.Context(), id); err != nil {
 		return err
 	}
 	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "endpoint.probe", "merchant_id", id)
@@ -235,7 +239,7 @@ func (c *Console) probeEndpoint(w http.ResponseWriter, r *http.Request) error {
 
 func (c *Console) redeliver(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("callbackId")
-	row, err := c.Store.RedeliverCallbackAsOperator(r.Context(), id, actor(r))
+	row, err := c.audited(w, r).RedeliverCallbackAsOperator(r.Context(), id, actor(r))
 	if err != nil {
 		return err
 	}
@@ -255,6 +259,39 @@ func (c *Console) attention(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	c.render(w, r, "attention.html", "Needs attention", map[string]any{"Stuck": stuck, "Refunds": refunds})
+	return nil
+}
+
+// auditPage lists the audit trail, filtered by actor, target, action and
+// time, 100 a page.
+func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.AuditFilter{Actor: strings.TrimSpace(q.Get("actor")), Target: strings.TrimSpace(q.Get("target")),
+		Action: strings.TrimSpace(q.Get("action")), Limit: 100}
+	sinceText := strings.TrimSpace(q.Get("since"))
+	if sinceText != "" {
+		t, err := time.Parse(time.RFC3339, sinceText)
+		if err != nil {
+			return payment.Errorf(payment.CodeInvalidRequest, "since must be an RFC 3339 time, e.g. 2026-12-03T09:00:00Z")
+		}
+		f.Since = t
+	}
+	if b := q.Get("before"); b != "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return payment.Errorf(payment.CodeInvalidRequest, "before must be an audit entry id")
+		}
+		f.Before = n
+	}
+	entries, err := c.Store.AuditLog(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	var next int64
+	if len(entries) == f.Limit {
+		next = entries[len(entries)-1].ID
+	}
+	c.render(w, r, "audit.html", "Audit trail", map[string]any{"Filter": f, "SinceText": sinceText, "Entries": entries, "Next": next})
 	return nil
 }
 
@@ -279,11 +316,32 @@ func (c *Console) merchants(w http.ResponseWriter, r *http.Request) error {
 // operator's name rather than in an order's history.
 func (c *Console) enableCallbacks(w http.ResponseWriter, r *http.Request) error {
 	on := true
-	m, err := c.Store.UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{CallbackEnabled: &on})
+	m, err := c.audited(w, r).UpdateMerchant(r.Context(), r.PathValue("merchantId"), store.MerchantPatch{CallbackEnabled: &on})
 	if err != nil {
 		return err
 	}
 	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "merchant.callbacks_enabled", "merchant_id", m.MerchantID)
 	http.Redirect(w, r, withFlash("/ops/merchants", "enabled"), http.StatusSeeOther)
 	return nil
+}
+
+// audited is the store as the signed-in operator: the action writes an
+// audit_log row in its own transaction.
+func (c *Console) audited(w http.ResponseWriter, r *http.Request) Store {
+	if as, ok := c.Store.(interface{ As(store.Audit) *store.Store }); ok {
+		return as.As(store.Audit{Actor: actor(r), Addr: c.clientAddr(r), RequestID: w.Header().Get("X-Request-Id")})
+	}
+	return c.Store
+}
+
+// auditLogin records a sign-in attempt (there is no other change to ride
+// with). A failure to record is logged; the answer stands.
+func (c *Console) auditLogin(w http.ResponseWriter, r *http.Request, action, name string, details any) {
+	a := store.Audit{Actor: "operator:" + name, Addr: c.clientAddr(r), RequestID: w.Header().Get("X-Request-Id")}
+	if len(name) > 64 {
+		a.Actor = "operator:(name over 64 characters)"
+	}
+	if err := c.Store.RecordAudit(r.Context(), a, action, a.Actor, details); err != nil {
+		c.Log.Warn("audit of a sign-in failed", "err", err)
+	}
 }

@@ -53,6 +53,10 @@ type Store interface {
 	MerchantTotalsSince(ctx context.Context, since time.Time) ([]store.MerchantTotal, error)
 	// UpdateMerchant returns MERCHANT_NOT_FOUND for an unknown merchant.
 	UpdateMerchant(ctx context.Context, merchantID string, p store.MerchantPatch) (store.Merchant, error)
+	// RecordAudit writes an audit row with no other change (sign-ins).
+	RecordAudit(ctx context.Context, a store.Audit, action, target string, details any) error
+	// AuditLog lists audit rows newest first.
+	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 	// OperatorActive reports whether the operator exists and is ACTIVE.
 	OperatorActive(ctx context.Context, operatorID string) (bool, error)
 	// ActivePGAlert returns the alert of kind seen within `within`, or nil.
@@ -161,6 +165,7 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("POST /ops/callbacks/{callbackId}/redeliver", c.action(c.redeliver))
 	mux.Handle("GET /ops/attention", c.page(c.attention))
 	mux.Handle("GET /ops/merchants", c.page(c.merchants))
+	mux.Handle("GET /ops/audit", c.page(c.auditPage))
 	mux.Handle("POST /ops/merchants/{merchantId}/enable-callbacks", c.action(c.enableCallbacks))
 	mux.Handle("POST /ops/endpoints/{merchantId}/probe", c.action(c.probeEndpoint))
 	if c.Queues != nil {

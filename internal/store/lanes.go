@@ -272,6 +272,9 @@ func (s *Store) ProbeNow(ctx context.Context, merchantID string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return payment.Errorf(payment.CodeMerchantNotFound, "no callback endpoint for merchant %s", merchantID)
 		}
+		if err := s.auditTx(ctx, tx, "endpoint.probed", merchantID, nil, nil); err != nil {
+			return err
+		}
 		return wakeLaneTx(ctx, tx, ob, merchantID, now)
 	})
 }

@@ -75,7 +75,10 @@ func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerch
 			return err
 		}
 		out.CallbackSecretID, out.CallbackSecret, err = s.addSecretTx(ctx, tx, out.MerchantID, "callback")
-		return err
+		if err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, "merchant.created", out.MerchantID, nil, out.Merchant.withRateLimit())
 	})
 	return out, err
 }
@@ -140,9 +143,20 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 		per, burst = &p.RateLimit.PerSecond, &p.RateLimit.Burst
 	}
 	err := s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		var before Merchant
+		if s.audit != nil {
+			if err := tx.GetContext(ctx, &before, sqlMerchantForUpdate, merchantID); errors.Is(err, sql.ErrNoRows) {
+				return payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+			} else if err != nil {
+				return fmt.Errorf("merchant before update: %w", err)
+			}
+		}
 		err := tx.GetContext(ctx, &m, sqlPatchMerchant, merchantID, p.Status, p.CallbackURL, p.ReturnURL, p.CallbackEnabled, p.SetRateLimit, per, burst)
 		if errors.Is(err, sql.ErrNoRows) {
 			return payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
+		}
+		if err == nil {
+			err = s.auditTx(ctx, tx, "merchant.updated", merchantID, before.withRateLimit(), m.withRateLimit())
 		}
 		if err != nil || (p.CallbackURL == nil && (p.CallbackEnabled == nil || !*p.CallbackEnabled)) {
 			return err
@@ -156,6 +170,9 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 	})
 	return m.withRateLimit(), err
 }
+
+const sqlMerchantForUpdate = `SELECT merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at
+FROM merchants WHERE merchant_id = $1 FOR UPDATE`
 
 const sqlMerchantRateLimit = `SELECT rate_limit_per_second, rate_limit_burst FROM merchants WHERE merchant_id = $1`
 
@@ -193,7 +210,10 @@ func (s *Store) AddSecret(ctx context.Context, merchantID, kind string) (secretI
 			return payment.Errorf(payment.CodeTooManySecrets, "a merchant holds at most %d active %s secrets; revoke one first", MaxActiveSecrets, kind)
 		}
 		secretID, secret, err = s.addSecretTx(ctx, tx, merchantID, kind)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, "secret.added", merchantID, nil, map[string]string{"secretId": secretID, "kind": kind})
 	})
 	return secretID, secret, err
 }
@@ -241,8 +261,10 @@ func (s *Store) RevokeSecret(ctx context.Context, merchantID, secretID string) e
 		if n <= 1 {
 			return payment.Errorf(payment.CodeLastSecret, "cannot revoke the last active %s secret; add a new one first", kind)
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE merchant_secrets SET revoked_at = now() WHERE secret_id = $1`, secretID)
-		return err
+		if _, err = tx.ExecContext(ctx, `UPDATE merchant_secrets SET revoked_at = now() WHERE secret_id = $1`, secretID); err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, "secret.revoked", merchantID, map[string]string{"secretId": secretID, "kind": kind}, nil)
 	})
 }
 

@@ -36,15 +36,18 @@ const operatorColumns = `operator_id, name, password_hash, status, created_at`
 // name is taken. The caller hashes the password.
 func (s *Store) CreateOperator(ctx context.Context, name, passwordHash string) (Operator, error) {
 	var op Operator
-	err := s.db.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		err := tx.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
 RETURNING `+operatorColumns, NewID("opr_", 20), name, passwordHash)
-	if isUniqueViolation(err, "") {
-		return Operator{}, payment.Errorf(payment.CodeOperatorExists, "operator %q already exists", name)
-	}
-	if err != nil {
-		return Operator{}, fmt.Errorf("insert operator: %w", err)
-	}
-	return op, nil
+		if isUniqueViolation(err, "") {
+			return payment.Errorf(payment.CodeOperatorExists, "operator %q already exists", name)
+		}
+		if err != nil {
+			return fmt.Errorf("insert operator: %w", err)
+		}
+		return s.auditTx(ctx, tx, "operator.created", "operator:"+name, nil, op)
+	})
+	return op, err
 }
 
 // OperatorByName returns an operator; OPERATOR_NOT_FOUND when absent.
@@ -75,27 +78,35 @@ func (s *Store) OperatorActive(ctx context.Context, operatorID string) (bool, er
 // operator; OPERATOR_NOT_FOUND when absent.
 func (s *Store) SetOperatorStatus(ctx context.Context, name, status string) (Operator, error) {
 	var op Operator
-	err := s.db.GetContext(ctx, &op, `UPDATE operators SET status = $2 WHERE name = $1 RETURNING `+operatorColumns, name, status)
-	if errors.Is(err, sql.ErrNoRows) {
-		return op, payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
-	}
-	if err != nil {
-		return op, fmt.Errorf("update operator: %w", err)
-	}
-	return op, nil
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var before string
+		if err := tx.GetContext(ctx, &before, `SELECT status FROM operators WHERE name = $1 FOR UPDATE`, name); errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
+		} else if err != nil {
+			return fmt.Errorf("select operator: %w", err)
+		}
+		if err := tx.GetContext(ctx, &op, `UPDATE operators SET status = $2 WHERE name = $1 RETURNING `+operatorColumns, name, status); err != nil {
+			return fmt.Errorf("update operator: %w", err)
+		}
+		return s.auditTx(ctx, tx, "operator.status", "operator:"+name, map[string]string{"status": before}, map[string]string{"status": status})
+	})
+	return op, err
 }
 
 // DeleteOperator removes an operator; OPERATOR_NOT_FOUND when absent. The
 // history rows they wrote keep their name.
 func (s *Store) DeleteOperator(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM operators WHERE name = $1`, name)
-	if err != nil {
-		return fmt.Errorf("delete operator: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var op Operator
+		err := tx.GetContext(ctx, &op, `DELETE FROM operators WHERE name = $1 RETURNING `+operatorColumns, name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
+		}
+		if err != nil {
+			return fmt.Errorf("delete operator: %w", err)
+		}
+		return s.auditTx(ctx, tx, "operator.deleted", "operator:"+name, op, nil)
+	})
 }
 
 // OrderSearch narrows SearchOrders. Query matches an orderId, a
@@ -327,6 +338,10 @@ func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, act
 			return fmt.Errorf("redeliver callback: %w", err)
 		}
 		if err := wakeLaneTx(ctx, tx, ob, row.MerchantID, s.now()); err != nil {
+			return err
+		}
+		if err := s.auditTx(ctx, tx, "callback.redelivered", callbackID, map[string]any{"status": prev.Status, "attempt": prev.Attempt},
+			map[string]any{"status": row.Status, "attempt": row.Attempt, "orderId": row.OrderID, "merchantId": row.MerchantID}); err != nil {
 			return err
 		}
 		return appendLogTx(ctx, tx, row.OrderID, "ops.callback_redeliver", nil, nil, actor, map[string]any{

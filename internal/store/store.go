@@ -34,6 +34,8 @@ type Store struct {
 	// onLanes is told, after commit, of the delivery lanes a transaction
 	// woke, so delivery starts at once rather than at the next sweep.
 	onLanes func(ctx context.Context, wakes []LaneWake)
+	// audit, when set (As), is recorded with every privileged change.
+	audit *Audit
 }
 
 // OnLanes sets the function told (after commit) of the merchant delivery
