@@ -82,7 +82,9 @@ func (s *Server) deleteOperator(w http.ResponseWriter, r *http.Request) {
 // an audit_log row (who, from where, which request) in their transaction.
 // A Store without As (a test fake) is used as it is.
 func (s *Server) audited(r *http.Request) Store {
-	if as, ok := s.Store.(interface{ As(store.Audit) *store.Store }); ok {
+	if as, ok := s.Store.(interface {
+		As(store.Audit) *store.Store
+	}); ok {
 		return as.As(store.Audit{Actor: "admin token", Addr: s.sourceAddr(r).String(), RequestID: requestID(r.Context())})
 	}
 	return s.Store

@@ -328,7 +328,9 @@ func (c *Console) enableCallbacks(w http.ResponseWriter, r *http.Request) error 
 // audited is the store as the signed-in operator: the action writes an
 // audit_log row in its own transaction.
 func (c *Console) audited(w http.ResponseWriter, r *http.Request) Store {
-	if as, ok := c.Store.(interface{ As(store.Audit) *store.Store }); ok {
+	if as, ok := c.Store.(interface {
+		As(store.Audit) *store.Store
+	}); ok {
 		return as.As(store.Audit{Actor: actor(r), Addr: c.clientAddr(r), RequestID: w.Header().Get("X-Request-Id")})
 	}
 	return c.Store
