@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,7 +45,8 @@ type LoginThrottle struct {
 	FailureWindow time.Duration
 	MaxHashes     int
 
-	sem chan struct{}
+	once sync.Once
+	sem  chan struct{}
 }
 
 // Throttled is the answer to a refused attempt: the status, how long until
@@ -66,7 +68,10 @@ func (t *LoginThrottle) now() time.Time {
 	return time.Now()
 }
 
-func (t *LoginThrottle) defaults() {
+// defaults fills the zero settings once: Admit runs concurrently.
+func (t *LoginThrottle) defaults() { t.once.Do(t.init) }
+
+func (t *LoginThrottle) init() {
 	if t.AddrLimit.PerSecond == 0 {
 		t.AddrLimit = ratelimit.Limit{PerSecond: 10, Burst: 10, Per: time.Minute}
 	}
@@ -85,6 +90,7 @@ func (t *LoginThrottle) defaults() {
 	if t.MaxHashes == 0 {
 		t.MaxHashes = 4
 	}
+	t.sem = make(chan struct{}, t.MaxHashes)
 }
 
 // nameKey is bounded whatever a client types as the name.
@@ -117,9 +123,6 @@ func (t *LoginThrottle) Admit(ctx context.Context, name, addr string) (release f
 		} else if !errors.Is(rerr, redis.Nil) {
 			err = rerr
 		}
-	}
-	if t.sem == nil {
-		t.sem = make(chan struct{}, t.MaxHashes)
 	}
 	select {
 	case t.sem <- struct{}{}:
