@@ -57,6 +57,9 @@ PAYRAIL_ENCRYPTION_KEYS=$ENC_KEYS
 PAYRAIL_DATABASE_URL=$PAYRAIL_DATABASE_URL
 PAYRAIL_REDIS_URL=$PAYRAIL_REDIS_URL
 PAYRAIL_CALLBACK_ALLOW_PRIVATE=true
+# The demo's ops console signs in with a password alone; production asks for
+# a TOTP code too (the default; docs/ops.md).
+PAYRAIL_OPS_REQUIRE_TOTP=false
 PAYRAIL_PG_PROVIDER=mockpg
 PAYRAIL_PG_BASE_URL=http://$MOCKPG_ADDR
 PAYRAIL_PG_SECRET_KEY=test_sk_mockpg

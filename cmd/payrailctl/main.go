@@ -36,6 +36,7 @@ Credentials come from the environment or, when unset, from .run/env and
                                                  a merchant's ingress rate limit (confirms get twice it)
   payrailctl operator create NAME [--password P] create an ops console operator (admin API); password from stdin by default
   payrailctl operator suspend|reinstate|delete NAME  end an operator's access (their sessions end at once)
+  payrailctl operator reset-2fa NAME             remove an operator's TOTP; their next sign-in enrols again
   payrailctl audit list [--actor A] [--target T] [--action X] [--since T] [--limit N]
                                                  the audit trail of admin changes, console actions and sign-ins
   payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)

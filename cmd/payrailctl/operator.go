@@ -18,8 +18,8 @@ import (
 // the shell history and the process list.
 func (c *cli) operator(ctx context.Context, args []string) error {
 	const use = "usage: payrailctl operator create NAME [--password P]  (password from stdin when omitted)\n" +
-		"       payrailctl operator suspend|reinstate|delete NAME"
-	if len(args) == 2 && (args[0] == "suspend" || args[0] == "reinstate" || args[0] == "delete") {
+		"       payrailctl operator suspend|reinstate|delete|reset-2fa NAME"
+	if len(args) == 2 && (args[0] == "suspend" || args[0] == "reinstate" || args[0] == "delete" || args[0] == "reset-2fa") {
 		return c.operatorStatus(ctx, args[0], args[1])
 	}
 	if len(args) < 2 || args[0] != "create" {
@@ -64,6 +64,8 @@ func (c *cli) operatorStatus(ctx context.Context, verb, name string) error {
 	path := "/admin/operators/" + url.PathEscape(name)
 	var err error
 	switch verb {
+	case "reset-2fa":
+		_, _, err = c.adminCall(ctx, "POST", path+"/reset-2fa", nil, http.StatusNoContent)
 	case "delete":
 		_, _, err = c.adminCall(ctx, "DELETE", path, nil, http.StatusNoContent)
 	case "suspend":
@@ -74,7 +76,8 @@ func (c *cli) operatorStatus(ctx context.Context, verb, name string) error {
 	if err != nil {
 		return err
 	}
-	done := map[string]string{"suspend": "suspended", "reinstate": "reinstated", "delete": "deleted"}[verb]
+	done := map[string]string{"suspend": "suspended", "reinstate": "reinstated", "delete": "deleted",
+		"reset-2fa": "second factor reset; the next sign-in enrols a new authenticator"}[verb]
 	fmt.Fprintf(c.out, "operator %q: %s\n", name, done)
 	return nil
 }

@@ -40,6 +40,7 @@ type Config struct {
 	CheckoutURL          string          // PAYRAIL_CHECKOUT_URL
 	OrderTTL             time.Duration   // PAYRAIL_ORDER_TTL
 	CallbackAllowPrivate bool            // PAYRAIL_CALLBACK_ALLOW_PRIVATE
+	OpsRequireTOTP       bool            // PAYRAIL_OPS_REQUIRE_TOTP (default true; make up sets false for the demo)
 	CallbackSchedule     []time.Duration // PAYRAIL_CALLBACK_SCHEDULE
 	CallbackTimeout      time.Duration   // PAYRAIL_CALLBACK_TIMEOUT
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
@@ -100,6 +101,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PGWebhookSecret:      getenv("PAYRAIL_PG_WEBHOOK_SECRET"),
 		CheckoutURL:          or(getenv("PAYRAIL_CHECKOUT_URL"), "http://127.0.0.1:8070/checkout"),
 		CallbackAllowPrivate: getenv("PAYRAIL_CALLBACK_ALLOW_PRIVATE") == "true",
+		OpsRequireTOTP:       getenv("PAYRAIL_OPS_REQUIRE_TOTP") != "false",
 		LogLevel:             or(getenv("PAYRAIL_LOG_LEVEL"), "info"),
 		CallbackSchedule:     DefaultCallbackSchedule,
 	}

@@ -131,3 +131,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// resetOperator2FA removes an operator's TOTP secret and recovery codes:
+// their next sign-in enrols a new authenticator.
+func (s *Server) resetOperator2FA(w http.ResponseWriter, r *http.Request) {
+	if err := s.audited(r).ResetTOTP(r.Context(), r.PathValue("name")); err != nil {
+		writeError(r.Context(), w, err)
+		return
+	}
+	logger(r.Context()).Info("operator second factor reset", "operator", r.PathValue("name"))
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -48,6 +48,8 @@ type Store interface {
 	SetOperatorStatus(ctx context.Context, name, status string) (store.Operator, error)
 	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 	DeleteOperator(ctx context.Context, name string) error
+	// ResetTOTP returns OPERATOR_NOT_FOUND.
+	ResetTOTP(ctx context.Context, name string) error
 
 	// Orders (merchant API); ORDER_NOT_FOUND for another merchant's.
 	CreateOrder(ctx context.Context, o store.NewOrder, fin *store.IdemFinish[payment.Order]) (payment.Order, error)
@@ -139,6 +141,7 @@ func (s *Server) Handler() http.Handler {
 	admin("POST /admin/operators", s.createOperator)
 	admin("PATCH /admin/operators/{name}", s.patchOperator)
 	admin("DELETE /admin/operators/{name}", s.deleteOperator)
+	admin("POST /admin/operators/{name}/reset-2fa", s.resetOperator2FA)
 	admin("GET /admin/audit", s.listAudit)
 
 	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }

@@ -90,19 +90,33 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			c.Log.Warn("login throttle unavailable", "err", err)
 		}
 	}
+	if c.RequireTOTP {
+		// The password was right; the session waits for the code.
+		c.auditLogin(w, r, "login.password_accepted", op.Name, nil)
+		c.startSecondFactor(w, r, op.OperatorID, op.Name, addr, next)
+		return
+	}
+	if c.openSession(w, r, op.OperatorID, op.Name, addr) {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+	}
+}
+
+// openSession starts an operator's session and sets its cookie; false
+// (and the answer written) when the session store failed.
+func (c *Console) openSession(w http.ResponseWriter, r *http.Request, operatorID, name, addr string) bool {
 	c.observeLogin("success")
-	c.auditLogin(w, r, "login.succeeded", op.Name, nil)
-	id, _, err := c.Sessions.Create(r.Context(), op.OperatorID, op.Name, addr, c.now())
+	c.auditLogin(w, r, "login.succeeded", name, nil)
+	id, _, err := c.Sessions.Create(r.Context(), operatorID, name, addr, c.now())
 	if err != nil {
 		c.fail(w, r, err)
-		return
+		return false
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: CookieName, Value: id, Path: "/ops", MaxAge: int(c.Sessions.ttl() / time.Second),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.isHTTPS(r),
 	})
-	c.Log.Info("operator login", "operator", op.Name)
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	c.Log.Info("operator login", "operator", name)
+	return true
 }
 
 func (c *Console) observeLogin(outcome string) {

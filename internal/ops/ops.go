@@ -57,6 +57,13 @@ type Store interface {
 	RecordAudit(ctx context.Context, a store.Audit, action, target string, details any) error
 	// AuditLog lists audit rows newest first.
 	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
+	// OperatorTOTP is the operator's TOTP secret, "" before enrolment;
+	// EnableTOTP stores a confirmed one with its recovery codes' hashes;
+	// UseTOTPStep and UseRecoveryCode accept a step or a code once.
+	OperatorTOTP(ctx context.Context, operatorID string) (string, error)
+	EnableTOTP(ctx context.Context, operatorID, secret string, recoveryHashes [][]byte) error
+	UseTOTPStep(ctx context.Context, operatorID string, step int64) (bool, error)
+	UseRecoveryCode(ctx context.Context, operatorID string, hash []byte) (bool, error)
 	// OperatorActive reports whether the operator exists and is ACTIVE.
 	OperatorActive(ctx context.Context, operatorID string) (bool, error)
 	// ActivePGAlert returns the alert of kind seen within `within`, or nil.
@@ -90,6 +97,9 @@ type Console struct {
 	// ObserveLogin, when set, counts logins by outcome (success, failed,
 	// throttled, busy).
 	ObserveLogin func(outcome string)
+	// RequireTOTP asks every operator for a TOTP code after the password,
+	// enrolling those without one (PAYRAIL_OPS_REQUIRE_TOTP).
+	RequireTOTP bool
 }
 
 // CookieName is the session cookie.
@@ -158,6 +168,8 @@ func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ops/login", c.loginPage)
 	mux.HandleFunc("POST /ops/login", c.login)
+	mux.HandleFunc("GET /ops/login/totp", c.totpPage)
+	mux.HandleFunc("POST /ops/login/totp", c.totpSubmit)
 	mux.Handle("POST /ops/logout", c.action(c.logout))
 	mux.Handle("GET /ops/{$}", c.page(c.orders))
 	mux.Handle("GET /ops/orders/{orderId}", c.page(c.order))
@@ -174,7 +186,7 @@ func (c *Console) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/ops/queues/") {
 			// asynqmon's page needs its own inline scripts; ours need nothing.
-			w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+			w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Referrer-Policy", "same-origin")
 		}

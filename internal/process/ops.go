@@ -77,6 +77,7 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 		TrustedProxies: cfg.TrustedProxies,
 		Throttle:       &ops.LoginThrottle{Redis: api.Deps.Redis, Limiter: ratelimit.New(api.Deps.Redis)},
 		ObserveLogin:   metrics.NewLogins(reg).Observe,
+		RequireTOTP:    cfg.OpsRequireTOTP,
 	}
 	api.Server.Extra["/ops/"] = console.Handler()
 	api.Metrics = metrics.Handler(reg)

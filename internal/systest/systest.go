@@ -97,6 +97,7 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_PG_WEBHOOK_SECRET":      WebhookSecret,
 		"PAYRAIL_CHECKOUT_URL":           s.PGURL + "/checkout",
 		"PAYRAIL_CALLBACK_ALLOW_PRIVATE": "true",
+		"PAYRAIL_OPS_REQUIRE_TOTP":       "false",
 		"PAYRAIL_PG_TIMEOUT":             "2s",
 		"PAYRAIL_SWEEP_INTERVAL":         "1s",
 		"PAYRAIL_DB_MAX_CONNS":           "20",
