@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/payrail/payrail/internal/ops"
+	"github.com/payrail/payrail/internal/process"
 	"github.com/payrail/payrail/internal/systest"
+	"github.com/payrail/payrail/internal/testenv"
 	"github.com/payrail/payrail/internal/testredis"
 )
 
@@ -133,11 +136,32 @@ func TestLoginIsThrottledOverHTTP(t *testing.T) {
 	if status != http.StatusCreated {
 		t.Fatalf("second operator: %d %s", status, b)
 	}
+	// A second api process with its own console, as another replica: the
+	// failures made on both count against one lock.
+	deps, err := process.Connect(context.Background(), sys.Config)
+	testenv.Must(t, err)
+	api2 := process.NewAPI(sys.Config, deps, sys.Log)
+	ctx, cancel := context.WithCancel(context.Background())
+	testenv.Must(t, process.MountOps(ctx, sys.Config, api2, sys.Log))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	testenv.Must(t, err)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = api2.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; deps.Close() })
+	other := newBrowser(t, "http://"+ln.Addr().String())
+
 	br := newBrowser(t, sys.URL)
 	for i := range 5 {
-		if p := br.login(opName, "wrong password "+string(rune('a'+i))); p.Status != http.StatusUnauthorized {
+		b := br
+		if i%2 == 1 {
+			b = other
+		}
+		if p := b.login(opName, "wrong password "+string(rune('a'+i))); p.Status != http.StatusUnauthorized {
 			t.Fatalf("wrong password %d: %d", i+1, p.Status)
 		}
+	}
+	if p := other.login(opName, opPassword); p.Status != http.StatusTooManyRequests {
+		t.Fatalf("the other replica after 5 failures across both: %d, want 429", p.Status)
 	}
 	p := br.login(opName, opPassword)
 	if p.Status != http.StatusTooManyRequests || p.Header.Get("Retry-After") != "30" || !strings.Contains(p.Body, "Sign-in paused") {
@@ -146,7 +170,7 @@ func TestLoginIsThrottledOverHTTP(t *testing.T) {
 	if p := newBrowser(t, sys.URL).login("bob.ops", opPassword); p.Status != http.StatusSeeOther {
 		t.Fatalf("another operator during the lock: %d", p.Status)
 	}
-	// 7 attempts so far from this address; the bucket holds 10 a minute.
+	// 8 attempts so far from this address; the bucket holds 10 a minute.
 	refused := 0
 	for i := range 6 {
 		p := br.post("/ops/login", url.Values{"name": {"nobody" + string(rune('a'+i))}, "password": {"x"}, "next": {"/ops/"}})
