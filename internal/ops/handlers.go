@@ -39,7 +39,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 				outcome = "busy"
 			}
 			c.observeLogin(outcome)
-			c.auditLogin(w, r, "login."+outcome, name, map[string]any{"reason": th.Reason, "retryAfterSeconds": int(math.Ceil(th.RetryAfter.Seconds()))})
+			// Counted and logged, not audited: refused attempts cost a
+			// stranger nothing, so a row each would let them grow the table.
+			// The lock itself is audited when it starts (login.throttled).
 			c.Log.Warn("operator login refused", "operator", name, "remote", addr, "reason", th.Reason, "retry_after", th.RetryAfter)
 			secs := max(1, int(math.Ceil(th.RetryAfter.Seconds())))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -71,7 +73,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 				c.Log.Warn("login throttle unavailable", "err", terr)
 			}
 		}
-		c.auditLogin(w, r, "login.failed", name, map[string]any{"lockedForSeconds": int(lock.Seconds())})
+		c.auditLogin(w, r, "login.failed", name, nil)
+		if lock > 0 {
+			c.auditLogin(w, r, "login.throttled", name, map[string]any{"lockedForSeconds": int(lock.Seconds())})
+		}
 		c.Log.Warn("operator login failed", "operator", name, "remote", addr, "locked_for", lock)
 		w.WriteHeader(http.StatusUnauthorized)
 		c.render(w, r, "login.html", "Sign in", map[string]any{"Next": next, "Name": name, "Error": "Wrong name or password."})

@@ -181,4 +181,12 @@ func TestLoginIsThrottledOverHTTP(t *testing.T) {
 	if refused < 3 {
 		t.Fatalf("an address over 10 attempts a minute was refused %d of 6 times", refused)
 	}
+	// The lock is audited once when it starts; refused attempts write
+	// nothing (a stranger could otherwise grow the table for free).
+	if n := sys.Count(`SELECT count(*) FROM audit_log WHERE action = 'login.throttled'`); n != 1 {
+		t.Fatalf("login.throttled rows = %d, want 1 (the lock's start)", n)
+	}
+	if n := sys.Count(`SELECT count(*) FROM audit_log WHERE action LIKE 'login.%'`); n != 5+1+1+(6-refused) {
+		t.Fatalf("sign-in audit rows = %d, want %d: 5 failures, the lock, bob's success and the unrefused attempts", n, 5+1+1+(6-refused))
+	}
 }

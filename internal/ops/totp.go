@@ -172,7 +172,6 @@ func (c *Console) totpSubmit(w http.ResponseWriter, r *http.Request) {
 		var th *Throttled
 		if errors.As(err, &th) {
 			c.observeLogin("throttled")
-			c.auditLogin(w, r, "login.throttled", p.Operator, map[string]any{"reason": th.Reason, "step": "totp"})
 			w.Header().Set("Retry-After", fmt.Sprint(max(1, int(th.RetryAfter.Seconds()+0.999))))
 			c.renderTOTP(w, r, id, p, th.Status, "Sign-in paused: "+th.Reason+".")
 			return
@@ -222,12 +221,16 @@ func (c *Console) totpSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if !accepted {
 		c.observeLogin("failed")
+		c.auditLogin(w, r, "login.totp_failed", p.Operator, nil)
 		if c.Throttle != nil {
-			if _, terr := c.Throttle.Failed(r.Context(), p.Operator); terr != nil {
+			lock, terr := c.Throttle.Failed(r.Context(), p.Operator)
+			if terr != nil {
 				c.Log.Warn("login throttle unavailable", "err", terr)
 			}
+			if lock > 0 {
+				c.auditLogin(w, r, "login.throttled", p.Operator, map[string]any{"lockedForSeconds": int(lock.Seconds())})
+			}
 		}
-		c.auditLogin(w, r, "login.totp_failed", p.Operator, nil)
 		c.Log.Warn("operator second factor refused", "operator", p.Operator, "remote", c.clientAddr(r))
 		c.renderTOTP(w, r, id, p, http.StatusUnauthorized, "That code is wrong, expired or already used.")
 		return
