@@ -1,10 +1,9 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/payrail/payrail/internal/ops"
 	"github.com/payrail/payrail/internal/payment"
@@ -70,11 +69,22 @@ func (s *Server) patchOperator(w http.ResponseWriter, r *http.Request) {
 
 // deleteOperator removes an operator; their sessions end at once.
 func (s *Server) deleteOperator(w http.ResponseWriter, r *http.Request) {
-	if err := s.audited(r).DeleteOperator(r.Context(), r.PathValue("name")); err != nil {
+	s.operatorAction(w, r, "operator deleted", s.audited(r).DeleteOperator)
+}
+
+// resetOperator2FA removes an operator's TOTP secret and recovery codes:
+// their next sign-in enrols a new authenticator.
+func (s *Server) resetOperator2FA(w http.ResponseWriter, r *http.Request) {
+	s.operatorAction(w, r, "operator second factor reset", s.audited(r).ResetTOTP)
+}
+
+// operatorAction runs act on the operator the path names and answers 204.
+func (s *Server) operatorAction(w http.ResponseWriter, r *http.Request, done string, act func(ctx context.Context, name string) error) {
+	if err := act(r.Context(), r.PathValue("name")); err != nil {
 		writeError(r.Context(), w, err)
 		return
 	}
-	logger(r.Context()).Info("operator deleted", "operator", r.PathValue("name"))
+	logger(r.Context()).Info(done, "operator", r.PathValue("name"))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -93,32 +103,10 @@ func (s *Server) audited(r *http.Request) Store {
 // listAudit is GET /admin/audit?actor=&target=&action=&since=&before=&limit=:
 // the audit trail newest first; nextBefore pages on.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := store.AuditFilter{Actor: q.Get("actor"), Target: q.Get("target"), Action: q.Get("action"), Limit: 100}
-	bad := func(msg string) { writeError(r.Context(), w, payment.Errorf(payment.CodeInvalidRequest, "%s", msg)) }
-	if v := q.Get("since"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			bad("since must be an RFC 3339 time")
-			return
-		}
-		f.Since = t
-	}
-	if v := q.Get("before"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			bad("before must be an audit entry id")
-			return
-		}
-		f.Before = n
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
-			bad("limit must be 1–500")
-			return
-		}
-		f.Limit = n
+	f, err := store.ParseAuditFilter(r.URL.Query())
+	if err != nil {
+		writeError(r.Context(), w, err)
+		return
 	}
 	entries, err := s.Store.AuditLog(r.Context(), f)
 	if err != nil {
@@ -130,15 +118,4 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		out["nextBefore"] = entries[len(entries)-1].ID
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// resetOperator2FA removes an operator's TOTP secret and recovery codes:
-// their next sign-in enrols a new authenticator.
-func (s *Server) resetOperator2FA(w http.ResponseWriter, r *http.Request) {
-	if err := s.audited(r).ResetTOTP(r.Context(), r.PathValue("name")); err != nil {
-		writeError(r.Context(), w, err)
-		return
-	}
-	logger(r.Context()).Info("operator second factor reset", "operator", r.PathValue("name"))
-	w.WriteHeader(http.StatusNoContent)
 }

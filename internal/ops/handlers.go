@@ -284,24 +284,11 @@ func (c *Console) attention(w http.ResponseWriter, r *http.Request) error {
 // auditPage lists the audit trail, filtered by actor, target, action and
 // time, 100 a page.
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	f := store.AuditFilter{Actor: strings.TrimSpace(q.Get("actor")), Target: strings.TrimSpace(q.Get("target")),
-		Action: strings.TrimSpace(q.Get("action")), Limit: 100}
-	sinceText := strings.TrimSpace(q.Get("since"))
-	if sinceText != "" {
-		t, err := time.Parse(time.RFC3339, sinceText)
-		if err != nil {
-			return payment.Errorf(payment.CodeInvalidRequest, "since must be an RFC 3339 time, e.g. 2026-12-03T09:00:00Z")
-		}
-		f.Since = t
+	f, err := store.ParseAuditFilter(r.URL.Query())
+	if err != nil {
+		return err
 	}
-	if b := q.Get("before"); b != "" {
-		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n <= 0 {
-			return payment.Errorf(payment.CodeInvalidRequest, "before must be an audit entry id")
-		}
-		f.Before = n
-	}
+	sinceText := strings.TrimSpace(r.URL.Query().Get("since"))
 	entries, err := c.Store.AuditLog(r.Context(), f)
 	if err != nil {
 		return err

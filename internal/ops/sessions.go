@@ -87,18 +87,8 @@ var errNoSession = errors.New("no such session")
 // when it expired (idle or past its lifetime) or never was.
 func (s *Sessions) Get(ctx context.Context, id string, now time.Time) (Session, error) {
 	var sess Session
-	if len(id) != 43 { // 32 bytes, base64url without padding
-		return sess, errNoSession
-	}
-	b, err := s.Redis.Get(ctx, s.key(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return sess, errNoSession
-	}
-	if err != nil {
-		return sess, fmt.Errorf("read session: %w", err)
-	}
-	if err := json.Unmarshal(b, &sess); err != nil {
-		return sess, errNoSession
+	if err := s.read(ctx, id, s.key, &sess); err != nil {
+		return sess, err
 	}
 	if now.Sub(sess.CreatedAt) >= s.ttl() || now.Sub(sess.LastSeen) >= s.idle() {
 		_ = s.Delete(ctx, id)
@@ -112,6 +102,25 @@ func (s *Sessions) Get(ctx context.Context, id string, now time.Time) (Session, 
 		}
 	}
 	return sess, nil
+}
+
+// read loads the JSON stored under keyOf(id) into v; errNoSession for an
+// id of the wrong shape, a missing key or a value that does not decode.
+func (s *Sessions) read(ctx context.Context, id string, keyOf func(string) string, v any) error {
+	if len(id) != 43 { // 32 bytes, base64url without padding
+		return errNoSession
+	}
+	b, err := s.Redis.Get(ctx, keyOf(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return errNoSession
+	}
+	if err != nil {
+		return fmt.Errorf("read session: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return errNoSession
+	}
+	return nil
 }
 
 // Delete ends a session.

@@ -19,7 +19,6 @@ import (
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
-	"github.com/redis/go-redis/v9"
 )
 
 // TOTP (RFC 6238) as operators' second factor: pquerna/otp generates the
@@ -56,20 +55,8 @@ func (s *Sessions) savePending(ctx context.Context, id string, p pending) error 
 
 func (s *Sessions) getPending(ctx context.Context, id string) (pending, error) {
 	var p pending
-	if len(id) != 43 {
-		return p, errNoSession
-	}
-	b, err := s.Redis.Get(ctx, s.pendingKey(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return p, errNoSession
-	}
-	if err != nil {
-		return p, fmt.Errorf("read pending sign-in: %w", err)
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, errNoSession
-	}
-	return p, nil
+	err := s.read(ctx, id, s.pendingKey, &p)
+	return p, err
 }
 
 // startSecondFactor parks a password-verified sign-in and sends the

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/payrail/payrail/internal/payment"
 )
 
 // Audit is who makes a privileged change: an operator ("operator:NAME"),
@@ -92,6 +97,36 @@ type AuditFilter struct {
 	Since, Until          time.Time
 	Before                int64
 	Limit                 int
+}
+
+// ParseAuditFilter reads a filter from a query: actor, target, action,
+// since (RFC 3339), before (an entry id) and limit (1–500, default 100).
+// INVALID_REQUEST names the bad parameter.
+func ParseAuditFilter(q url.Values) (AuditFilter, error) {
+	f := AuditFilter{Actor: strings.TrimSpace(q.Get("actor")), Target: strings.TrimSpace(q.Get("target")),
+		Action: strings.TrimSpace(q.Get("action")), Limit: 100}
+	if v := strings.TrimSpace(q.Get("since")); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return f, payment.Errorf(payment.CodeInvalidRequest, "since must be an RFC 3339 time, e.g. 2026-12-03T09:00:00Z")
+		}
+		f.Since = t
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return f, payment.Errorf(payment.CodeInvalidRequest, "before must be an audit entry id")
+		}
+		f.Before = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			return f, payment.Errorf(payment.CodeInvalidRequest, "limit must be 1–500")
+		}
+		f.Limit = n
+	}
+	return f, nil
 }
 
 // AuditLog lists audit entries newest first, at most Limit (≤ 500).
