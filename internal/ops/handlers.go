@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/payrail/payrail/internal/clientip"
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/store"
 )
@@ -130,27 +129,13 @@ func (c *Console) observeLogin(outcome string) {
 	}
 }
 
-// clientAddr is the address a login counts against: the peer, or the
-// rightmost X-Forwarded-For hop when the peer is a trusted proxy.
+// clientAddr is the address a sign-in counts against: the one the api
+// sees for the same request (clientip.Of).
 func (c *Console) clientAddr(r *http.Request) string {
-	peer := r.RemoteAddr
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		peer = ap.Addr().String()
+	if a := clientip.Of(r, c.TrustedProxies); a.IsValid() {
+		return a.String()
 	}
-	if !c.fromTrustedProxy(r) {
-		return peer
-	}
-	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !slices.ContainsFunc(c.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(a) }) {
-			return a.String()
-		}
-	}
-	return peer
+	return r.RemoteAddr
 }
 
 // isHTTPS reports whether the session cookie must be Secure: always with
@@ -167,17 +152,8 @@ func (c *Console) isHTTPS(r *http.Request) bool {
 
 // fromTrustedProxy reports whether the request's peer is in TrustedProxies.
 func (c *Console) fromTrustedProxy(r *http.Request) bool {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	addr := ap.Addr().Unmap()
-	for _, p := range c.TrustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+	peer := clientip.Peer(r)
+	return peer.IsValid() && clientip.In(c.TrustedProxies, peer)
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {

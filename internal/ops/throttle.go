@@ -99,8 +99,10 @@ func nameKey(name string) string {
 	return "payrail:login:name:" + hex.EncodeToString(sum[:12])
 }
 
-// Admit decides whether an attempt for name from addr may run. On
-// success release must be called once the password is checked. A Redis
+// Admit decides whether an attempt for name from addr may run. Unless the
+// error is a *Throttled, release is set and must be called once the
+// password or code is checked — also when err reports a Redis failure
+// (the attempt is admitted then), or the bcrypt slot leaks. A Redis
 // outage admits the attempt (logged by the caller): the bcrypt bound still
 // holds, and locking every operator out during an outage would be worse.
 func (t *LoginThrottle) Admit(ctx context.Context, name, addr string) (release func(), err error) {

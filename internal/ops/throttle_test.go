@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/payrail/payrail/internal/ops"
 	"github.com/payrail/payrail/internal/process"
+	"github.com/payrail/payrail/internal/ratelimit"
 	"github.com/payrail/payrail/internal/systest"
 	"github.com/payrail/payrail/internal/testenv"
 	"github.com/payrail/payrail/internal/testredis"
@@ -188,5 +191,26 @@ func TestLoginIsThrottledOverHTTP(t *testing.T) {
 	}
 	if n := sys.Count(`SELECT count(*) FROM audit_log WHERE action LIKE 'login.%'`); n != 5+1+1+(6-refused) {
 		t.Fatalf("sign-in audit rows = %d, want %d: 5 failures, the lock, bob's success and the unrefused attempts", n, 5+1+1+(6-refused))
+	}
+}
+
+// Redis down: attempts are admitted (an outage must not lock every
+// operator out), the error says so, and the bcrypt slots are returned —
+// a caller that released only on a nil error would leak them and, after
+// MaxHashes attempts, answer 503 to everyone for good.
+func TestLoginThrottleAdmitsWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { dead.Close() })
+	th := &ops.LoginThrottle{Redis: dead, Limiter: ratelimit.New(dead), MaxHashes: 2}
+	for i := range 6 {
+		release, err := th.Admit(context.Background(), "alice", "192.0.2.1")
+		if throttled(err) != nil || release == nil {
+			t.Fatalf("attempt %d with Redis down: %v, want admitted", i+1, err)
+		}
+		if err == nil {
+			t.Fatalf("attempt %d: no error reported for the Redis outage", i+1)
+		}
+		release()
 	}
 }

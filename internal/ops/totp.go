@@ -163,9 +163,10 @@ func (c *Console) totpSubmit(w http.ResponseWriter, r *http.Request) {
 			c.renderTOTP(w, r, id, p, th.Status, "Sign-in paused: "+th.Reason+".")
 			return
 		}
-		if err == nil {
-			defer release()
+		if err != nil {
+			c.Log.Warn("login throttle unavailable; admitting", "err", err)
 		}
+		defer release() // admitted (with or without Redis): the bcrypt slot is held
 	}
 	code := strings.ReplaceAll(strings.TrimSpace(r.PostFormValue("code")), " ", "")
 	enrolled, err := c.Store.OperatorTOTP(r.Context(), p.OperatorID)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -95,8 +97,16 @@ func (s *Store) CompleteRefund(ctx context.Context, refundID string) (ok bool, e
 		// that drops callbacks with version <= the last it saw still gets
 		// payment.refunded_late_approval after the payment.failed/expired
 		// that came before it.
+		cur, err := s.orderRow(ctx, tx, anyMerchant, r.OrderID, true)
+		if err != nil {
+			return err
+		}
 		var row OrderRow
-		if err := tx.GetContext(ctx, &row, `UPDATE orders SET version = version + 1, updated_at = now() WHERE order_id = $1 RETURNING `+orderColumns, r.OrderID); err != nil {
+		// Fenced like every versioned change; the row lock above holds it.
+		if err := tx.GetContext(ctx, &row, `UPDATE orders SET version = version + 1, updated_at = now() WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns,
+			r.OrderID, cur.Version); errors.Is(err, sql.ErrNoRows) {
+			return ErrVersionConflict
+		} else if err != nil {
 			return fmt.Errorf("refund %s: bump order version: %w", refundID, err)
 		}
 		if err := appendLogTx(ctx, tx, r.OrderID, "refund.succeeded", nil, nil, "worker",

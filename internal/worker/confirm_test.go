@@ -302,9 +302,18 @@ func TestExpiredLockFencedByVersion(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if i == 1 {
-				// Start once the first one's lock has lapsed.
+				// Start once the first one's lock has lapsed (the fault under
+				// test): poll Redis for the key, as a loaded machine can make
+				// any fixed wait too short.
 				<-started
-				time.Sleep(100 * time.Millisecond) // let the 50 ms lock lapse: this is the fault under test
+				// (Not testenv.Poll: Fatal may not be called off the test goroutine.)
+				for deadline := time.Now().Add(5 * time.Second); sys.Redis.Client.Exists(context.Background(), "payrail:lock:order:"+o.OrderID).Val() != 0; {
+					if time.Now().After(deadline) {
+						t.Error("the first worker's lock did not lapse in 5 s")
+						return
+					}
+					time.Sleep(5 * time.Millisecond) // polling Redis for the key's expiry
+				}
 			}
 			errs[i] = w.HandleConfirm(context.Background(), task)
 		}()
