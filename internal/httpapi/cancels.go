@@ -11,6 +11,9 @@ import (
 type cancelRequest struct {
 	Reason *string `json:"reason"`
 	Amount *int64  `json:"amount"`
+	// RefundReceiveAccount is required to refund a deposited virtual
+	// account (REFUND_ACCOUNT_REQUIRED), ignored otherwise.
+	RefundReceiveAccount *payment.RefundAccount `json:"refundReceiveAccount"`
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
@@ -32,9 +35,16 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		}
 		amount = *req.Amount
 	}
+	if a := req.RefundReceiveAccount; a != nil {
+		a.HolderName = strings.TrimSpace(a.HolderName)
+		if err := a.Validate(); err != nil {
+			writeError(ctx, w, err)
+			return
+		}
+	}
 	orderID := r.PathValue("orderId")
 	c, ok := idempotent(s, w, r, true, func(fin *store.IdemFinish[store.Cancel]) (store.Cancel, error) {
-		return s.Store.RequestCancel(ctx, merchantID(r), orderID, strings.TrimSpace(*req.Reason), amount, fin)
+		return s.Store.RequestCancel(ctx, merchantID(r), orderID, strings.TrimSpace(*req.Reason), amount, req.RefundReceiveAccount, fin)
 	}, cancelReply)
 	if !ok {
 		return

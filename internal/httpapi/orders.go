@@ -216,8 +216,13 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 				// Settled but not paid (declined, or canceled at the PG
 				// before we confirmed) is a failure for the buyer.
 				cr.Result = payment.ConfirmFailure
-				if o.Status == payment.Paid || o.Status == payment.PartiallyCanceled {
+				switch o.Status {
+				case payment.Paid, payment.PartiallyCanceled:
 					cr.Result = payment.ConfirmSuccess
+				case payment.AwaitingDeposit:
+					// Not paid, not failed: the buyer transfers to the
+					// account in o.VirtualAccount.
+					cr.Result = payment.ConfirmAwaitingDeposit
 				}
 			}
 		}

@@ -60,7 +60,7 @@ type Store interface {
 	ListOrders(ctx context.Context, merchantID string, f store.ListFilter) (orders []payment.Order, next string, err error)
 	History(ctx context.Context, orderID, cursor string, limit int) (entries []payment.LogEntry, next string, err error)
 	RequestConfirm(ctx context.Context, merchantID, orderID, paymentKey, token string, amount int64, fin *store.IdemFinish[store.ConfirmResult]) (store.ConfirmResult, error)
-	RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *store.IdemFinish[store.Cancel]) (store.Cancel, error)
+	RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, refund *payment.RefundAccount, fin *store.IdemFinish[store.Cancel]) (store.Cancel, error)
 	// CancelByID returns CANCEL_NOT_FOUND.
 	CancelByID(ctx context.Context, merchantID, orderID, cancelID string) (store.Cancel, error)
 
@@ -75,6 +75,11 @@ type Store interface {
 	// PG webhooks: OrderRowForEvent returns ORDER_NOT_FOUND.
 	OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (store.OrderRow, error)
 	InsertPGEvent(ctx context.Context, e store.PGEvent) (stored bool, err error)
+	// DEPOSIT_CALLBACK: the order's stored secret, compared in constant
+	// time (stored is false before the account is known), and the
+	// security event of a mismatch.
+	VASecretMatches(row store.OrderRow, secret string) (match, stored bool, err error)
+	RecordDepositSecretMismatch(ctx context.Context, orderID, source string) error
 }
 
 var _ Store = (*store.Store)(nil)

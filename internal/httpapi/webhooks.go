@@ -17,9 +17,23 @@ import (
 // PAYMENT_STATUS_CHANGED is a few KiB.
 const MaxWebhookBody = 64 << 10
 
+// pgWebhook is either event payrail reads: PAYMENT_STATUS_CHANGED
+// ({eventType, data}) or a virtual account's DEPOSIT_CALLBACK (flat:
+// {createdAt, secret, status, transactionKey, orderId}).
 type pgWebhook struct {
 	EventType string           `json:"eventType"`
 	Data      pgclient.Payment `json:"data"`
+
+	CreatedAt      string          `json:"createdAt"`
+	Secret         string          `json:"secret"`
+	Status         pgclient.Status `json:"status"`
+	TransactionKey string          `json:"transactionKey"`
+	OrderID        string          `json:"orderId"`
+}
+
+func (ev pgWebhook) deposit() pgclient.DepositEvent {
+	return pgclient.DepositEvent{EventType: ev.EventType, CreatedAt: ev.CreatedAt, Secret: ev.Secret, Status: ev.Status,
+		TransactionKey: ev.TransactionKey, OrderID: ev.OrderID}
 }
 
 // Outcomes of a PG webhook at the door, for Server.PGEvent.
@@ -28,6 +42,7 @@ const (
 	PGEventDuplicate    = "duplicate"
 	PGEventInvalid      = "invalid"       // 400: fields no PG sends
 	PGEventBadSignature = "bad_signature" // 401: mockpg signature missing, wrong or stale
+	PGEventBadSecret    = "bad_secret"    // 401: a DEPOSIT_CALLBACK whose secret is not the order's
 	PGEventOtherType    = "other_type"    // 200, not stored: not a payment status event
 	PGEventUnknownOrder = "unknown_order" // 200, not stored: names nothing payrail knows
 	PGEventRateLimited  = "rate_limited"  // 429: the source address is over its limit
@@ -121,6 +136,10 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
+	if pgclient.IsDepositEvent(ev.Data.PaymentKey != "", ev.deposit()) {
+		s.depositWebhook(w, r, provider, eventKey, body, ev.deposit())
+		return
+	}
 	if ev.EventType != pgclient.EventPaymentStatusChanged {
 		// Toss sends other types too (payouts, methods, …); answering 200
 		// stops its retries. Nothing payrail reads, so nothing is stored.
@@ -142,19 +161,78 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
-	if eventKey == "" {
-		sum := sha256.Sum256(body)
-		eventKey = hex.EncodeToString(sum[:])
+	s.storePGEvent(w, r, row.MerchantID, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
+		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: body}, body)
+}
+
+// depositWebhook takes a virtual account's DEPOSIT_CALLBACK. Its secret is
+// compared, in constant time, with the one the PG issued for the order; a
+// mismatch (or an order that has no account to deposit into) is a 401, a
+// security event in the order's history, and nothing stored. Before the
+// confirm's answer has been applied payrail has no secret yet: the event
+// is stored and the worker checks it against the PG's own record. Either
+// way its status is believed only after a lookup agrees. The secret is
+// stored only as its SHA-256.
+func (s *Server) depositWebhook(w http.ResponseWriter, r *http.Request, provider, eventKey string, raw []byte, ev pgclient.DepositEvent) {
+	ctx := r.Context()
+	if err := pgclient.CheckDepositEvent(ev); err != nil {
+		s.countPGEvent(provider, PGEventInvalid)
+		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "%s", err.Error()))
+		return
 	}
-	stored, err := s.Store.InsertPGEvent(ctx, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
-		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: body})
+	row, err := s.Store.OrderRowForEvent(ctx, "", ev.OrderID)
+	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
+		s.countPGEvent(provider, PGEventUnknownOrder)
+		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
+		return
+	} else if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	match, known, err := s.Store.VASecretMatches(row, ev.Secret)
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	if !match && (known || row.Status != payment.Confirming) {
+		s.countPGEvent(provider, PGEventBadSecret)
+		src := s.sourceAddr(r).String()
+		logger(ctx).Warn("DEPOSIT_CALLBACK with a secret that is not the order's; refused", "order_id", row.OrderID, "source", src, "account_issued", known)
+		if err := s.Store.RecordDepositSecretMismatch(ctx, row.OrderID, src); err != nil {
+			logger(ctx).Error("recording the deposit secret mismatch failed", "order_id", row.OrderID, "err", err)
+		}
+		writeError(ctx, w, payment.Errorf(payment.CodeInvalidDepositSecret, "the secret is not this payment's"))
+		return
+	}
+	stored := ev
+	stored.EventType, stored.Secret = pgclient.EventDepositCallback, pgclient.SealedSecret(ev.Secret)
+	body, err := json.Marshal(stored)
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	s.storePGEvent(w, r, row.MerchantID, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: row.PaymentKey,
+		OrderID: nonEmpty(ev.OrderID), PGStatus: nonEmpty(string(ev.Status)), Body: body}, raw)
+}
+
+// storePGEvent stores e once (its key: the provider's event id, else the
+// SHA-256 of the raw body), enqueues its application and answers 200.
+func (s *Server) storePGEvent(w http.ResponseWriter, r *http.Request, merchantID string, e store.PGEvent, raw []byte) {
+	ctx := r.Context()
+	provider, eventKey := e.Provider, e.EventKey
+	if eventKey == "" {
+		sum := sha256.Sum256(raw)
+		eventKey = hex.EncodeToString(sum[:])
+		e.EventKey = eventKey
+	}
+	stored, err := s.Store.InsertPGEvent(ctx, e)
 	if err != nil {
 		writeError(ctx, w, err)
 		return
 	}
 	if stored {
 		s.countPGEvent(provider, PGEventStored)
-		if err := s.Queue.Webhook(ctx, row.MerchantID, provider, eventKey); err != nil {
+		if err := s.Queue.Webhook(ctx, merchantID, provider, eventKey); err != nil {
 			logger(ctx).Warn("enqueue webhook failed; the sweep will re-enqueue", "err", err)
 		}
 	} else {

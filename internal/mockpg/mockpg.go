@@ -35,6 +35,9 @@ type Config struct {
 	WebhookSecret string
 	// SessionTTL is how long a READY session may be confirmed. Default 10m.
 	SessionTTL time.Duration
+	// VirtualAccountDue is how long an issued virtual account waits for
+	// its deposit. Default 72h (DESIGN.md).
+	VirtualAccountDue time.Duration
 	// Faults is the fault configuration at start; see SetFaults.
 	Faults Faults
 	// Now is the clock (session expiry, timestamps). Default time.Now.
@@ -108,6 +111,14 @@ type OrderStats struct {
 	CancelCalls int `json:"cancelCalls"`
 	// CanceledAmount sums the applied cancels.
 	CanceledAmount int64 `json:"canceledAmount"`
+	// VirtualAccounts counts virtual accounts issued (confirms of a
+	// 가상계좌 session); the money arrives later, as a deposit.
+	VirtualAccounts int `json:"virtualAccounts"`
+	// Deposits counts deposits applied (each is also an approval).
+	Deposits int `json:"deposits"`
+	// RefundAccountCancels counts cancels that came with a
+	// refundReceiveAccount.
+	RefundAccountCancels int `json:"refundAccountCancels"`
 }
 
 // Server is the sandbox PG. It is an http.Handler; all state lives in memory
@@ -131,6 +142,7 @@ type Server struct {
 	idem       map[idemKey]*idemEntry
 	idemClaims int
 	stats      map[string]*OrderStats
+	clockSkew  time.Duration // POST /sandbox/clock: how far the ledger's clock is ahead
 	events     []logEntry // ring of recent requests and webhooks for the console
 
 	closing   chan struct{} // closed by Close: wakes hanging "timeout" requests
@@ -149,6 +161,9 @@ type payment struct {
 	ApprovedAt    time.Time
 	Cancels       []Cancel
 	Failure       *Failure
+	Method        string // 카드 or 가상계좌, chosen in the payment window
+	VA            *VirtualAccount
+	Secret        string // a virtual account's DEPOSIT_CALLBACK secret
 }
 
 // Payment is the Toss-shaped payment object mockpg answers and sends in
@@ -168,6 +183,30 @@ type Payment struct {
 	Currency      string   `json:"currency"`
 	Type          string   `json:"type"`
 	Version       string   `json:"version"`
+	// VirtualAccount and Secret are set once a 가상계좌 payment's account
+	// is issued (at confirm).
+	VirtualAccount *APIVirtualAccount `json:"virtualAccount,omitempty"`
+	Secret         string             `json:"secret,omitempty"`
+}
+
+// VirtualAccount is the ledger's record of an issued account.
+type VirtualAccount struct {
+	AccountNumber string
+	BankCode      string
+	CustomerName  string
+	DueDate       time.Time
+	Expired       bool
+}
+
+// APIVirtualAccount is Payment.virtualAccount as Toss renders it.
+type APIVirtualAccount struct {
+	AccountType   string `json:"accountType"`
+	AccountNumber string `json:"accountNumber"`
+	BankCode      string `json:"bankCode"`
+	CustomerName  string `json:"customerName"`
+	DueDate       string `json:"dueDate"`
+	RefundStatus  string `json:"refundStatus"`
+	Expired       bool   `json:"expired"`
 }
 
 // Cancel is one entry of Payment.Cancels.
@@ -205,6 +244,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 10 * time.Minute
+	}
+	if cfg.VirtualAccountDue <= 0 {
+		cfg.VirtualAccountDue = 72 * time.Hour
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -305,10 +347,28 @@ var ErrInvalidSession = errors.New("mockpg: invalid session request")
 // already paid: like Toss, an orderId can be approved once.
 var ErrDuplicatedOrderID = errors.New("mockpg: orderId already paid")
 
-// CreateSession opens a READY payment session as if a buyer had finished the
-// payment window, and returns its paymentKey (tmock_…). It expires after
-// Config.SessionTTL unless confirmed.
+// The payment methods the window offers.
+const (
+	MethodCard           = "카드"
+	MethodVirtualAccount = "가상계좌"
+)
+
+// CreateSession opens a READY card payment session as if a buyer had
+// finished the payment window, and returns its paymentKey (tmock_…). It
+// expires after Config.SessionTTL unless confirmed.
 func (s *Server) CreateSession(orderID string, amount int64, orderName string) (string, error) {
+	return s.CreateSessionMethod(orderID, amount, orderName, MethodCard)
+}
+
+// CreateSessionMethod is CreateSession for a method: 카드 ("" is 카드), or
+// 가상계좌, whose confirm issues a virtual account that waits for a deposit.
+func (s *Server) CreateSessionMethod(orderID string, amount int64, orderName, method string) (string, error) {
+	if method == "" {
+		method = MethodCard
+	}
+	if method != MethodCard && method != MethodVirtualAccount {
+		return "", fmt.Errorf("%w: method must be 카드 or 가상계좌", ErrInvalidSession)
+	}
 	if !orderIDPattern.MatchString(orderID) {
 		return "", fmt.Errorf("%w: orderId must be 6-64 of [A-Za-z0-9_-]", ErrInvalidSession)
 	}
@@ -334,7 +394,8 @@ func (s *Server) CreateSession(orderID string, amount int64, orderName string) (
 		Status:        "READY",
 		TotalAmount:   amount,
 		BalanceAmount: amount,
-		RequestedAt:   s.cfg.Now(),
+		RequestedAt:   s.ledgerNow(),
+		Method:        method,
 	}
 	s.payments[key] = p
 	s.byOrder[orderID] = key
@@ -348,8 +409,17 @@ func (s *Server) CreateSession(orderID string, amount int64, orderName string) (
 
 // expireLocked moves a READY session past its TTL to EXPIRED.
 func (s *Server) expireLocked(p *payment) {
-	if p.Status == "READY" && !s.cfg.Now().Before(p.RequestedAt.Add(s.sessTTL)) {
+	now := s.ledgerNow()
+	if p.Status == "READY" && !now.Before(p.RequestedAt.Add(s.sessTTL)) {
 		p.Status = "EXPIRED"
+	}
+	if p.Status == "WAITING_FOR_DEPOSIT" && p.VA != nil && !now.Before(p.VA.DueDate) {
+		// The bank closes the account at its due date: no deposit can
+		// arrive any more, and the merchant hears of it.
+		p.Status = "EXPIRED"
+		p.VA.Expired = true
+		s.noteLocked("virtual-account", "account of "+p.OrderID+" passed its due date unpaid: EXPIRED")
+		s.emitLocked(p)
 	}
 }
 
@@ -377,8 +447,16 @@ func (s *Server) toAPI(p *payment) Payment {
 		Type:          "NORMAL",
 		Version:       "2022-11-16",
 	}
-	if p.Status != "READY" && p.Status != "EXPIRED" {
-		out.Method = "카드"
+	if p.Status != "READY" && (p.Status != "EXPIRED" || p.VA != nil) {
+		out.Method = p.Method
+	}
+	if p.VA != nil {
+		out.VirtualAccount = &APIVirtualAccount{
+			AccountType: "일반", AccountNumber: p.VA.AccountNumber, BankCode: p.VA.BankCode,
+			CustomerName: p.VA.CustomerName, DueDate: p.VA.DueDate.In(s.kst).Format(timeLayout),
+			RefundStatus: "NONE", Expired: p.VA.Expired,
+		}
+		out.Secret = p.Secret
 	}
 	if !p.ApprovedAt.IsZero() {
 		a := p.ApprovedAt.In(s.kst).Format(timeLayout)
@@ -432,4 +510,77 @@ type apiError struct {
 func errBody(code, msg string) []byte {
 	b, _ := json.Marshal(apiError{Code: code, Message: msg})
 	return b
+}
+
+// ledgerNow is the payment ledger's clock: the configured clock plus what
+// POST /sandbox/clock advanced it by (due dates, session expiry, times in
+// answers). Webhook signatures keep the real clock, or the receiver would
+// refuse them as stale.
+func (s *Server) ledgerNow() time.Time { return s.cfg.Now().Add(s.clockSkew) }
+
+// AdvanceClock moves the ledger's clock forward by d (tests pass due dates
+// with it) and expires what that makes overdue, emitting its webhooks.
+func (s *Server) AdvanceClock(d time.Duration) (time.Time, error) {
+	if d < 0 || d > 366*24*time.Hour {
+		return time.Time{}, errors.New("advance must be between 0 and 8784h")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clockSkew += d
+	for _, p := range s.payments {
+		s.expireLocked(p)
+	}
+	now := s.ledgerNow()
+	s.noteLocked("clock", fmt.Sprintf("ledger clock advanced %s to %s", d, now.In(s.kst).Format(timeLayout)))
+	return now, nil
+}
+
+// ErrNotWaitingForDeposit is returned by Deposit for a payment that is not
+// an issued, unexpired virtual account.
+var ErrNotWaitingForDeposit = errors.New("mockpg: payment is not a virtual account waiting for its deposit")
+
+// Deposit is the buyer's bank transfer into a virtual account: the payment
+// becomes DONE and mockpg sends DEPOSIT_CALLBACK (with the payment's
+// secret) and PAYMENT_STATUS_CHANGED, each subject to the webhook faults.
+// A second deposit, or one past the due date, is refused.
+func (s *Server) Deposit(paymentKey string) (Payment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.payments[paymentKey]
+	if p == nil {
+		return Payment{}, ErrNotFoundPayment
+	}
+	s.expireLocked(p)
+	if p.Status != "WAITING_FOR_DEPOSIT" || p.VA == nil {
+		return Payment{}, fmt.Errorf("%w (status %s)", ErrNotWaitingForDeposit, p.Status)
+	}
+	p.Status = "DONE"
+	p.ApprovedAt = s.ledgerNow()
+	st := s.statsLocked(p.OrderID)
+	st.Approvals++
+	st.Deposits++
+	s.noteLocked("virtual-account", fmt.Sprintf("deposit of %d into %s for %s", p.TotalAmount, p.VA.AccountNumber, p.OrderID))
+	s.emitDepositLocked(p)
+	s.emitLocked(p)
+	return s.toAPI(p), nil
+}
+
+// ErrNotFoundPayment is returned for an unknown paymentKey.
+var ErrNotFoundPayment = errors.New("mockpg: no such paymentKey")
+
+// issueVirtualAccountLocked turns a confirmed 가상계좌 session into an
+// issued account waiting for its deposit.
+func (s *Server) issueVirtualAccountLocked(p *payment) {
+	banks := []string{"20", "88", "06", "11", "81", "03"}
+	digits := make([]byte, 14)
+	for i := range digits {
+		digits[i] = byte('0' + s.dice.IntN(10))
+	}
+	p.Status = "WAITING_FOR_DEPOSIT"
+	p.VA = &VirtualAccount{
+		AccountNumber: string(digits), BankCode: banks[s.dice.IntN(len(banks))],
+		CustomerName: "홍길동", DueDate: s.ledgerNow().Add(s.cfg.VirtualAccountDue).Truncate(time.Second),
+	}
+	p.Secret = "ps_" + rand.Text()
+	s.statsLocked(p.OrderID).VirtualAccounts++
 }

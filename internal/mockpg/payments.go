@@ -141,7 +141,7 @@ func (s *Server) confirmLocked(req confirmRequest, d faultDraw) response {
 	}
 	s.expireLocked(p)
 	switch p.Status {
-	case "DONE", "CANCELED", "PARTIAL_CANCELED":
+	case "DONE", "CANCELED", "PARTIAL_CANCELED", "WAITING_FOR_DEPOSIT":
 		return response{http.StatusBadRequest, errBody("ALREADY_PROCESSED_PAYMENT", "이미 처리된 결제 입니다.")}
 	case "EXPIRED", "ABORTED":
 		return response{http.StatusNotFound, errBody("NOT_FOUND_PAYMENT_SESSION", "결제 시간이 만료되어 결제 진행 데이터가 존재하지 않습니다.")}
@@ -158,9 +158,15 @@ func (s *Server) confirmLocked(req confirmRequest, d faultDraw) response {
 		s.emitLocked(p)
 		return response{http.StatusForbidden, errBody(p.Failure.Code, p.Failure.Message)}
 	}
-	p.Status = "DONE"
-	p.ApprovedAt = s.cfg.Now()
 	s.paidOrder[p.OrderID] = p.PaymentKey
+	if p.Method == MethodVirtualAccount {
+		// Nothing is charged yet: the buyer transfers to the account later.
+		s.issueVirtualAccountLocked(p)
+		s.emitLocked(p)
+		return s.paymentResponseLocked(p)
+	}
+	p.Status = "DONE"
+	p.ApprovedAt = s.ledgerNow()
 	s.statsLocked(p.OrderID).Approvals++
 	s.emitLocked(p)
 	return s.paymentResponseLocked(p)
@@ -175,8 +181,23 @@ func (s *Server) paymentResponseLocked(p *payment) response {
 }
 
 type cancelRequest struct {
-	CancelReason string `json:"cancelReason"`
-	CancelAmount *int64 `json:"cancelAmount"`
+	CancelReason         string         `json:"cancelReason"`
+	CancelAmount         *int64         `json:"cancelAmount"`
+	RefundReceiveAccount *refundAccount `json:"refundReceiveAccount"`
+}
+
+// refundAccount is a cancel's refundReceiveAccount.
+type refundAccount struct {
+	Bank          string `json:"bank"`
+	AccountNumber string `json:"accountNumber"`
+	HolderName    string `json:"holderName"`
+}
+
+func (a *refundAccount) valid() bool {
+	if a == nil || len(a.Bank) != 2 || strings.TrimSpace(a.HolderName) == "" || len(a.AccountNumber) < 6 || len(a.AccountNumber) > 20 {
+		return false
+	}
+	return strings.Trim(a.Bank+a.AccountNumber, "0123456789") == ""
 }
 
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +231,17 @@ func (s *Server) cancelLocked(key string, req cancelRequest) response {
 		return response{http.StatusBadRequest, errBody("INVALID_REQUEST", "cancelAmount must be positive when given.")}
 	}
 	s.expireLocked(p)
-	if p.Status != "DONE" && p.Status != "PARTIAL_CANCELED" {
+	if req.RefundReceiveAccount != nil && !req.RefundReceiveAccount.valid() {
+		return response{http.StatusBadRequest, errBody("INVALID_REFUND_ACCOUNT_INFO", "환불 계좌 정보가 올바르지 않습니다.")}
+	}
+	if p.Status == "WAITING_FOR_DEPOSIT" {
+		// Cancelling an issued account before its deposit closes it: no
+		// money to return, so only the whole amount, and no refund account.
+		if req.CancelAmount != nil && *req.CancelAmount != p.TotalAmount {
+			return response{http.StatusBadRequest, errBody("NOT_CANCELABLE_AMOUNT", "입금 전 가상계좌는 전액만 취소할 수 있습니다.")}
+		}
+		req.CancelAmount = nil
+	} else if p.Status != "DONE" && p.Status != "PARTIAL_CANCELED" {
 		return response{http.StatusBadRequest, errBody("NOT_CANCELABLE_PAYMENT", "취소 할 수 없는 결제 입니다.")}
 	}
 	amount := p.BalanceAmount
@@ -228,13 +259,22 @@ func (s *Server) cancelLocked(key string, req cancelRequest) response {
 	p.Cancels = append(p.Cancels, Cancel{
 		CancelAmount:     amount,
 		CancelReason:     req.CancelReason,
-		CanceledAt:       s.cfg.Now().In(s.kst).Format(timeLayout),
+		CanceledAt:       s.ledgerNow().In(s.kst).Format(timeLayout),
 		TransactionKey:   "ttx_" + randomID(),
 		RefundableAmount: p.BalanceAmount,
 	})
 	st := s.statsLocked(p.OrderID)
 	st.Cancels++
 	st.CanceledAmount += amount
+	if req.RefundReceiveAccount != nil {
+		st.RefundAccountCancels++
+	}
+	if p.VA != nil {
+		p.VA.Expired = true // a cancelled account takes no more deposits
+		if p.Status == "CANCELED" {
+			s.emitDepositLocked(p)
+		}
+	}
 	s.emitLocked(p)
 	return s.paymentResponseLocked(p)
 }

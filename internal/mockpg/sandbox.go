@@ -30,6 +30,10 @@ func (s *Server) sandboxRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /sandbox/faults", s.handleSetFaults)
 	m.HandleFunc("GET /sandbox/stats", s.handleStats)
 	m.HandleFunc("POST /sandbox/webhooks/send", s.handleSendWebhook)
+	m.HandleFunc("POST /sandbox/deposits", s.handleDeposit)
+	m.HandleFunc("POST /sandbox/deposits/reverse", s.handleReverseDeposit)
+	m.HandleFunc("GET /sandbox/clock", s.handleGetClock)
+	m.HandleFunc("POST /sandbox/clock", s.handleAdvanceClock)
 	m.HandleFunc("GET /checkout", s.handleCheckoutPage)
 	m.HandleFunc("POST /checkout", s.handleCheckoutSubmit)
 	m.HandleFunc("GET /{$}", s.handleConsole)
@@ -44,12 +48,13 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		OrderID   string `json:"orderId"`
 		Amount    int64  `json:"amount"`
 		OrderName string `json:"orderName"`
+		Method    string `json:"method"`
 	}
 	if err := decodeStrict(w, r, &req); err != nil {
 		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
 		return
 	}
-	key, err := s.CreateSession(req.OrderID, req.Amount, req.OrderName)
+	key, err := s.CreateSessionMethod(req.OrderID, req.Amount, req.OrderName, req.Method)
 	switch {
 	case errors.Is(err, ErrDuplicatedOrderID):
 		sandboxError(w, http.StatusBadRequest, "DUPLICATED_ORDER_ID", err.Error())
@@ -94,6 +99,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		t.Cancels += o.Cancels
 		t.CancelCalls += o.CancelCalls
 		t.CanceledAmount += o.CanceledAmount
+		t.VirtualAccounts += o.VirtualAccounts
+		t.Deposits += o.Deposits
+		t.RefundAccountCancels += o.RefundAccountCancels
 	}
 	writeJSON(w, http.StatusOK, statsResponse{Orders: orders, Totals: t})
 }
@@ -171,6 +179,8 @@ type checkoutParams struct {
 	OrderName  string
 	SuccessURL string
 	FailURL    string
+	// Method is what the buyer picked in the window: 카드 or 가상계좌.
+	Method string
 }
 
 func parseCheckout(v url.Values) (checkoutParams, error) {
@@ -247,7 +257,7 @@ func (s *Server) handleCheckoutSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PostForm.Get("action") {
 	case "pay":
-		key, err := s.CreateSession(c.OrderID, c.Amount, c.OrderName)
+		key, err := s.CreateSessionMethod(c.OrderID, c.Amount, c.OrderName, r.PostForm.Get("method"))
 		switch {
 		case errors.Is(err, ErrDuplicatedOrderID):
 			fail("DUPLICATED_ORDER_ID", "이미 승인 및 취소가 진행된 중복된 주문번호 입니다.")
@@ -324,4 +334,94 @@ func formatWon(n int64) string {
 		return "-₩" + string(out)
 	}
 	return "₩" + string(out)
+}
+
+// handleDeposit is the buyer's bank transfer into a virtual account
+// (JSON {paymentKey}, or the console's form, which redirects back to /).
+func (s *Server) handleDeposit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		PaymentKey string `json:"paymentKey"`
+	}
+	fromForm := strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded")
+	if fromForm {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := r.ParseForm(); err != nil {
+			sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", "unreadable form")
+			return
+		}
+		req.PaymentKey = r.PostForm.Get("paymentKey")
+	} else if err := decodeStrict(w, r, &req); err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+		return
+	}
+	p, err := s.Deposit(req.PaymentKey)
+	switch {
+	case errors.Is(err, ErrNotFoundPayment):
+		sandboxError(w, http.StatusNotFound, "NOT_FOUND_PAYMENT", "no such paymentKey")
+	case errors.Is(err, ErrNotWaitingForDeposit):
+		sandboxError(w, http.StatusConflict, "NOT_WAITING_FOR_DEPOSIT", err.Error())
+	case err != nil:
+		sandboxError(w, http.StatusInternalServerError, "FAILED_INTERNAL_SYSTEM_PROCESSING", err.Error())
+	case fromForm:
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	default:
+		writeJSON(w, http.StatusOK, p)
+	}
+}
+
+func (s *Server) handleGetClock(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	now, skew := s.ledgerNow(), s.clockSkew
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]string{"now": now.In(s.kst).Format(timeLayout), "advancedBy": skew.String()})
+}
+
+// handleAdvanceClock moves the ledger clock: {"advance":"72h"}.
+func (s *Server) handleAdvanceClock(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Advance string `json:"advance"`
+	}
+	if err := decodeStrict(w, r, &req); err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+		return
+	}
+	d, err := time.ParseDuration(req.Advance)
+	if err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", "advance must be a Go duration such as \"72h\"")
+		return
+	}
+	now, err := s.AdvanceClock(d)
+	if err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+		return
+	}
+	s.mu.Lock()
+	skew := s.clockSkew
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]string{"now": now.In(s.kst).Format(timeLayout), "advancedBy": skew.String()})
+}
+
+// handleReverseDeposit simulates the bank reversing a deposit
+// ({paymentKey}): the payment waits for its deposit again and a
+// DEPOSIT_CALLBACK says so. A receiver must raise an alert, not move a
+// paid order back.
+func (s *Server) handleReverseDeposit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		PaymentKey string `json:"paymentKey"`
+	}
+	if err := decodeStrict(w, r, &req); err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.payments[req.PaymentKey]
+	if p == nil || p.VA == nil || p.Status != "DONE" {
+		sandboxError(w, http.StatusConflict, "NOT_DEPOSITED", "only a deposited virtual account can be reversed")
+		return
+	}
+	p.Status = "WAITING_FOR_DEPOSIT"
+	s.noteLocked("virtual-account", "deposit into "+p.OrderID+" reversed by the bank")
+	s.emitDepositLocked(p)
+	writeJSON(w, http.StatusOK, s.toAPI(p))
 }

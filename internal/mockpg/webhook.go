@@ -128,21 +128,47 @@ func (s *Server) emitLocked(p *payment) {
 }
 
 func (s *Server) emitSnapshotLocked(data Payment) string {
-	if s.webhookURL == "" {
-		return ""
-	}
 	body, err := json.Marshal(WebhookEvent{
 		EventType: "PAYMENT_STATUS_CHANGED",
-		CreatedAt: s.cfg.Now().In(s.kst).Format("2006-01-02T15:04:05.000"),
+		CreatedAt: s.ledgerNow().In(s.kst).Format("2006-01-02T15:04:05.000"),
 		Data:      data,
 	})
 	if err != nil {
 		return ""
 	}
+	return s.emitBodyLocked(body, data.Status+" "+data.PaymentKey)
+}
+
+// DepositEvent is the DEPOSIT_CALLBACK mockpg sends for a virtual account,
+// Toss-shaped: flat, with the payment's secret and no payment object.
+type DepositEvent struct {
+	CreatedAt      string `json:"createdAt"`
+	Secret         string `json:"secret"`
+	Status         string `json:"status"`
+	TransactionKey string `json:"transactionKey"`
+	OrderID        string `json:"orderId"`
+}
+
+// emitDepositLocked queues a DEPOSIT_CALLBACK for p's current status.
+func (s *Server) emitDepositLocked(p *payment) string {
+	body, err := json.Marshal(DepositEvent{
+		CreatedAt: s.ledgerNow().In(s.kst).Format("2006-01-02T15:04:05.000"),
+		Secret:    p.Secret, Status: p.Status, TransactionKey: "ttx_" + randomID(), OrderID: p.OrderID,
+	})
+	if err != nil {
+		return ""
+	}
+	return s.emitBodyLocked(body, "DEPOSIT_CALLBACK "+p.Status+" "+p.OrderID)
+}
+
+func (s *Server) emitBodyLocked(body []byte, what string) string {
+	if s.webhookURL == "" {
+		return ""
+	}
 	ev := outEvent{
 		id:        "evt_" + randomID(),
 		url:       s.webhookURL,
-		what:      data.Status + " " + data.PaymentKey,
+		what:      what,
 		body:      body,
 		duplicate: s.rollLocked(s.faults.WebhookDuplicateRate),
 		holdBack:  s.rollLocked(s.faults.WebhookReorderRate),

@@ -28,6 +28,8 @@ const (
 	CodePaymentKeyConflict    = "PAYMENT_KEY_CONFLICT"
 	CodeCancelAmountExceeded  = "CANCEL_AMOUNT_EXCEEDED"
 	CodeOrderNotCancelable    = "ORDER_NOT_CANCELABLE"
+	CodeRefundAccountRequired = "REFUND_ACCOUNT_REQUIRED"
+	CodeInvalidDepositSecret  = "INVALID_DEPOSIT_SECRET"
 	CodeIdempotencyKeyReused  = "IDEMPOTENCY_KEY_REUSED"
 	CodeIdempotencyKeyInUse   = "IDEMPOTENCY_KEY_IN_USE"
 	CodeIdempotencyKeyMissing = "IDEMPOTENCY_KEY_REQUIRED"
@@ -61,7 +63,7 @@ var AllCodes = []string{
 	CodeOrderNotFound, CodeMerchantNotFound, CodeSecretNotFound, CodePaymentNotFound, CodeCancelNotFound,
 	CodeCallbackNotFound, CodeOperatorNotFound, CodeOperatorExists, CodeOrderAlreadyExists, CodeAmountMismatch,
 	CodeInvalidPaymentToken, CodeOrderNotConfirmable, CodePaymentKeyConflict, CodeCancelAmountExceeded,
-	CodeOrderNotCancelable, CodeIdempotencyKeyReused, CodeIdempotencyKeyInUse, CodeIdempotencyKeyMissing,
+	CodeOrderNotCancelable, CodeRefundAccountRequired, CodeInvalidDepositSecret, CodeIdempotencyKeyReused, CodeIdempotencyKeyInUse, CodeIdempotencyKeyMissing,
 	CodeIllegalTransition, CodeVersionConflict,
 	CodeMissingAuth, CodeUnknownClient, CodeStaleTimestamp, CodeReplayedNonce, CodeInvalidSignature,
 	CodeMerchantSuspended, CodeAuthUnavailable,
@@ -92,6 +94,8 @@ var httpStatus = map[string]int{
 	CodePaymentKeyConflict:    http.StatusConflict,
 	CodeCancelAmountExceeded:  http.StatusConflict,
 	CodeOrderNotCancelable:    http.StatusConflict,
+	CodeRefundAccountRequired: http.StatusBadRequest,
+	CodeInvalidDepositSecret:  http.StatusUnauthorized,
 	CodeIdempotencyKeyReused:  http.StatusUnprocessableEntity,
 	CodeIdempotencyKeyInUse:   http.StatusConflict,
 	CodeIdempotencyKeyMissing: http.StatusBadRequest,

@@ -9,27 +9,30 @@ import (
 // Order is the one representation of an order that merchants, callbacks and
 // operators see.
 type Order struct {
-	OrderID             string     `json:"orderId"`
-	MerchantID          string     `json:"-"`
-	MerchantOrderID     *string    `json:"merchantOrderId"`
-	Status              Status     `json:"status"`
-	Version             int        `json:"version"`
-	Amount              int64      `json:"amount"`
-	Currency            string     `json:"currency"`
-	OrderName           string     `json:"orderName"`
-	SuccessURL          *string    `json:"successUrl,omitempty"`
-	FailURL             *string    `json:"failUrl,omitempty"`
-	PaymentKey          *string    `json:"paymentKey"`
-	Method              *string    `json:"method"`
-	ApprovedAt          *time.Time `json:"approvedAt"`
-	Failure             *Failure   `json:"failure"`
-	CanceledAmount      int64      `json:"canceledAmount"`
-	PendingCancelAmount int64      `json:"pendingCancelAmount"`
-	NeedsReconciliation bool       `json:"needsReconciliation"`
-	ExpiresAt           time.Time  `json:"expiresAt"`
-	CreatedAt           time.Time  `json:"createdAt"`
-	UpdatedAt           time.Time  `json:"updatedAt"`
-	History             []LogEntry `json:"history,omitempty"`
+	OrderID         string     `json:"orderId"`
+	MerchantID      string     `json:"-"`
+	MerchantOrderID *string    `json:"merchantOrderId"`
+	Status          Status     `json:"status"`
+	Version         int        `json:"version"`
+	Amount          int64      `json:"amount"`
+	Currency        string     `json:"currency"`
+	OrderName       string     `json:"orderName"`
+	SuccessURL      *string    `json:"successUrl,omitempty"`
+	FailURL         *string    `json:"failUrl,omitempty"`
+	PaymentKey      *string    `json:"paymentKey"`
+	Method          *string    `json:"method"`
+	ApprovedAt      *time.Time `json:"approvedAt"`
+	// VirtualAccount is the account a virtual-account payment is paid
+	// into; nil for other methods.
+	VirtualAccount      *VirtualAccount `json:"virtualAccount,omitempty"`
+	Failure             *Failure        `json:"failure"`
+	CanceledAmount      int64           `json:"canceledAmount"`
+	PendingCancelAmount int64           `json:"pendingCancelAmount"`
+	NeedsReconciliation bool            `json:"needsReconciliation"`
+	ExpiresAt           time.Time       `json:"expiresAt"`
+	CreatedAt           time.Time       `json:"createdAt"`
+	UpdatedAt           time.Time       `json:"updatedAt"`
+	History             []LogEntry      `json:"history,omitempty"`
 	// HistoryNextCursor is set when History is only the first page; the
 	// rest is read from GET /v1/orders/{orderId}/history?cursor=.
 	HistoryNextCursor string `json:"historyNextCursor,omitempty"`

@@ -16,8 +16,11 @@ type Status string
 
 // The order statuses (DESIGN.md "States").
 const (
-	Created           Status = "CREATED"
-	Confirming        Status = "CONFIRMING"
+	Created    Status = "CREATED"
+	Confirming Status = "CONFIRMING"
+	// AwaitingDeposit: a virtual account was issued; the buyer has not
+	// transferred the money yet (DESIGN.md "Virtual accounts").
+	AwaitingDeposit   Status = "AWAITING_DEPOSIT"
 	Paid              Status = "PAID"
 	PartiallyCanceled Status = "PARTIALLY_CANCELED"
 	Canceled          Status = "CANCELED"
@@ -26,13 +29,14 @@ const (
 )
 
 // AllStatuses lists every status, in lifecycle order.
-var AllStatuses = []Status{Created, Confirming, Paid, PartiallyCanceled, Canceled, Failed, Expired}
+var AllStatuses = []Status{Created, Confirming, AwaitingDeposit, Paid, PartiallyCanceled, Canceled, Failed, Expired}
 
 // transitions is the single transition table. A self-loop is listed only where
 // the state legitimately repeats (another partial cancel).
 var transitions = map[Status][]Status{
 	Created:           {Confirming, Expired},
-	Confirming:        {Paid, Failed, Canceled},
+	Confirming:        {Paid, Failed, Canceled, AwaitingDeposit},
+	AwaitingDeposit:   {Paid, Expired, Canceled},
 	Paid:              {PartiallyCanceled, Canceled},
 	PartiallyCanceled: {PartiallyCanceled, Canceled},
 	Canceled:          nil,
@@ -49,8 +53,9 @@ func (s Status) Valid() bool {
 // Terminal reports whether nothing may ever move an order out of s.
 func (s Status) Terminal() bool { return s == Canceled || s == Failed || s == Expired }
 
-// Settled reports whether a confirm has reached its answer (paid, failed or
-// anything after paid): what `Prefer: wait` waits for.
+// Settled reports whether a confirm has reached its answer (paid, failed,
+// a virtual account issued, or anything after): what `Prefer: wait` waits
+// for.
 func (s Status) Settled() bool { return s != Created && s != Confirming }
 
 // CanTransition reports whether the table allows from → to.
@@ -108,6 +113,7 @@ const (
 	EventCancelFailed         CallbackEvent = "payment.cancel_failed"
 	EventExpired              CallbackEvent = "payment.expired"
 	EventRefundedLateApproval CallbackEvent = "payment.refunded_late_approval"
+	EventAwaitingDeposit      CallbackEvent = "payment.awaiting_deposit"
 )
 
 // CallbackPayload is the body of a merchant callback (docs/callbacks.md):
@@ -138,6 +144,8 @@ func EventFor(to Status) CallbackEvent {
 		return EventPartiallyCanceled
 	case Expired:
 		return EventExpired
+	case AwaitingDeposit:
+		return EventAwaitingDeposit
 	}
 	return ""
 }

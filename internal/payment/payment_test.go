@@ -11,7 +11,8 @@ import (
 func TestTransitionTableProperties(t *testing.T) {
 	documented := map[[2]Status]bool{
 		{Created, Confirming}: true, {Created, Expired}: true,
-		{Confirming, Paid}: true, {Confirming, Failed}: true, {Confirming, Canceled}: true,
+		{Confirming, Paid}: true, {Confirming, Failed}: true, {Confirming, Canceled}: true, {Confirming, AwaitingDeposit}: true,
+		{AwaitingDeposit, Paid}: true, {AwaitingDeposit, Expired}: true, {AwaitingDeposit, Canceled}: true,
 		{Paid, PartiallyCanceled}: true, {Paid, Canceled}: true,
 		{PartiallyCanceled, PartiallyCanceled}: true, {PartiallyCanceled, Canceled}: true,
 	}
@@ -67,4 +68,42 @@ func TestIDsAndKeys(t *testing.T) {
 	if len(ConfirmIdempotencyKey("o", "k")) > 300 {
 		t.Error("Toss caps idempotency keys at 300 characters")
 	}
+}
+
+func TestRefundAccountValidationAndMasking(t *testing.T) {
+	good := RefundAccount{Bank: "88", AccountNumber: "110123456789", HolderName: "홍길동"}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid account refused: %v", err)
+	}
+	for name, a := range map[string]RefundAccount{
+		"unknown bank":   {Bank: "99", AccountNumber: "110123456789", HolderName: "홍길동"},
+		"bank by name":   {Bank: "신한", AccountNumber: "110123456789", HolderName: "홍길동"},
+		"dashes":         {Bank: "88", AccountNumber: "110-123-456789", HolderName: "홍길동"},
+		"too short":      {Bank: "88", AccountNumber: "12345", HolderName: "홍길동"},
+		"too long":       {Bank: "88", AccountNumber: "123456789012345678901", HolderName: "홍길동"},
+		"no holder":      {Bank: "88", AccountNumber: "110123456789", HolderName: "  "},
+		"holder newline": {Bank: "88", AccountNumber: "110123456789", HolderName: "홍\n길동"},
+	} {
+		err := a.Validate()
+		if ErrorCode(err) != CodeInvalidRequest {
+			t.Errorf("%s: got %v, want INVALID_REQUEST", name, err)
+			continue
+		}
+		if a.AccountNumber != "" && len(a.AccountNumber) > 4 && contains(err.Error(), a.AccountNumber) {
+			t.Errorf("%s: the error echoes the account number", name)
+		}
+	}
+	m := good.Masked()
+	if m["accountNumber"] != "********6789" || m["holderName"] != "홍**" || m["bank"] != "88" {
+		t.Errorf("masked = %v", m)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
 }

@@ -40,16 +40,19 @@ func (s PGStatus) Decided() bool { return s.Rank() > 0 }
 func (s PGStatus) Charged() bool { return s == PGDone || s == PGPartialCanceled }
 
 // Rank orders the statuses by how far a payment has gone, so an event that
-// says less than the PG's record is merely stale: 0 undecided, 1 approved
-// or failed, 2 partly cancelled, 3 cancelled.
+// says less than the PG's record is merely stale: 0 undecided, 1 a virtual
+// account issued and waiting for the transfer, 2 approved or failed, 3
+// partly cancelled, 4 cancelled.
 func (s PGStatus) Rank() int {
 	switch s {
-	case PGDone, PGAborted, PGExpired:
+	case PGWaitingForDeposit:
 		return 1
-	case PGPartialCanceled:
+	case PGDone, PGAborted, PGExpired:
 		return 2
-	case PGCanceled:
+	case PGPartialCanceled:
 		return 3
+	case PGCanceled:
+		return 4
 	}
 	return 0
 }
@@ -82,9 +85,19 @@ const (
 	// but the news is kept and read again once it has settled: it may be a
 	// cancel made in the PG's console that the pending one cannot explain.
 	AfterCancel
+	// AwaitDeposit moves a CONFIRMING order to AWAITING_DEPOSIT: the PG
+	// issued a virtual account (the record carries it and its secret).
+	AwaitDeposit
+	// ExpireAtPG moves an AWAITING_DEPOSIT order to EXPIRED: the PG closed
+	// the virtual account unpaid.
+	ExpireAtPG
+	// DepositReversed: the PG shows a paid virtual account waiting for its
+	// deposit again (the bank reversed the transfer). Never applied: an
+	// operator alert.
+	DepositReversed
 )
 
-var effectNames = [...]string{"none", "ask_again", "approve", "cancel_at_pg", "fail_at_pg", "refund", "after_cancel"}
+var effectNames = [...]string{"none", "ask_again", "approve", "cancel_at_pg", "fail_at_pg", "refund", "after_cancel", "await_deposit", "expire_at_pg", "deposit_reversed"}
 
 func (e Effect) String() string {
 	if int(e) < len(effectNames) {
@@ -102,6 +115,10 @@ func (e Effect) To() (Status, bool) {
 		return Canceled, true
 	case FailAtPG:
 		return Failed, true
+	case AwaitDeposit:
+		return AwaitingDeposit, true
+	case ExpireAtPG:
+		return Expired, true
 	}
 	return "", false
 }
@@ -128,10 +145,26 @@ func Reading(pg PGStatus, order Status, cancelInFlight bool) Effect {
 			return CancelAtPG
 		case pg == PGAborted || pg == PGExpired:
 			return FailAtPG
+		case pg == PGWaitingForDeposit:
+			return AwaitDeposit
 		}
 		return AskAgain
+	case AwaitingDeposit:
+		switch {
+		case pg == PGDone || pg == PGPartialCanceled:
+			return Approve
+		case pg == PGCanceled && cancelInFlight:
+			return NoEffect
+		case pg == PGCanceled:
+			return CancelAtPG
+		case pg == PGAborted || pg == PGExpired:
+			return ExpireAtPG
+		}
+		return NoEffect // still waiting: the due date decides, by lookup
 	case Paid, PartiallyCanceled:
 		switch {
+		case pg == PGWaitingForDeposit:
+			return DepositReversed
 		case pg == PGCanceled && cancelInFlight:
 			return AfterCancel
 		case pg == PGCanceled:
@@ -153,6 +186,8 @@ func Reflects(order Status, pg PGStatus) bool {
 		return order == PartiallyCanceled || order == Canceled
 	case PGCanceled:
 		return order == Canceled
+	case PGWaitingForDeposit:
+		return order == AwaitingDeposit
 	}
 	return false
 }

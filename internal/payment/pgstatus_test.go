@@ -38,6 +38,12 @@ func TestReadingInvariants(t *testing.T) {
 				if e == AfterCancel && !(inFlight && pg == PGCanceled && (order == Paid || order == PartiallyCanceled)) {
 					t.Errorf("%s: deferred to a cancel that is not in flight, or news that is not a cancel", where())
 				}
+				if e == DepositReversed && !(pg == PGWaitingForDeposit && (order == Paid || order == PartiallyCanceled)) {
+					t.Errorf("%s: a deposit reversal alert for something that is not a paid order waiting again", where())
+				}
+				if (e == AwaitDeposit) != (pg == PGWaitingForDeposit && order == Confirming) {
+					t.Errorf("%s: a virtual account is issued exactly when a confirming payment waits for its deposit, got %s", where(), e)
+				}
 				if e.String() == "Effect(?)" {
 					t.Errorf("%s: unnamed effect %d", where(), e)
 				}
@@ -71,6 +77,17 @@ func TestReadingGolden(t *testing.T) {
 		{PGCanceled, Expired, false, NoEffect},
 		{PGDone, Created, false, NoEffect},
 		{PGDone, Canceled, false, NoEffect},
+		{PGWaitingForDeposit, Confirming, false, AwaitDeposit},
+		{PGWaitingForDeposit, AwaitingDeposit, false, NoEffect},
+		{PGDone, AwaitingDeposit, false, Approve},
+		{PGDone, AwaitingDeposit, true, Approve},
+		{PGCanceled, AwaitingDeposit, false, CancelAtPG},
+		{PGCanceled, AwaitingDeposit, true, NoEffect},
+		{PGExpired, AwaitingDeposit, false, ExpireAtPG},
+		{PGWaitingForDeposit, Paid, false, DepositReversed},
+		{PGWaitingForDeposit, PartiallyCanceled, false, DepositReversed},
+		{PGWaitingForDeposit, Expired, false, NoEffect},
+		{PGDone, Expired, false, Refund},
 	}
 	for _, c := range cases {
 		if got := Reading(c.pg, c.order, c.inFlight); got != c.want {
@@ -91,7 +108,7 @@ func TestPGStatusRankAndKnown(t *testing.T) {
 	if PGStatus("DONE ").Known() || PGStatus("done").Known() {
 		t.Error("near-miss statuses must not be known")
 	}
-	if !(PGReady.Rank() < PGDone.Rank() && PGDone.Rank() < PGPartialCanceled.Rank() && PGPartialCanceled.Rank() < PGCanceled.Rank()) {
+	if !(PGReady.Rank() < PGWaitingForDeposit.Rank() && PGWaitingForDeposit.Rank() < PGDone.Rank() && PGDone.Rank() < PGPartialCanceled.Rank() && PGPartialCanceled.Rank() < PGCanceled.Rank()) {
 		t.Error("rank must follow how far a payment has gone")
 	}
 }

@@ -66,4 +66,7 @@ const (
 	ConfirmFailure ConfirmResult = "FAILURE"
 	// ConfirmDuplicate: the order was already paid with this paymentKey.
 	ConfirmDuplicate ConfirmResult = "DUPLICATE"
+	// ConfirmAwaitingDeposit: the PG issued a virtual account; the payment
+	// completes when the buyer's transfer arrives (a waited-for answer).
+	ConfirmAwaitingDeposit ConfirmResult = "AWAITING_DEPOSIT"
 )

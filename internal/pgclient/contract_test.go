@@ -247,7 +247,7 @@ func TestAlreadyProcessedIsResolvedByLookup(t *testing.T) {
 
 	// Once canceled, "already processed" is no longer an approval: Unknown,
 	// with what the lookup found.
-	wantOutcome(t, f.client.Cancel(ctxT(t), "c1", key, "test", 0), pgclient.Approved, "")
+	wantOutcome(t, f.client.Cancel(ctxT(t), "c1", key, "test", 0, nil), pgclient.Approved, "")
 	res = f.client.Confirm(ctxT(t), "k3", key, orderID, 3000)
 	wantOutcome(t, res, pgclient.Unknown, "ALREADY_PROCESSED_PAYMENT")
 	if res.Payment == nil || res.Payment.Status != "CANCELED" {
@@ -264,8 +264,8 @@ func TestCancelTwiceWithOneKeyCancelsOnce(t *testing.T) {
 	orderID, key := f.session(t, 10000)
 	wantOutcome(t, f.client.Confirm(ctxT(t), "k1", key, orderID, 10000), pgclient.Approved, "")
 
-	a := f.client.Cancel(ctxT(t), "cancel-1", key, "changed my mind", 3000)
-	b := f.client.Cancel(ctxT(t), "cancel-1", key, "changed my mind", 3000)
+	a := f.client.Cancel(ctxT(t), "cancel-1", key, "changed my mind", 3000, nil)
+	b := f.client.Cancel(ctxT(t), "cancel-1", key, "changed my mind", 3000, nil)
 	wantOutcome(t, a, pgclient.Approved, "")
 	wantOutcome(t, b, pgclient.Approved, "")
 	if a.Payment.Status != "PARTIAL_CANCELED" || a.Payment.BalanceAmount != 7000 || len(b.Payment.Cancels) != 1 {
@@ -279,21 +279,21 @@ func TestCancelTwiceWithOneKeyCancelsOnce(t *testing.T) {
 		t.Errorf("stats %+v, want one cancel of 3000 over two calls", got)
 	}
 
-	wantOutcome(t, f.client.Cancel(ctxT(t), "cancel-2", key, "too much", 8000), pgclient.Declined, "NOT_CANCELABLE_AMOUNT")
-	rest := f.client.Cancel(ctxT(t), "cancel-3", key, "the rest", 0)
+	wantOutcome(t, f.client.Cancel(ctxT(t), "cancel-2", key, "too much", 8000, nil), pgclient.Declined, "NOT_CANCELABLE_AMOUNT")
+	rest := f.client.Cancel(ctxT(t), "cancel-3", key, "the rest", 0, nil)
 	wantOutcome(t, rest, pgclient.Approved, "")
 	if rest.Payment.Status != "CANCELED" || rest.Payment.BalanceAmount != 0 {
 		t.Errorf("after full cancel: %+v", rest.Payment)
 	}
-	wantOutcome(t, f.client.Cancel(ctxT(t), "cancel-4", key, "again", 0), pgclient.Declined, "NOT_CANCELABLE_PAYMENT")
+	wantOutcome(t, f.client.Cancel(ctxT(t), "cancel-4", key, "again", 0, nil), pgclient.Declined, "NOT_CANCELABLE_PAYMENT")
 }
 
 func TestCancelOfUnconfirmedPaymentIsDeclined(t *testing.T) {
 	t.Parallel()
 	f := setup(t, mockpg.Faults{})
 	_, key := f.session(t, 10000)
-	wantOutcome(t, f.client.Cancel(ctxT(t), "c1", key, "no", 0), pgclient.Declined, "NOT_CANCELABLE_PAYMENT")
-	wantOutcome(t, f.client.Cancel(ctxT(t), "c2", "tmock_nope", "no", 0), pgclient.Declined, "NOT_FOUND_PAYMENT")
+	wantOutcome(t, f.client.Cancel(ctxT(t), "c1", key, "no", 0, nil), pgclient.Declined, "NOT_CANCELABLE_PAYMENT")
+	wantOutcome(t, f.client.Cancel(ctxT(t), "c2", "tmock_nope", "no", 0, nil), pgclient.Declined, "NOT_FOUND_PAYMENT")
 }
 
 func TestExpiredSessionIsNotFound(t *testing.T) {

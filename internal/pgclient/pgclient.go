@@ -112,6 +112,28 @@ type Payment struct {
 	ApprovedAt    string   `json:"approvedAt"`
 	Cancels       []Cancel `json:"cancels"`
 	Failure       *Failure `json:"failure"`
+	// VirtualAccount is set for a virtual-account payment (method 가상계좌).
+	VirtualAccount *VirtualAccount `json:"virtualAccount"`
+	// Secret is what the PG puts in this payment's DEPOSIT_CALLBACKs.
+	Secret string `json:"secret"`
+}
+
+// VirtualAccount is Payment.virtualAccount: the account the buyer pays into.
+type VirtualAccount struct {
+	AccountNumber string `json:"accountNumber"`
+	BankCode      string `json:"bankCode"`
+	CustomerName  string `json:"customerName"`
+	// DueDate is ISO 8601 with an offset ("2026-12-06T23:59:59+09:00").
+	DueDate string `json:"dueDate"`
+	Expired bool   `json:"expired"`
+}
+
+// RefundAccount is a cancel's refundReceiveAccount: where the PG sends a
+// deposited virtual account's money back.
+type RefundAccount struct {
+	Bank          string `json:"bank"`
+	AccountNumber string `json:"accountNumber"`
+	HolderName    string `json:"holderName"`
 }
 
 // Cancel is one entry of Payment.Cancels.
@@ -202,7 +224,9 @@ func (c *Client) resolveAlreadyProcessed(ctx context.Context, first Result, paym
 	look := c.GetPayment(ctx, paymentKey)
 	if look.Outcome == Approved {
 		p := look.Payment
-		if p.Status == StatusDone && p.OrderID == orderID && p.TotalAmount == amount {
+		// A virtual account's confirm leaves it waiting for the deposit: the
+		// confirm happened all the same.
+		if (p.Status == StatusDone || p.Status == StatusWaitingForDeposit) && p.OrderID == orderID && p.TotalAmount == amount {
 			return Result{Outcome: Approved, Payment: p, HTTPStatus: look.HTTPStatus}
 		}
 		return Result{
@@ -240,8 +264,10 @@ func (c *Client) GetPaymentByOrderID(ctx context.Context, orderID string) Result
 
 // Cancel cancels amount of a payment, or the whole remaining balance when
 // amount is 0 (POST /v1/payments/{paymentKey}/cancel). Approved means the
-// PG applied the cancel; Payment shows the new balance and cancels.
-func (c *Client) Cancel(ctx context.Context, idempotencyKey, paymentKey, reason string, amount int64) Result {
+// PG applied the cancel; Payment shows the new balance and cancels. refund,
+// when set, is the refundReceiveAccount a deposited virtual account's money
+// goes back to.
+func (c *Client) Cancel(ctx context.Context, idempotencyKey, paymentKey, reason string, amount int64, refund *RefundAccount) Result {
 	if r, bad := checkArgs(idempotencyKey, paymentKey, "-"); bad {
 		return r
 	}
@@ -254,6 +280,9 @@ func (c *Client) Cancel(ctx context.Context, idempotencyKey, paymentKey, reason 
 	body := map[string]any{"cancelReason": reason}
 	if amount > 0 {
 		body["cancelAmount"] = amount
+	}
+	if refund != nil {
+		body["refundReceiveAccount"] = refund
 	}
 	return c.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentKey)+"/cancel", idempotencyKey, body)
 }

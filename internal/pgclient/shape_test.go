@@ -86,10 +86,10 @@ func TestRequestShapes(t *testing.T) {
 			return c.Confirm(ctx, "confirm:"+docOrderID+":"+docPaymentKey, docPaymentKey, docOrderID, 15000)
 		}},
 		{"cancel_partial.request.json", "payment_partial_canceled.response.json", func(ctx context.Context, c *pgclient.Client) pgclient.Result {
-			return c.Cancel(ctx, "cancel:0f1e2d3c-partial", docPaymentKey, "고객 변심", 5000)
+			return c.Cancel(ctx, "cancel:0f1e2d3c-partial", docPaymentKey, "고객 변심", 5000, nil)
 		}},
 		{"cancel_full.request.json", "payment_partial_canceled.response.json", func(ctx context.Context, c *pgclient.Client) pgclient.Result {
-			return c.Cancel(ctx, "cancel:0f1e2d3c-full", docPaymentKey, "late approval of an expired order", 0)
+			return c.Cancel(ctx, "cancel:0f1e2d3c-full", docPaymentKey, "late approval of an expired order", 0, nil)
 		}},
 		{"get_payment.request.json", "payment_done.response.json", func(ctx context.Context, c *pgclient.Client) pgclient.Result {
 			return c.GetPayment(ctx, docPaymentKey)
@@ -245,9 +245,9 @@ func TestRefusesBeforeSending(t *testing.T) {
 	c := pgclient.New(srv.URL, tossDocsKey, nil)
 	for name, res := range map[string]pgclient.Result{
 		"confirm without key":    c.Confirm(ctxT(t), "", docPaymentKey, docOrderID, 15000),
-		"cancel without key":     c.Cancel(ctxT(t), "", docPaymentKey, "why", 0),
-		"cancel without reason":  c.Cancel(ctxT(t), "k", docPaymentKey, "", 0),
-		"cancel negative amount": c.Cancel(ctxT(t), "k", docPaymentKey, "why", -1),
+		"cancel without key":     c.Cancel(ctxT(t), "", docPaymentKey, "why", 0, nil),
+		"cancel without reason":  c.Cancel(ctxT(t), "k", docPaymentKey, "", 0, nil),
+		"cancel negative amount": c.Cancel(ctxT(t), "k", docPaymentKey, "why", -1, nil),
 		"lookup without key":     c.GetPayment(ctxT(t), ""),
 		"lookup without orderId": c.GetPaymentByOrderID(ctxT(t), ""),
 	} {

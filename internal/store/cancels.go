@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/secretbox"
 )
 
 // Cancel is a merchant's cancel request as the API shows it.
@@ -29,16 +31,75 @@ type Cancel struct {
 	NeedsReconciliation bool      `json:"needsReconciliation" db:"needs_reconciliation"`
 	CreatedAt           time.Time `json:"createdAt" db:"created_at"`
 	UpdatedAt           time.Time `json:"updatedAt" db:"updated_at"`
+	// RefundAccountMasked is the refund account as the merchant may see it
+	// again (bank, last four digits, first character of the holder).
+	RefundAccountMasked map[string]any `json:"refundReceiveAccount,omitempty" db:"-"`
+	// RefundAccount is the account in clear, for the PG call only; read by
+	// CancelAnyMerchant (workers), never serialised.
+	RefundAccount *payment.RefundAccount `json:"-" db:"-"`
+
+	RefundKeyID      *string `json:"-" db:"refund_account_key_id"`
+	RefundAADVersion *int    `json:"-" db:"refund_account_aad_version"`
+	RefundSealed     []byte  `json:"-" db:"refund_account"`
 }
 
-const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, needs_reconciliation, created_at, updated_at`
+const cancelColumns = `cancel_id, order_id, merchant_id, amount, reason, status, pg_idempotency_key, failure_code, failure_message, attempts, needs_reconciliation, created_at, updated_at,
+refund_account_key_id, refund_account_aad_version, refund_account`
+
+// openRefundAccount fills c.RefundAccount (and the masked form) from its
+// sealed column.
+func (s *Store) openRefundAccount(c *Cancel) error {
+	if c.RefundKeyID == nil || c.RefundAADVersion == nil || len(c.RefundSealed) == 0 {
+		return nil
+	}
+	aad, err := refundAccountAAD(*c.RefundAADVersion, c.CancelID)
+	if err != nil {
+		return err
+	}
+	pt, err := s.keys.Decrypt(*c.RefundKeyID, c.RefundSealed, aad)
+	if err != nil {
+		return fmt.Errorf("open refund account of %s: %w", c.CancelID, err)
+	}
+	var a payment.RefundAccount
+	if err := json.Unmarshal(pt, &a); err != nil {
+		return fmt.Errorf("refund account of %s: %w", c.CancelID, err)
+	}
+	c.RefundAccount, c.RefundAccountMasked = &a, a.Masked()
+	return nil
+}
+
+func (s *Store) sealRefundAccount(cancelID string, a *payment.RefundAccount) (keyID *string, v *int, ct []byte, err error) {
+	if a == nil {
+		return nil, nil, nil, nil
+	}
+	pt, err := json.Marshal(a)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	aad, err := refundAccountAAD(secretbox.AADVersion, cancelID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	id, ct, err := s.keys.Encrypt(pt, aad)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("seal refund account: %w", err)
+	}
+	ver := secretbox.AADVersion
+	return &id, &ver, ct, nil
+}
 
 // RequestCancel reserves amount (0 = all that remains) on a PAID or
 // PARTIALLY_CANCELED order and records a PENDING cancel, in one fenced
 // transaction: pending cancels count, so concurrent requests can never
 // reserve more than the order holds. ORDER_NOT_FOUND, ORDER_NOT_CANCELABLE,
 // CANCEL_AMOUNT_EXCEEDED.
-func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, fin *IdemFinish[Cancel]) (Cancel, error) {
+//
+// A virtual account waiting for its deposit (AWAITING_DEPOSIT) is
+// cancelled whole and needs no refund account (any given is not kept); a
+// deposited one needs refund, the buyer's account the PG sends the money
+// back to (REFUND_ACCOUNT_REQUIRED without it), stored sealed and shown
+// only masked.
+func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason string, amount int64, refund *payment.RefundAccount, fin *IdemFinish[Cancel]) (Cancel, error) {
 	if err := scoped(merchantID); err != nil {
 		return Cancel{}, err
 	}
@@ -49,8 +110,8 @@ func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason s
 			return err
 		}
 		st := payment.Status(row.Status)
-		if st != payment.Paid && st != payment.PartiallyCanceled {
-			return payment.Errorf(payment.CodeOrderNotCancelable, "order is %s; only PAID or PARTIALLY_CANCELED orders can be canceled", st)
+		if st != payment.Paid && st != payment.PartiallyCanceled && st != payment.AwaitingDeposit {
+			return payment.Errorf(payment.CodeOrderNotCancelable, "order is %s; only PAID, PARTIALLY_CANCELED or AWAITING_DEPOSIT orders can be canceled", st)
 		}
 		remaining := row.Amount - row.CanceledAmount - row.ReservedCancelAmount
 		if amount == 0 {
@@ -59,8 +120,20 @@ func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason s
 		if amount <= 0 || amount > remaining {
 			return payment.Errorf(payment.CodeCancelAmountExceeded, "%d remains cancelable (canceled %d, pending %d)", remaining, row.CanceledAmount, row.ReservedCancelAmount)
 		}
+		deposited := row.Method != nil && *row.Method == payment.MethodVirtualAccount && st != payment.AwaitingDeposit
+		switch {
+		case st == payment.AwaitingDeposit:
+			if amount != row.Amount {
+				return payment.Errorf(payment.CodeCancelAmountExceeded, "a virtual account is cancelled whole before its deposit (%d)", row.Amount)
+			}
+			refund = nil // nothing was paid: nothing to refund
+		case deposited && refund == nil:
+			return payment.Errorf(payment.CodeRefundAccountRequired, "a deposited virtual account is refunded by bank transfer: refundReceiveAccount {bank, accountNumber, holderName} is required")
+		case !deposited:
+			refund = nil // a card refund goes back to the card
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount + $3, version = version + 1, updated_at = now()
-WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED')`, orderID, row.Version, amount)
+WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED', 'AWAITING_DEPOSIT')`, orderID, row.Version, amount)
 		if err != nil {
 			return fmt.Errorf("reserve cancel: %w", err)
 		}
@@ -68,11 +141,22 @@ WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED'
 			return ErrVersionConflict
 		}
 		id := NewID("cnl_", 20)
-		if err := tx.GetContext(ctx, &c, `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+cancelColumns, id, orderID, row.MerchantID, amount, reason, payment.CancelIdempotencyKey(id)); err != nil {
+		keyID, ver, sealed, err := s.sealRefundAccount(id, refund)
+		if err != nil {
+			return err
+		}
+		if err := tx.GetContext(ctx, &c, `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key,
+    refund_account_key_id, refund_account_aad_version, refund_account)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING `+cancelColumns, id, orderID, row.MerchantID, amount, reason, payment.CancelIdempotencyKey(id),
+			keyID, ver, sealed); err != nil {
 			return fmt.Errorf("insert cancel: %w", err)
 		}
-		if err := appendLogTx(ctx, tx, orderID, "cancel.requested", nil, nil, "merchant", map[string]any{"cancelId": id, "amount": amount, "reason": reason}); err != nil {
+		details := map[string]any{"cancelId": id, "amount": amount, "reason": reason}
+		if refund != nil {
+			c.RefundAccountMasked = refund.Masked()
+			details["refundReceiveAccount"] = c.RefundAccountMasked
+		}
+		if err := appendLogTx(ctx, tx, orderID, "cancel.requested", nil, nil, "merchant", details); err != nil {
 			return err
 		}
 		return fin.finish(ctx, tx, s, c)
@@ -102,7 +186,10 @@ func (s *Store) cancelByID(ctx context.Context, merchantID, orderID, cancelID st
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, payment.Errorf(payment.CodeCancelNotFound, "cancel not found")
 	}
-	return c, err
+	if err != nil {
+		return c, err
+	}
+	return c, s.openRefundAccount(&c)
 }
 
 // CancelsOfOrder lists an order's cancels, oldest first.

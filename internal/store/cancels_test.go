@@ -30,9 +30,9 @@ func TestRefusedCancelsOfAPaymentCanceledAtThePG(t *testing.T) {
 	testenv.Must(t, err)
 	_, err = st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: o.Version, To: payment.Paid, Action: "test"})
 	testenv.Must(t, err)
-	c1, err := st.RequestCancel(ctx, m.MerchantID, o.OrderID, "a", 2000, nil)
+	c1, err := st.RequestCancel(ctx, m.MerchantID, o.OrderID, "a", 2000, nil, nil)
 	testenv.Must(t, err)
-	c2, err := st.RequestCancel(ctx, m.MerchantID, o.OrderID, "b", 3000, nil)
+	c2, err := st.RequestCancel(ctx, m.MerchantID, o.OrderID, "b", 3000, nil, nil)
 	testenv.Must(t, err)
 
 	var wg sync.WaitGroup

@@ -31,7 +31,8 @@ type PGCall struct {
 }
 
 // RecordPGCall writes the call to the order's history and updates the
-// order's retry bookkeeping, fenced on version and CONFIRMING so a moved
+// order's retry bookkeeping, fenced on version and CONFIRMING (or
+// AWAITING_DEPOSIT, for the due-date lookups) so a moved
 // order is never touched. It does not change the status.
 func (s *Store) RecordPGCall(ctx context.Context, c PGCall) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -43,7 +44,7 @@ func (s *Store) RecordPGCall(ctx context.Context, c PGCall) error {
     outcome_unknown = outcome_unknown OR $4,
     needs_reconciliation = needs_reconciliation OR $5,
     next_check_at = $6
-WHERE order_id = $1 AND version = $2 AND status = 'CONFIRMING'`, c.OrderID, c.Version, c.Action, c.Unknown, c.NeedsReconciliation, c.NextCheckAt)
+WHERE order_id = $1 AND version = $2 AND status IN ('CONFIRMING', 'AWAITING_DEPOSIT')`, c.OrderID, c.Version, c.Action, c.Unknown, c.NeedsReconciliation, c.NextCheckAt)
 		if err != nil {
 			return fmt.Errorf("record pg call: %w", err)
 		}

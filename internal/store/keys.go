@@ -69,6 +69,38 @@ WHERE merchant_id = $7 AND method = $8 AND path = $9 AND idem_key = $10
 			return sc.aad(v)
 		},
 	},
+	{
+		name:       "orders.va_secret",
+		cursorCols: 1,
+		selectBatch: `
+SELECT order_id, va_secret_key_id, va_secret_aad_version, va_secret
+FROM orders
+WHERE order_id > $4 AND va_secret IS NOT NULL AND (va_secret_key_id <> $1 OR va_secret_aad_version <> $2)
+ORDER BY order_id
+LIMIT $3
+FOR UPDATE SKIP LOCKED`,
+		update: `
+UPDATE orders SET va_secret_key_id = $1, va_secret = $2, va_secret_aad_version = $3
+WHERE order_id = $7 AND va_secret_key_id = $4 AND va_secret_aad_version = $5 AND va_secret = $6`,
+		todo: `SELECT count(*) FROM orders WHERE va_secret IS NOT NULL AND (va_secret_key_id <> $1 OR va_secret_aad_version <> $2)`,
+		aad:  func(cols []string, v int) ([]byte, error) { return vaSecretAAD(v, cols[0]) },
+	},
+	{
+		name:       "cancels.refund_account",
+		cursorCols: 1,
+		selectBatch: `
+SELECT cancel_id, refund_account_key_id, refund_account_aad_version, refund_account
+FROM cancels
+WHERE cancel_id > $4 AND refund_account IS NOT NULL AND (refund_account_key_id <> $1 OR refund_account_aad_version <> $2)
+ORDER BY cancel_id
+LIMIT $3
+FOR UPDATE SKIP LOCKED`,
+		update: `
+UPDATE cancels SET refund_account_key_id = $1, refund_account = $2, refund_account_aad_version = $3
+WHERE cancel_id = $7 AND refund_account_key_id = $4 AND refund_account_aad_version = $5 AND refund_account = $6`,
+		todo: `SELECT count(*) FROM cancels WHERE refund_account IS NOT NULL AND (refund_account_key_id <> $1 OR refund_account_aad_version <> $2)`,
+		aad:  func(cols []string, v int) ([]byte, error) { return refundAccountAAD(v, cols[0]) },
+	},
 }
 
 type sealedTable struct {

@@ -20,7 +20,8 @@ import (
 const orderColumns = `order_id, merchant_id, merchant_order_id, amount, currency, order_name, success_url, fail_url,
 status, version, payment_token_hash, payment_key, pg_idempotency_key, method, approved_at, failure_code, failure_message,
 canceled_amount, reserved_cancel_amount, needs_reconciliation, outcome_unknown, confirm_attempts, confirm_requested_at,
-next_check_at, expires_at, created_at, updated_at, seq`
+next_check_at, expires_at, created_at, updated_at, seq,
+va_bank_code, va_account_number, va_customer_name, va_due_date, va_secret_key_id, va_secret_aad_version, va_secret`
 
 // OrderColumns is the orders column list every order read selects; the
 // bench's EXPLAIN of the hot queries uses it so its plans are the store's.
@@ -57,6 +58,15 @@ type OrderRow struct {
 	CreatedAt            time.Time      `db:"created_at"`
 	UpdatedAt            time.Time      `db:"updated_at"`
 	Seq                  int64          `db:"seq"`
+	// The virtual account issued for a 가상계좌 payment (all nil for
+	// others), and its DEPOSIT_CALLBACK secret, sealed (VASecretMatches).
+	VABankCode         *string    `db:"va_bank_code"`
+	VAAccountNumber    *string    `db:"va_account_number"`
+	VACustomerName     *string    `db:"va_customer_name"`
+	VADueDate          *time.Time `db:"va_due_date"`
+	VASecretKeyID      *string    `db:"va_secret_key_id"`
+	VASecretAADVersion *int       `db:"va_secret_aad_version"`
+	VASecret           []byte     `db:"va_secret"`
 }
 
 // Order converts the row to its public form.
@@ -68,6 +78,12 @@ func (r OrderRow) Order() payment.Order {
 		Method: r.Method, ApprovedAt: utcPtr(r.ApprovedAt), CanceledAmount: r.CanceledAmount,
 		PendingCancelAmount: r.ReservedCancelAmount, NeedsReconciliation: r.NeedsReconciliation,
 		ExpiresAt: r.ExpiresAt.UTC(), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+	if r.VAAccountNumber != nil {
+		o.VirtualAccount = &payment.VirtualAccount{AccountNumber: *r.VAAccountNumber, BankCode: deref(r.VABankCode), CustomerName: deref(r.VACustomerName)}
+		if r.VADueDate != nil {
+			o.VirtualAccount.DueDate = r.VADueDate.UTC()
+		}
 	}
 	if r.FailureCode != nil {
 		o.Failure = &payment.Failure{Code: *r.FailureCode}
@@ -463,6 +479,8 @@ func (s *Store) RequestConfirm(ctx context.Context, merchantID, orderID, payment
 			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmAccepted}
 		case st == payment.Failed:
 			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmFailure}
+		case st == payment.AwaitingDeposit:
+			res = ConfirmResult{Order: row.Order(), Result: payment.ConfirmAwaitingDeposit}
 		case st == payment.Expired:
 			return payment.Errorf(payment.CodeOrderNotConfirmable, "order has expired")
 		default: // PAID, PARTIALLY_CANCELED, CANCELED
@@ -503,6 +521,11 @@ type Change struct {
 	NextCheckAt         *time.Time
 	CanceledAmountDelta int64
 	ReservedDelta       int64
+	// VirtualAccount and VASecret are stored when the PG issues a virtual
+	// account (CONFIRMING → AWAITING_DEPOSIT, or straight to PAID when the
+	// deposit was seen first); the secret is sealed, never stored in clear.
+	VirtualAccount *payment.VirtualAccount
+	VASecret       string
 	// Event overrides the callback event (default payment.EventFor(To)).
 	Event payment.CallbackEvent
 	// PGCall, when set, is the PG call that caused the transition; its
@@ -558,7 +581,14 @@ UPDATE orders SET
     canceled_amount = canceled_amount + $13,
     reserved_cancel_amount = reserved_cancel_amount + $14,
     confirm_attempts = confirm_attempts + $15,
-    needs_reconciliation = CASE WHEN $4 = 'CONFIRMING' THEN needs_reconciliation ELSE false END
+    needs_reconciliation = CASE WHEN $4 = 'CONFIRMING' THEN needs_reconciliation ELSE false END,
+    va_bank_code = COALESCE($16, va_bank_code),
+    va_account_number = COALESCE($17, va_account_number),
+    va_customer_name = COALESCE($18, va_customer_name),
+    va_due_date = COALESCE($19, va_due_date),
+    va_secret_key_id = COALESCE($20, va_secret_key_id),
+    va_secret_aad_version = COALESCE($21, va_secret_aad_version),
+    va_secret = COALESCE($22, va_secret)
 WHERE order_id = $1 AND version = $2 AND status = ANY($3)
 RETURNING ` + orderColumns
 
@@ -576,10 +606,15 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 	for i, st := range sources {
 		src[i] = string(st)
 	}
+	va, err := s.sealVirtualAccount(c)
+	if err != nil {
+		return payment.Order{}, err
+	}
 	var updated OrderRow
-	err := tx.GetContext(ctx, &updated, sqlTransition, c.OrderID, c.Version, pq.Array(src), string(c.To),
+	err = tx.GetContext(ctx, &updated, sqlTransition, c.OrderID, c.Version, pq.Array(src), string(c.To),
 		c.PaymentKey, c.PGIdempotencyKey, c.Method, c.ApprovedAt, c.FailureCode, c.FailureMessage,
-		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta, c.PGCall.confirmDelta())
+		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta, c.PGCall.confirmDelta(),
+		va.bank, va.number, va.customer, va.due, va.keyID, va.aadVersion, va.secret)
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Order{}, ErrVersionConflict
 	}

@@ -39,7 +39,7 @@ func TestMerchantScope(t *testing.T) {
 		},
 		"CancelByID": func(m string) error { _, err := st.CancelByID(ctx, m, o.OrderID, "cnl_none"); return err },
 		"RequestCancel": func(m string) error {
-			_, err := st.RequestCancel(ctx, m, o.OrderID, "r", 0, nil)
+			_, err := st.RequestCancel(ctx, m, o.OrderID, "r", 0, nil, nil)
 			return err
 		},
 		"RequestConfirm": func(m string) error {

@@ -91,7 +91,7 @@ func (w *Canceler) cancelLocked(ctx context.Context, log *slog.Logger, c store.C
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-	res := w.PG.Cancel(pctx, c.PGIdempotencyKey, *row.PaymentKey, c.Reason, c.Amount)
+	res := w.PG.Cancel(pctx, c.PGIdempotencyKey, *row.PaymentKey, c.Reason, c.Amount, pgRefundAccount(c.RefundAccount))
 	cancel()
 	w.observePG(ctx, "cancel", res)
 	switch res.Outcome {
@@ -212,7 +212,7 @@ func (w *Canceler) HandleRefund(ctx context.Context, t *asynq.Task) error {
 		var res pgclient.Result
 		if !done {
 			pctx, cancel := context.WithTimeout(ctx, w.PGTimeout)
-			res = w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0)
+			res = w.PG.Cancel(pctx, r.PGIdempotencyKey, r.PaymentKey, "payrail: approval arrived after the order expired or failed", 0, nil)
 			cancel()
 			w.observePG(ctx, "refund", res)
 			done = res.Outcome == pgclient.Approved
@@ -231,4 +231,12 @@ func (w *Canceler) HandleRefund(ctx context.Context, t *asynq.Task) error {
 	})
 	w.observeTask(t.Type(), err)
 	return finish(ctx, log, err)
+}
+
+// pgRefundAccount is a cancel's refund account in the PG client's words.
+func pgRefundAccount(a *payment.RefundAccount) *pgclient.RefundAccount {
+	if a == nil {
+		return nil
+	}
+	return &pgclient.RefundAccount{Bank: a.Bank, AccountNumber: a.AccountNumber, HolderName: a.HolderName}
 }

@@ -112,7 +112,7 @@ func TestRefusedCancelAppliesTheCancelThePGMade(t *testing.T) {
 	m := sys.NewMerchant("")
 	o, key := payOrder(t, sys, m, 7000)
 	sys.PG.SetWebhookURL("")
-	if res := sys.PGClient().Cancel(t.Context(), "console", key, "console", 0); res.Outcome != pgclient.Approved {
+	if res := sys.PGClient().Cancel(t.Context(), "console", key, "console", 0, nil); res.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", res)
 	}
 	r := m.Do("POST", "/v1/orders/"+o.OrderID+"/cancel", map[string]any{"reason": "x", "amount": 2000}, "Idempotency-Key", "k")
@@ -161,7 +161,7 @@ func TestConsoleCancelDuringAPendingCancelIsReapplied(t *testing.T) {
 		t.Fatalf("cancel: %d %s", r.Status, r.Body)
 	}
 	testenv.Poll(t, 10*time.Second, "the PG to apply the 2,000", func() bool { return sys.PG.Stats()[o.OrderID].CanceledAmount == 2000 })
-	if res := sys.PGClient().Cancel(t.Context(), "console", key, "console", 0); res.Outcome != pgclient.Approved {
+	if res := sys.PGClient().Cancel(t.Context(), "console", key, "console", 0, nil); res.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", res)
 	}
 	// The PG's webhook arrives and is looked at while the cancel is pending.

@@ -89,10 +89,14 @@ func (c *Confirmer) HandleReconcile(ctx context.Context, t *asynq.Task) error {
 	log := c.taskLog(ctx, p.OrderID)
 	err := c.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
 		row, err := c.Store.OrderRowAnyMerchant(ctx, p.OrderID)
-		if err != nil || row.Status != payment.Confirming {
+		if err != nil || (row.Status != payment.Confirming && row.Status != payment.AwaitingDeposit) {
 			return ignoreNotFound(err)
 		}
-		return c.lookupLocked(ctx, log, row)
+		err = c.lookupLocked(ctx, log, row)
+		if errors.Is(err, errDepositReversed) {
+			return nil // an awaiting order cannot be reversed; only paid ones
+		}
+		return err
 	})
 	c.observeTask(t.Type(), err)
 	return finish(ctx, log, err)
@@ -171,13 +175,18 @@ func (c *Confirmer) lookupLocked(ctx context.Context, log *slog.Logger, row stor
 	switch {
 	case res.Outcome == pgclient.Approved && res.Payment != nil && res.Payment.Status.Decided():
 		return c.apply(ctx, log, row, res.Payment, "pg.lookup", &call)
-	case res.Outcome == pgclient.Declined && (res.Code == pgclient.CodeNotFoundPayment || res.Code == pgclient.CodeNotFoundPaymentSession):
+	case res.Outcome == pgclient.Declined && row.Status == payment.Confirming && (res.Code == pgclient.CodeNotFoundPayment || res.Code == pgclient.CodeNotFoundPaymentSession):
 		// The PG has no such payment: nothing was charged.
 		return c.commit(ctx, log, failed(row, res.Code, res.Message, "pg.lookup"), &call)
 	}
 	// Still unknown: the PG is down, or the payment is not decided yet.
 	pastWindow := row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= c.SessionWindow
 	call.NeedsReconciliation = pastWindow || row.NeedsReconciliation
+	if row.Status == payment.AwaitingDeposit {
+		// A due-date check the PG did not answer: asked again, nothing to
+		// reconcile (the account is known, and waiting is its normal state).
+		call.NeedsReconciliation = row.NeedsReconciliation
+	}
 	if err := c.commit(ctx, log, nil, &call); err != nil {
 		return err
 	}
@@ -220,6 +229,38 @@ func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.Order
 	var change *store.Change
 	switch effect := payment.Reading(p.Status, row.Status, row.ReservedCancelAmount > 0); effect {
 	case payment.NoEffect:
+		if c.depositOverdue(row, p) {
+			// The PG still shows the account waiting, past its due date and
+			// the grace: unpaid. A transfer the PG reports after this is a
+			// late approval, refunded like any other.
+			change = &store.Change{To: payment.Expired, Action: "payment.expired", Details: map[string]any{"reason": "virtual account due date passed unpaid", "dueDate": row.VADueDate}}
+		}
+	case payment.DepositReversed:
+		log.Error("the PG shows a paid virtual account waiting for its deposit again (reversed by the bank); not applied", "pg_status", p.Status)
+		if err := c.Store.RecordPGCall(ctx, store.PGCall{OrderID: row.OrderID, Version: row.Version, Action: "alert.deposit_reversed",
+			Outcome: "deposit_reversed", Message: "the PG shows the deposit reversed: status " + string(p.Status) + "; the order stays " + string(row.Status),
+			NeedsReconciliation: true, NextCheckAt: c.now().Add(time.Hour)}); err != nil {
+			return err
+		}
+		if err := c.commit(ctx, log, nil, call); err != nil {
+			return err
+		}
+		return errDepositReversed
+	case payment.AwaitDeposit:
+		va, err := virtualAccount(p)
+		if err != nil {
+			// Never guess an account the buyer would pay into: asked again.
+			log.Error("the PG's virtual account is unreadable", "err", err)
+			if err := c.commit(ctx, log, nil, call); err != nil {
+				return err
+			}
+			return fmt.Errorf("virtual account: %v: %w", err, errRetry)
+		}
+		next := va.DueDate.Add(c.depositGrace())
+		change = &store.Change{To: payment.AwaitingDeposit, Action: "payment.awaiting_deposit", Method: nonEmpty(p.Method),
+			VirtualAccount: va, VASecret: p.Secret, NextCheckAt: &next}
+	case payment.ExpireAtPG:
+		change = &store.Change{To: payment.Expired, Action: "payment.expired_at_pg"}
 	case payment.AskAgain:
 		if err := c.commit(ctx, log, nil, call); err != nil {
 			return err
@@ -236,6 +277,15 @@ func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.Order
 		}
 	case payment.Approve:
 		change = &store.Change{To: payment.Paid, Action: "payment.approved", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt)}
+		if row.Status == payment.AwaitingDeposit {
+			change.Action = "payment.deposited"
+		} else if p.VirtualAccount != nil && row.VAAccountNumber == nil {
+			// The deposit was seen before the confirm's answer was applied:
+			// the account is kept all the same.
+			if va, err := virtualAccount(p); err == nil {
+				change.VirtualAccount, change.VASecret = va, p.Secret
+			}
+		}
 	case payment.CancelAtPG:
 		change = &store.Change{To: payment.Canceled, Action: "payment.canceled_at_pg", Method: nonEmpty(p.Method), ApprovedAt: parseTime(p.ApprovedAt),
 			CanceledAmountDelta: row.Amount - row.CanceledAmount}
@@ -250,7 +300,15 @@ func (c *Confirmer) apply(ctx context.Context, log *slog.Logger, row store.Order
 	}
 	if change != nil && change.Action != "payment.failed" {
 		change.OrderID, change.Version, change.Actor = row.OrderID, row.Version, "worker"
-		change.Details = map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}
+		d := map[string]any{"source": source, "pgStatus": p.Status, "paymentKey": p.PaymentKey}
+		for k, v := range change.Details {
+			d[k] = v
+		}
+		if change.VirtualAccount != nil {
+			d["virtualAccount"] = map[string]any{"bankCode": change.VirtualAccount.BankCode,
+				"accountNumber": payment.MaskDigits(change.VirtualAccount.AccountNumber), "dueDate": change.VirtualAccount.DueDate}
+		}
+		change.Details = d
 	}
 	return c.commit(ctx, log, change, call)
 }
@@ -324,4 +382,25 @@ func parseTime(s string) *time.Time {
 		}
 	}
 	return nil
+}
+
+// depositOverdue reports whether row is a virtual account the PG still
+// shows waiting, past its due date and the grace (payrail's clock).
+func (c *Confirmer) depositOverdue(row store.OrderRow, p *pgclient.Payment) bool {
+	return row.Status == payment.AwaitingDeposit && p.Status == payment.PGWaitingForDeposit &&
+		row.VADueDate != nil && !c.now().Before(row.VADueDate.Add(c.depositGrace()))
+}
+
+// virtualAccount reads the PG's issued account; an account without a
+// number, a secret or a due date is refused rather than shown to a buyer.
+func virtualAccount(p *pgclient.Payment) (*payment.VirtualAccount, error) {
+	v := p.VirtualAccount
+	if v == nil || v.AccountNumber == "" || v.BankCode == "" || p.Secret == "" {
+		return nil, errors.New("the PG answered WAITING_FOR_DEPOSIT without an account number, bank or secret")
+	}
+	due := parseTime(v.DueDate)
+	if due == nil {
+		return nil, fmt.Errorf("due date %.40q is not a time", v.DueDate)
+	}
+	return &payment.VirtualAccount{AccountNumber: v.AccountNumber, BankCode: v.BankCode, CustomerName: v.CustomerName, DueDate: due.UTC()}, nil
 }

@@ -96,7 +96,7 @@ func (p *fakePG) GetPayment(context.Context, string) pgclient.Result {
 	return next(p.lookup, p.looks-1)
 }
 
-func (p *fakePG) Cancel(context.Context, string, string, string, int64) pgclient.Result {
+func (p *fakePG) Cancel(context.Context, string, string, string, int64, *pgclient.RefundAccount) pgclient.Result {
 	return pgclient.Result{Outcome: pgclient.Retryable}
 }
 

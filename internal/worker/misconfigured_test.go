@@ -31,8 +31,8 @@ func (s *swappablePG) GetPayment(ctx context.Context, paymentKey string) pgclien
 	return s.c.Load().GetPayment(ctx, paymentKey)
 }
 
-func (s *swappablePG) Cancel(ctx context.Context, idem, paymentKey, reason string, amount int64) pgclient.Result {
-	res := s.c.Load().Cancel(ctx, idem, paymentKey, reason, amount)
+func (s *swappablePG) Cancel(ctx context.Context, idem, paymentKey, reason string, amount int64, refund *pgclient.RefundAccount) pgclient.Result {
+	res := s.c.Load().Cancel(ctx, idem, paymentKey, reason, amount, refund)
 	if s.loseCancels.Load() {
 		s.cancelsLost.Add(1)
 		return pgclient.Result{Outcome: pgclient.Unknown, Err: errors.New("test: answer lost"), Latency: res.Latency}

@@ -28,6 +28,9 @@ type SweepStore interface {
 	// another session holds it.
 	Exclusive(ctx context.Context, lockID int64, fn func(ctx context.Context) error) (ran bool, err error)
 	ClaimDueConfirms(ctx context.Context, limit int, again time.Duration) ([]store.OrderRef, error)
+	// ClaimDueDeposits hands out AWAITING_DEPOSIT orders past their due
+	// date (plus the grace), each once per `again`.
+	ClaimDueDeposits(ctx context.Context, limit int, again time.Duration) ([]store.OrderRef, error)
 	DueExpiries(ctx context.Context, limit int) ([]store.OrderRef, error)
 	// Expire returns store.ErrVersionConflict when the order moved first.
 	Expire(ctx context.Context, ref store.OrderRef) (payment.Order, error)
@@ -95,6 +98,16 @@ func (w *Sweeper) sweep(ctx context.Context) error {
 	}
 	if len(refs) > 0 {
 		w.Log.Info("sweep re-enqueued confirms", "count", len(refs))
+	}
+	deposits, err := w.Store.ClaimDueDeposits(ctx, 500, w.ReconcileBackoffMax)
+	errs = append(errs, err)
+	for _, r := range deposits {
+		// A lookup under the order's lock decides: paid, closed at the PG,
+		// or unpaid past its due date (EXPIRED).
+		errs = append(errs, w.Queue.ReconcileAgain(ctx, r.OrderID, r.Version, gen))
+	}
+	if len(deposits) > 0 {
+		w.Log.Info("sweep looks up virtual accounts past their due date", "count", len(deposits))
 	}
 	exp, err := w.Store.DueExpiries(ctx, 500)
 	errs = append(errs, err)

@@ -31,10 +31,15 @@ type WebhookStore interface {
 }
 
 // WebhookBody is the part of a PAYMENT_STATUS_CHANGED event payrail reads.
+// A DEPOSIT_CALLBACK is read into the same shape (Data names the order's
+// payment and the status the event claims; DepositSecret is the event's
+// secret as stored), so both take the one path below.
 type WebhookBody struct {
 	EventType string           `json:"eventType"`
 	CreatedAt string           `json:"createdAt"`
 	Data      pgclient.Payment `json:"data"`
+
+	DepositSecret string `json:"-"`
 }
 
 // Webhooks applies stored PG events (pg:webhook). No event is believed on
@@ -71,7 +76,11 @@ func (w *Webhooks) handleWebhook(ctx context.Context, provider, key string) erro
 		return nil
 	}
 	var body WebhookBody
-	if err := json.Unmarshal(ev.Body, &body); err != nil || body.Data.PaymentKey == "" {
+	var deposit pgclient.DepositEvent
+	if err := json.Unmarshal(ev.Body, &deposit); err == nil && deposit.EventType == pgclient.EventDepositCallback {
+		body = WebhookBody{EventType: deposit.EventType, CreatedAt: deposit.CreatedAt, DepositSecret: deposit.Secret,
+			Data: pgclient.Payment{OrderID: deposit.OrderID, Status: deposit.Status}}
+	} else if err := json.Unmarshal(ev.Body, &body); err != nil || body.Data.PaymentKey == "" {
 		return w.Store.MarkPGEvent(ctx, ev, payment.EventIgnored, "not a payment event payrail reads", "")
 	}
 	row, err := w.Store.OrderRowForEvent(ctx, body.Data.PaymentKey, body.Data.OrderID)
@@ -80,6 +89,14 @@ func (w *Webhooks) handleWebhook(ctx context.Context, provider, key string) erro
 	}
 	if err != nil {
 		return err // a database error must not settle the event: retried
+	}
+	if body.DepositSecret != "" {
+		// A deposit names the order, not the payment: it is about the
+		// order's own paymentKey, and its amount is the order's.
+		if row.PaymentKey == nil {
+			return w.Store.MarkPGEvent(ctx, ev, payment.EventIgnored, "deposit for an order with no payment", row.OrderID)
+		}
+		body.Data.PaymentKey, body.Data.TotalAmount = *row.PaymentKey, row.Amount
 	}
 	if row.PaymentKey != nil && *row.PaymentKey == body.Data.PaymentKey && payment.Reflects(row.Status, body.Data.Status) {
 		// Nothing could move: no lock, no lookup.
@@ -120,6 +137,12 @@ func (w *Webhooks) webhookLocked(ctx context.Context, log *slog.Logger, ev store
 		return errRetry
 	}
 	p := res.Payment
+	if body.DepositSecret != "" && !pgclient.SecretMatches(body.DepositSecret, p.Secret) {
+		// The door let it in unverified (no account stored yet), and the
+		// PG's own record does not know its secret: forged.
+		w.alertWebhook(log, body.Data.Status, p.Status)
+		return w.Store.MarkPGEvent(ctx, ev, payment.EventRejected, "deposit secret does not match the PG's record of the payment", orderID)
+	}
 	sameMoney := p.PaymentKey == body.Data.PaymentKey && p.OrderID == body.Data.OrderID && p.TotalAmount == body.Data.TotalAmount
 	behind := p.Status.Rank() < body.Data.Status.Rank()
 	if sameMoney && behind && w.now().Sub(ev.ReceivedAt) < w.lagWindow() {
@@ -146,6 +169,10 @@ func (w *Webhooks) webhookLocked(ctx context.Context, log *slog.Logger, ev store
 		// sweep), so a cancel made in the PG's console is never dropped.
 		log.Info("PG shows the payment cancelled while our cancel is pending; reading it again after that cancel settles")
 		return err
+	} else if errors.Is(err, errDepositReversed) {
+		w.alertWebhook(log, body.Data.Status, p.Status)
+		return w.Store.MarkPGEvent(ctx, ev, payment.EventRejected,
+			"deposit reversed: the PG shows "+string(p.Status)+" for an order that is "+string(row.Status)+"; not applied, an operator must look", orderID)
 	} else if err != nil && !errors.Is(err, errRetry) {
 		return err
 	}

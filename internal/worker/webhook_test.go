@@ -196,7 +196,7 @@ func TestReorderedCanceledThenDone(t *testing.T) {
 	m.Confirm(o, key)
 	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
 	// Canceled in the PG's console; mockpg's webhook tells payrail.
-	res := sys.PGClient().Cancel(context.Background(), "console-cancel-1", key, "customer asked the PG", 0)
+	res := sys.PGClient().Cancel(context.Background(), "console-cancel-1", key, "customer asked the PG", 0, nil)
 	if res.Outcome != pgclient.Approved {
 		t.Fatalf("pg cancel: %+v", res)
 	}

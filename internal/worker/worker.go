@@ -26,7 +26,7 @@ import (
 type PG interface {
 	Confirm(ctx context.Context, idempotencyKey, paymentKey, orderID string, amount int64) pgclient.Result
 	GetPayment(ctx context.Context, paymentKey string) pgclient.Result
-	Cancel(ctx context.Context, idempotencyKey, paymentKey, reason string, amount int64) pgclient.Result
+	Cancel(ctx context.Context, idempotencyKey, paymentKey, reason string, amount int64, refund *pgclient.RefundAccount) pgclient.Result
 }
 
 // Locker runs fn while holding the named lock, for as long as fn runs. It
@@ -54,6 +54,20 @@ type Timing struct {
 	// PGLagWindow is how long an event that claims more than the PG's
 	// record is looked up again before it is rejected (0: 2 minutes).
 	PGLagWindow time.Duration
+	// DepositGrace is how long past a virtual account's due date payrail
+	// waits before expiring it on its own clock while the PG still shows it
+	// waiting (clock skew; a transfer made at the last second) (0: 10 min).
+	DepositGrace time.Duration
+}
+
+// DefaultDepositGrace is Timing.DepositGrace's default.
+const DefaultDepositGrace = 10 * time.Minute
+
+func (t Timing) depositGrace() time.Duration {
+	if t.DepositGrace > 0 {
+		return t.DepositGrace
+	}
+	return DefaultDepositGrace
 }
 
 // Env is what every handler shares: the PG, the per-order lock, the clock,
@@ -171,6 +185,10 @@ func (w *Worker) Sweep(ctx context.Context) error { return w.Sweeper().Sweep(ctx
 
 // errRetry asks asynq to run the task again later.
 var errRetry = errors.New("retry later")
+
+// errDepositReversed: the PG shows a paid virtual account waiting for its
+// deposit again. Nothing moves; the caller raises the alert.
+var errDepositReversed = errors.New("deposit reversed at the PG")
 
 // errAfterCancel: the PG's record must be read again once payrail's own
 // pending cancel of the order has settled (payment.AfterCancel).
