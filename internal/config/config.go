@@ -47,6 +47,7 @@ type Config struct {
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
 	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
 	PGLagWindow          time.Duration   // PAYRAIL_PG_LAG_WINDOW (an event ahead of the PG's record is re-checked this long; default 2m)
+	DepositGrace         time.Duration   // PAYRAIL_DEPOSIT_GRACE (an unpaid virtual account is expired this long after its due date; default 10m)
 	OpsSessionIdle       time.Duration   // PAYRAIL_OPS_SESSION_IDLE (an unused console session ends; default 30m)
 	OpsSessionMax        time.Duration   // PAYRAIL_OPS_SESSION_MAX (a console session's lifetime from login; default 12h)
 	ShedAfter            time.Duration   // PAYRAIL_SHED_AFTER (oldest waiting confirm older than this: shed new orders; default 5s)
@@ -141,6 +142,7 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_SWEEP_INTERVAL", 5*time.Second, &c.SweepInterval)
 	durVar("PAYRAIL_PG_EVENT_RETENTION", 30*24*time.Hour, &c.PGEventRetention)
 	durVar("PAYRAIL_PG_LAG_WINDOW", 2*time.Minute, &c.PGLagWindow)
+	durVar("PAYRAIL_DEPOSIT_GRACE", 10*time.Minute, &c.DepositGrace)
 	durVar("PAYRAIL_SHED_AFTER", 5*time.Second, &c.ShedAfter)
 	durVar("PAYRAIL_OPS_SESSION_IDLE", 30*time.Minute, &c.OpsSessionIdle)
 	durVar("PAYRAIL_OPS_SESSION_MAX", 12*time.Hour, &c.OpsSessionMax)

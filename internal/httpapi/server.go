@@ -78,7 +78,7 @@ type Store interface {
 	// DEPOSIT_CALLBACK: the order's stored secret, compared in constant
 	// time (stored is false before the account is known), and the
 	// security event of a mismatch.
-	VASecretMatches(row store.OrderRow, secret string) (match, stored bool, err error)
+	VASecret(row store.OrderRow) (secret string, stored bool, err error)
 	RecordDepositSecretMismatch(ctx context.Context, orderID, source string) error
 }
 

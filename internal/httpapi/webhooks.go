@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/payrail/payrail/internal/mockpg"
@@ -161,8 +162,39 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
+	keep := body
+	if ev.Data.Secret != "" {
+		// A virtual account's Payment carries its deposit secret: kept only
+		// as its hash, like a DEPOSIT_CALLBACK's.
+		if keep, err = sealDataSecret(body); err != nil {
+			writeError(ctx, w, err)
+			return
+		}
+	}
 	s.storePGEvent(w, r, row.MerchantID, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
-		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: body}, body)
+		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: keep}, body)
+}
+
+// sealDataSecret replaces data.secret in a PAYMENT_STATUS_CHANGED body
+// with its hash (pgclient.SealedSecret), keeping everything else.
+func sealDataSecret(body []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, payment.Errorf(payment.CodeInvalidRequest, "body is not a JSON object")
+	}
+	var data map[string]any
+	if err := json.Unmarshal(m["data"], &data); err != nil {
+		return nil, payment.Errorf(payment.CodeInvalidRequest, "data is not a JSON object")
+	}
+	if s, ok := data["secret"].(string); ok {
+		data["secret"] = pgclient.SealedSecret(s)
+	}
+	d, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	m["data"] = d
+	return json.Marshal(m)
 }
 
 // depositWebhook takes a virtual account's DEPOSIT_CALLBACK. Its secret is
@@ -189,11 +221,14 @@ func (s *Server) depositWebhook(w http.ResponseWriter, r *http.Request, provider
 		writeError(ctx, w, err)
 		return
 	}
-	match, known, err := s.Store.VASecretMatches(row, ev.Secret)
+	want, known, err := s.Store.VASecret(row)
 	if err != nil {
 		writeError(ctx, w, err)
 		return
 	}
+	// Only a secret in clear is taken at the door; the hashed form is what
+	// payrail itself stores.
+	match := known && !strings.HasPrefix(ev.Secret, "sha256:") && pgclient.SecretMatches(ev.Secret, want)
 	if !match && (known || row.Status != payment.Confirming) {
 		s.countPGEvent(provider, PGEventBadSecret)
 		src := s.sourceAddr(r).String()

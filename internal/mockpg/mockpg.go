@@ -143,7 +143,7 @@ type Server struct {
 	idemClaims int
 	stats      map[string]*OrderStats
 	clockSkew  time.Duration // POST /sandbox/clock: how far the ledger's clock is ahead
-	events     []logEntry // ring of recent requests and webhooks for the console
+	events     []logEntry    // ring of recent requests and webhooks for the console
 
 	closing   chan struct{} // closed by Close: wakes hanging "timeout" requests
 	closeOnce sync.Once

@@ -221,6 +221,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 				SweepInterval:       cfg.SweepInterval,
 				PGEventRetention:    cfg.PGEventRetention,
 				PGLagWindow:         cfg.PGLagWindow,
+				DepositGrace:        cfg.DepositGrace,
 			},
 		},
 		Store: deps.Store,

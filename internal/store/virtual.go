@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"time"
 
@@ -54,22 +53,22 @@ func (s *Store) sealVirtualAccount(c Change) (sealedVA, error) {
 	return out, nil
 }
 
-// VASecretMatches compares a DEPOSIT_CALLBACK's secret with the one the PG
-// issued for the order, in constant time. stored is false when the order
-// has no secret (no virtual account issued, or not yet).
-func (s *Store) VASecretMatches(row OrderRow, secret string) (match, stored bool, err error) {
+// VASecret opens the DEPOSIT_CALLBACK secret the PG issued for the order.
+// stored is false when the order has none (no virtual account issued, or
+// not yet). Compare it in constant time (pgclient.SecretMatches).
+func (s *Store) VASecret(row OrderRow) (secret string, stored bool, err error) {
 	if row.VASecretKeyID == nil || row.VASecretAADVersion == nil || len(row.VASecret) == 0 {
-		return false, false, nil
+		return "", false, nil
 	}
 	aad, err := vaSecretAAD(*row.VASecretAADVersion, row.OrderID)
 	if err != nil {
-		return false, true, err
+		return "", true, err
 	}
-	want, err := s.keys.Decrypt(*row.VASecretKeyID, row.VASecret, aad)
+	b, err := s.keys.Decrypt(*row.VASecretKeyID, row.VASecret, aad)
 	if err != nil {
-		return false, true, fmt.Errorf("open virtual account secret of %s: %w", row.OrderID, err)
+		return "", true, fmt.Errorf("open virtual account secret of %s: %w", row.OrderID, err)
 	}
-	return subtle.ConstantTimeCompare(want, []byte(secret)) == 1, true, nil
+	return string(b), true, nil
 }
 
 // RecordDepositSecretMismatch writes the security event of a

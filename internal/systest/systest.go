@@ -41,6 +41,8 @@ type Options struct {
 	Env map[string]string
 	// Faults are mockpg's faults at start.
 	Faults mockpg.Faults
+	// VirtualAccountDue is mockpg's virtual account due date (default 72h).
+	VirtualAccountDue time.Duration
 	// PGNow is mockpg's clock.
 	PGNow func() time.Time
 	// WorkerHook adjusts an in-process worker before it starts.
@@ -76,7 +78,7 @@ func Start(t testing.TB, opt Options) *System {
 	}
 	s.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	s.PG = mockpg.New(mockpg.Config{SecretKey: "test_sk_systest", WebhookSecret: WebhookSecret, Faults: opt.Faults, Now: opt.PGNow})
+	s.PG = mockpg.New(mockpg.Config{SecretKey: "test_sk_systest", WebhookSecret: WebhookSecret, Faults: opt.Faults, Now: opt.PGNow, VirtualAccountDue: opt.VirtualAccountDue})
 	pgSrv := httptest.NewServer(s.PG)
 	s.PGURL = pgSrv.URL
 	t.Cleanup(func() { pgSrv.Close(); s.PG.Close() })
@@ -346,4 +348,35 @@ func (s *System) Count(query string, args ...any) int {
 func (s *System) Exec(query string, args ...any) error {
 	_, err := s.DB.DB.Exec(query, args...)
 	return err
+}
+
+// VASession opens a mockpg 가상계좌 session for the order: its confirm
+// issues a virtual account that waits for Deposit.
+func (s *System) VASession(o Order) string {
+	s.T.Helper()
+	key, err := s.PG.CreateSessionMethod(o.OrderID, o.Amount, "Test order", mockpg.MethodVirtualAccount)
+	testenv.Must(s.T, err)
+	return key
+}
+
+// Deposit is the buyer's transfer into the payment's virtual account.
+func (s *System) Deposit(paymentKey string) {
+	s.T.Helper()
+	_, err := s.PG.Deposit(paymentKey)
+	testenv.Must(s.T, err)
+}
+
+// DepositCallback posts a Toss-shaped DEPOSIT_CALLBACK (unsigned, to the
+// toss door) and returns the status.
+func (s *System) DepositCallback(orderID, secret, status string) int {
+	s.T.Helper()
+	body, _ := json.Marshal(map[string]any{"createdAt": "2026-12-03T10:00:00.000", "secret": secret, "status": status,
+		"transactionKey": "ttx_test", "orderId": orderID})
+	resp, err := http.Post(s.URL+"/pg/webhooks/toss", "application/json", bytes.NewReader(body))
+	if err != nil {
+		s.T.Errorf("post deposit callback: %v", err)
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -25,6 +25,9 @@ type WebhookStore interface {
 	// OrderRowForEvent finds the order an event names, by paymentKey first;
 	// ORDER_NOT_FOUND when there is none.
 	OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (store.OrderRow, error)
+	// VASecret opens the order's sealed deposit secret; stored is false
+	// when the order has none (yet).
+	VASecret(row store.OrderRow) (secret string, stored bool, err error)
 	// MarkPGEvent settles an event with a note; only an APPLIED one is
 	// written to the order's history.
 	MarkPGEvent(ctx context.Context, e store.PGEvent, state payment.PGEventState, note, orderID string) error
@@ -97,6 +100,11 @@ func (w *Webhooks) handleWebhook(ctx context.Context, provider, key string) erro
 			return w.Store.MarkPGEvent(ctx, ev, payment.EventIgnored, "deposit for an order with no payment", row.OrderID)
 		}
 		body.Data.PaymentKey, body.Data.TotalAmount = *row.PaymentKey, row.Amount
+		// Stored before the account was known, and known now: checked
+		// against the order's own secret before anything else.
+		if err := w.checkStoredSecret(ctx, &ev, row, body); err != nil || ev.State != payment.EventReceived {
+			return err
+		}
 	}
 	if row.PaymentKey != nil && *row.PaymentKey == body.Data.PaymentKey && payment.Reflects(row.Status, body.Data.Status) {
 		// Nothing could move: no lock, no lookup.
@@ -185,6 +193,19 @@ func (w *Webhooks) webhookLocked(ctx context.Context, log *slog.Logger, ev store
 		state, note = payment.EventIgnored, "no transition: order is "+string(after.Status)+", event says "+string(p.Status)
 	}
 	return w.Store.MarkPGEvent(ctx, ev, state, note, orderID)
+}
+
+// checkStoredSecret settles (REJECTED) a deposit whose secret is not the
+// one the order holds; ev.State tells the caller whether it did. An event
+// stored before the account was known is checked here once it is.
+func (w *Webhooks) checkStoredSecret(ctx context.Context, ev *store.PGEvent, row store.OrderRow, body WebhookBody) error {
+	want, stored, err := w.Store.VASecret(row)
+	if err != nil || !stored || pgclient.SecretMatches(body.DepositSecret, want) {
+		return err
+	}
+	w.alertWebhook(w.taskLog(ctx, row.OrderID), body.Data.Status, "secret mismatch")
+	ev.State = payment.EventRejected
+	return w.Store.MarkPGEvent(ctx, *ev, payment.EventRejected, "deposit secret does not match the order's", row.OrderID)
 }
 
 // alertWebhook reports an event the PG's record contradicts: someone posted

@@ -55,3 +55,5 @@ func TestWebhookOrderLookupErrorRetriesNotIgnores(t *testing.T) {
 		}
 	}
 }
+
+func (s *fakeWebhookStore) VASecret(store.OrderRow) (string, bool, error) { return "", false, nil }
