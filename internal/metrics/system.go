@@ -28,7 +28,7 @@ type Counter interface {
 }
 
 var (
-	descOrders    = prometheus.NewDesc("payrail_orders", "Orders not yet settled (CREATED, CONFIRMING) by status (system-wide, refreshed every 15 s).", []string{"status"}, nil)
+	descOrders    = prometheus.NewDesc("payrail_orders", "Orders not yet settled (CREATED, CONFIRMING, AWAITING_DEPOSIT) by status (system-wide, refreshed every 15 s).", []string{"status"}, nil)
 	descCallbacks = prometheus.NewDesc("payrail_callbacks", "Callbacks not delivered (PENDING, DEAD) by status (system-wide, refreshed every 15 s).", []string{"status"}, nil)
 	descCountsAge = prometheus.NewDesc("payrail_state_counts_age_seconds", "Age of the payrail_orders and payrail_callbacks counts.", nil, nil)
 	descQSize     = prometheus.NewDesc("payrail_queue_size", "Tasks in an asynq queue (pending, active, scheduled, retry, archived).", []string{"queue"}, nil)

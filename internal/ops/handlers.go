@@ -168,7 +168,7 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 // statuses are the order statuses the search offers.
-var statuses = []payment.Status{payment.Created, payment.Confirming, payment.Paid, payment.PartiallyCanceled, payment.Canceled, payment.Failed, payment.Expired}
+var statuses = payment.AllStatuses
 
 func (c *Console) orders(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()

@@ -424,7 +424,7 @@ ORDER BY paid_amount DESC, m.name`, since)
 }
 
 // StateCounts are the rows in the states an operator watches: orders not
-// yet settled (CREATED, CONFIRMING) and callbacks not delivered (PENDING,
+// yet settled (CREATED, CONFIRMING, AWAITING_DEPOSIT) and callbacks not delivered (PENDING,
 // DEAD). Settled orders and delivered callbacks are not counted: they are
 // business volume, grow without bound, and no partial index serves them.
 type StateCounts struct {
@@ -439,10 +439,12 @@ type StateCounts struct {
 }
 
 // countInFlight is served by partial indexes only (orders_created_expiry,
-// orders_confirming, callbacks_due, callbacks_dead), never a table scan.
+// orders_confirming, orders_awaiting_deposit, callbacks_due,
+// callbacks_dead), never a table scan.
 const countInFlight = `
 SELECT 'orders', 'CREATED', count(*) FROM orders WHERE status = 'CREATED'
 UNION ALL SELECT 'orders', 'CONFIRMING', count(*) FROM orders WHERE status = 'CONFIRMING'
+UNION ALL SELECT 'orders', 'AWAITING_DEPOSIT', count(*) FROM orders WHERE status = 'AWAITING_DEPOSIT'
 UNION ALL SELECT 'callbacks', 'PENDING', count(*) FROM callbacks WHERE status = 'PENDING'
 UNION ALL SELECT 'callbacks', 'DEAD', count(*) FROM callbacks WHERE status = 'DEAD'
 UNION ALL SELECT 'breakers', 'open', count(*) FROM callback_endpoints WHERE open_until IS NOT NULL
