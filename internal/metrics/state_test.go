@@ -165,7 +165,7 @@ func TestCountInFlightOnPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Orders) != 2 || len(got.Callbacks) != 2 || got.Orders["CREATED"] != 0 || got.Callbacks["DEAD"] != 0 {
+	if len(got.Orders) != 3 || len(got.Callbacks) != 2 || got.Orders["CREATED"] != 0 || got.Orders["AWAITING_DEPOSIT"] != 0 || got.Callbacks["DEAD"] != 0 {
 		t.Errorf("counts of an empty database: %+v", got)
 	}
 	var n int
