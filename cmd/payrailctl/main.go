@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,9 +47,13 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl order create --amount N --name NAME [--merchant-order-id ID]
   payrailctl order get ORDER_ID
   payrailctl order confirm ORDER_ID --payment-key K --amount N [--token T|-] [--wait N]
-  payrailctl sandbox session ORDER_ID AMOUNT     open a mockpg payment session (no browser); prints the paymentKey
-  payrailctl pay ORDER_ID AMOUNT [TOKEN|-] [--wait N]
-                                                 open a mockpg session and confirm it in one go
+  payrailctl sandbox session ORDER_ID AMOUNT [--method 가상계좌]
+                                                 open a mockpg payment session (no browser); prints the paymentKey
+  payrailctl sandbox deposit PAYMENT_KEY         the buyer's transfer into a mockpg virtual account
+  payrailctl sandbox clock ADVANCE               move mockpg's ledger clock forward (e.g. 72h: due dates pass)
+  payrailctl pay ORDER_ID AMOUNT [TOKEN|-] [--wait N] [--method 가상계좌 | --virtual-account]
+                                                 open a mockpg session and confirm it in one go; a virtual
+                                                 account answers AWAITING_DEPOSIT with the account to pay into
     The paymentToken (order confirm --token, pay TOKEN): "-" reads it from stdin; omitted,
     it is read from PAYRAIL_PAYMENT_TOKEN. On the command line it works, but other local
     users can see it in the process list (ps), so payrailctl notes that on stderr.
@@ -106,13 +111,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			}
 		}
 	case "sandbox":
-		if len(args) == 4 && args[1] == "session" {
-			key, err := c.session(ctx, args[2], args[3])
+		switch {
+		case len(args) >= 4 && args[1] == "session":
+			fs := flag.NewFlagSet("sandbox session", flag.ContinueOnError)
+			method := fs.String("method", "카드", "카드 or 가상계좌")
+			pos, err := parseInterspersed(fs, args[2:])
+			if err != nil || len(pos) != 2 {
+				return errors.New("usage: payrailctl sandbox session ORDER_ID AMOUNT [--method 가상계좌]")
+			}
+			key, err := c.session(ctx, pos[0], pos[1], *method)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(out, key)
 			return nil
+		case len(args) == 3 && args[1] == "deposit":
+			return c.sandboxPost(ctx, "/sandbox/deposits", map[string]string{"paymentKey": args[2]})
+		case len(args) == 3 && args[1] == "clock":
+			return c.sandboxPost(ctx, "/sandbox/clock", map[string]string{"advance": args[2]})
 		}
 	case "pay":
 		return c.pay(ctx, args[1:])
@@ -353,12 +369,41 @@ func (c *cli) confirm(ctx context.Context, orderID, key string, amount int64, to
 	return c.send(ctx, "POST", "/v1/orders/"+orderID+"/confirm", b, h)
 }
 
-func (c *cli) session(ctx context.Context, orderID, amount string) (string, error) {
+// sandboxPost sends a JSON body to a mockpg sandbox endpoint and prints
+// the answer; a non-2xx answer is an error.
+func (c *cli) sandboxPost(ctx context.Context, path string, body any) error {
+	pg, err := c.need("MOCKPG_URL")
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(pg, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	fmt.Fprintf(c.out, "%d\n%s\n", resp.StatusCode, rb)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("mockpg %s: %d", path, resp.StatusCode)
+	}
+	return nil
+}
+
+func (c *cli) session(ctx context.Context, orderID, amount, method string) (string, error) {
 	pg, err := c.need("MOCKPG_URL")
 	if err != nil {
 		return "", err
 	}
-	b := fmt.Sprintf(`{"orderId":%q,"amount":%s}`, orderID, amount)
+	if _, err := strconv.ParseInt(amount, 10, 64); err != nil {
+		return "", fmt.Errorf("amount %q is not an integer", amount)
+	}
+	b := fmt.Sprintf(`{"orderId":%q,"amount":%s,"method":%q}`, orderID, amount, method)
 	resp, err := c.http.Post(strings.TrimRight(pg, "/")+"/sandbox/sessions", "application/json", strings.NewReader(b))
 	if err != nil {
 		return "", err
@@ -378,6 +423,8 @@ func (c *cli) pay(ctx context.Context, args []string) error {
 	const use = "usage: payrailctl pay ORDER_ID AMOUNT [TOKEN|-] [--wait N]  (TOKEN - reads stdin; omitted, " + paymentTokenEnv + ")"
 	fs := flag.NewFlagSet("pay", flag.ContinueOnError)
 	wait := fs.Int("wait", 10, "Prefer: wait=N seconds")
+	method := fs.String("method", "카드", "the payment window's method: 카드 or 가상계좌")
+	va := fs.Bool("virtual-account", false, "short for --method 가상계좌")
 	// Flags may come anywhere; "-" (the token from stdin) is a positional argument.
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -395,11 +442,17 @@ func (c *cli) pay(ctx context.Context, args []string) error {
 		return err
 	}
 	args = pos
-	key, err := c.session(ctx, args[0], args[1])
+	if *va {
+		*method = "가상계좌"
+	}
+	key, err := c.session(ctx, args[0], args[1], *method)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.out, "# mockpg session paymentKey=%s\n", key)
+	fmt.Fprintf(c.out, "# mockpg session paymentKey=%s method=%s\n", key, *method)
+	if *method == "가상계좌" {
+		fmt.Fprintf(c.out, "# deposit with: payrailctl sandbox deposit %s\n", key)
+	}
 	var amount int64
 	if _, err := fmt.Sscan(args[1], &amount); err != nil {
 		return fmt.Errorf("amount: %w", err)
