@@ -35,6 +35,12 @@ if ! command -v chromium >/dev/null; then
     warn "************************************************************"
   fi
 fi
+# Korean text (가상계좌, bank names) in the screenshots needs a Hangul font;
+# without one the tests still pass, the screenshots show boxes.
+if command -v chromium >/dev/null && command -v fc-list >/dev/null && ! fc-list :lang=ko | grep -q .; then
+  say "no Hangul font; installing fonts-nanum for legible screenshots"
+  apt_install fonts-nanum || warn "fonts-nanum could not be installed: Korean text in screenshots shows as boxes"
+fi
 if command -v chromium >/dev/null; then
   export PAYRAIL_CHROMIUM=${PAYRAIL_CHROMIUM:-$(command -v chromium)}
 fi

@@ -138,6 +138,33 @@ func TestDemo(t *testing.T) {
 		})
 	}
 
+	t.Run("virtual account waits for the deposit, then succeeds live", func(t *testing.T) {
+		t.Parallel()
+		ctx := browsertest.New(t)
+		openProduct(t, ctx, sh)
+		clickPay(t, ctx)
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("method-va"))); err != nil {
+			t.Fatal(err)
+		}
+		submitAndWaitBadge(t, ctx, "#pay", "AWAITING DEPOSIT")
+		account, bank, due := text(t, ctx, "#va-account"), text(t, ctx, "#va-bank"), text(t, ctx, "#va-due")
+		if len(account) < 10 || bank == "" || due == "" {
+			t.Fatalf("the buyer sees account %q at %q due %q", account, bank, due)
+		}
+		orderID := text(t, ctx, "#order-id")
+		if st := sh.sys.PG.Stats()[orderID]; st.VirtualAccounts != 1 || st.Approvals != 0 {
+			t.Fatalf("mockpg stats before the deposit: %+v", st)
+		}
+		browsertest.Screenshot(t, ctx, "demoshop-virtual-account")
+		// The deposit is made at the PG; the page learns of it by itself
+		// (it polls the shop, which asks payrail), then shows SUCCESS.
+		submitAndWaitBadge(t, ctx, "#simulate-deposit", "SUCCESS")
+		browsertest.Screenshot(t, ctx, "demoshop-virtual-account-paid")
+		if st := sh.sys.PG.Stats()[orderID]; st.Deposits != 1 || st.Approvals != 1 {
+			t.Fatalf("mockpg stats after the deposit: %+v", st)
+		}
+	})
+
 	t.Run("playground signs and sends", func(t *testing.T) {
 		t.Parallel()
 		ctx := browsertest.New(t)

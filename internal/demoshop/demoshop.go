@@ -46,7 +46,8 @@ type Config struct {
 	// CredentialsFile, when set, keeps registered credentials across
 	// restarts (KEY=value lines, mode 0600).
 	CredentialsFile string
-	// PGConsoleURL, when set, is linked from the header (mockpg's console).
+	// PGConsoleURL, when set, is linked from the header (mockpg's console);
+	// its /sandbox/deposits is what the "simulate deposit" button posts to.
 	PGConsoleURL string
 	// HTTPClient talks to payrail; nil means one with a 20 s timeout (a
 	// confirm may wait up to 10 s for the outcome).
@@ -110,7 +111,17 @@ const (
 	// BadgePending is for a confirm payrail accepted but whose outcome did
 	// not arrive within the wait: neither a success nor a failure yet.
 	BadgePending = "PENDING"
+	// BadgeAwaitingDeposit: the PG issued a virtual account; the buyer
+	// pays by bank transfer and the page turns SUCCESS when it lands.
+	BadgeAwaitingDeposit = "AWAITING DEPOSIT"
 )
+
+// virtualAccount is the account a 가상계좌 buyer transfers to, as payrail
+// answered it.
+type virtualAccount struct {
+	Bank, BankCode, AccountNumber, CustomerName string
+	DueDate                                     time.Time
+}
 
 // attempt is one confirm (or PG failure) and what came of it.
 type attempt struct {
@@ -122,6 +133,8 @@ type attempt struct {
 	Elapsed    time.Duration
 	Body       string
 	At         time.Time
+	// VA is set when the PG issued a virtual account.
+	VA *virtualAccount
 }
 
 //go:embed templates/*.html
@@ -200,6 +213,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /orders/{orderId}", s.handleResult)
 	m.HandleFunc("POST /orders/{orderId}/confirm-again", s.sameSite(s.handleConfirmAgain))
 	m.HandleFunc("POST /orders/{orderId}/force-failure", s.sameSite(s.handleForceFailure))
+	m.HandleFunc("POST /orders/{orderId}/simulate-deposit", s.sameSite(s.handleSimulateDeposit))
+	m.HandleFunc("GET /orders/{orderId}/status", s.handleOrderStatus)
 	m.HandleFunc("POST /callbacks", s.handleCallback)
 	m.HandleFunc("GET /events", s.events.serve)
 	m.HandleFunc("GET /playground", s.handlePlayground)

@@ -24,7 +24,7 @@ func (s *Server) parseTemplates() error {
 				return "success"
 			case BadgeDuplicate:
 				return "duplicate"
-			case BadgePending:
+			case BadgePending, BadgeAwaitingDeposit:
 				return "pending"
 			}
 			return "failure"
@@ -264,7 +264,7 @@ func (s *Server) confirmTo(ctx context.Context, o *order, orderID, action, payme
 	if a.Code != "" {
 		detail += " " + a.Code
 	}
-	s.events.stepOK(o.OrderID, a.Badge == BadgeSuccess || a.Badge == BadgeDuplicate,
+	s.events.stepOK(o.OrderID, a.Badge == BadgeSuccess || a.Badge == BadgeDuplicate || a.Badge == BadgeAwaitingDeposit,
 		"⑤ answer: HTTP %s → %s in %d ms", status, detail, a.Elapsed.Milliseconds())
 }
 
@@ -286,6 +286,9 @@ func (s *Server) classify(ctx context.Context, o *order, resp apiResponse, err e
 		case "DUPLICATE":
 			a.Badge = BadgeDuplicate
 			a.Message = fmt.Sprintf("payrail recognised a confirm it already handled and returned the stored result (order %s). Nothing was charged twice.", status)
+		case "AWAITING_DEPOSIT":
+			a.Badge, a.VA = BadgeAwaitingDeposit, readVirtualAccount(body)
+			a.Message = fmt.Sprintf("A virtual account was issued. Transfer %s to it before the due date; this page turns SUCCESS when the deposit arrives.", won(o.Amount))
 		default:
 			a.Badge = BadgeFailure
 			a.Code, a.Message = orderFailure(body)
@@ -309,6 +312,10 @@ func (s *Server) settle(ctx context.Context, o *order, a attempt) attempt {
 		if err == nil && r.Status == http.StatusOK {
 			body := r.json()
 			switch body["status"] {
+			case "AWAITING_DEPOSIT":
+				a.Badge, a.VA = BadgeAwaitingDeposit, readVirtualAccount(body)
+				a.Message = fmt.Sprintf("A virtual account was issued. Transfer %s to it before the due date; this page turns SUCCESS when the deposit arrives.", won(o.Amount))
+				return a
 			case "PAID", "PARTIALLY_CANCELED", "CANCELED":
 				a.Badge, a.Message = BadgeSuccess, fmt.Sprintf("Payment approved after the wait: the order is %s.", body["status"])
 				return a
@@ -530,4 +537,99 @@ func orDash(s string) string {
 		return "—"
 	}
 	return s
+}
+
+// readVirtualAccount reads an order's virtualAccount from payrail's answer.
+func readVirtualAccount(body map[string]any) *virtualAccount {
+	m, _ := body["virtualAccount"].(map[string]any)
+	if m == nil {
+		return nil
+	}
+	str := func(k string) string { v, _ := m[k].(string); return v }
+	va := &virtualAccount{BankCode: str("bankCode"), AccountNumber: str("accountNumber"), CustomerName: str("customerName")}
+	va.Bank = bankNames[va.BankCode]
+	if va.Bank == "" {
+		va.Bank = "bank " + va.BankCode
+	}
+	if t, err := time.Parse(time.RFC3339, str("dueDate")); err == nil {
+		va.DueDate = t
+	}
+	return va
+}
+
+// bankNames are the banks mockpg issues accounts at (TossPayments' codes).
+var bankNames = map[string]string{"03": "IBK기업은행", "06": "KB국민은행", "11": "NH농협은행", "20": "우리은행", "81": "하나은행", "88": "신한은행"}
+
+// handleSimulateDeposit plays the buyer's bank transfer in the sandbox:
+// it asks mockpg to deposit into the order's account. payrail learns of
+// it from the PG's DEPOSIT_CALLBACK, like a real one.
+func (s *Server) handleSimulateDeposit(w http.ResponseWriter, r *http.Request) {
+	o, ok := s.order(r.PathValue("orderId"))
+	if !ok {
+		s.renderError(w, http.StatusNotFound, "UNKNOWN_ORDER", errUnknownOrder.Error())
+		return
+	}
+	snap := s.snapshot(o)
+	if s.cfg.PGConsoleURL == "" || snap.PaymentKey == "" {
+		s.renderError(w, http.StatusConflict, "NO_SANDBOX", "Deposits can only be simulated against mockpg, for an order with a virtual account.")
+		return
+	}
+	body, _ := json.Marshal(map[string]string{"paymentKey": snap.PaymentKey})
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, strings.TrimRight(s.cfg.PGConsoleURL, "/")+"/sandbox/deposits", bytes.NewReader(body))
+	if err == nil {
+		req.Header.Set("Content-Type", "application/json")
+		var resp *http.Response
+		if resp, err = s.client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("mockpg answered %d", resp.StatusCode)
+			}
+		}
+	}
+	if err != nil {
+		s.events.stepOK(o.OrderID, false, "simulated deposit failed: %v", err)
+		s.renderError(w, http.StatusBadGateway, "DEPOSIT_FAILED", err.Error())
+		return
+	}
+	s.events.step(o.OrderID, "⑥ the buyer transferred %s (simulated at mockpg); waiting for payrail's payment.paid", won(snap.Amount))
+	http.Redirect(w, r, "/orders/"+url.PathEscape(o.OrderID), http.StatusSeeOther)
+}
+
+// handleOrderStatus is what an AWAITING DEPOSIT page polls: payrail's word
+// on the order. When the deposit has made it PAID, the success is recorded
+// as the order's latest attempt, so the page (reloaded) shows it.
+func (s *Server) handleOrderStatus(w http.ResponseWriter, r *http.Request) {
+	o, ok := s.order(r.PathValue("orderId"))
+	if !ok {
+		http.Error(w, errUnknownOrder.Error(), http.StatusNotFound)
+		return
+	}
+	resp, err := s.do(r.Context(), http.MethodGet, "/v1/orders/"+url.PathEscape(o.OrderID), nil, nil, "")
+	if err != nil || resp.Status != http.StatusOK {
+		http.Error(w, "payrail did not answer", http.StatusBadGateway)
+		return
+	}
+	status, _ := resp.json()["status"].(string)
+	snap := s.snapshot(o)
+	badge := ""
+	if n := len(snap.Attempts); n > 0 {
+		badge = snap.Attempts[n-1].Badge
+	}
+	if badge == BadgeAwaitingDeposit && (status == "PAID" || status == "PARTIALLY_CANCELED" || status == "CANCELED" || status == "EXPIRED") {
+		a := attempt{Action: "deposit", Badge: BadgeSuccess, HTTPStatus: resp.Status, Elapsed: resp.Elapsed, Body: prettyJSON(resp.Body),
+			Message: fmt.Sprintf("The deposit arrived: the order is %s, %s paid.", status, won(o.Amount))}
+		if status == "EXPIRED" {
+			a.Badge, a.Code, a.Message = BadgeFailure, "DEPOSIT_DUE_DATE_PASSED", "The due date passed before a deposit arrived: the order EXPIRED."
+		}
+		s.record(o, a)
+		s.events.stepOK(o.OrderID, a.Badge == BadgeSuccess, "⑦ payrail: the order is %s", status)
+		badge = a.Badge
+	}
+	writeJSONStatus(w, map[string]string{"status": status, "badge": badge})
+}
+
+func writeJSONStatus(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
 }
