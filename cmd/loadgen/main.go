@@ -74,6 +74,9 @@ type config struct {
 	DeadSeconds      float64
 	DeadQuiet        float64
 	DeadRate         float64
+	// VAShare of the closed and open phases' payments are 가상계좌 (-method).
+	VAShare      float64
+	DepositDelay time.Duration
 }
 
 // phases are the -only names, in run order.
@@ -121,8 +124,23 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.DeadSeconds, "dead-seconds", 30, "dead endpoint: seconds of B alone, then as many beside D")
 	fs.Float64Var(&c.DeadQuiet, "dead-quiet-seconds", 20, "dead endpoint: seconds the worker's CPU is measured with only D's backlog (and idle before it)")
 	fs.Float64Var(&c.DeadRate, "dead-rate", 10, "dead endpoint: B's payments/s")
+	method := fs.String("method", "card", "payment methods of the closed and open phases: card, va (all 가상계좌), or mix=F (a share F of 가상계좌, e.g. mix=0.2)")
+	fs.DurationVar(&c.DepositDelay, "deposit-delay", 500*time.Millisecond, "가상계좌: how long after the confirm's answer the buyer deposits")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	switch m := *method; {
+	case m == "card" || m == "카드":
+	case m == "va" || m == "가상계좌":
+		c.VAShare = 1
+	case strings.HasPrefix(m, "mix="):
+		f, err := strconv.ParseFloat(strings.TrimPrefix(m, "mix="), 64)
+		if err != nil || f < 0 || f > 1 {
+			return c, fmt.Errorf("-method %s: the share must be between 0 and 1", m)
+		}
+		c.VAShare = f
+	default:
+		return c, fmt.Errorf("-method %q: want card, va or mix=F", m)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -325,7 +343,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if !cfg.want("closed") {
 			break
 		}
-		r := phase(loadgen.Options{Name: fmt.Sprintf("closed c=%d", conc), N: cfg.N, Concurrency: conc})
+		r := phase(loadgen.Options{Name: fmt.Sprintf("closed c=%d", conc), N: cfg.N, Concurrency: conc,
+			VirtualAccountShare: cfg.VAShare, DepositDelay: cfg.DepositDelay})
 		rep.Closed = append(rep.Closed, r)
 		rep.MaxClosed = max(rep.MaxClosed, r.PaymentsPerSec)
 		if ctx.Err() != nil {
@@ -342,7 +361,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	openN := max(10, int(rate*cfg.OpenSeconds))
 	if cfg.want("open") {
-		open := phase(loadgen.Options{Name: fmt.Sprintf("open %.0f/s", rate), N: openN, Rate: rate, WaitEvery: cfg.WaitEvery})
+		open := phase(loadgen.Options{Name: fmt.Sprintf("open %.0f/s", rate), N: openN, Rate: rate, WaitEvery: cfg.WaitEvery,
+			VirtualAccountShare: cfg.VAShare, DepositDelay: cfg.DepositDelay})
 		rep.Open = &open
 	}
 

@@ -19,7 +19,7 @@ func lat(l loadgen.Latency) string {
 func printTable(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "\npayrail bench %s  (%d CPUs, %d GiB, %s; %d orders before)\n", r.Date, r.Machine.CPUs, r.Machine.MemGiB, r.Machine.Go, r.OrdersBefore)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "phase\tn\tok\tdelivered\tpaid/s\tpayments/s\tingress ms p50/p95/p99/max\taccepted→PAID ms\taccepted→callback ms\tPAID→callback ms\tCPU ms/payment\txact/payment\tredis cmds/payment")
+	fmt.Fprintln(tw, "phase\tn\tok\tdelivered\tpaid/s\tpayments/s\tingress ms p50/p95/p99/max\taccepted→PAID ms\taccepted→callback ms\tPAID→callback ms\t가상계좌 n / deposit→callback ms\tCPU ms/payment\txact/payment\tredis cmds/payment")
 	row := func(x loadgen.Result) {
 		cpu, xact, rc := "-", "-", "-"
 		if x.Cost != nil {
@@ -27,8 +27,12 @@ func printTable(w io.Writer, r *Report) {
 			xact = fmt.Sprintf("%.1f", x.Cost.DB.XactCommitPerPayment)
 			rc = fmt.Sprintf("%.1f", x.Cost.RedisCommandsPerPayment)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, x.N, x.OK, x.Delivered, x.PaidPerSec, x.PaymentsPerSec,
-			lat(x.ConfirmIngress), lat(x.AcceptedToPaid), lat(x.AcceptedToCallback), lat(x.PaidToCallback), cpu, xact, rc)
+		va := "-"
+		if x.VirtualAccounts > 0 {
+			va = fmt.Sprintf("%d / %s", x.VirtualAccounts, lat(x.DepositToCallback))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, x.N, x.OK, x.Delivered, x.PaidPerSec, x.PaymentsPerSec,
+			lat(x.ConfirmIngress), lat(x.AcceptedToPaid), lat(x.AcceptedToCallback), lat(x.PaidToCallback), va, cpu, xact, rc)
 	}
 	for _, x := range r.Closed {
 		row(x)

@@ -158,12 +158,46 @@ type Timing struct {
 	// Waited means the confirm carried Prefer: wait and answered 200 SUCCESS,
 	// so ConfirmDone is when the order was seen PAID.
 	Waited bool
+	// VirtualAccount: a 가상계좌 payment; its confirm answered
+	// AWAITING_DEPOSIT and DepositSent is when the buyer's transfer was
+	// made at mockpg (after the deposit delay); PAID follows the deposit.
+	VirtualAccount bool
+	DepositSent    time.Time
+}
+
+// PayVirtualAccount is Pay for a 가상계좌 payment: the confirm must answer
+// AWAITING_DEPOSIT (200 with Prefer: wait, else 202), then after delay the
+// buyer transfers the amount (POST mockpg /sandbox/deposits) and payrail
+// learns of it from the PG's DEPOSIT_CALLBACK. It returns once the deposit
+// is made; the payment.paid callback follows.
+func (c *Client) PayVirtualAccount(ctx context.Context, amount int64, wait bool, delay time.Duration) (Timing, error) {
+	t, key, err := c.pay(ctx, amount, wait, "가상계좌")
+	if err != nil {
+		return t, err
+	}
+	t.VirtualAccount = true
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return t, ctx.Err()
+	}
+	t.DepositSent = time.Now()
+	_, err = c.do(ctx, "pg deposit", "POST", c.T.MockPGURL+"/sandbox/deposits", map[string]any{"paymentKey": key}, false, nil, http.StatusOK, nil)
+	return t, err
 }
 
 // Pay runs one payment up to the confirm's answer: create the order, open a
 // PG session, confirm. With wait it sends `Prefer: wait=10` and requires the
 // 200 SUCCESS answer (PAID); without, it requires 202 ACCEPTED.
 func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, error) {
+	t, _, err := c.pay(ctx, amount, wait, "")
+	return t, err
+}
+
+// pay is Pay with the payment window's method ("" is 카드); it also
+// returns the paymentKey.
+func (c *Client) pay(ctx context.Context, amount int64, wait bool, method string) (Timing, string, error) {
+	va := method == "가상계좌"
 	t := Timing{Start: time.Now()}
 	var order struct {
 		OrderID      string `json:"orderId"`
@@ -178,14 +212,14 @@ func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, erro
 			c.Shed.Add(1)
 			select {
 			case <-ctx.Done():
-				return t, ctx.Err()
+				return t, "", ctx.Err()
 			case <-time.After(200 * time.Millisecond):
 			}
 			t.Start = time.Now()
 			continue
 		}
 		if err != nil {
-			return t, err
+			return t, "", err
 		}
 		break
 	}
@@ -193,9 +227,12 @@ func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, erro
 	var sess struct {
 		PaymentKey string `json:"paymentKey"`
 	}
-	if _, err := c.do(ctx, "pg session", "POST", c.T.MockPGURL+"/sandbox/sessions",
-		map[string]any{"orderId": order.OrderID, "amount": amount}, false, nil, http.StatusOK, &sess); err != nil {
-		return t, err
+	sessBody := map[string]any{"orderId": order.OrderID, "amount": amount}
+	if method != "" {
+		sessBody["method"] = method
+	}
+	if _, err := c.do(ctx, "pg session", "POST", c.T.MockPGURL+"/sandbox/sessions", sessBody, false, nil, http.StatusOK, &sess); err != nil {
+		return t, "", err
 	}
 	var hdr map[string]string
 	want := http.StatusAccepted
@@ -212,13 +249,16 @@ func (c *Client) Pay(ctx context.Context, amount int64, wait bool) (Timing, erro
 		map[string]any{"paymentKey": sess.PaymentKey, "amount": amount, "paymentToken": order.PaymentToken}, true, hdr, want, &res)
 	t.ConfirmDone = time.Now()
 	if err != nil {
-		return t, err
+		return t, sess.PaymentKey, err
 	}
-	if wait && (res.Result != "SUCCESS" || res.Status != "PAID") {
-		return t, fmt.Errorf("confirm with wait: result %s status %s", res.Result, res.Status)
+	switch {
+	case va && wait && (res.Result != "AWAITING_DEPOSIT" || res.Status != "AWAITING_DEPOSIT"):
+		return t, sess.PaymentKey, fmt.Errorf("virtual account confirm with wait: result %s status %s", res.Result, res.Status)
+	case !va && wait && (res.Result != "SUCCESS" || res.Status != "PAID"):
+		return t, sess.PaymentKey, fmt.Errorf("confirm with wait: result %s status %s", res.Result, res.Status)
 	}
-	t.Waited = wait
-	return t, nil
+	t.Waited = wait && !va
+	return t, sess.PaymentKey, nil
 }
 
 // OrderStatus reads an order's status (GET /v1/orders/{id}).

@@ -50,7 +50,9 @@ func TestRunPaysEveryOrderOnce(t *testing.T) {
 	var closed, open loadgen.Result
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		closed = loadgen.Run(ctx, c, sink, loadgen.Options{Name: "closed", N: 100, Concurrency: 16, CallbackTimeout: 25 * time.Second})
+		// A fifth of the closed loop's payments are 가상계좌 (-method mix=0.2).
+		closed = loadgen.Run(ctx, c, sink, loadgen.Options{Name: "closed", N: 100, Concurrency: 16, CallbackTimeout: 25 * time.Second,
+			VirtualAccountShare: 0.2, DepositDelay: 100 * time.Millisecond})
 	})
 	wg.Go(func() {
 		open = loadgen.Run(ctx, c, sink, loadgen.Options{Name: "open", N: 100, Rate: 50, WaitEvery: 10, CallbackTimeout: 25 * time.Second})
@@ -62,6 +64,10 @@ func TestRunPaysEveryOrderOnce(t *testing.T) {
 		}
 		t.Logf("%s: %.1f payments/s, ingress %+v, accepted→paid %+v, paid→callback %+v",
 			r.Name, r.PaymentsPerSec, r.ConfirmIngress, r.AcceptedToPaid, r.PaidToCallback)
+	}
+	if closed.VirtualAccounts != 20 || closed.DepositToCallback.N != 20 || closed.AcceptedToPaid.N != 80 {
+		t.Errorf("closed loop: %d virtual accounts, %d deposit→callback samples, %d card waits; want 20, 20, 80",
+			closed.VirtualAccounts, closed.DepositToCallback.N, closed.AcceptedToPaid.N)
 	}
 	// The open loop sampled Prefer: wait and measured the ingress of the rest.
 	if open.AcceptedToPaid.N != 10 || open.ConfirmIngress.N != 90 {

@@ -134,6 +134,12 @@ type Result struct {
 	AcceptedToPaid Latency `json:"acceptedToPaid"`
 	// AcceptedToCallback is the 202 → the payment.paid arrival at the sink.
 	AcceptedToCallback Latency `json:"acceptedToCallback"`
+	// VirtualAccounts counts the OK payments that were 가상계좌 (their
+	// figures are only in DepositToCallback and the totals):
+	// DepositToCallback is the buyer's deposit at mockpg → payment.paid
+	// (DEPOSIT_CALLBACK in, lookup, PAID, callback out).
+	VirtualAccounts   int     `json:"virtualAccounts,omitempty"`
+	DepositToCallback Latency `json:"depositToCallback,omitempty"`
 	// PaidToCallback is the arrival − the payload's data.updatedAt (same
 	// machine clock).
 	PaidToCallback Latency `json:"paidToCallback"`
@@ -159,6 +165,20 @@ type Options struct {
 	CallbackTimeout time.Duration
 	Progress        io.Writer
 	Amount          int64
+	// VirtualAccountShare of the payments (0…1, spread evenly) are 가상계좌:
+	// the confirm answers AWAITING_DEPOSIT and the buyer deposits after
+	// DepositDelay (default 500 ms); PAID comes from the deposit.
+	VirtualAccountShare float64
+	DepositDelay        time.Duration
+}
+
+// virtualAccount reports whether payment i of a phase is a 가상계좌 one:
+// share of them, spread evenly (i = 0, 1/share, 2/share, …).
+func (o Options) virtualAccount(i int) bool {
+	if o.VirtualAccountShare <= 0 {
+		return false
+	}
+	return int(float64(i+1)*o.VirtualAccountShare) > int(float64(i)*o.VirtualAccountShare)
 }
 
 // Run runs one phase and waits for every accepted payment's callback.
@@ -174,7 +194,20 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 	errs := make([]error, o.N)
 	prog := StartProgress(o.Progress, o.Name, o.N)
 	start := time.Now()
+	if o.DepositDelay == 0 {
+		o.DepositDelay = 500 * time.Millisecond
+	}
+	var deposits sync.WaitGroup
 	one := func(i int, wait bool) {
+		if o.virtualAccount(i) {
+			// The buyer's transfer comes later: it does not hold a
+			// closed-loop slot while it waits.
+			deposits.Go(func() {
+				timings[i], errs[i] = c.PayVirtualAccount(ctx, o.Amount, wait, o.DepositDelay)
+				prog.Add(1)
+			})
+			return
+		}
 		timings[i], errs[i] = c.Pay(ctx, o.Amount, wait)
 		prog.Add(1)
 	}
@@ -214,13 +247,14 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 		}
 		wg.Wait()
 	}
+	deposits.Wait()
 	confirmsDone := time.Now()
 	prog.Stop()
 
 	// Every accepted payment's payment.paid must arrive.
 	deadline := time.After(o.CallbackTimeout)
 	last := confirmsDone
-	var ingress, toPaid, toCB, paidToCB, sentToCB []time.Duration
+	var ingress, toPaid, toCB, paidToCB, sentToCB, depositToCB []time.Duration
 	for i, t := range timings {
 		if errs[i] != nil {
 			res.Errors++
@@ -231,7 +265,9 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 		}
 		res.OK++
 		res.OrderIDs = append(res.OrderIDs, t.OrderID)
-		if t.Waited {
+		if t.VirtualAccount {
+			res.VirtualAccounts++
+		} else if t.Waited {
 			toPaid = append(toPaid, t.ConfirmDone.Sub(t.ConfirmSent))
 		} else {
 			ingress = append(ingress, t.ConfirmDone.Sub(t.ConfirmSent))
@@ -249,6 +285,10 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 		if a.At.After(last) {
 			last = a.At
 		}
+		if t.VirtualAccount {
+			depositToCB = append(depositToCB, a.At.Sub(t.DepositSent))
+			continue
+		}
 		if !t.Waited {
 			toCB = append(toCB, a.At.Sub(t.ConfirmDone))
 		}
@@ -265,6 +305,7 @@ func Run(ctx context.Context, c *Client, sink *Sink, o Options) Result {
 	res.AcceptedToCallback = Summarise(toCB)
 	res.PaidToCallback = Summarise(paidToCB)
 	res.ConfirmToCallback = Summarise(sentToCB)
+	res.DepositToCallback = Summarise(depositToCB)
 	return res
 }
 
