@@ -74,6 +74,11 @@ type scenario struct {
 	// callback of the load's merchant must be delivered (scenario 8: a
 	// neighbour's hung endpoint must not delay it).
 	callbackWithin time.Duration
+	// vaShare of the load's payments are 가상계좌: the confirm issues an
+	// account, and the load deposits into it as soon as mockpg shows it
+	// waiting (so deposits race the confirm's answer, the faults and the
+	// kills).
+	vaShare float64
 }
 
 // cluster is one running payrail: its own database, Redis, mockpg, callback
@@ -346,6 +351,8 @@ type loadStats struct {
 	netDuring  atomic.Int64 // transport errors (connection refused/reset) during an outage
 	netOut     atomic.Int64
 	unexpected atomic.Int64 // 4xx to valid requests, gave-up requests outside outages
+	deposits   sync.WaitGroup
+	deposited  atomic.Int64 // deposits mockpg took
 }
 
 func (l *loadStats) problem(format string, args ...any) {
@@ -458,6 +465,39 @@ func (c *cluster) runLoad(ctx context.Context) {
 	}
 	close(jobs)
 	wg.Wait()
+	c.load.deposits.Wait()
+}
+
+// virtualAccount reports whether payment i is a 가상계좌 one: vaShare of
+// them, spread evenly.
+func (c *cluster) virtualAccount(i int) bool {
+	f := c.sc.vaShare
+	return f > 0 && int(float64(i+1)*f) > int(float64(i)*f)
+}
+
+// deposit is the buyer's transfer: it retries until mockpg shows the
+// account issued (the confirm may still be on its way, or retried through
+// faults) and takes the deposit, or the payment cannot be paid any more.
+func (c *cluster) deposit(orderID, key string) {
+	deadline := time.Now().Add(c.sc.duration + 60*time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := json.Marshal(map[string]string{"paymentKey": key})
+		resp, err := c.http.Post(c.pgURL+"/sandbox/deposits", "application/json", bytes.NewReader(b))
+		if err == nil {
+			rb, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == 200:
+				c.load.deposited.Add(1)
+				return
+			case resp.StatusCode == 409 && !strings.Contains(string(rb), "status READY"):
+				// Declined, expired or cancelled: nothing to deposit into.
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.load.problem("deposit into %s: the account was never issued", orderID)
 }
 
 func (c *cluster) onePayment(i int) {
@@ -478,7 +518,11 @@ func (c *cluster) onePayment(i int) {
 		c.load.problem("create %s: undecodable answer %.200s", mo, created.body)
 		return
 	}
-	key, err := c.session(o.OrderID, amount)
+	method := "카드"
+	if c.virtualAccount(i) {
+		method = "가상계좌"
+	}
+	key, err := c.session(o.OrderID, amount, method)
 	if err != nil {
 		c.load.problem("mockpg session for %s: %v", o.OrderID, err)
 		return
@@ -493,12 +537,15 @@ func (c *cluster) onePayment(i int) {
 		c.load.mu.Lock()
 		c.load.accepted = append(c.load.accepted, o.OrderID)
 		c.load.mu.Unlock()
+		if method == "가상계좌" {
+			c.load.deposits.Go(func() { c.deposit(o.OrderID, key) })
+		}
 	}
 }
 
 // session opens a mockpg payment session through POST /sandbox/sessions.
-func (c *cluster) session(orderID string, amount int64) (string, error) {
-	b, _ := json.Marshal(map[string]any{"orderId": orderID, "amount": amount, "orderName": "chaos order"})
+func (c *cluster) session(orderID string, amount int64, method string) (string, error) {
+	b, _ := json.Marshal(map[string]any{"orderId": orderID, "amount": amount, "orderName": "chaos order", "method": method})
 	resp, err := c.http.Post(c.pgURL+"/sandbox/sessions", "application/json", bytes.NewReader(b))
 	if err != nil {
 		return "", err
@@ -729,6 +776,7 @@ type result struct {
 	netDuring                int
 	crashes                  int
 	confirmCalls             int
+	accounts, deposits       int // 가상계좌 issued and deposited at mockpg
 	elapsed                  time.Duration
 	violations               []string
 }
@@ -769,7 +817,9 @@ func (c *cluster) check(quiet string) result {
 	for _, o := range orders {
 		byID[o.OrderID] = o
 	}
-	terminal := map[string]bool{"PAID": true, "PARTIALLY_CANCELED": true, "CANCELED": true, "FAILED": true, "EXPIRED": true}
+	// AWAITING_DEPOSIT is settled for this check (the buyer has not paid);
+	// invariant 2 requires mockpg to agree that no deposit was made.
+	terminal := map[string]bool{"PAID": true, "PARTIALLY_CANCELED": true, "CANCELED": true, "FAILED": true, "EXPIRED": true, "AWAITING_DEPOSIT": true}
 	paidLike := map[string]bool{"PAID": true, "PARTIALLY_CANCELED": true, "CANCELED": true}
 
 	c.load.mu.Lock()
@@ -818,6 +868,12 @@ func (c *cluster) check(quiet string) result {
 	for id, st := range stats {
 		r.approvals += st.Approvals
 		r.confirmCalls += st.ConfirmCalls
+		r.deposits += st.Deposits
+		r.accounts += st.VirtualAccounts
+		if st.Deposits > 1 || st.VirtualAccounts > 1 {
+			bad("order %s: mockpg issued %d accounts and took %d deposits for it", id, st.VirtualAccounts, st.Deposits)
+			suspects[id] = true
+		}
 		if st.Approvals > 1 {
 			bad("order %s approved %d times at mockpg", id, st.Approvals)
 			suspects[id] = true
@@ -836,6 +892,12 @@ func (c *cluster) check(quiet string) result {
 				suspects[o.OrderID] = true
 			}
 			continue
+		}
+		if o.Status == "AWAITING_DEPOSIT" && (st.VirtualAccounts != 1 || st.Deposits != 0) {
+			// Waiting is right only for an issued account nobody paid into:
+			// a deposit at mockpg must be PAID here.
+			bad("order %s is AWAITING_DEPOSIT but mockpg issued %d accounts and took %d deposits", o.OrderID, st.VirtualAccounts, st.Deposits)
+			suspects[o.OrderID] = true
 		}
 		if st.Approvals > 0 && !refunded[o.OrderID] && !o.Flagged {
 			bad("order %s is %s but mockpg approved it and no refund succeeded", o.OrderID, o.Status)
@@ -998,8 +1060,8 @@ func run(t *testing.T, sc scenario) {
 	tableMu.Lock()
 	table = append(table, r)
 	tableMu.Unlock()
-	t.Logf("\n%s\n%s\n(%s; %d confirm calls at mockpg; %d transport errors during outages; %d callbacks refused by the sink while down; %d process crashes)",
-		tableHeader, r.row(), r.elapsed.Round(time.Second), r.confirmCalls, r.netDuring, r.refused, r.crashes)
+	t.Logf("\n%s\n%s\n(%s; %d confirm calls at mockpg; %d virtual accounts issued, %d deposited; %d transport errors during outages; %d callbacks refused by the sink while down; %d process crashes)",
+		tableHeader, r.row(), r.elapsed.Round(time.Second), r.confirmCalls, r.accounts, r.deposits, r.netDuring, r.refused, r.crashes)
 	for _, v := range r.violations {
 		t.Errorf("%s: %s", sc.name, v)
 	}

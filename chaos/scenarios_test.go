@@ -48,6 +48,7 @@ func workerKills(sz size) scenario {
 		every = 3 * time.Second
 	}
 	sc.faults = mockpg.Faults{LatencyMS: 800} // so kills land mid-PG-call
+	sc.vaShare = 0.2                          // deposits land while workers die
 	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
 		for i := 0; sleepCtx(ctx, every); i++ {
 			w := c.workers[i%len(c.workers)]
@@ -154,6 +155,7 @@ func flakyPG(sz size) scenario {
 	sc := sz.base("5 mockpg faults")
 	sc.faults = mockpg.Faults{Error5xxRate: 0.30, TimeoutRate: 0.10, AnswerLostRate: 0.05,
 		WebhookDuplicateRate: 0.3, WebhookReorderRate: 0.3, TimeoutMS: 3000}
+	sc.vaShare = 0.2 // DEPOSIT_CALLBACKs duplicated and reordered too
 	return sc
 }
 

@@ -68,6 +68,9 @@ func TestVirtualAccountEndToEnd(t *testing.T) {
 	if got := orderJSON(t, m, o.OrderID)["virtualAccount"]; got == nil {
 		t.Fatal("GET /v1/orders/{id} does not show the virtual account")
 	}
+	if l := m.Do("GET", "/v1/orders?status=AWAITING_DEPOSIT", nil); l.Status != 200 || !strings.Contains(string(l.Body), o.OrderID) {
+		t.Fatalf("GET /v1/orders?status=AWAITING_DEPOSIT = %d %s", l.Status, l.Body)
+	}
 	// A duplicate confirm gets the same answer, and no second PG call.
 	if r2 := m.Confirm(o, key); r2.Status != 200 || r2.JSON()["result"] != "AWAITING_DEPOSIT" {
 		t.Fatalf("duplicate confirm = %d %s", r2.Status, r2.Body)
