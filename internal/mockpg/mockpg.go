@@ -143,7 +143,10 @@ type Server struct {
 	idemClaims int
 	stats      map[string]*OrderStats
 	clockSkew  time.Duration // POST /sandbox/clock: how far the ledger's clock is ahead
-	events     []logEntry    // ring of recent requests and webhooks for the console
+	txns       []*txn        // the transaction list, sorted by time
+	txnByKey   map[string]*txn
+	txnSeq     int64
+	events     []logEntry // ring of recent requests and webhooks for the console
 
 	closing   chan struct{} // closed by Close: wakes hanging "timeout" requests
 	closeOnce sync.Once
@@ -268,6 +271,7 @@ func New(cfg Config) *Server {
 		paidOrder:  map[string]string{},
 		idem:       map[idemKey]*idemEntry{},
 		stats:      map[string]*OrderStats{},
+		txnByKey:   map[string]*txn{},
 		closing:    make(chan struct{}),
 	}
 	s.setFaultsLocked(cfg.Faults)
@@ -556,6 +560,7 @@ func (s *Server) Deposit(paymentKey string) (Payment, error) {
 	}
 	p.Status = "DONE"
 	p.ApprovedAt = s.ledgerNow()
+	s.recordTxnLocked(p, "", "DONE", p.TotalAmount)
 	st := s.statsLocked(p.OrderID)
 	st.Approvals++
 	st.Deposits++

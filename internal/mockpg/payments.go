@@ -50,6 +50,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/payments/orders/{orderId}", s.api(s.handleGetByOrder))
 	m.Handle("GET /v1/payments/{paymentKey}", s.api(s.handleGet))
 	m.Handle("POST /v1/payments/{paymentKey}/cancel", s.api(s.handleCancel))
+	m.Handle("GET /v1/transactions", s.api(s.handleTransactions))
 	m.Handle("/v1/", s.api(func(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, response{http.StatusNotFound, errBody("NOT_FOUND", "mockpg does not implement "+r.Method+" "+r.URL.Path)})
 	}))
@@ -167,6 +168,7 @@ func (s *Server) confirmLocked(req confirmRequest, d faultDraw) response {
 	}
 	p.Status = "DONE"
 	p.ApprovedAt = s.ledgerNow()
+	s.recordTxnLocked(p, "", "DONE", p.TotalAmount)
 	s.statsLocked(p.OrderID).Approvals++
 	s.emitLocked(p)
 	return s.paymentResponseLocked(p)
@@ -251,18 +253,25 @@ func (s *Server) cancelLocked(key string, req cancelRequest) response {
 	if amount > p.BalanceAmount {
 		return response{http.StatusBadRequest, errBody("NOT_CANCELABLE_AMOUNT", "취소 할 수 없는 금액 입니다.")}
 	}
+	deposited := p.Status != "WAITING_FOR_DEPOSIT"
 	p.BalanceAmount -= amount
 	p.Status = "PARTIAL_CANCELED"
 	if p.BalanceAmount == 0 {
 		p.Status = "CANCELED"
 	}
+	txKey := "ttx_" + randomID()
 	p.Cancels = append(p.Cancels, Cancel{
 		CancelAmount:     amount,
 		CancelReason:     req.CancelReason,
 		CanceledAt:       s.ledgerNow().In(s.kst).Format(timeLayout),
-		TransactionKey:   "ttx_" + randomID(),
+		TransactionKey:   txKey,
 		RefundableAmount: p.BalanceAmount,
 	})
+	if deposited {
+		// Money went back: a row in the books (closing an unpaid account
+		// moves none).
+		s.recordTxnLocked(p, txKey, p.Status, amount)
+	}
 	st := s.statsLocked(p.OrderID)
 	st.Cancels++
 	st.CanceledAmount += amount

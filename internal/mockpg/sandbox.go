@@ -32,6 +32,7 @@ func (s *Server) sandboxRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /sandbox/webhooks/send", s.handleSendWebhook)
 	m.HandleFunc("POST /sandbox/deposits", s.handleDeposit)
 	m.HandleFunc("POST /sandbox/deposits/reverse", s.handleReverseDeposit)
+	m.HandleFunc("POST /sandbox/forget", s.handleForget)
 	m.HandleFunc("GET /sandbox/clock", s.handleGetClock)
 	m.HandleFunc("POST /sandbox/clock", s.handleAdvanceClock)
 	m.HandleFunc("GET /checkout", s.handleCheckoutPage)
@@ -424,4 +425,20 @@ func (s *Server) handleReverseDeposit(w http.ResponseWriter, r *http.Request) {
 	s.noteLocked("virtual-account", "deposit into "+p.OrderID+" reversed by the bank")
 	s.emitDepositLocked(p)
 	writeJSON(w, http.StatusOK, s.toAPI(p))
+}
+
+// handleForget removes a payment from mockpg's books ({paymentKey}).
+func (s *Server) handleForget(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		PaymentKey string `json:"paymentKey"`
+	}
+	if err := decodeStrict(w, r, &req); err != nil {
+		sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+		return
+	}
+	if !s.Forget(req.PaymentKey) {
+		sandboxError(w, http.StatusNotFound, "NOT_FOUND_PAYMENT", "no such paymentKey")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"forgotten": true})
 }

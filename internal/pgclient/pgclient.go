@@ -316,11 +316,21 @@ func (c *Client) do(ctx context.Context, method, path, idempotencyKey string, bo
 }
 
 func (c *Client) roundTrip(ctx context.Context, method, path, idempotencyKey string, body any) Result {
+	status, raw, readErr, failed := c.send(ctx, method, path, idempotencyKey, body, maxBody)
+	if failed != nil {
+		return *failed
+	}
+	return classifyAnswer(status, raw, readErr)
+}
+
+// send makes one request and reads at most limit bytes of the answer;
+// failed is set (and the rest unset) when no answer came.
+func (c *Client) send(ctx context.Context, method, path, idempotencyKey string, body any, limit int) (status int, raw []byte, readErr error, failed *Result) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: err}
+			return 0, nil, nil, &Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: err}
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -334,7 +344,7 @@ func (c *Client) roundTrip(ctx context.Context, method, path, idempotencyKey str
 	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, c.baseURL+path, rd)
 	if err != nil {
-		return Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: fmt.Errorf("build request: %w", err)}
+		return 0, nil, nil, &Result{Outcome: Misconfigured, Code: CodeInvalidRequest, Err: fmt.Errorf("build request: %w", err)}
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
@@ -347,14 +357,14 @@ func (c *Client) roundTrip(ctx context.Context, method, path, idempotencyKey str
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return Result{Outcome: classifyTransport(ctx, err, sent.Load()), Err: err}
+		return 0, nil, nil, &Result{Outcome: classifyTransport(ctx, err, sent.Load()), Err: err}
 	}
 	defer resp.Body.Close()
-	raw, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if readErr == nil && len(raw) > maxBody {
-		readErr = errors.New("answer larger than 1 MiB")
+	raw, readErr = io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	if readErr == nil && len(raw) > limit {
+		readErr = fmt.Errorf("answer larger than %d bytes", limit)
 	}
-	return classifyAnswer(resp.StatusCode, raw, readErr)
+	return resp.StatusCode, raw, readErr, nil
 }
 
 // classifyTransport maps a failed round trip. Only a failure that certainly
