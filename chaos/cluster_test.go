@@ -98,6 +98,7 @@ type cluster struct {
 	pgLn      net.Listener
 	sink      *sink
 	apiURLs   []string
+	started   time.Time // when the cluster started: the reconciliation window opens here
 	apis      []*proc
 	workers   []*proc
 	workerEnv map[string]string
@@ -131,7 +132,7 @@ func startCluster(t *testing.T, sc scenario) *cluster {
 	if err := buildOnce(); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, sc: sc, workerEnv: map[string]string{}, http: &http.Client{Timeout: 20 * time.Second}}
+	c := &cluster{t: t, sc: sc, started: time.Now(), workerEnv: map[string]string{}, http: &http.Client{Timeout: 20 * time.Second}}
 	dir, err := os.MkdirTemp("", "payrail-chaos-"+strings.ReplaceAll(sc.name, " ", "_")+"-")
 	testenv.Must(t, err)
 	c.logDir = dir
@@ -777,6 +778,8 @@ type result struct {
 	crashes                  int
 	confirmCalls             int
 	accounts, deposits       int // 가상계좌 issued and deposited at mockpg
+	reconRepaired            int // reconciliation's repairs (logged)
+	reconFlagged             int
 	elapsed                  time.Duration
 	violations               []string
 }
@@ -984,6 +987,21 @@ ORDER BY secs DESC`, c.merchant.MerchantID))
 		}
 	}
 
+	// 5. The PG's books agree: a reconciliation of the scenario's window
+	//    (through the admin API, run by a worker) finds nothing it could
+	//    not repair.
+	if run, items, err := c.reconcile(); err != nil {
+		bad("reconciliation: %v", err)
+	} else {
+		r.reconRepaired, r.reconFlagged = run.Counts.Repaired, run.Counts.Flagged
+		for _, it := range items {
+			if it.NeedsAttention {
+				bad("reconciliation flagged %s %s (%s): %s", it.Class, it.OrderID, it.PaymentKey, it.Detail)
+			}
+		}
+		t.Logf("reconciliation %s: %d PG rows, %d matched, %d repaired, %d flagged", run.RunID, run.PGRows, run.Counts.Matched, run.Counts.Repaired, run.Counts.Flagged)
+	}
+
 	n := 0
 	for id := range suspects {
 		if n++; n > 5 {
@@ -1093,4 +1111,74 @@ func withHost(raw, hostport string) string {
 	u, _ := url.Parse(raw)
 	u.Host = hostport
 	return u.String()
+}
+
+// reconRun is what the chaos check reads of a reconciliation.
+type reconRun struct {
+	RunID  string `json:"runId"`
+	Status string `json:"status"`
+	Error  string `json:"error"`
+	PGRows int64  `json:"pgRows"`
+	Counts struct {
+		Matched  int64 `json:"matched"`
+		Repaired int   `json:"repaired"`
+		Flagged  int   `json:"flagged"`
+	} `json:"counts"`
+}
+
+type reconItem struct {
+	Class          string `json:"class"`
+	OrderID        string `json:"orderId"`
+	PaymentKey     string `json:"paymentKey"`
+	NeedsAttention bool   `json:"needsAttention"`
+	Detail         string `json:"detail"`
+}
+
+// reconcile runs the reconciliation of the scenario's window (from the
+// cluster's start to a minute ahead) and returns it with its items.
+func (c *cluster) reconcile() (reconRun, []reconItem, error) {
+	admin := func(method, path string, body any) (int, []byte, error) {
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, c.apiURLs[0]+path, rd)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, err
+	}
+	st, b, err := admin("POST", "/admin/recon", map[string]string{
+		"from": c.started.Add(-time.Minute).UTC().Format(time.RFC3339Nano), "to": time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)})
+	if err != nil || (st != 200 && st != 202) {
+		return reconRun{}, nil, fmt.Errorf("POST /admin/recon: %d %s %v", st, b, err)
+	}
+	var run reconRun
+	if err := json.Unmarshal(b, &run); err != nil {
+		return run, nil, err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, b, err := admin("GET", "/admin/recon/"+run.RunID, nil)
+		var out struct {
+			Run   reconRun    `json:"run"`
+			Items []reconItem `json:"items"`
+		}
+		if err == nil && st == 200 && json.Unmarshal(b, &out) == nil && out.Run.Status != "PENDING" && out.Run.Status != "RUNNING" {
+			if out.Run.Status != "SUCCEEDED" {
+				return out.Run, nil, fmt.Errorf("run %s %s: %s", out.Run.RunID, out.Run.Status, out.Run.Error)
+			}
+			return out.Run, out.Items, nil
+		}
+		if time.Now().After(deadline) {
+			return run, nil, fmt.Errorf("run %s did not end within 2 min", run.RunID)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

@@ -48,6 +48,8 @@ type Config struct {
 	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
 	PGLagWindow          time.Duration   // PAYRAIL_PG_LAG_WINDOW (an event ahead of the PG's record is re-checked this long; default 2m)
 	DepositGrace         time.Duration   // PAYRAIL_DEPOSIT_GRACE (an unpaid virtual account is expired this long after its due date; default 10m)
+	ReconDaily           bool            // PAYRAIL_RECON_DAILY (reconcile the previous UTC day with the PG's books; default true)
+	ReconDelay           time.Duration   // PAYRAIL_RECON_DELAY (how long after midnight UTC the daily run starts; default 1h)
 	OpsSessionIdle       time.Duration   // PAYRAIL_OPS_SESSION_IDLE (an unused console session ends; default 30m)
 	OpsSessionMax        time.Duration   // PAYRAIL_OPS_SESSION_MAX (a console session's lifetime from login; default 12h)
 	ShedAfter            time.Duration   // PAYRAIL_SHED_AFTER (oldest waiting confirm older than this: shed new orders; default 5s)
@@ -143,6 +145,7 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_PG_EVENT_RETENTION", 30*24*time.Hour, &c.PGEventRetention)
 	durVar("PAYRAIL_PG_LAG_WINDOW", 2*time.Minute, &c.PGLagWindow)
 	durVar("PAYRAIL_DEPOSIT_GRACE", 10*time.Minute, &c.DepositGrace)
+	durVar("PAYRAIL_RECON_DELAY", time.Hour, &c.ReconDelay)
 	durVar("PAYRAIL_SHED_AFTER", 5*time.Second, &c.ShedAfter)
 	durVar("PAYRAIL_OPS_SESSION_IDLE", 30*time.Minute, &c.OpsSessionIdle)
 	durVar("PAYRAIL_OPS_SESSION_MAX", 12*time.Hour, &c.OpsSessionMax)
@@ -277,6 +280,7 @@ func Load(getenv func(string) string) (Config, error) {
 	// browsers are told to use HTTPS only, whatever a request's headers say.
 	boolVar("PAYRAIL_SECURE_COOKIES", !c.Sandbox(), &c.SecureCookies)
 	boolVar("PAYRAIL_HSTS", !c.Sandbox(), &c.HSTS)
+	boolVar("PAYRAIL_RECON_DAILY", true, &c.ReconDaily)
 	prefixesVar := func(name string, dst *[]netip.Prefix) {
 		v := getenv(name)
 		if v == "" {

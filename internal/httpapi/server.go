@@ -148,6 +148,9 @@ func (s *Server) Handler() http.Handler {
 	admin("DELETE /admin/operators/{name}", s.deleteOperator)
 	admin("POST /admin/operators/{name}/reset-2fa", s.resetOperator2FA)
 	admin("GET /admin/audit", s.listAudit)
+	admin("POST /admin/recon", s.startRecon)
+	admin("GET /admin/recon", s.listRecon)
+	admin("GET /admin/recon/{runId}", s.getRecon)
 
 	merchant := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.merchantOnly(h)) }
 	merchant("POST /v1/orders", s.createOrder)

@@ -205,9 +205,11 @@ type Worker struct {
 
 // NewWorker wires the worker.
 func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
+	pg := pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil)
 	w := &worker.Worker{
+		Books: pg,
 		Env: worker.Env{
-			PG:     pgclient.New(cfg.PGBaseURL, cfg.PGSecretKey, nil),
+			PG:     pg,
 			Locks:  lock.New(deps.Redis, cfg.LockTTL, log),
 			Log:    log,
 			Alerts: deps.Store,
@@ -264,6 +266,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			if err := w.Deps.Queue.Sweep(ctx, tick, 3*interval); err != nil {
 				w.log.Warn("enqueue sweep", "err", err)
 			}
+			if day, due := reconDay(now, w.cfg.ReconDaily, w.cfg.ReconDelay); due {
+				// Every worker offers it; the task ID (kept 15 min) and the
+				// run's row make it one run, retried after a failure.
+				if err := w.Deps.Queue.ReconDaily(ctx, day, 15*time.Minute); err != nil {
+					w.log.Warn("enqueue daily reconciliation", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -275,3 +284,17 @@ func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "compone
 func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
 func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
 func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+
+// reconDay is the UTC day the daily reconciliation covers at now: the
+// previous day, once delay has passed since midnight (the PG's list
+// settles late rows; default 1 h).
+func reconDay(now time.Time, on bool, delay time.Duration) (time.Time, bool) {
+	if !on {
+		return time.Time{}, false
+	}
+	today := now.UTC().Truncate(24 * time.Hour)
+	if now.UTC().Sub(today) < delay {
+		return time.Time{}, false
+	}
+	return today.Add(-24 * time.Hour), true
+}

@@ -28,6 +28,8 @@ const (
 	// a worker drops any still queued (the sweep wakes their lanes).
 	TypeCallback = "callback:deliver"
 	TypeSweep    = "sweep:tick"
+	// TypeRecon reconciles one window with the PG's books.
+	TypeRecon = "recon:run"
 )
 
 // Queues, by priority. Confirm work never waits behind callbacks.
@@ -207,6 +209,37 @@ func (c *Client) CallbackLane(ctx context.Context, merchantID string, gen int64)
 func (c *Client) Sweep(ctx context.Context, tick int64, retention time.Duration) error {
 	return c.enqueue(ctx, TypeSweep, "sweep:"+strconv.FormatInt(tick, 10), QueueMaintenance, SweepPayload{Tick: tick},
 		asynq.Retention(retention), asynq.MaxRetry(0))
+}
+
+// ReconPayload names a reconciliation: a run already recorded (RunID,
+// from the admin API or the console), or the daily window to record and
+// run (From, To, no RunID).
+type ReconPayload struct {
+	RunID   string    `json:"runId,omitempty"`
+	From    time.Time `json:"from,omitempty"`
+	To      time.Time `json:"to,omitempty"`
+	Trigger string    `json:"trigger,omitempty"`
+}
+
+// reconTimeout bounds one run (a million PG rows take minutes).
+const reconTimeout = 2 * time.Hour
+
+// Recon enqueues a recorded run.
+func (c *Client) Recon(ctx context.Context, runID string) error {
+	return c.enqueue(ctx, TypeRecon, "recon:"+runID, QueueMaintenance, ReconPayload{RunID: runID},
+		asynq.Timeout(reconTimeout), asynq.MaxRetry(2), asynq.Retention(time.Hour))
+}
+
+// ReconDaily enqueues the daily run of the UTC day starting at day. Its
+// task ID is the day and is kept for retention, so the workers' ticks
+// enqueue it once per retention; the handler records the run only if that
+// day has no successful or live one, so a failed day is tried again at the
+// next retention.
+func (c *Client) ReconDaily(ctx context.Context, day time.Time, retention time.Duration) error {
+	day = day.UTC().Truncate(24 * time.Hour)
+	return c.enqueue(ctx, TypeRecon, "recon:daily:"+day.Format("2006-01-02"), QueueMaintenance,
+		ReconPayload{From: day, To: day.Add(24 * time.Hour), Trigger: "daily"},
+		asynq.Timeout(reconTimeout), asynq.MaxRetry(0), asynq.Retention(retention))
 }
 
 // gen renders a sweep generation as a task-ID suffix.

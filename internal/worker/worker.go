@@ -99,6 +99,7 @@ type Store interface {
 	WebhookStore
 	CancelStore
 	SweepStore
+	ReconStore
 }
 
 // Queue is every task the handlers enqueue; *queue.Client is the one
@@ -118,6 +119,14 @@ type Worker struct {
 	// Callbacks delivers merchant callbacks (internal/callback); nil leaves
 	// callback:deliver unhandled.
 	Callbacks Callbacks
+	// Books is the PG's transaction list for reconciliation; nil leaves
+	// recon:run unhandled.
+	Books Books
+}
+
+// Reconciler is the worker's reconciliation with the PG's books.
+func (w *Worker) Reconciler() *Reconciler {
+	return &Reconciler{Confirmer: w.Confirmer(), Store: w.Store, Books: w.Books}
 }
 
 // Callbacks handles callback:lane and wakes the lanes that have due work.
@@ -214,6 +223,9 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	mux.HandleFunc(queue.TypeWebhook, w.HandleWebhook)
 	mux.HandleFunc(queue.TypeCancel, w.HandleCancel)
 	mux.HandleFunc(queue.TypeRefund, w.HandleRefund)
+	if w.Books != nil {
+		mux.HandleFunc(queue.TypeRecon, func(ctx context.Context, t *asynq.Task) error { return w.Reconciler().HandleRecon(ctx, t) })
+	}
 	return mux
 }
 

@@ -1,0 +1,170 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/store"
+)
+
+// ReconStore is what the admin API's reconciliation reads and writes.
+type ReconStore interface {
+	CreateReconRun(ctx context.Context, from, to time.Time, trigger, by string) (store.ReconRun, bool, error)
+	ReconRunByID(ctx context.Context, runID string) (store.ReconRun, error)
+	ReconRuns(ctx context.Context, limit int) ([]store.ReconRun, error)
+	ReconItems(ctx context.Context, runID string, after int64, limit int, attentionOnly bool) ([]store.ReconItem, error)
+}
+
+// reconEnqueuer is the queue's reconciliation task (queue.Client).
+type reconEnqueuer interface {
+	Recon(ctx context.Context, runID string) error
+}
+
+// reconWait is how long POST /admin/recon waits for the run to end before
+// answering 202 with its Location.
+const reconWait = 10 * time.Second
+
+// ParseReconWindow reads a window's ends: a UTC date ("2026-12-02", the
+// whole day for from, the end of that day for to) or an RFC 3339 instant.
+func ParseReconWindow(from, to string) (time.Time, time.Time, error) {
+	parse := func(v string, end bool) (time.Time, error) {
+		if t, err := time.Parse("2006-01-02", v); err == nil {
+			if end {
+				t = t.Add(24 * time.Hour)
+			}
+			return t, nil
+		}
+		return time.Parse(time.RFC3339Nano, v)
+	}
+	f, err1 := parse(from, false)
+	t, err2 := parse(to, true)
+	switch {
+	case err1 != nil || err2 != nil:
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "from and to are UTC dates (2026-12-02) or RFC 3339 times")
+	case !t.After(f):
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "to must be after from")
+	case t.Sub(f) > 31*24*time.Hour:
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "a window is at most 31 days")
+	}
+	return f, t, nil
+}
+
+func (s *Server) reconStore() (ReconStore, bool) {
+	rs, ok := s.Store.(ReconStore)
+	return rs, ok
+}
+
+// startRecon is POST /admin/recon {from, to}: records a run (or finds the
+// live one of that window), has a worker run it, and answers 200 with the
+// run once it ends within reconWait, else 202 with its Location.
+func (s *Server) startRecon(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req struct {
+		From *string `json:"from"`
+		To   *string `json:"to"`
+	}
+	if err := decodeJSON(r, body(r), &req); err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	if req.From == nil || req.To == nil {
+		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "from and to are required"))
+		return
+	}
+	from, to, err := ParseReconWindow(*req.From, *req.To)
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	rs, ok := s.audited(r).(ReconStore)
+	q, qok := s.Queue.(reconEnqueuer)
+	if !ok || !qok {
+		writeError(ctx, w, payment.Errorf(payment.CodeUnavailable, "reconciliation is not available here"))
+		return
+	}
+	run, created, err := rs.CreateReconRun(ctx, from, to, "admin", "admin token")
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	if created {
+		if err := q.Recon(ctx, run.RunID); err != nil {
+			writeError(ctx, w, err)
+			return
+		}
+	}
+	leaveInFlight(r)
+	deadline := time.Now().Add(reconWait)
+	for run.Status == store.ReconPending || run.Status == store.ReconRunning {
+		if time.Now().After(deadline) {
+			w.Header().Set("Location", "/admin/recon/"+run.RunID)
+			writeJSON(w, http.StatusAccepted, run)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if run, err = rs.ReconRunByID(ctx, run.RunID); err != nil {
+			writeError(ctx, w, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, run)
+}
+
+// getRecon is GET /admin/recon/{runId}?after=&attention=: the run and a
+// page of its items.
+func (s *Server) getRecon(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rs, ok := s.reconStore()
+	if !ok {
+		writeError(ctx, w, payment.Errorf(payment.CodeUnavailable, "reconciliation is not available here"))
+		return
+	}
+	run, err := rs.ReconRunByID(ctx, r.PathValue("runId"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(ctx, w, payment.Errorf(payment.CodeNotFound, "no such reconciliation run"))
+		return
+	} else if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	var after int64
+	if v := r.URL.Query().Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "after is an item id"))
+			return
+		}
+	}
+	items, err := rs.ReconItems(ctx, run.RunID, after, 500, r.URL.Query().Get("attention") != "")
+	if err != nil {
+		writeError(ctx, w, err)
+		return
+	}
+	out := map[string]any{"run": run, "items": items}
+	if len(items) == 500 {
+		out["nextAfter"] = items[len(items)-1].ItemID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listRecon is GET /admin/recon: the newest runs.
+func (s *Server) listRecon(w http.ResponseWriter, r *http.Request) {
+	rs, ok := s.reconStore()
+	if !ok {
+		writeError(r.Context(), w, payment.Errorf(payment.CodeUnavailable, "reconciliation is not available here"))
+		return
+	}
+	runs, err := rs.ReconRuns(r.Context(), 50)
+	if err != nil {
+		writeError(r.Context(), w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+}
