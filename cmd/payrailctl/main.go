@@ -40,6 +40,11 @@ Credentials come from the environment or, when unset, from .run/env and
   payrailctl operator reset-2fa NAME             remove an operator's TOTP; their next sign-in enrols again
   payrailctl audit list [--actor A] [--target T] [--action X] [--since T] [--limit N]
                                                  the audit trail of admin changes, console actions and sign-ins
+  payrailctl recon run --from 2026-12-02 [--to 2026-12-02]
+                                                 reconcile those UTC days (or RFC 3339 times) with the PG's
+                                                 books; waits, with a progress line, and prints the findings
+  payrailctl recon show RUN_ID [--attention]     a run and its items
+  payrailctl recon list                          the newest runs
   payrailctl keys status                         rows per encryption key id and AAD version (which old key may go)
   payrailctl keys reencrypt [--batch N]          re-encrypt every row not under the primary key (docs/ops.md)
   payrailctl call METHOD PATH [BODY] [-H 'K: V'] [--idempotency-key K]
@@ -92,6 +97,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return c.call(ctx, args[1:])
 	case "operator":
 		return c.operator(ctx, args[1:])
+	case "recon":
+		return c.recon(ctx, args[1:])
 	case "audit":
 		return c.audit(ctx, args[1:])
 	case "keys":

@@ -41,7 +41,7 @@ func (c *cli) merchantRateLimit(ctx context.Context, args []string) error {
 }
 
 // adminCall sends body as JSON to the admin API with the admin token and
-// returns the answer's body when its status is want.
+// returns the answer's body when its status is want (0: any 2xx).
 func (c *cli) adminCall(ctx context.Context, method, path string, body any, want int) (api string, answer []byte, err error) {
 	if api, err = c.need("PAYRAIL_API_URL"); err != nil {
 		return "", nil, err
@@ -70,7 +70,7 @@ func (c *cli) adminCall(ctx context.Context, method, path string, body any, want
 	}
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
+	if (want != 0 && resp.StatusCode != want) || (want == 0 && resp.StatusCode/100 != 2) {
 		return api, nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(rb))
 	}
 	return api, rb, nil

@@ -28,31 +28,6 @@ type reconEnqueuer interface {
 // answering 202 with its Location.
 const reconWait = 10 * time.Second
 
-// ParseReconWindow reads a window's ends: a UTC date ("2026-12-02", the
-// whole day for from, the end of that day for to) or an RFC 3339 instant.
-func ParseReconWindow(from, to string) (time.Time, time.Time, error) {
-	parse := func(v string, end bool) (time.Time, error) {
-		if t, err := time.Parse("2006-01-02", v); err == nil {
-			if end {
-				t = t.Add(24 * time.Hour)
-			}
-			return t, nil
-		}
-		return time.Parse(time.RFC3339Nano, v)
-	}
-	f, err1 := parse(from, false)
-	t, err2 := parse(to, true)
-	switch {
-	case err1 != nil || err2 != nil:
-		return f, t, payment.Errorf(payment.CodeInvalidRequest, "from and to are UTC dates (2026-12-02) or RFC 3339 times")
-	case !t.After(f):
-		return f, t, payment.Errorf(payment.CodeInvalidRequest, "to must be after from")
-	case t.Sub(f) > 31*24*time.Hour:
-		return f, t, payment.Errorf(payment.CodeInvalidRequest, "a window is at most 31 days")
-	}
-	return f, t, nil
-}
-
 func (s *Server) reconStore() (ReconStore, bool) {
 	rs, ok := s.Store.(ReconStore)
 	return rs, ok
@@ -75,7 +50,7 @@ func (s *Server) startRecon(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "from and to are required"))
 		return
 	}
-	from, to, err := ParseReconWindow(*req.From, *req.To)
+	from, to, err := store.ParseReconWindow(*req.From, *req.To)
 	if err != nil {
 		writeError(ctx, w, err)
 		return

@@ -36,6 +36,8 @@ var (
 	descQLatency  = prometheus.NewDesc("payrail_queue_latency_seconds", "Age of the oldest pending task of an asynq queue.", []string{"queue"}, nil)
 	descBreakers  = prometheus.NewDesc("payrail_callback_breakers", "Merchant callback endpoints by breaker state: open, failing (open or not).", []string{"state"}, nil)
 	descBacklog   = prometheus.NewDesc("payrail_callbacks_pending_by_merchant", "PENDING callbacks of the 20 merchants with the largest backlog.", []string{"merchant_id"}, nil)
+	descReconLast = prometheus.NewDesc("payrail_recon_last_success_timestamp_seconds", "When the newest successful reconciliation with the PG's books finished (0: never).", nil, nil)
+	descReconItem = prometheus.NewDesc("payrail_recon_items", "Items of the newest successful reconciliation by class and outcome (repaired, attention).", []string{"class", "outcome"}, nil)
 	descUp        = prometheus.NewDesc("payrail_state_scrape_ok", "1 when the last read of a system-wide source succeeded.", []string{"source"}, nil)
 )
 
@@ -91,11 +93,12 @@ type sharedCounts struct {
 	Callbacks map[string]int64 `json:"callbacks"`
 	Breakers  map[string]int64 `json:"breakers"`
 	Backlog   map[string]int64 `json:"backlog"`
+	Recon     map[string]int64 `json:"recon"`
 }
 
 // Describe implements prometheus.Collector.
 func (s *State) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descBreakers, descBacklog, descCountsAge, descQSize, descQPending, descQLatency, descUp} {
+	for _, d := range []*prometheus.Desc{descOrders, descCallbacks, descBreakers, descBacklog, descCountsAge, descQSize, descQPending, descQLatency, descReconLast, descReconItem, descUp} {
 		ch <- d
 	}
 }
@@ -143,6 +146,12 @@ func (s *State) Collect(ch chan<- prometheus.Metric) {
 			}
 			for m, n := range c.Backlog {
 				ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(n), m)
+			}
+			ch <- prometheus.MustNewConstMetric(descReconLast, prometheus.GaugeValue, float64(c.Recon["last_success"]))
+			for _, class := range []string{"MISSING_HERE", "MISSING_AT_PG", "AMOUNT_MISMATCH", "CANCEL_MISMATCH"} {
+				for _, outcome := range []string{"repaired", "attention"} {
+					ch <- prometheus.MustNewConstMetric(descReconItem, prometheus.GaugeValue, float64(c.Recon[class+":"+outcome]), class, outcome)
+				}
 			}
 			ch <- prometheus.MustNewConstMetric(descCountsAge, prometheus.GaugeValue, max(0, s.now().Sub(c.At).Seconds()))
 			up("orders", c.OK)
@@ -207,10 +216,10 @@ func (s *State) cachedCounts() *sharedCounts {
 	if err != nil && s.Log != nil {
 		s.Log.Warn("metrics: count orders and callbacks", "err", err)
 	}
-	c := &sharedCounts{At: now, OK: err == nil, Orders: got.Orders, Callbacks: got.Callbacks, Breakers: got.Breakers, Backlog: got.PendingByMerchant}
+	c := &sharedCounts{At: now, OK: err == nil, Orders: got.Orders, Callbacks: got.Callbacks, Breakers: got.Breakers, Backlog: got.PendingByMerchant, Recon: got.Recon}
 	if err != nil && s.counts != nil {
 		// Keep the last good numbers (their age shows), flagged as failed.
-		c = &sharedCounts{At: s.counts.At, OK: false, Orders: s.counts.Orders, Callbacks: s.counts.Callbacks, Breakers: s.counts.Breakers, Backlog: s.counts.Backlog}
+		c = &sharedCounts{At: s.counts.At, OK: false, Orders: s.counts.Orders, Callbacks: s.counts.Callbacks, Breakers: s.counts.Breakers, Backlog: s.counts.Backlog, Recon: s.counts.Recon}
 	}
 	s.counts, s.checked = c, now
 	if s.Redis != nil && err == nil {

@@ -68,6 +68,11 @@ type Store interface {
 	OperatorActive(ctx context.Context, operatorID string) (bool, error)
 	// ActivePGAlert returns the alert of kind seen within `within`, or nil.
 	ActivePGAlert(ctx context.Context, kind string, within time.Duration) (*store.PGAlert, error)
+	// Reconciliation runs (ReconRunByID: store.ErrNotFound).
+	ReconRuns(ctx context.Context, limit int) ([]store.ReconRun, error)
+	ReconRunByID(ctx context.Context, runID string) (store.ReconRun, error)
+	ReconItems(ctx context.Context, runID string, after int64, limit int, attentionOnly bool) ([]store.ReconItem, error)
+	CreateReconRun(ctx context.Context, from, to time.Time, trigger, by string) (store.ReconRun, bool, error)
 }
 
 // AlertWindow is how long after its last occurrence a PG alert stays on
@@ -100,6 +105,9 @@ type Console struct {
 	// RequireTOTP asks every operator for a TOTP code after the password,
 	// enrolling those without one (PAYRAIL_OPS_REQUIRE_TOTP).
 	RequireTOTP bool
+	// EnqueueRecon has a worker run a recorded reconciliation; nil hides
+	// the re-run button.
+	EnqueueRecon func(ctx context.Context, runID string) error
 }
 
 // CookieName is the session cookie.
@@ -178,6 +186,9 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("GET /ops/attention", c.page(c.attention))
 	mux.Handle("GET /ops/merchants", c.page(c.merchants))
 	mux.Handle("GET /ops/audit", c.page(c.auditPage))
+	mux.Handle("GET /ops/recon", c.page(c.reconPage))
+	mux.Handle("GET /ops/recon/{runId}", c.page(c.reconRunPage))
+	mux.Handle("POST /ops/recon", c.action(c.reconRerun))
 	mux.Handle("POST /ops/merchants/{merchantId}/enable-callbacks", c.action(c.enableCallbacks))
 	mux.Handle("POST /ops/endpoints/{merchantId}/probe", c.action(c.probeEndpoint))
 	if c.Queues != nil {

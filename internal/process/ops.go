@@ -78,6 +78,7 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 		Throttle:       &ops.LoginThrottle{Redis: api.Deps.Redis, Limiter: ratelimit.New(api.Deps.Redis)},
 		ObserveLogin:   metrics.NewLogins(reg).Observe,
 		RequireTOTP:    cfg.OpsRequireTOTP,
+		EnqueueRecon:   api.Deps.Queue.Recon,
 	}
 	api.Server.Extra["/ops/"] = console.Handler()
 	api.Metrics = metrics.Handler(reg)

@@ -436,11 +436,16 @@ type StateCounts struct {
 	// PendingByMerchant is the PENDING backlog of the 20 merchants with the
 	// most (bounded label cardinality).
 	PendingByMerchant map[string]int64
+	// Recon is the last successful reconciliation: "last_success" (Unix
+	// seconds, 0 when none) and its items as "CLASS:repaired" or
+	// "CLASS:attention".
+	Recon map[string]int64
 }
 
 // countInFlight is served by partial indexes only (orders_created_expiry,
 // orders_confirming, orders_awaiting_deposit, callbacks_due,
-// callbacks_dead), never a table scan.
+// callbacks_dead), never a table scan; the reconciliation rows are one
+// run's (recon_runs is a row a day).
 const countInFlight = `
 SELECT 'orders', 'CREATED', count(*) FROM orders WHERE status = 'CREATED'
 UNION ALL SELECT 'orders', 'CONFIRMING', count(*) FROM orders WHERE status = 'CONFIRMING'
@@ -449,13 +454,16 @@ UNION ALL SELECT 'callbacks', 'PENDING', count(*) FROM callbacks WHERE status = 
 UNION ALL SELECT 'callbacks', 'DEAD', count(*) FROM callbacks WHERE status = 'DEAD'
 UNION ALL SELECT 'breakers', 'open', count(*) FROM callback_endpoints WHERE open_until IS NOT NULL
 UNION ALL SELECT 'breakers', 'failing', count(*) FROM callback_endpoints WHERE failing_since IS NOT NULL
-UNION ALL (SELECT 'merchant_pending', merchant_id, count(*) FROM callbacks WHERE status = 'PENDING' GROUP BY merchant_id ORDER BY 3 DESC LIMIT 20)`
+UNION ALL (SELECT 'merchant_pending', merchant_id, count(*) FROM callbacks WHERE status = 'PENDING' GROUP BY merchant_id ORDER BY 3 DESC LIMIT 20)
+UNION ALL SELECT 'recon', 'last_success', COALESCE(EXTRACT(EPOCH FROM max(finished_at)), 0)::bigint FROM recon_runs WHERE status = 'SUCCEEDED'
+UNION ALL (SELECT 'recon', class || CASE WHEN needs_attention THEN ':attention' ELSE ':repaired' END, count(*) FROM recon_items
+    WHERE run_id = (SELECT run_id FROM recon_runs WHERE status = 'SUCCEEDED' ORDER BY finished_at DESC LIMIT 1) GROUP BY 2)`
 
 // CountInFlight returns the StateCounts in one read-only statement on one
 // connection, cut off after timeout (statement_timeout) so a slow count
 // never holds a pool connection for long. Errors are the database's.
 func (s *Store) CountInFlight(ctx context.Context, timeout time.Duration) (StateCounts, error) {
-	out := StateCounts{Orders: map[string]int64{}, Callbacks: map[string]int64{}, Breakers: map[string]int64{}, PendingByMerchant: map[string]int64{}}
+	out := StateCounts{Orders: map[string]int64{}, Callbacks: map[string]int64{}, Breakers: map[string]int64{}, PendingByMerchant: map[string]int64{}, Recon: map[string]int64{}}
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return out, fmt.Errorf("count in flight: %w", err)
@@ -482,6 +490,8 @@ func (s *Store) CountInFlight(ctx context.Context, timeout time.Duration) (State
 			out.Callbacks[status] = n
 		case "breakers":
 			out.Breakers[status] = n
+		case "recon":
+			out.Recon[status] = n
 		default:
 			out.PendingByMerchant[status] = n
 		}

@@ -408,3 +408,28 @@ func (s *Store) ReconItems(ctx context.Context, runID string, after int64, limit
 ORDER BY item_id LIMIT $4`, runID, after, attentionOnly, limit)
 	return items, err
 }
+
+// ParseReconWindow reads a window's ends: a UTC date ("2026-12-02", the
+// whole day for from, the end of that day for to) or an RFC 3339 instant.
+func ParseReconWindow(from, to string) (time.Time, time.Time, error) {
+	parse := func(v string, end bool) (time.Time, error) {
+		if t, err := time.Parse("2006-01-02", v); err == nil {
+			if end {
+				t = t.Add(24 * time.Hour)
+			}
+			return t, nil
+		}
+		return time.Parse(time.RFC3339Nano, v)
+	}
+	f, err1 := parse(from, false)
+	t, err2 := parse(to, true)
+	switch {
+	case err1 != nil || err2 != nil:
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "from and to are UTC dates (2026-12-02) or RFC 3339 times")
+	case !t.After(f):
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "to must be after from")
+	case t.Sub(f) > 31*24*time.Hour:
+		return f, t, payment.Errorf(payment.CodeInvalidRequest, "a window is at most 31 days")
+	}
+	return f, t, nil
+}

@@ -153,6 +153,13 @@ func TestReconFindsAndRepairsEachDisagreementOnce(t *testing.T) {
 	if n := sys.Count(`SELECT count(*) FROM recon_pg_rows`); n != 0 {
 		t.Errorf("%d staged rows left after the run", n)
 	}
+	// What the metrics read (payrail_recon_items, payrail_recon_last_success_…).
+	counts, err := sys.Deps.Store.CountInFlight(ctx, time.Second)
+	testenv.Must(t, err)
+	if counts.Recon["last_success"] < time.Now().Add(-time.Minute).Unix() || counts.Recon["CANCEL_MISMATCH:repaired"] != 1 ||
+		counts.Recon["CANCEL_MISMATCH:attention"] != 1 || counts.Recon["MISSING_AT_PG:attention"] != 1 || counts.Recon["MISSING_HERE:repaired"] != 1 {
+		t.Errorf("recon counts for metrics: %v", counts.Recon)
+	}
 
 	// A re-run: the repaired agree now, the flagged are flagged again,
 	// nothing moves.
