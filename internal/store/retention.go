@@ -31,8 +31,19 @@ func (s *Store) PurgeExpired(ctx context.Context, eventRetention time.Duration, 
 		return events, 0, fmt.Errorf("purge idempotency keys: %w", err)
 	}
 	keys, _ = res.RowsAffected()
+	// Reconciliation runs are kept ReconRetention (their items go with
+	// them); a run a day, so one statement.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM recon_runs WHERE run_id IN (SELECT run_id FROM recon_runs
+WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)`, now.Add(-ReconRetention), batch); err != nil {
+		return events, keys, fmt.Errorf("purge recon runs: %w", err)
+	}
 	return events, keys, nil
 }
+
+// ReconRetention is how long finished reconciliation runs are kept: over
+// a year, so an auditor's question about any day of the last one has its
+// answer.
+const ReconRetention = 400 * 24 * time.Hour
 
 const confirmingByMerchantSQL = `SELECT merchant_id, count(*) FROM orders WHERE status = 'CONFIRMING' GROUP BY merchant_id`
 
