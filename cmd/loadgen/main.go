@@ -51,6 +51,7 @@ type config struct {
 	AsynqDB          int
 	Growth           bool
 	GrowthRows       int
+	GrowthRecon      bool
 	GrowthConc       int
 	KeepSeed         bool
 	Slow             bool
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.Growth, "growth", true, "rerun with -growth-rows pre-existing orders and EXPLAIN the hot queries")
 	fs.IntVar(&c.GrowthRows, "growth-rows", 1_000_000, "orders seeded for the growth run")
 	fs.IntVar(&c.GrowthConc, "growth-concurrency", 64, "closed-loop concurrency compared in the growth run")
+	fs.BoolVar(&c.GrowthRecon, "growth-recon", true, "growth run: seed mockpg with the seeded orders' approvals and reconcile them all (time, rows/s, peak RSS)")
 	fs.BoolVar(&c.KeepSeed, "keep-seed", false, "leave the seeded orders in place")
 	fs.BoolVar(&c.Slow, "slow", true, "run the slow-PG phase (restarts the worker of make up)")
 	fs.IntVar(&c.SlowLatencyMs, "slow-latency-ms", 200, "mockpg latency for the slow-PG phase")
@@ -237,6 +239,9 @@ type Growth struct {
 	ClosedChange  float64        `json:"closedChange"`
 	OpenP99Change float64        `json:"openIngressP99Change,omitempty"`
 	Explain       []loadgen.Plan `json:"explain"`
+	// Recon reconciles the seeded orders against a mockpg seeded with
+	// their approvals (issue 15's figure: rows/s and the worker's peak RSS).
+	Recon *loadgen.ReconResult `json:"recon,omitempty"`
 }
 
 // Slow is throughput against a PG with added latency at several worker concurrencies.
@@ -397,7 +402,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// 4. Growth: the same load over a big orders table.
 	if cfg.Growth && cfg.want("growth") && rep.Open != nil {
-		g, err := growth(ctx, cfg, db, rep, phase, rate, logf)
+		g, err := growth(ctx, cfg, db, c, rep, phase, rate, logf)
 		if err != nil {
 			rep.Problems = append(rep.Problems, "growth: "+err.Error())
 		}
@@ -492,7 +497,7 @@ func neighborProblems(n *loadgen.Neighbor) []string {
 	return out
 }
 
-func growth(ctx context.Context, cfg config, db *sql.DB, rep *Report, phase func(loadgen.Options) loadgen.Result, rate float64, logf func(string, ...any)) (*Growth, error) {
+func growth(ctx context.Context, cfg config, db *sql.DB, c *loadgen.Client, rep *Report, phase func(loadgen.Options) loadgen.Result, rate float64, logf func(string, ...any)) (*Growth, error) {
 	g := &Growth{Rows: cfg.GrowthRows}
 	logf("seeding %d orders under %s (INSERT … SELECT generate_series)", cfg.GrowthRows, loadgen.SeedMerchant)
 	d, err := loadgen.Seed(ctx, db, cfg.GrowthRows)
@@ -520,7 +525,17 @@ func growth(ctx context.Context, cfg config, db *sql.DB, rep *Report, phase func
 		g.OpenP99Change = (open.ConfirmIngress.P99 - p) / p
 	}
 	g.Explain, err = loadgen.Explain(ctx, db, "seed_500000", loadgen.SeedMerchant)
-	return g, err
+	if err != nil {
+		return g, err
+	}
+	if cfg.GrowthRecon {
+		rc, err := growthRecon(ctx, cfg, db, c, logf)
+		g.Recon = rc
+		if err != nil {
+			rep.Problems = append(rep.Problems, "growth reconciliation: "+err.Error())
+		}
+	}
+	return g, nil
 }
 
 func slowPG(ctx context.Context, cfg config, c *loadgen.Client, ropt *redis.Options, phase func(loadgen.Options) loadgen.Result, logf func(string, ...any)) (*Slow, error) {
@@ -592,4 +607,27 @@ func memGiB() int {
 		}
 	}
 	return 0
+}
+
+// growthRecon seeds mockpg with the seeded orders' approvals and
+// reconciles their whole window once, metering the processes.
+func growthRecon(ctx context.Context, cfg config, db *sql.DB, c *loadgen.Client, logf func(string, ...any)) (*loadgen.ReconResult, error) {
+	logf("seeding mockpg's books with the seeded orders' approvals")
+	start := time.Now()
+	rows, from, err := loadgen.SeedPGBooks(ctx, db, c)
+	if err != nil {
+		return nil, err
+	}
+	seeded := time.Since(start).Seconds()
+	logf("reconciling %d approvals (%s of them) with payrail's records", rows, time.Since(from).Round(time.Hour))
+	m := &loadgen.Meter{Procs: loadgen.ProcsFromRun(cfg.RunDir), DB: db}
+	m.Start(ctx)
+	var w io.Writer
+	if cfg.Progress {
+		w = os.Stderr
+	}
+	res, err := loadgen.RunRecon(ctx, c, from.Add(-time.Minute), time.Now().Add(time.Minute), w)
+	res.Rows, res.SeedPGSeconds = rows, seeded
+	res.Cost = m.Stop(ctx, rows)
+	return &res, err
 }

@@ -90,6 +90,18 @@ func printTable(w io.Writer, r *Report) {
 	if g := r.Growth; g != nil {
 		fmt.Fprintf(w, "growth: %d seeded orders (%.0f s): closed-loop payments/s change %+.1f %%, open-loop ingress p99 change %+.1f %%\n",
 			g.Rows, g.SeedSeconds, 100*g.ClosedChange, 100*g.OpenP99Change)
+		if rc := g.Recon; rc != nil {
+			rss := ""
+			if rc.Cost != nil {
+				for _, name := range []string{"worker", "api", "mockpg"} {
+					if p, ok := rc.Cost.Procs[name]; ok {
+						rss += fmt.Sprintf(" %s %.0f MiB (%.1f CPU s);", name, p.PeakRSSMiB, p.CPUSeconds)
+					}
+				}
+			}
+			fmt.Fprintf(w, "reconciliation of %d seeded approvals (mockpg seeded in %.0f s): %s in %.1f s, %d PG rows, %.0f rows/s, %d matched, %d repaired, %d flagged; peak RSS:%s\n",
+				rc.Rows, rc.SeedPGSeconds, rc.Status, rc.Seconds, rc.PGRows, rc.RowsPerSec, rc.Matched, rc.Repaired, rc.Flagged, rss)
+		}
 		for _, p := range g.Explain {
 			fmt.Fprintf(w, "\nEXPLAIN (ANALYZE, BUFFERS) %s\n%s\n", p.Name, indent(p.Plan))
 		}

@@ -33,6 +33,7 @@ func (s *Server) sandboxRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /sandbox/deposits", s.handleDeposit)
 	m.HandleFunc("POST /sandbox/deposits/reverse", s.handleReverseDeposit)
 	m.HandleFunc("POST /sandbox/forget", s.handleForget)
+	m.HandleFunc("POST /sandbox/transactions/seed", s.handleSeedTransactions)
 	m.HandleFunc("GET /sandbox/clock", s.handleGetClock)
 	m.HandleFunc("POST /sandbox/clock", s.handleAdvanceClock)
 	m.HandleFunc("GET /checkout", s.handleCheckoutPage)

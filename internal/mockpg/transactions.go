@@ -1,6 +1,7 @@
 package mockpg
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"sort"
@@ -157,4 +158,52 @@ func (s *Server) SeedTransaction(paymentKey, orderID string, amount int64, at ti
 	s.payments[paymentKey] = p
 	s.paidOrder[orderID] = paymentKey
 	s.insertTxnLocked(&txn{PaymentKey: paymentKey, OrderID: orderID, Method: MethodCard, Status: "DONE", At: at, Amount: amount})
+}
+
+// SeedRow is one approval SeedTransactions adds.
+type SeedRow struct {
+	PaymentKey string    `json:"paymentKey"`
+	OrderID    string    `json:"orderId"`
+	Amount     int64     `json:"amount"`
+	ApprovedAt time.Time `json:"approvedAt"`
+}
+
+// SeedTransactions adds many approvals at once (sorted into the list
+// once, not row by row).
+func (s *Server) SeedTransactions(rows []SeedRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rows {
+		p := &payment{PaymentKey: r.PaymentKey, OrderID: r.OrderID, OrderName: "seeded", Status: "DONE", TotalAmount: r.Amount,
+			BalanceAmount: r.Amount, RequestedAt: r.ApprovedAt, ApprovedAt: r.ApprovedAt, Method: MethodCard}
+		s.payments[r.PaymentKey] = p
+		s.paidOrder[r.OrderID] = r.PaymentKey
+		s.txnSeq++
+		t := &txn{Key: "ttx_seed_" + r.PaymentKey, PaymentKey: r.PaymentKey, OrderID: r.OrderID, Method: MethodCard, Status: "DONE",
+			At: r.ApprovedAt, Amount: r.Amount, seq: s.txnSeq}
+		s.txns = append(s.txns, t)
+		s.txnByKey[t.Key] = t
+	}
+	sort.Slice(s.txns, func(i, j int) bool { return s.txns[i].before(s.txns[j]) })
+	s.noteLocked("sandbox", "seeded "+strconv.Itoa(len(rows))+" approvals")
+}
+
+// handleSeedTransactions is POST /sandbox/transactions/seed: NDJSON lines
+// of SeedRow (at most 100,000 per request).
+func (s *Server) handleSeedTransactions(w http.ResponseWriter, r *http.Request) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20))
+	var rows []SeedRow
+	for dec.More() {
+		var row SeedRow
+		if err := dec.Decode(&row); err != nil || row.PaymentKey == "" || !orderIDPattern.MatchString(row.OrderID) || row.Amount <= 0 || row.ApprovedAt.IsZero() {
+			sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", "each line is {paymentKey, orderId, amount, approvedAt}")
+			return
+		}
+		if rows = append(rows, row); len(rows) > 100_000 {
+			sandboxError(w, http.StatusBadRequest, "INVALID_REQUEST", "at most 100000 rows per request")
+			return
+		}
+	}
+	s.SeedTransactions(rows)
+	writeJSON(w, http.StatusOK, map[string]int{"seeded": len(rows)})
 }
