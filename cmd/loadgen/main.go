@@ -614,19 +614,19 @@ func memGiB() int {
 func growthRecon(ctx context.Context, cfg config, db *sql.DB, c *loadgen.Client, logf func(string, ...any)) (*loadgen.ReconResult, error) {
 	logf("seeding mockpg's books with the seeded orders' approvals")
 	start := time.Now()
-	rows, from, err := loadgen.SeedPGBooks(ctx, db, c)
+	rows, from, to, err := loadgen.SeedPGBooks(ctx, db, c)
 	if err != nil {
 		return nil, err
 	}
 	seeded := time.Since(start).Seconds()
-	logf("reconciling %d approvals (%s of them) with payrail's records", rows, time.Since(from).Round(time.Hour))
+	logf("reconciling %d approvals (%s–%s) with payrail's records", rows, from.Format(time.RFC3339), to.Format(time.RFC3339))
 	m := &loadgen.Meter{Procs: loadgen.ProcsFromRun(cfg.RunDir), DB: db}
 	m.Start(ctx)
 	var w io.Writer
 	if cfg.Progress {
 		w = os.Stderr
 	}
-	res, err := loadgen.RunRecon(ctx, c, from.Add(-time.Minute), time.Now().Add(time.Minute), w)
+	res, err := loadgen.RunRecon(ctx, c, from, to, w)
 	res.Rows, res.SeedPGSeconds = rows, seeded
 	res.Cost = m.Stop(ctx, rows)
 	return &res, err

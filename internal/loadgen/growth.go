@@ -30,7 +30,7 @@ SELECT 'seed_' || g, $1, 'mo_seed_' || g, 1000 + g % 100000, 'seeded order',
        s.status, CASE s.status WHEN 'PAID' THEN 3 ELSE 2 END, '\x00'::bytea,
        CASE WHEN s.status <> 'EXPIRED' THEN 'seedpk_' || g END,
        CASE WHEN s.status = 'PAID' THEN 'CARD' END,
-       CASE WHEN s.status = 'PAID' THEN now() - g * interval '1 second' END,
+       CASE WHEN s.status = 'PAID' THEN timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second' END,
        CASE WHEN s.status = 'FAILED' THEN 'REJECT_CARD_PAYMENT' END,
        now() - g * interval '1 second' + interval '30 minutes',
        now() - g * interval '1 second', now() - g * interval '1 second'

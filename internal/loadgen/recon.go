@@ -31,11 +31,13 @@ type ReconResult struct {
 
 // SeedPGBooks gives mockpg an approval for every seeded PAID order (the
 // books a real PG would have for them), 50,000 per request.
-func SeedPGBooks(ctx context.Context, db *sql.DB, c *Client) (rows int, from time.Time, err error) {
+// Their approvals lie in a window of their own (from 2025-01-01, one a
+// second), [from, to).
+func SeedPGBooks(ctx context.Context, db *sql.DB, c *Client) (rows int, from, to time.Time, err error) {
 	rs, err := db.QueryContext(ctx, `SELECT order_id, payment_key, amount, approved_at FROM orders
 WHERE merchant_id = $1 AND status = 'PAID' ORDER BY approved_at`, SeedMerchant)
 	if err != nil {
-		return 0, from, err
+		return 0, from, to, err
 	}
 	defer rs.Close()
 	var buf bytes.Buffer
@@ -71,24 +73,25 @@ WHERE merchant_id = $1 AND status = 'PAID' ORDER BY approved_at`, SeedMerchant)
 			ApprovedAt time.Time `json:"approvedAt"`
 		}
 		if err := rs.Scan(&r.OrderID, &r.PaymentKey, &r.Amount, &r.ApprovedAt); err != nil {
-			return rows, from, err
+			return rows, from, to, err
 		}
 		if from.IsZero() {
 			from = r.ApprovedAt
 		}
+		to = r.ApprovedAt.Add(time.Second)
 		if err := enc.Encode(r); err != nil {
-			return rows, from, err
+			return rows, from, to, err
 		}
 		if n++; n == 50_000 {
 			if err := flush(); err != nil {
-				return rows, from, err
+				return rows, from, to, err
 			}
 		}
 	}
 	if err := rs.Err(); err != nil {
-		return rows, from, err
+		return rows, from, to, err
 	}
-	return rows, from, flush()
+	return rows, from, to, flush()
 }
 
 // RunRecon has payrail reconcile [from, to) through the admin API and

@@ -313,6 +313,9 @@ func (r *Reconciler) missingHere(ctx context.Context, log *slog.Logger, run stor
 		res := r.PG.GetPayment(pctx, a.PaymentKey)
 		cancel()
 		r.observePG(ctx, "lookup", res)
+		if res.Outcome == pgclient.Declined {
+			return nil // the PG lists it but does not know it: flagged below
+		}
 		if res.Outcome != pgclient.Approved || res.Payment == nil {
 			// Without the PG's record nothing is proved: the run fails
 			// rather than flag what a re-run would repair.
@@ -409,6 +412,11 @@ func (r *Reconciler) cancels(ctx context.Context, log *slog.Logger, run store.Re
 		res := r.PG.GetPayment(pctx, c.PaymentKey)
 		cancel()
 		r.observePG(ctx, "lookup", res)
+		if res.Outcome == pgclient.Declined {
+			it = &store.ReconItem{Class: store.ReconCancelMismatch, PaymentKey: c.PaymentKey, OrderID: row.OrderID, MerchantID: row.MerchantID,
+				Action: "none", NeedsAttention: true, Detail: fmt.Sprintf("payrail shows %d cancelled; the PG does not know the payment (%s)", row.CanceledAmount+refunded, res.Code)}
+			return nil
+		}
 		if res.Outcome != pgclient.Approved || res.Payment == nil {
 			return fmt.Errorf("lookup of %s: %s %s %v", c.PaymentKey, res.Outcome, res.Code, res.Err)
 		}
