@@ -27,6 +27,8 @@ type ReconStore interface {
 	// store.ErrNotFound (finished, absent).
 	StartReconRun(ctx context.Context, runID string) (store.ReconRun, error)
 	StageReconRows(ctx context.Context, runID string, rows []store.ReconPGRow) error
+	// AnalyzeReconRows refreshes the staging table's statistics.
+	AnalyzeReconRows(ctx context.Context) error
 	ReconHeartbeat(ctx context.Context, runID string) error
 	ReconApprovalDisagreements(ctx context.Context, runID, cursor string, limit int) ([]store.ReconApproval, error)
 	CountReconApprovalsMatched(ctx context.Context, runID string) (int64, error)
@@ -129,6 +131,9 @@ func (r *Reconciler) reconcile(ctx context.Context, log *slog.Logger, run store.
 	if err := r.stage(ctx, log, run); err != nil {
 		return 0, err
 	}
+	if err := r.Store.AnalyzeReconRows(ctx); err != nil {
+		return 0, err
+	}
 	matched, err := r.Store.CountReconApprovalsMatched(ctx, run.RunID)
 	if err != nil {
 		return 0, err
@@ -136,6 +141,11 @@ func (r *Reconciler) reconcile(ctx context.Context, log *slog.Logger, run store.
 	for cursor := ""; ; {
 		page, err := r.Store.ReconApprovalDisagreements(ctx, run.RunID, cursor, reconBatch)
 		if err != nil {
+			return matched, err
+		}
+		// Each page tells other workers the run is alive (a stale run is
+		// taken over).
+		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
 			return matched, err
 		}
 		for _, a := range page {
@@ -151,6 +161,11 @@ func (r *Reconciler) reconcile(ctx context.Context, log *slog.Logger, run store.
 	for cursor := ""; ; {
 		page, err := r.Store.ReconPaidWithoutApproval(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
 		if err != nil {
+			return matched, err
+		}
+		// Each page tells other workers the run is alive (a stale run is
+		// taken over).
+		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
 			return matched, err
 		}
 		for _, o := range page {
@@ -170,6 +185,11 @@ func (r *Reconciler) reconcile(ctx context.Context, log *slog.Logger, run store.
 	for cursor := ""; ; {
 		page, err := r.Store.ReconCancelCandidates(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
 		if err != nil {
+			return matched, err
+		}
+		// Each page tells other workers the run is alive (a stale run is
+		// taken over).
+		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
 			return matched, err
 		}
 		for _, c := range page {
