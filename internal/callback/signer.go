@@ -6,13 +6,13 @@
 package callback
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/payrail/payrail/sdk/payrail/webhook"
 )
 
 // Standard Webhooks headers.
@@ -47,22 +47,16 @@ func Sign(secrets []string, id string, ts time.Time, body []byte) (string, error
 		return "", errors.New("no active callback secret")
 	}
 	sigs := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		key, err := SecretKey(s)
+	for _, sec := range secrets {
+		if _, err := SecretKey(sec); err != nil {
+			return "", err
+		}
+		// The SDK's signer: one implementation for payrail and merchants.
+		sig, err := webhook.Sign(sec, id, strconv.FormatInt(ts.Unix(), 10), body)
 		if err != nil {
 			return "", err
 		}
-		sigs = append(sigs, "v1,"+signature(key, id, ts.Unix(), body))
+		sigs = append(sigs, sig)
 	}
 	return strings.Join(sigs, " "), nil
-}
-
-func signature(key []byte, id string, unix int64, body []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(strconv.FormatInt(unix, 10)))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
