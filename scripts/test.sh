@@ -26,6 +26,12 @@ if [[ " $TESTFLAGS " == *" -race "* ]] && ! command -v gcc >/dev/null; then
   apt_install gcc libc6-dev
 fi
 
+# The TypeScript SDK's tests (sdk/node, run by go test) need Node.js ≥ 20 and npm.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  say "node/npm not found; installing them for the TypeScript SDK's tests"
+  apt_install nodejs npm || warn "Node.js could not be installed: the TypeScript SDK test will FAIL"
+fi
+
 # Browser tests drive a real headless Chromium; without one they skip (loudly).
 if ! command -v chromium >/dev/null; then
   say "chromium not found; installing it for the browser tests"
