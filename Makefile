@@ -54,6 +54,10 @@ redis-cli: ## Open redis-cli on PAYRAIL_REDIS_URL (password in REDISCLI_AUTH, no
 test: ## Run all tests with -race against real PostgreSQL and Redis (PKG=, TESTFLAGS=)
 	@PKG='$(PKG)' TESTFLAGS='$(TESTFLAGS)' scripts/test.sh
 
+.PHONY: test-examples
+test-examples: ## Build the Next.js example and pay through it in chromium against a real payrail (examples/nextjs-checkout)
+	@PKG=./examples/... TESTFLAGS='-tags examples -count=1 -v -timeout 15m' scripts/test.sh
+
 .PHONY: test-short
 test-short: ## Quick tests: -short, no race detector
 	@PKG='$(PKG)' TESTFLAGS='-short -count=1 -timeout 5m' scripts/test.sh
