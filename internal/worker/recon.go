@@ -138,75 +138,61 @@ func (r *Reconciler) reconcile(ctx context.Context, log *slog.Logger, run store.
 	if err != nil {
 		return 0, err
 	}
-	for cursor := ""; ; {
-		page, err := r.Store.ReconApprovalDisagreements(ctx, run.RunID, cursor, reconBatch)
-		if err != nil {
-			return matched, err
-		}
-		// Each page tells other workers the run is alive (a stale run is
-		// taken over).
-		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
-			return matched, err
-		}
-		for _, a := range page {
-			if err := r.missingHere(ctx, log, run, a); err != nil {
-				return matched, err
-			}
-		}
-		if len(page) < reconBatch {
-			break
-		}
-		cursor = page[len(page)-1].PaymentKey
+	heartbeat := func() error { return r.Store.ReconHeartbeat(ctx, run.RunID) }
+	err = eachPage(heartbeat,
+		func(cursor string) ([]store.ReconApproval, error) {
+			return r.Store.ReconApprovalDisagreements(ctx, run.RunID, cursor, reconBatch)
+		},
+		func(a store.ReconApproval) string { return a.PaymentKey },
+		func(a store.ReconApproval) (bool, error) { return false, r.missingHere(ctx, log, run, a) }, &matched)
+	if err != nil {
+		return matched, err
 	}
+	err = eachPage(heartbeat,
+		func(cursor string) ([]store.OrderRow, error) {
+			return r.Store.ReconPaidWithoutApproval(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
+		},
+		func(o store.OrderRow) string { return o.OrderID },
+		func(o store.OrderRow) (bool, error) { return r.missingAtPG(ctx, log, run, o) }, &matched)
+	if err != nil {
+		return matched, err
+	}
+	err = eachPage(heartbeat,
+		func(cursor string) ([]store.ReconCancelCandidate, error) {
+			return r.Store.ReconCancelCandidates(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
+		},
+		func(c store.ReconCancelCandidate) string { return c.PaymentKey },
+		func(c store.ReconCancelCandidate) (bool, error) { return r.cancels(ctx, log, run, c) }, &matched)
+	return matched, err
+}
+
+// eachPage walks a keyset-paged comparison: fetch a page after cursor,
+// beat the run's heartbeat (a stale run is taken over by another worker),
+// check each item (counting the matched ones), and go on from the last
+// key until a short page.
+func eachPage[T any](heartbeat func() error, fetch func(cursor string) ([]T, error), key func(T) string, check func(T) (bool, error), matched *int64) error {
 	for cursor := ""; ; {
-		page, err := r.Store.ReconPaidWithoutApproval(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
+		page, err := fetch(cursor)
 		if err != nil {
-			return matched, err
+			return err
 		}
-		// Each page tells other workers the run is alive (a stale run is
-		// taken over).
-		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
-			return matched, err
+		if err := heartbeat(); err != nil {
+			return err
 		}
-		for _, o := range page {
-			ok, err := r.missingAtPG(ctx, log, run, o)
+		for _, it := range page {
+			ok, err := check(it)
 			if err != nil {
-				return matched, err
+				return err
 			}
 			if ok {
-				matched++
+				*matched++
 			}
 		}
 		if len(page) < reconBatch {
-			break
+			return nil
 		}
-		cursor = page[len(page)-1].OrderID
+		cursor = key(page[len(page)-1])
 	}
-	for cursor := ""; ; {
-		page, err := r.Store.ReconCancelCandidates(ctx, run.RunID, run.From, run.To, cursor, reconBatch)
-		if err != nil {
-			return matched, err
-		}
-		// Each page tells other workers the run is alive (a stale run is
-		// taken over).
-		if err := r.Store.ReconHeartbeat(ctx, run.RunID); err != nil {
-			return matched, err
-		}
-		for _, c := range page {
-			ok, err := r.cancels(ctx, log, run, c)
-			if err != nil {
-				return matched, err
-			}
-			if ok {
-				matched++
-			}
-		}
-		if len(page) < reconBatch {
-			break
-		}
-		cursor = page[len(page)-1].PaymentKey
-	}
-	return matched, nil
 }
 
 // reconPageTries bounds the attempts at one page of the PG's list.
