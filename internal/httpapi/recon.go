@@ -61,16 +61,16 @@ func (s *Server) startRecon(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, payment.Errorf(payment.CodeUnavailable, "reconciliation is not available here"))
 		return
 	}
-	run, created, err := rs.CreateReconRun(ctx, from, to, "admin", "admin token")
+	run, _, err := rs.CreateReconRun(ctx, from, to, "admin", "admin token")
 	if err != nil {
 		writeError(ctx, w, err)
 		return
 	}
-	if created {
-		if err := q.Recon(ctx, run.RunID); err != nil {
-			writeError(ctx, w, err)
-			return
-		}
+	// Also for a live run found: its task may be gone with a killed
+	// worker; a new one takes the run over once its heartbeat is stale.
+	if err := q.Recon(ctx, run.RunID); err != nil {
+		writeError(ctx, w, err)
+		return
 	}
 	leaveInFlight(r)
 	deadline := time.Now().Add(reconWait)

@@ -52,14 +52,14 @@ func (c *Console) reconRerun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	run, created, err := c.audited(w, r).CreateReconRun(r.Context(), from, to, "operator", session(r).sess.Operator)
+	run, _, err := c.audited(w, r).CreateReconRun(r.Context(), from, to, "operator", session(r).sess.Operator)
 	if err != nil {
 		return err
 	}
-	if created {
-		if err := c.EnqueueRecon(r.Context(), run.RunID); err != nil {
-			return err
-		}
+	// A live run found is enqueued too: a new task takes it over if its
+	// worker died.
+	if err := c.EnqueueRecon(r.Context(), run.RunID); err != nil {
+		return err
 	}
 	c.Log.Info("operator action", "operator", session(r).sess.Operator, "action", "recon.requested", "run_id", run.RunID, "from", from, "to", to)
 	http.Redirect(w, r, "/ops/recon/"+url.PathEscape(run.RunID), http.StatusSeeOther)

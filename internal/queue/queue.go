@@ -224,10 +224,14 @@ type ReconPayload struct {
 // reconTimeout bounds one run (a million PG rows take minutes).
 const reconTimeout = 2 * time.Hour
 
-// Recon enqueues a recorded run.
+// Recon enqueues a recorded run. Asking again while its task is queued is
+// one task (the ID); once that task is gone (no retention) it enqueues a
+// new one, which takes the run over if its worker died. A task finding the
+// run busy elsewhere is retried with the reconcile backoff, enough times
+// to outlast store.ReconStale.
 func (c *Client) Recon(ctx context.Context, runID string) error {
 	return c.enqueue(ctx, TypeRecon, "recon:"+runID, QueueMaintenance, ReconPayload{RunID: runID},
-		asynq.Timeout(reconTimeout), asynq.MaxRetry(2), asynq.Retention(time.Hour))
+		asynq.Timeout(reconTimeout), asynq.MaxRetry(10))
 }
 
 // ReconDaily enqueues the daily run of the UTC day starting at day. Its

@@ -174,9 +174,9 @@ func (s *Store) LastReconSuccess(ctx context.Context) (time.Time, error) {
 	return *t, nil
 }
 
-// reconStale is how long a RUNNING run may go without a heartbeat before
+// ReconStale is how long a RUNNING run may go without a heartbeat before
 // another worker takes it over (its worker died).
-const reconStale = 2 * time.Minute
+const ReconStale = 2 * time.Minute
 
 // StartReconRun moves a run to RUNNING for this worker: from PENDING, or
 // from a RUNNING one whose worker stopped beating. ErrReconBusy when it is
@@ -187,7 +187,7 @@ func (s *Store) StartReconRun(ctx context.Context, runID string) (ReconRun, erro
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		err := tx.GetContext(ctx, &run, `UPDATE recon_runs SET status = 'RUNNING', started_at = $2, heartbeat_at = $2, pg_rows = 0
 WHERE run_id = $1 AND (status = 'PENDING' OR (status = 'RUNNING' AND heartbeat_at < $3)) RETURNING `+reconRunColumns,
-			runID, s.now(), s.now().Add(-reconStale))
+			runID, s.now(), s.now().Add(-ReconStale))
 		if errors.Is(err, sql.ErrNoRows) {
 			var st string
 			if err := tx.GetContext(ctx, &st, `SELECT status FROM recon_runs WHERE run_id = $1`, runID); errors.Is(err, sql.ErrNoRows) || st == ReconSucceeded || st == ReconFailed {

@@ -74,28 +74,43 @@ func (r *Reconciler) HandleRecon(ctx context.Context, t *asynq.Task) error {
 	if err := queue.Decode(t, &p); err != nil {
 		return err
 	}
-	runID := p.RunID
-	if runID == "" {
+	if p.RunID == "" {
 		done, err := r.Store.ReconSucceededFor(ctx, p.From, p.To)
 		if err != nil || done {
 			return err
 		}
-		run, created, err := r.Store.CreateReconRun(ctx, p.From, p.To, p.Trigger, "scheduler")
-		if err != nil || !created {
-			return err // a live run of the window is someone else's
+		// A live run of the window is joined: Run takes it over when its
+		// worker died (no heartbeat), else leaves it to its worker. The
+		// daily task never fails (its ID must free up after retention): a
+		// day still not reconciled is offered again then.
+		run, _, err := r.Store.CreateReconRun(ctx, p.From, p.To, p.Trigger, "scheduler")
+		if err != nil {
+			return err
 		}
-		runID = run.RunID
+		if _, err := r.Run(ctx, run.RunID); err != nil && !errors.Is(err, errReconBusy) {
+			return err
+		}
+		return nil
 	}
-	_, err := r.Run(ctx, runID)
+	_, err := r.Run(ctx, p.RunID)
 	return err
 }
 
-// Run runs one recorded run to its end and returns it settled; a run
-// already running elsewhere or finished is left alone (zero run, nil).
+// errReconBusy: the run is RUNNING elsewhere with a live heartbeat. A
+// requested run's task is retried (asynq), so a run whose worker was
+// killed is taken over once its heartbeat is stale.
+var errReconBusy = errors.New("reconciliation run is running elsewhere")
+
+// Run runs one recorded run to its end and returns it settled. A run
+// already finished is left alone (zero run, nil); one running elsewhere
+// answers errReconBusy.
 func (r *Reconciler) Run(ctx context.Context, runID string) (store.ReconRun, error) {
 	run, err := r.Store.StartReconRun(ctx, runID)
-	if errors.Is(err, store.ErrReconBusy) || errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return store.ReconRun{}, nil
+	}
+	if errors.Is(err, store.ErrReconBusy) {
+		return store.ReconRun{}, errReconBusy
 	}
 	if err != nil {
 		return store.ReconRun{}, err

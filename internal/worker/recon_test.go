@@ -267,3 +267,37 @@ func TestReconSurvivesAFailingTransactionList(t *testing.T) {
 	}
 	m.WaitStatus(o.OrderID, "CANCELED", 5*time.Second)
 }
+
+// A run whose worker was killed mid-run (RUNNING, its heartbeat stopped,
+// its task gone): asking for the window again finds it, and the new task
+// takes it over and finishes it, repairing what it should have.
+func TestReconRunOfAKilledWorkerIsTakenOver(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Worker: true})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(7000)
+	key := sys.Session(o)
+	if r := m.Confirm(o, key, "Prefer", "wait=10"); r.Status != 200 {
+		t.Fatalf("pay: %d", r.Status)
+	}
+	sys.PG.SetWebhookURL("")
+	if r := sys.PGClient().Cancel(context.Background(), "console", key, "console", 2000, nil); r.Outcome != pgclient.Approved {
+		t.Fatalf("console cancel: %+v", r)
+	}
+	from, to := time.Now().Add(-time.Minute).UTC().Truncate(time.Second), time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	testenv.Must(t, sys.Exec(`INSERT INTO recon_runs (run_id, window_from, window_to, trigger, status, started_at, heartbeat_at)
+VALUES ('rcn_killed_worker_01', $1, $2, 'admin', 'RUNNING', now() - interval '10 minutes', now() - interval '5 minutes')`, from, to))
+	st, b := sys.Admin("POST", "/admin/recon", map[string]string{"from": from.Format(time.RFC3339), "to": to.Format(time.RFC3339)})
+	var run reconRun
+	testenv.Must(t, json.Unmarshal(b, &run))
+	if st/100 != 2 || run.RunID != "rcn_killed_worker_01" {
+		t.Fatalf("POST /admin/recon: %d %s; want the live run of the window", st, b)
+	}
+	testenv.Poll(t, 30*time.Second, "the taken-over run to succeed", func() bool {
+		return sys.Count(`SELECT count(*) FROM recon_runs WHERE run_id = 'rcn_killed_worker_01' AND status = 'SUCCEEDED'`) == 1
+	})
+	m.WaitStatus(o.OrderID, "PARTIALLY_CANCELED", 5*time.Second)
+	if n := sys.Count(`SELECT count(*) FROM recon_runs`); n != 1 {
+		t.Fatalf("runs = %d, want the one taken over", n)
+	}
+}

@@ -240,7 +240,7 @@ func (w *Worker) RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 		return 50*time.Millisecond + time.Duration(rand.Int64N(int64(150*time.Millisecond)))
 	}
 	switch t.Type() {
-	case queue.TypeReconcile:
+	case queue.TypeReconcile, queue.TypeRecon:
 		return backoff(n, w.ReconcileBackoff, w.ReconcileBackoffMax)
 	default:
 		return backoff(n, w.ConfirmBackoff, w.ConfirmBackoffMax)
