@@ -78,8 +78,7 @@ func (w *Waiter) pollOnce(ctx context.Context) {
 	if len(ids) == 0 {
 		return
 	}
-	var settled []string
-	err := w.store.DB().SelectContext(ctx, &settled, `SELECT order_id FROM orders WHERE order_id = ANY($1) AND status NOT IN ('CREATED', 'CONFIRMING')`, pq.Array(ids))
+	settled, err := w.store.SettledOrders(ctx, ids)
 	if err != nil {
 		w.log.Warn("wait poll", "err", err)
 		return

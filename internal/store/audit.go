@@ -42,6 +42,8 @@ func (s *Store) auditTx(ctx context.Context, tx *sqlx.Tx, action, target string,
 	return insertAudit(ctx, tx, *s.audit, action, target, before, after)
 }
 
+const sqlInsertAudit = `INSERT INTO audit_log (actor, action, target, before, after, source_addr, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)`
+
 func insertAudit(ctx context.Context, ex sqlx.ExecerContext, a Audit, action, target string, before, after any) error {
 	js := func(v any) (*string, error) {
 		if v == nil {
@@ -62,7 +64,7 @@ func insertAudit(ctx context.Context, ex sqlx.ExecerContext, a Audit, action, ta
 	if err != nil {
 		return fmt.Errorf("audit after: %w", err)
 	}
-	if _, err := ex.ExecContext(ctx, `INSERT INTO audit_log (actor, action, target, before, after, source_addr, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+	if _, err := ex.ExecContext(ctx, sqlInsertAudit,
 		truncateUTF8(a.Actor, 200), action, truncateUTF8(target, 200), b, af, truncateUTF8(a.Addr, 100), truncateUTF8(a.RequestID, 100)); err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -129,6 +131,10 @@ func ParseAuditFilter(q url.Values) (AuditFilter, error) {
 	return f, nil
 }
 
+const sqlAuditLog = `SELECT id, at, actor, action, target, before, after, source_addr, request_id FROM audit_log
+WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR target = $2) AND ($3 = '' OR action = $3) AND at >= $4 AND at < $5 AND id < $6
+ORDER BY id DESC LIMIT $7`
+
 // AuditLog lists audit entries newest first, at most Limit (≤ 500).
 func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	if f.Limit <= 0 || f.Limit > 500 {
@@ -142,9 +148,7 @@ func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditEntry, erro
 		before = 1<<63 - 1
 	}
 	var out []AuditEntry
-	err := s.db.SelectContext(ctx, &out, `SELECT id, at, actor, action, target, before, after, source_addr, request_id FROM audit_log
-WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR target = $2) AND ($3 = '' OR action = $3) AND at >= $4 AND at < $5 AND id < $6
-ORDER BY id DESC LIMIT $7`, f.Actor, f.Target, f.Action, f.Since, f.Until, before, f.Limit)
+	err := s.db.SelectContext(ctx, &out, sqlAuditLog, f.Actor, f.Target, f.Action, f.Since, f.Until, before, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}

@@ -96,6 +96,8 @@ const sqlInsertCallbackAttempt = `
 INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
 VALUES ($1, $2, $3, NULLIF($4, 0), $5, NULLIF($6, ''), $7)`
 
+const sqlRecordCallbackAttempt = `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`
+
 // RecordCallbackAttempt records one attempt and moves the callback's schedule,
 // in one transaction: the attempt row and one conditional update of the
 // callback (and, for a 410, of the merchant). recorded is false, and nothing
@@ -116,7 +118,7 @@ func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (r
 			return fmt.Errorf("insert callback attempt: %w", err)
 		}
 		if o.DisableEndpoint {
-			if _, err := tx.ExecContext(ctx, `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`, o.MerchantID); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlRecordCallbackAttempt, o.MerchantID); err != nil {
 				return fmt.Errorf("disable endpoint: %w", err)
 			}
 		}
@@ -166,6 +168,12 @@ type CallbackFilter struct {
 	Limit      int
 }
 
+const sqlCallbacksSelectCallbacks = `SELECT ` + callbackColumns + ` FROM callbacks
+WHERE merchant_id = $1 AND ($2 = '' OR order_id = $2) ORDER BY seq DESC LIMIT $3`
+
+const sqlCallbacksSelectCallbackAttempts = `SELECT callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix
+FROM callback_attempts WHERE callback_id = ANY($1) ORDER BY callback_id, attempt, id`
+
 // Callbacks lists a merchant's callbacks (of one order when OrderID is set),
 // newest first, each with its attempts. Another merchant's order yields none.
 func (s *Store) Callbacks(ctx context.Context, f CallbackFilter) ([]Callback, error) {
@@ -173,8 +181,7 @@ func (s *Store) Callbacks(ctx context.Context, f CallbackFilter) ([]Callback, er
 		f.Limit = 100
 	}
 	var out []Callback
-	err := s.db.SelectContext(ctx, &out, `SELECT `+callbackColumns+` FROM callbacks
-WHERE merchant_id = $1 AND ($2 = '' OR order_id = $2) ORDER BY seq DESC LIMIT $3`, f.MerchantID, f.OrderID, f.Limit)
+	err := s.db.SelectContext(ctx, &out, sqlCallbacksSelectCallbacks, f.MerchantID, f.OrderID, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list callbacks: %w", err)
 	}
@@ -190,8 +197,7 @@ WHERE merchant_id = $1 AND ($2 = '' OR order_id = $2) ORDER BY seq DESC LIMIT $3
 		byID[out[i].CallbackID] = &out[i]
 	}
 	var atts []CallbackAttempt
-	if err := s.db.SelectContext(ctx, &atts, `SELECT callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix
-FROM callback_attempts WHERE callback_id = ANY($1) ORDER BY callback_id, attempt, id`, pq.Array(ids)); err != nil {
+	if err := s.db.SelectContext(ctx, &atts, sqlCallbacksSelectCallbackAttempts, pq.Array(ids)); err != nil {
 		return nil, fmt.Errorf("list callback attempts: %w", err)
 	}
 	for _, a := range atts {

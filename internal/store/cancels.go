@@ -88,6 +88,13 @@ func (s *Store) sealRefundAccount(cancelID string, a *payment.RefundAccount) (ke
 	return &id, &ver, ct, nil
 }
 
+const sqlRequestCancelUpdateOrders = `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount + $3, version = version + 1, updated_at = now()
+WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED', 'AWAITING_DEPOSIT')`
+
+const sqlRequestCancelInsertCancels = `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key,
+    refund_account_key_id, refund_account_aad_version, refund_account)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ` + cancelColumns
+
 // RequestCancel reserves amount (0 = all that remains) on a PAID or
 // PARTIALLY_CANCELED order and records a PENDING cancel, in one fenced
 // transaction: pending cancels count, so concurrent requests can never
@@ -132,8 +139,7 @@ func (s *Store) RequestCancel(ctx context.Context, merchantID, orderID, reason s
 		case !deposited:
 			refund = nil // a card refund goes back to the card
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount + $3, version = version + 1, updated_at = now()
-WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED', 'AWAITING_DEPOSIT')`, orderID, row.Version, amount)
+		res, err := tx.ExecContext(ctx, sqlRequestCancelUpdateOrders, orderID, row.Version, amount)
 		if err != nil {
 			return fmt.Errorf("reserve cancel: %w", err)
 		}
@@ -145,9 +151,7 @@ WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED'
 		if err != nil {
 			return err
 		}
-		if err := tx.GetContext(ctx, &c, `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key,
-    refund_account_key_id, refund_account_aad_version, refund_account)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING `+cancelColumns, id, orderID, row.MerchantID, amount, reason, payment.CancelIdempotencyKey(id),
+		if err := tx.GetContext(ctx, &c, sqlRequestCancelInsertCancels, id, orderID, row.MerchantID, amount, reason, payment.CancelIdempotencyKey(id),
 			keyID, ver, sealed); err != nil {
 			return fmt.Errorf("insert cancel: %w", err)
 		}
@@ -180,9 +184,11 @@ func (s *Store) CancelAnyMerchant(ctx context.Context, cancelID string) (Cancel,
 	return s.cancelByID(ctx, anyMerchant, "", cancelID)
 }
 
+const sqlCancelByID = `SELECT ` + cancelColumns + ` FROM cancels WHERE cancel_id = $1 AND ($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)`
+
 func (s *Store) cancelByID(ctx context.Context, merchantID, orderID, cancelID string) (Cancel, error) {
 	var c Cancel
-	err := s.db.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 AND ($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)`, cancelID, orderID, merchantID)
+	err := s.db.GetContext(ctx, &c, sqlCancelByID, cancelID, orderID, merchantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, payment.Errorf(payment.CodeCancelNotFound, "cancel not found")
 	}
@@ -192,18 +198,22 @@ func (s *Store) cancelByID(ctx context.Context, merchantID, orderID, cancelID st
 	return c, s.openRefundAccount(&c)
 }
 
+const sqlCancelsOfOrder = `SELECT ` + cancelColumns + ` FROM cancels WHERE order_id = $1 ORDER BY created_at`
+
 // CancelsOfOrder lists an order's cancels, oldest first.
 func (s *Store) CancelsOfOrder(ctx context.Context, orderID string) ([]Cancel, error) {
 	var cs []Cancel
-	err := s.db.SelectContext(ctx, &cs, `SELECT `+cancelColumns+` FROM cancels WHERE order_id = $1 ORDER BY created_at`, orderID)
+	err := s.db.SelectContext(ctx, &cs, sqlCancelsOfOrder, orderID)
 	return cs, err
 }
+
+const sqlRecordCancelAttempt = `UPDATE cancels SET attempts = attempts + 1, needs_reconciliation = needs_reconciliation OR $2, updated_at = now()
+WHERE cancel_id = $1 AND status = 'PENDING'`
 
 // RecordCancelAttempt notes a PG cancel call whose outcome is not final.
 func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code string, needsReconciliation bool) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET attempts = attempts + 1, needs_reconciliation = needs_reconciliation OR $2, updated_at = now()
-WHERE cancel_id = $1 AND status = 'PENDING'`, c.CancelID, needsReconciliation); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlRecordCancelAttempt, c.CancelID, needsReconciliation); err != nil {
 			return err
 		}
 		d := map[string]any{"cancelId": c.CancelID, "outcome": outcome, "code": code}
@@ -228,6 +238,15 @@ type CancelOutcome struct {
 	CanceledAtPG bool
 }
 
+const sqlFinishCancelSelectCancels = `SELECT ` + cancelColumns + ` FROM cancels WHERE cancel_id = $1 FOR UPDATE`
+
+const sqlFinishCancelSucceeded = `UPDATE cancels SET status = 'SUCCEEDED', attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`
+
+const sqlFinishCancelFailed = `UPDATE cancels SET status = 'FAILED', failure_code = $2, failure_message = $3, attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`
+
+const sqlFinishCancelUpdateOrders = `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount - $3, version = version + 1, updated_at = now()
+WHERE order_id = $1 AND version = $2 RETURNING ` + orderColumns
+
 // FinishCancel settles a PENDING cancel in one transaction. On success the
 // reservation becomes canceled amount and the order moves to
 // PARTIALLY_CANCELED or CANCELED (fenced, with its callback); on refusal the
@@ -237,7 +256,7 @@ func (s *Store) FinishCancel(ctx context.Context, cancelID string, out CancelOut
 	succeeded, code, message := out.Succeeded, out.Code, out.Message
 	err = s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		var c Cancel
-		if err := tx.GetContext(ctx, &c, `SELECT `+cancelColumns+` FROM cancels WHERE cancel_id = $1 FOR UPDATE`, cancelID); err != nil {
+		if err := tx.GetContext(ctx, &c, sqlFinishCancelSelectCancels, cancelID); err != nil {
 			return fmt.Errorf("cancel %s: %w", cancelID, err)
 		}
 		if c.Status != payment.CancelPending {
@@ -249,7 +268,7 @@ func (s *Store) FinishCancel(ctx context.Context, cancelID string, out CancelOut
 		}
 		ok = true
 		if succeeded {
-			if _, err := tx.ExecContext(ctx, `UPDATE cancels SET status = 'SUCCEEDED', attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`, cancelID); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlFinishCancelSucceeded, cancelID); err != nil {
 				return err
 			}
 			to := payment.PartiallyCanceled
@@ -260,12 +279,11 @@ func (s *Store) FinishCancel(ctx context.Context, cancelID string, out CancelOut
 				CanceledAmountDelta: c.Amount, ReservedDelta: -c.Amount, Details: map[string]any{"cancelId": cancelID, "amount": c.Amount}})
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE cancels SET status = 'FAILED', failure_code = $2, failure_message = $3, attempts = attempts + 1, updated_at = now() WHERE cancel_id = $1`, cancelID, code, message); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlFinishCancelFailed, cancelID, code, message); err != nil {
 			return err
 		}
 		var updated OrderRow
-		if err := tx.GetContext(ctx, &updated, `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount - $3, version = version + 1, updated_at = now()
-WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns, row.OrderID, row.Version, c.Amount); err != nil {
+		if err := tx.GetContext(ctx, &updated, sqlFinishCancelUpdateOrders, row.OrderID, row.Version, c.Amount); err != nil {
 			return fmt.Errorf("release reservation: %w", err)
 		}
 		if err := appendLogTx(ctx, tx, row.OrderID, "cancel.failed", nil, nil, "worker", map[string]any{"cancelId": cancelID, "amount": c.Amount, "code": code, "message": message}); err != nil {
@@ -286,9 +304,11 @@ WHERE order_id = $1 AND version = $2 RETURNING `+orderColumns, row.OrderID, row.
 	return ok, err
 }
 
+const sqlStalePendingCancels = `SELECT cancel_id FROM cancels WHERE status = 'PENDING' AND updated_at <= $1 ORDER BY updated_at LIMIT $2`
+
 // StalePendingCancels returns PENDING cancels not touched for `age`.
 func (s *Store) StalePendingCancels(ctx context.Context, age time.Duration, limit int) ([]string, error) {
 	var ids []string
-	err := s.db.SelectContext(ctx, &ids, `SELECT cancel_id FROM cancels WHERE status = 'PENDING' AND updated_at <= $1 ORDER BY updated_at LIMIT $2`, s.now().Add(-age), limit)
+	err := s.db.SelectContext(ctx, &ids, sqlStalePendingCancels, s.now().Add(-age), limit)
 	return ids, err
 }

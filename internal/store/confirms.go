@@ -30,6 +30,13 @@ type PGCall struct {
 	NextCheckAt time.Time
 }
 
+const sqlRecordPGCall = `UPDATE orders SET
+    confirm_attempts = confirm_attempts + CASE WHEN $3 = 'pg.confirm' THEN 1 ELSE 0 END,
+    outcome_unknown = outcome_unknown OR $4,
+    needs_reconciliation = needs_reconciliation OR $5,
+    next_check_at = $6
+WHERE order_id = $1 AND version = $2 AND status IN ('CONFIRMING', 'AWAITING_DEPOSIT')`
+
 // RecordPGCall writes the call to the order's history and updates the
 // order's retry bookkeeping, fenced on version and CONFIRMING (or
 // AWAITING_DEPOSIT, for the due-date lookups) so a moved
@@ -39,12 +46,7 @@ func (s *Store) RecordPGCall(ctx context.Context, c PGCall) error {
 		if err := appendLogTx(ctx, tx, c.OrderID, c.Action, nil, nil, "worker", c.details()); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE orders SET
-    confirm_attempts = confirm_attempts + CASE WHEN $3 = 'pg.confirm' THEN 1 ELSE 0 END,
-    outcome_unknown = outcome_unknown OR $4,
-    needs_reconciliation = needs_reconciliation OR $5,
-    next_check_at = $6
-WHERE order_id = $1 AND version = $2 AND status IN ('CONFIRMING', 'AWAITING_DEPOSIT')`, c.OrderID, c.Version, c.Action, c.Unknown, c.NeedsReconciliation, c.NextCheckAt)
+		_, err := tx.ExecContext(ctx, sqlRecordPGCall, c.OrderID, c.Version, c.Action, c.Unknown, c.NeedsReconciliation, c.NextCheckAt)
 		if err != nil {
 			return fmt.Errorf("record pg call: %w", err)
 		}
@@ -82,27 +84,31 @@ type OrderRef struct {
 	NeedsReconciliation bool   `db:"needs_reconciliation"`
 }
 
+const sqlClaimDueConfirms = `UPDATE orders SET next_check_at = $3
+WHERE order_id IN (
+    SELECT order_id FROM orders WHERE status = 'CONFIRMING' AND next_check_at <= $1
+    ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING order_id, version, needs_reconciliation`
+
 // ClaimDueConfirms returns CONFIRMING orders whose next check is due (their
 // task may have been lost with Redis, or a worker crashed) and pushes their
 // next check back by `again`, so one sweep hands each out once.
 func (s *Store) ClaimDueConfirms(ctx context.Context, limit int, again time.Duration) ([]OrderRef, error) {
 	var refs []OrderRef
-	err := s.db.SelectContext(ctx, &refs, `UPDATE orders SET next_check_at = $3
-WHERE order_id IN (
-    SELECT order_id FROM orders WHERE status = 'CONFIRMING' AND next_check_at <= $1
-    ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING order_id, version, needs_reconciliation`, s.now(), limit, s.now().Add(again))
+	err := s.db.SelectContext(ctx, &refs, sqlClaimDueConfirms, s.now(), limit, s.now().Add(again))
 	if err != nil {
 		return nil, fmt.Errorf("claim due confirms: %w", err)
 	}
 	return refs, nil
 }
 
+const sqlDueExpiries = `SELECT order_id, version, false AS needs_reconciliation FROM orders
+WHERE status = 'CREATED' AND expires_at <= $1 ORDER BY expires_at LIMIT $2`
+
 // DueExpiries returns CREATED orders past their expiry.
 func (s *Store) DueExpiries(ctx context.Context, limit int) ([]OrderRef, error) {
 	var refs []OrderRef
-	err := s.db.SelectContext(ctx, &refs, `SELECT order_id, version, false AS needs_reconciliation FROM orders
-WHERE status = 'CREATED' AND expires_at <= $1 ORDER BY expires_at LIMIT $2`, s.now(), limit)
+	err := s.db.SelectContext(ctx, &refs, sqlDueExpiries, s.now(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due expiries: %w", err)
 	}

@@ -65,6 +65,17 @@ func (s *IdemScope) aad(v int) ([]byte, error) {
 // idemResponseKind names stored responses in their associated data.
 const idemResponseKind = "idempotency_keys.response"
 
+const sqlClaimIdempotencyInsertIdempotencyKeys = `INSERT INTO idempotency_keys (merchant_id, method, path, idem_key, request_hash, state, owner_token, lease_until, expires_at)
+VALUES ($1, $2, $3, $4, $5, 'IN_FLIGHT', $6, $7, $8) ON CONFLICT DO NOTHING`
+
+const sqlClaimIdempotencySelectIdempotencyKeys = `SELECT request_hash, state, owner_token, lease_until, expires_at, response_status, response_key_id, response_aad_version, response_body
+FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4`
+
+const sqlClaimIdempotencyDeleteIdempotencyKeys = `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5`
+
+const sqlClaimIdempotencyUpdateIdempotencyKeys = `UPDATE idempotency_keys SET owner_token = $6, lease_until = $7
+WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`
+
 // ClaimIdempotency takes the key for this request. It returns a claim to go
 // ahead with, or a stored response to replay. IDEMPOTENCY_KEY_REUSED when the
 // key was used with another body; IDEMPOTENCY_KEY_IN_USE when another request
@@ -75,8 +86,7 @@ func (s *Store) ClaimIdempotency(ctx context.Context, scope IdemScope, requestHa
 	for {
 		owner := NewID("", 20)
 		now := s.now()
-		res, err := s.db.ExecContext(ctx, `INSERT INTO idempotency_keys (merchant_id, method, path, idem_key, request_hash, state, owner_token, lease_until, expires_at)
-VALUES ($1, $2, $3, $4, $5, 'IN_FLIGHT', $6, $7, $8) ON CONFLICT DO NOTHING`,
+		res, err := s.db.ExecContext(ctx, sqlClaimIdempotencyInsertIdempotencyKeys,
 			scope.MerchantID, scope.Method, scope.Path, scope.Key, requestHash, owner, now.Add(IdemLease), now.Add(IdemRetention))
 		if err != nil {
 			return nil, nil, fmt.Errorf("claim idempotency key: %w", err)
@@ -95,8 +105,7 @@ VALUES ($1, $2, $3, $4, $5, 'IN_FLIGHT', $6, $7, $8) ON CONFLICT DO NOTHING`,
 			AADVersion  int       `db:"response_aad_version"`
 			Body        []byte    `db:"response_body"`
 		}
-		err = s.db.GetContext(ctx, &row, `SELECT request_hash, state, owner_token, lease_until, expires_at, response_status, response_key_id, response_aad_version, response_body
-FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4`, scope.MerchantID, scope.Method, scope.Path, scope.Key)
+		err = s.db.GetContext(ctx, &row, sqlClaimIdempotencySelectIdempotencyKeys, scope.MerchantID, scope.Method, scope.Path, scope.Key)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue // released between our insert and select: try again
 		}
@@ -105,7 +114,7 @@ FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND i
 		}
 		if !row.ExpiresAt.After(now) {
 			// Past retention: the key is free again.
-			if _, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5`,
+			if _, err := s.db.ExecContext(ctx, sqlClaimIdempotencyDeleteIdempotencyKeys,
 				scope.MerchantID, scope.Method, scope.Path, scope.Key, row.Owner); err != nil {
 				return nil, nil, fmt.Errorf("expire idempotency key: %w", err)
 			}
@@ -126,8 +135,7 @@ FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND i
 			return nil, &StoredResponse{Status: *row.Status, Body: body}, nil
 		}
 		if !row.LeaseUntil.After(now) {
-			res, err := s.db.ExecContext(ctx, `UPDATE idempotency_keys SET owner_token = $6, lease_until = $7
-WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`,
+			res, err := s.db.ExecContext(ctx, sqlClaimIdempotencyUpdateIdempotencyKeys,
 				scope.MerchantID, scope.Method, scope.Path, scope.Key, row.Owner, owner, now.Add(IdemLease))
 			if err != nil {
 				return nil, nil, fmt.Errorf("take over idempotency key: %w", err)
@@ -148,13 +156,18 @@ WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner
 	}
 }
 
+const sqlReleaseIdempotency = `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`
+
 // ReleaseIdempotency frees a claim whose request had no effect (an error), so
 // the merchant may retry with the same key.
 func (s *Store) ReleaseIdempotency(ctx context.Context, c *IdemClaim) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`,
+	_, err := s.db.ExecContext(ctx, sqlReleaseIdempotency,
 		c.MerchantID, c.Method, c.Path, c.Key, c.Owner)
 	return err
 }
+
+const sqlFinishIdempotency = `UPDATE idempotency_keys SET state = 'DONE', response_status = $6, response_key_id = $7, response_body = $8, response_aad_version = $9
+WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`
 
 func (f *IdemFinish[T]) finish(ctx context.Context, tx *sqlx.Tx, s *Store, result T) error {
 	if f == nil || f.Claim == nil {
@@ -173,8 +186,7 @@ func (f *IdemFinish[T]) finish(ctx context.Context, tx *sqlx.Tx, s *Store, resul
 		return fmt.Errorf("encrypt stored response: %w", err)
 	}
 	c := f.Claim
-	res, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET state = 'DONE', response_status = $6, response_key_id = $7, response_body = $8, response_aad_version = $9
-WHERE merchant_id = $1 AND method = $2 AND path = $3 AND idem_key = $4 AND owner_token = $5 AND state = 'IN_FLIGHT'`,
+	res, err := tx.ExecContext(ctx, sqlFinishIdempotency,
 		c.MerchantID, c.Method, c.Path, c.Key, c.Owner, status, keyID, ct, secretbox.AADVersion)
 	if err != nil {
 		return fmt.Errorf("store idempotent response: %w", err)

@@ -213,14 +213,16 @@ func (s *Store) WakeDueLanes(ctx context.Context, lostBefore time.Time, limit in
 	return out, nil
 }
 
+const sqlExpireStaleCallbacks = `UPDATE callbacks SET status = 'DEAD', last_error = $3
+WHERE callback_id IN (SELECT callback_id FROM callbacks WHERE status = 'PENDING' AND pending_since < $1
+                      AND (sending_until IS NULL OR sending_until < $4) LIMIT $2 FOR UPDATE SKIP LOCKED)`
+
 // ExpireStaleCallbacks makes DEAD, in a batch, the PENDING callbacks that
 // have waited longer than the retry schedule's span (an open breaker kept
 // them unsent), so nothing waits forever.
 func (s *Store) ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error) {
 	now := s.now()
-	res, err := s.db.ExecContext(ctx, `UPDATE callbacks SET status = 'DEAD', last_error = $3
-WHERE callback_id IN (SELECT callback_id FROM callbacks WHERE status = 'PENDING' AND pending_since < $1
-                      AND (sending_until IS NULL OR sending_until < $4) LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+	res, err := s.db.ExecContext(ctx, sqlExpireStaleCallbacks,
 		now.Add(-olderThan), batch, "not delivered within the retry schedule ("+olderThan.Round(time.Minute).String()+"): the endpoint kept failing", now)
 	if err != nil {
 		return 0, fmt.Errorf("expire stale callbacks: %w", err)
@@ -242,22 +244,26 @@ type FailingEndpoint struct {
 	Pending      int64      `db:"pending"`
 }
 
-// FailingEndpoints lists endpoints that are failing (or disabled with
-// callbacks waiting), longest-failing first, with their pending counts.
-func (s *Store) FailingEndpoints(ctx context.Context, limit int) ([]FailingEndpoint, error) {
-	var out []FailingEndpoint
-	err := s.db.SelectContext(ctx, &out, `
+const sqlFailingEndpoints = `
 SELECT e.merchant_id, m.name, m.callback_url, m.callback_enabled, e.failures, e.failing_since, e.open_until, e.last_error,
        (SELECT count(*) FROM callbacks c WHERE c.merchant_id = e.merchant_id AND c.status = 'PENDING') AS pending
 FROM callback_endpoints e JOIN merchants m ON m.merchant_id = e.merchant_id
 WHERE e.failing_since IS NOT NULL OR NOT m.callback_enabled
 ORDER BY e.failing_since NULLS LAST, e.merchant_id
-LIMIT $1`, limit)
+LIMIT $1`
+
+// FailingEndpoints lists endpoints that are failing (or disabled with
+// callbacks waiting), longest-failing first, with their pending counts.
+func (s *Store) FailingEndpoints(ctx context.Context, limit int) ([]FailingEndpoint, error) {
+	var out []FailingEndpoint
+	err := s.db.SelectContext(ctx, &out, sqlFailingEndpoints, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failing endpoints: %w", err)
 	}
 	return out, nil
 }
+
+const sqlProbeNow = `UPDATE callback_endpoints SET open_until = CASE WHEN open_until IS NULL THEN NULL ELSE $2::timestamptz END, updated_at = $2 WHERE merchant_id = $1`
 
 // ProbeNow ends an open breaker's cool-down (an operator fixed the
 // endpoint) and wakes the lane: the next turn sends one probe.
@@ -265,7 +271,7 @@ LIMIT $1`, limit)
 func (s *Store) ProbeNow(ctx context.Context, merchantID string) error {
 	return s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
 		now := s.now()
-		res, err := tx.ExecContext(ctx, `UPDATE callback_endpoints SET open_until = CASE WHEN open_until IS NULL THEN NULL ELSE $2::timestamptz END, updated_at = $2 WHERE merchant_id = $1`, merchantID, now)
+		res, err := tx.ExecContext(ctx, sqlProbeNow, merchantID, now)
 		if err != nil {
 			return fmt.Errorf("probe now: %w", err)
 		}

@@ -56,6 +56,8 @@ INSERT INTO merchants (merchant_id, name, client_id, callback_url, return_url)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
+const sqlCreateMerchant = `INSERT INTO callback_endpoints (merchant_id) VALUES ($1)`
+
 // CreateMerchant creates a merchant with one client and one callback secret.
 func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerchant, error) {
 	var out CreatedMerchant
@@ -66,7 +68,7 @@ func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerch
 		}
 		// Its endpoint row from the start, so the sweep's WakeDueLanes
 		// (which walks callback_endpoints) sees every merchant with due work.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO callback_endpoints (merchant_id) VALUES ($1)`, out.MerchantID); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlCreateMerchant, out.MerchantID); err != nil {
 			return fmt.Errorf("insert callback endpoint: %w", err)
 		}
 		var err error
@@ -135,6 +137,8 @@ UPDATE merchants SET
 WHERE merchant_id = $1
 RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
+const sqlUpdateMerchant = `UPDATE callback_endpoints SET failures = 0, failing_since = NULL, open_until = NULL, cooldown_ms = 0 WHERE merchant_id = $1`
+
 // UpdateMerchant applies p; MERCHANT_NOT_FOUND when absent.
 func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p MerchantPatch) (Merchant, error) {
 	var m Merchant
@@ -163,7 +167,7 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 		}
 		// A new or re-enabled endpoint starts with a closed breaker, and
 		// its waiting callbacks go out now.
-		if _, err := tx.ExecContext(ctx, `UPDATE callback_endpoints SET failures = 0, failing_since = NULL, open_until = NULL, cooldown_ms = 0 WHERE merchant_id = $1`, merchantID); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlUpdateMerchant, merchantID); err != nil {
 			return fmt.Errorf("reset breaker: %w", err)
 		}
 		return wakeLaneTx(ctx, tx, ob, merchantID, s.now())
@@ -190,20 +194,24 @@ func (s *Store) MerchantRateLimit(ctx context.Context, merchantID string) (*Rate
 	return m.withRateLimit().RateLimit, nil
 }
 
+const sqlAddSecretSelectMerchants = `SELECT merchant_id FROM merchants WHERE merchant_id = $1 FOR UPDATE`
+
+const sqlAddSecretSelectMerchantSecrets = `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`
+
 // AddSecret adds a client or callback secret, returned once in plaintext.
 // TOO_MANY_ACTIVE_SECRETS when two are already active.
 func (s *Store) AddSecret(ctx context.Context, merchantID, kind string) (secretID, secret string, err error) {
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
 		// Lock the merchant so two concurrent adds cannot both pass the count.
 		var id string
-		if err := tx.GetContext(ctx, &id, `SELECT merchant_id FROM merchants WHERE merchant_id = $1 FOR UPDATE`, merchantID); err != nil {
+		if err := tx.GetContext(ctx, &id, sqlAddSecretSelectMerchants, merchantID); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return payment.Errorf(payment.CodeMerchantNotFound, "merchant not found")
 			}
 			return err
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`, merchantID, kind); err != nil {
+		if err := tx.GetContext(ctx, &n, sqlAddSecretSelectMerchantSecrets, merchantID, kind); err != nil {
 			return err
 		}
 		if n >= MaxActiveSecrets {
@@ -217,6 +225,8 @@ func (s *Store) AddSecret(ctx context.Context, merchantID, kind string) (secretI
 	})
 	return secretID, secret, err
 }
+
+const sqlAddSecretTx = `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, aad_version, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)`
 
 func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind string) (string, string, error) {
 	secretID := NewID("sec_", 20)
@@ -234,12 +244,18 @@ func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind s
 	if err != nil {
 		return "", "", fmt.Errorf("encrypt secret: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, aad_version, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)`,
+	if _, err := tx.ExecContext(ctx, sqlAddSecretTx,
 		secretID, merchantID, kind, keyID, secretbox.AADVersion, ct); err != nil {
 		return "", "", fmt.Errorf("insert secret: %w", err)
 	}
 	return secretID, secret, nil
 }
+
+const sqlRevokeSecretLock = `SELECT kind FROM merchant_secrets WHERE secret_id = $1 AND merchant_id = $2 AND revoked_at IS NULL FOR UPDATE`
+
+const sqlRevokeSecretCountActive = `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`
+
+const sqlRevokeSecretUpdateMerchantSecrets = `UPDATE merchant_secrets SET revoked_at = now() WHERE secret_id = $1`
 
 // RevokeSecret revokes a secret. SECRET_NOT_FOUND when it is not the
 // merchant's or already revoked; LAST_ACTIVE_SECRET when it is the last
@@ -247,7 +263,7 @@ func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind s
 func (s *Store) RevokeSecret(ctx context.Context, merchantID, secretID string) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var kind string
-		err := tx.GetContext(ctx, &kind, `SELECT kind FROM merchant_secrets WHERE secret_id = $1 AND merchant_id = $2 AND revoked_at IS NULL FOR UPDATE`, secretID, merchantID)
+		err := tx.GetContext(ctx, &kind, sqlRevokeSecretLock, secretID, merchantID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return payment.Errorf(payment.CodeSecretNotFound, "secret not found")
 		}
@@ -255,13 +271,13 @@ func (s *Store) RevokeSecret(ctx context.Context, merchantID, secretID string) e
 			return err
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM merchant_secrets WHERE merchant_id = $1 AND kind = $2 AND revoked_at IS NULL`, merchantID, kind); err != nil {
+		if err := tx.GetContext(ctx, &n, sqlRevokeSecretCountActive, merchantID, kind); err != nil {
 			return err
 		}
 		if n <= 1 {
 			return payment.Errorf(payment.CodeLastSecret, "cannot revoke the last active %s secret; add a new one first", kind)
 		}
-		if _, err = tx.ExecContext(ctx, `UPDATE merchant_secrets SET revoked_at = now() WHERE secret_id = $1`, secretID); err != nil {
+		if _, err = tx.ExecContext(ctx, sqlRevokeSecretUpdateMerchantSecrets, secretID); err != nil {
 			return err
 		}
 		return s.auditTx(ctx, tx, "secret.revoked", merchantID, map[string]string{"secretId": secretID, "kind": kind}, nil)
@@ -346,10 +362,12 @@ func (s *Store) Credentials(ctx context.Context, clientID string) (auth.Credenti
 	return c, err
 }
 
+const sqlCallbackSecrets = `SELECT secret_id, key_id, aad_version, ciphertext FROM merchant_secrets WHERE merchant_id = $1 AND kind = 'callback' AND revoked_at IS NULL ORDER BY created_at DESC`
+
 // CallbackSecrets returns the merchant's active callback secrets, newest first.
 func (s *Store) CallbackSecrets(ctx context.Context, merchantID string) ([]string, error) {
 	var rows []secretRow
-	if err := s.db.SelectContext(ctx, &rows, `SELECT secret_id, key_id, aad_version, ciphertext FROM merchant_secrets WHERE merchant_id = $1 AND kind = 'callback' AND revoked_at IS NULL ORDER BY created_at DESC`, merchantID); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, sqlCallbackSecrets, merchantID); err != nil {
 		return nil, fmt.Errorf("callback secrets: %w", err)
 	}
 	for i := range rows {

@@ -32,13 +32,15 @@ type Operator struct {
 
 const operatorColumns = `operator_id, name, password_hash, status, created_at`
 
+const sqlCreateOperator = `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
+RETURNING ` + operatorColumns
+
 // CreateOperator stores a new operator; OPERATOR_ALREADY_EXISTS when the
 // name is taken. The caller hashes the password.
 func (s *Store) CreateOperator(ctx context.Context, name, passwordHash string) (Operator, error) {
 	var op Operator
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		err := tx.GetContext(ctx, &op, `INSERT INTO operators (operator_id, name, password_hash) VALUES ($1, $2, $3)
-RETURNING `+operatorColumns, NewID("opr_", 20), name, passwordHash)
+		err := tx.GetContext(ctx, &op, sqlCreateOperator, NewID("opr_", 20), name, passwordHash)
 		if isUniqueViolation(err, "") {
 			return payment.Errorf(payment.CodeOperatorExists, "operator %q already exists", name)
 		}
@@ -50,10 +52,12 @@ RETURNING `+operatorColumns, NewID("opr_", 20), name, passwordHash)
 	return op, err
 }
 
+const sqlOperatorByName = `SELECT ` + operatorColumns + ` FROM operators WHERE name = $1`
+
 // OperatorByName returns an operator; OPERATOR_NOT_FOUND when absent.
 func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, error) {
 	var op Operator
-	err := s.db.GetContext(ctx, &op, `SELECT `+operatorColumns+` FROM operators WHERE name = $1`, name)
+	err := s.db.GetContext(ctx, &op, sqlOperatorByName, name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
 	}
@@ -63,16 +67,22 @@ func (s *Store) OperatorByName(ctx context.Context, name string) (Operator, erro
 	return op, nil
 }
 
+const sqlOperatorActive = `SELECT count(*) FROM operators WHERE operator_id = $1 AND status = 'ACTIVE'`
+
 // OperatorActive reports whether the operator exists and is ACTIVE: the
 // console asks on every request, so suspending or deleting an operator
 // ends their sessions at once on every replica.
 func (s *Store) OperatorActive(ctx context.Context, operatorID string) (bool, error) {
 	var n int
-	if err := s.db.GetContext(ctx, &n, `SELECT count(*) FROM operators WHERE operator_id = $1 AND status = 'ACTIVE'`, operatorID); err != nil {
+	if err := s.db.GetContext(ctx, &n, sqlOperatorActive, operatorID); err != nil {
 		return false, fmt.Errorf("operator status: %w", err)
 	}
 	return n == 1, nil
 }
+
+const sqlSetOperatorStatusSelectOperators = `SELECT status FROM operators WHERE name = $1 FOR UPDATE`
+
+const sqlSetOperatorStatusUpdateOperators = `UPDATE operators SET status = $2 WHERE name = $1 RETURNING ` + operatorColumns
 
 // SetOperatorStatus suspends (SUSPENDED) or reinstates (ACTIVE) an
 // operator; OPERATOR_NOT_FOUND when absent.
@@ -80,12 +90,12 @@ func (s *Store) SetOperatorStatus(ctx context.Context, name, status string) (Ope
 	var op Operator
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var before string
-		if err := tx.GetContext(ctx, &before, `SELECT status FROM operators WHERE name = $1 FOR UPDATE`, name); errors.Is(err, sql.ErrNoRows) {
+		if err := tx.GetContext(ctx, &before, sqlSetOperatorStatusSelectOperators, name); errors.Is(err, sql.ErrNoRows) {
 			return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
 		} else if err != nil {
 			return fmt.Errorf("select operator: %w", err)
 		}
-		if err := tx.GetContext(ctx, &op, `UPDATE operators SET status = $2 WHERE name = $1 RETURNING `+operatorColumns, name, status); err != nil {
+		if err := tx.GetContext(ctx, &op, sqlSetOperatorStatusUpdateOperators, name, status); err != nil {
 			return fmt.Errorf("update operator: %w", err)
 		}
 		return s.auditTx(ctx, tx, "operator.status", "operator:"+name, map[string]string{"status": before}, map[string]string{"status": status})
@@ -93,12 +103,14 @@ func (s *Store) SetOperatorStatus(ctx context.Context, name, status string) (Ope
 	return op, err
 }
 
+const sqlDeleteOperator = `DELETE FROM operators WHERE name = $1 RETURNING ` + operatorColumns
+
 // DeleteOperator removes an operator; OPERATOR_NOT_FOUND when absent. The
 // history rows they wrote keep their name.
 func (s *Store) DeleteOperator(ctx context.Context, name string) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var op Operator
-		err := tx.GetContext(ctx, &op, `DELETE FROM operators WHERE name = $1 RETURNING `+operatorColumns, name)
+		err := tx.GetContext(ctx, &op, sqlDeleteOperator, name)
 		if errors.Is(err, sql.ErrNoRows) {
 			return payment.Errorf(payment.CodeOperatorNotFound, "operator not found")
 		}
@@ -156,6 +168,12 @@ type TimelineEntry struct {
 	Details map[string]any
 }
 
+const sqlOrderTimelineSelectCallbacks = `SELECT callback_id, event_type, status, attempt, last_error, created_at, delivered_at
+FROM callbacks WHERE order_id = $1 ORDER BY seq`
+
+const sqlOrderTimelineSelectCallbackAttempts = `SELECT a.callback_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.error
+FROM callback_attempts a JOIN callbacks c USING (callback_id) WHERE c.order_id = $1 ORDER BY a.id`
+
 // OrderTimeline merges an order's payment_log (transitions, PG calls,
 // operator actions), callbacks and each delivery attempt, cancels and
 // refunds, oldest first.
@@ -194,8 +212,7 @@ func (s *Store) OrderTimeline(ctx context.Context, orderID string) ([]TimelineEn
 		CreatedAt   time.Time  `db:"created_at"`
 		DeliveredAt *time.Time `db:"delivered_at"`
 	}
-	if err := s.db.SelectContext(ctx, &cbs, `SELECT callback_id, event_type, status, attempt, last_error, created_at, delivered_at
-FROM callbacks WHERE order_id = $1 ORDER BY seq`, orderID); err != nil {
+	if err := s.db.SelectContext(ctx, &cbs, sqlOrderTimelineSelectCallbacks, orderID); err != nil {
 		return nil, fmt.Errorf("timeline callbacks: %w", err)
 	}
 	for _, c := range cbs {
@@ -214,8 +231,7 @@ FROM callbacks WHERE order_id = $1 ORDER BY seq`, orderID); err != nil {
 		LatencyMS  int       `db:"latency_ms"`
 		Error      *string   `db:"error"`
 	}
-	if err := s.db.SelectContext(ctx, &atts, `SELECT a.callback_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.error
-FROM callback_attempts a JOIN callbacks c USING (callback_id) WHERE c.order_id = $1 ORDER BY a.id`, orderID); err != nil {
+	if err := s.db.SelectContext(ctx, &atts, sqlOrderTimelineSelectCallbackAttempts, orderID); err != nil {
 		return nil, fmt.Errorf("timeline attempts: %w", err)
 	}
 	for _, a := range atts {
@@ -299,18 +315,22 @@ type CallbackRow struct {
 	CreatedAt     time.Time `db:"created_at"`
 }
 
+const sqlFailingCallbacks = `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
+FROM callbacks WHERE status = 'DEAD' OR (status = 'PENDING' AND last_error IS NOT NULL)
+ORDER BY seq DESC LIMIT $1`
+
 // FailingCallbacks returns DEAD callbacks and PENDING ones that have failed
 // at least once, newest first.
 func (s *Store) FailingCallbacks(ctx context.Context, limit int) ([]CallbackRow, error) {
 	var rows []CallbackRow
-	err := s.db.SelectContext(ctx, &rows, `SELECT callback_id, merchant_id, order_id, event_type, status, attempt, next_attempt_at, last_error, created_at
-FROM callbacks WHERE status = 'DEAD' OR (status = 'PENDING' AND last_error IS NOT NULL)
-ORDER BY seq DESC LIMIT $1`, limit)
+	err := s.db.SelectContext(ctx, &rows, sqlFailingCallbacks, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failing callbacks: %w", err)
 	}
 	return rows, nil
 }
+
+const sqlRedeliverCallbackAsOperator = `SELECT status, attempt FROM callbacks WHERE callback_id = $1 FOR UPDATE`
 
 // RedeliverCallbackAsOperator makes a callback due now, as
 // RedeliverCallback does for a merchant (a DEAD or DELIVERED callback
@@ -325,7 +345,7 @@ func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, act
 			Status  string `db:"status"`
 			Attempt int    `db:"attempt"`
 		}
-		err := tx.GetContext(ctx, &prev, `SELECT status, attempt FROM callbacks WHERE callback_id = $1 FOR UPDATE`, callbackID)
+		err := tx.GetContext(ctx, &prev, sqlRedeliverCallbackAsOperator, callbackID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return payment.Errorf(payment.CodeCallbackNotFound, "callback not found")
 		}
@@ -350,13 +370,15 @@ func (s *Store) RedeliverCallbackAsOperator(ctx context.Context, callbackID, act
 	return row, err
 }
 
+const sqlStuckConfirms = `SELECT ` + orderColumns + ` FROM orders
+WHERE status = 'CONFIRMING' AND (needs_reconciliation OR next_check_at < $1)
+ORDER BY confirm_requested_at LIMIT $2`
+
 // StuckConfirms returns CONFIRMING orders flagged for reconciliation or
 // overdue for their next check, oldest first.
 func (s *Store) StuckConfirms(ctx context.Context, limit int) ([]OrderRow, error) {
 	var rows []OrderRow
-	err := s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders
-WHERE status = 'CONFIRMING' AND (needs_reconciliation OR next_check_at < $1)
-ORDER BY confirm_requested_at LIMIT $2`, s.now(), limit)
+	err := s.db.SelectContext(ctx, &rows, sqlStuckConfirms, s.now(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("stuck confirms: %w", err)
 	}
@@ -378,15 +400,17 @@ type PendingRefund struct {
 	NeedsReconciliation bool `db:"needs_reconciliation"`
 }
 
+const sqlPendingRefunds = `
+SELECT 'refund' AS kind, refund_id AS id, order_id, amount, attempts, last_error, created_at, false AS needs_reconciliation FROM refunds WHERE status = 'PENDING'
+UNION ALL
+SELECT 'cancel', cancel_id, order_id, amount, attempts, failure_message, created_at, needs_reconciliation FROM cancels WHERE status = 'PENDING'
+ORDER BY needs_reconciliation DESC, created_at LIMIT $1`
+
 // PendingRefunds lists refunds and cancels not yet confirmed by the PG,
 // those flagged for reconciliation first, then oldest first.
 func (s *Store) PendingRefunds(ctx context.Context, limit int) ([]PendingRefund, error) {
 	var rows []PendingRefund
-	err := s.db.SelectContext(ctx, &rows, `
-SELECT 'refund' AS kind, refund_id AS id, order_id, amount, attempts, last_error, created_at, false AS needs_reconciliation FROM refunds WHERE status = 'PENDING'
-UNION ALL
-SELECT 'cancel', cancel_id, order_id, amount, attempts, failure_message, created_at, needs_reconciliation FROM cancels WHERE status = 'PENDING'
-ORDER BY needs_reconciliation DESC, created_at LIMIT $1`, limit)
+	err := s.db.SelectContext(ctx, &rows, sqlPendingRefunds, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending refunds: %w", err)
 	}
@@ -404,19 +428,21 @@ type MerchantTotal struct {
 	PaidAmount      int64  `db:"paid_amount"`
 }
 
-// MerchantTotalsSince returns every merchant with the count and sum of its
-// orders approved by the PG since `since` (PAID, including those canceled
-// since), busiest first.
-func (s *Store) MerchantTotalsSince(ctx context.Context, since time.Time) ([]MerchantTotal, error) {
-	var rows []MerchantTotal
-	err := s.db.SelectContext(ctx, &rows, `
+const sqlMerchantTotalsSince = `
 SELECT m.merchant_id, m.name, m.status, m.callback_enabled, m.callback_url,
        count(o.order_id) AS paid_count, COALESCE(sum(o.amount), 0)::bigint AS paid_amount
 FROM merchants m
 LEFT JOIN orders o ON o.merchant_id = m.merchant_id AND o.approved_at >= $1
     AND o.status IN ('PAID', 'PARTIALLY_CANCELED', 'CANCELED')
 GROUP BY m.merchant_id
-ORDER BY paid_amount DESC, m.name`, since)
+ORDER BY paid_amount DESC, m.name`
+
+// MerchantTotalsSince returns every merchant with the count and sum of its
+// orders approved by the PG since `since` (PAID, including those canceled
+// since), busiest first.
+func (s *Store) MerchantTotalsSince(ctx context.Context, since time.Time) ([]MerchantTotal, error) {
+	var rows []MerchantTotal
+	err := s.db.SelectContext(ctx, &rows, sqlMerchantTotalsSince, since)
 	if err != nil {
 		return nil, fmt.Errorf("merchant totals: %w", err)
 	}
@@ -523,25 +549,29 @@ func (a DeliveryAttempt) AckedAt() time.Time {
 	return a.StartedAt.Add(time.Duration(a.LatencyMS) * time.Millisecond)
 }
 
+const sqlCallbackAttemptsAfter = `SELECT a.id, a.status_code, a.error, a.started_at, a.latency_ms, c.event_type, o.approved_at
+FROM callback_attempts a JOIN callbacks c USING (callback_id) JOIN orders o ON o.order_id = c.order_id
+WHERE a.id > $1 ORDER BY a.id LIMIT $2`
+
 // CallbackAttemptsAfter returns up to limit callback attempts with id >
 // afterID, oldest first, with the approval time of their order. Rows of
 // transactions that commit out of id order can be skipped: this feeds
 // metrics, not money.
 func (s *Store) CallbackAttemptsAfter(ctx context.Context, afterID int64, limit int) ([]DeliveryAttempt, error) {
 	var rows []DeliveryAttempt
-	err := s.db.SelectContext(ctx, &rows, `SELECT a.id, a.status_code, a.error, a.started_at, a.latency_ms, c.event_type, o.approved_at
-FROM callback_attempts a JOIN callbacks c USING (callback_id) JOIN orders o ON o.order_id = c.order_id
-WHERE a.id > $1 ORDER BY a.id LIMIT $2`, afterID, limit)
+	err := s.db.SelectContext(ctx, &rows, sqlCallbackAttemptsAfter, afterID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("callback attempts: %w", err)
 	}
 	return rows, nil
 }
 
+const sqlLastCallbackAttemptID = `SELECT COALESCE(max(id), 0) FROM callback_attempts`
+
 // LastCallbackAttemptID is the newest attempt id (0 when none), where a
 // metrics cursor starts.
 func (s *Store) LastCallbackAttemptID(ctx context.Context) (int64, error) {
 	var id int64
-	err := s.db.GetContext(ctx, &id, `SELECT COALESCE(max(id), 0) FROM callback_attempts`)
+	err := s.db.GetContext(ctx, &id, sqlLastCallbackAttemptID)
 	return id, err
 }

@@ -165,9 +165,11 @@ func scoped(merchantID string) error {
 	return nil
 }
 
+const sqlOrderRow = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2)`
+
 func (s *Store) orderRow(ctx context.Context, q sqlx.QueryerContext, merchantID, orderID string, forUpdate bool) (OrderRow, error) {
 	var row OrderRow
-	query := `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2)`
+	query := sqlOrderRow
 	if forUpdate {
 		query += ` FOR UPDATE`
 	}
@@ -224,6 +226,9 @@ func (s *Store) order(ctx context.Context, merchantID, orderID string, withHisto
 	return o, err
 }
 
+const sqlOrderByPaymentKey = `SELECT ` + orderColumns + ` FROM orders WHERE payment_key = $1 AND merchant_id = $2
+ORDER BY status = 'FAILED', seq DESC LIMIT 1`
+
 // OrderByPaymentKey returns the order a paymentKey paid (or is confirming);
 // PAYMENT_NOT_FOUND when none of the merchant's orders has it.
 func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey string) (payment.Order, error) {
@@ -232,8 +237,7 @@ func (s *Store) OrderByPaymentKey(ctx context.Context, merchantID, paymentKey st
 	}
 	var row OrderRow
 	// A FAILED order may share the key with the order it really paid.
-	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE payment_key = $1 AND merchant_id = $2
-ORDER BY status = 'FAILED', seq DESC LIMIT 1`, paymentKey, merchantID)
+	err := s.db.GetContext(ctx, &row, sqlOrderByPaymentKey, paymentKey, merchantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Order{}, payment.Errorf(payment.CodePaymentNotFound, "payment not found")
 	}
@@ -325,6 +329,8 @@ type ListFilter struct {
 	Cursor          string
 }
 
+const sqlListOrders = `SELECT ` + orderColumns + ` FROM orders WHERE `
+
 // ListOrders returns a merchant's orders newest first, keyset-paginated on
 // seq. next is "" on the last page. ErrUnscoped without a merchant id (the
 // console searches with SearchOrders).
@@ -367,7 +373,7 @@ func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter)
 	}
 	args = append(args, f.Limit+1)
 	var rows []OrderRow
-	err = s.db.SelectContext(ctx, &rows, `SELECT `+orderColumns+` FROM orders WHERE `+strings.Join(where, " AND ")+
+	err = s.db.SelectContext(ctx, &rows, sqlListOrders+strings.Join(where, " AND ")+
 		` ORDER BY seq DESC LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list orders: %w", err)
@@ -383,6 +389,8 @@ func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter)
 	return orders, next, nil
 }
 
+const sqlAppendLogTx = `INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, $2, $3, $4, $5, $6)`
+
 func appendLogTx(ctx context.Context, tx *sqlx.Tx, orderID, action string, from, to *payment.Status, actor string, details map[string]any) error {
 	if details == nil {
 		details = map[string]any{}
@@ -394,7 +402,7 @@ func appendLogTx(ctx context.Context, tx *sqlx.Tx, orderID, action string, from,
 	if actor == "" {
 		actor = "system"
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, $2, $3, $4, $5, $6)`,
+	_, err = tx.ExecContext(ctx, sqlAppendLogTx,
 		orderID, action, statusPtr(from), statusPtr(to), actor, string(d))
 	if err != nil {
 		return fmt.Errorf("insert payment_log: %w", err)
@@ -592,6 +600,8 @@ UPDATE orders SET
 WHERE order_id = $1 AND version = $2 AND status = ANY($3)
 RETURNING ` + orderColumns
 
+const sqlTransitionTx = `SELECT pg_notify('payrail_order', $1)`
+
 // transitionTx applies c to row, which the caller read in tx (FOR UPDATE).
 func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (payment.Order, error) {
 	from := payment.Status(row.Status)
@@ -640,11 +650,13 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 			return payment.Order{}, err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_notify('payrail_order', $1)`, c.OrderID+" "+string(c.To)); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlTransitionTx, c.OrderID+" "+string(c.To)); err != nil {
 		return payment.Order{}, fmt.Errorf("notify: %w", err)
 	}
 	return order, nil
 }
+
+const sqlInsertCallbackTx = `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, pending_since) VALUES ($1, $2, $3, $4, $5, $6, $6)`
 
 func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, now time.Time, o payment.Order, prev payment.Status, event payment.CallbackEvent) error {
 	o.History = nil
@@ -653,10 +665,22 @@ func insertCallbackTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, now time.Tim
 		return fmt.Errorf("callback payload: %w", err)
 	}
 	id := NewID("msg_", 24)
-	_, err = tx.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, next_attempt_at, pending_since) VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+	_, err = tx.ExecContext(ctx, sqlInsertCallbackTx,
 		id, o.MerchantID, o.OrderID, string(event), string(body), now)
 	if err != nil {
 		return fmt.Errorf("insert callback: %w", err)
 	}
 	return wakeLaneTx(ctx, tx, ob, o.MerchantID, now)
+}
+
+const sqlSettledOrders = `SELECT order_id FROM orders WHERE order_id = ANY($1) AND status NOT IN ('CREATED', 'CONFIRMING')`
+
+// SettledOrders returns which of ids are settled (payment.Status.Settled),
+// any merchant's: the Prefer: wait poll asks for every waiter in one query.
+func (s *Store) SettledOrders(ctx context.Context, ids []string) ([]string, error) {
+	var settled []string
+	if err := s.db.SelectContext(ctx, &settled, sqlSettledOrders, pq.Array(ids)); err != nil {
+		return nil, fmt.Errorf("settled orders: %w", err)
+	}
+	return settled, nil
 }

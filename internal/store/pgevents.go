@@ -25,11 +25,13 @@ type PGEvent struct {
 	AppliedAt  *time.Time           `db:"applied_at"`
 }
 
+const sqlInsertPGEvent = `INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`
+
 // InsertPGEvent stores an event once per (provider, event key). stored is
 // false for a duplicate.
 func (s *Store) InsertPGEvent(ctx context.Context, e PGEvent) (stored bool, err error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, string(e.Body))
+	res, err := s.db.ExecContext(ctx, sqlInsertPGEvent, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, string(e.Body))
 	if err != nil {
 		return false, fmt.Errorf("insert pg event: %w", err)
 	}
@@ -37,15 +39,20 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, e.Provider, e.EventKey,
 	return n == 1, nil
 }
 
+const sqlPGEventByKey = `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events WHERE provider = $1 AND event_key = $2`
+
 // PGEventByKey returns one event; ErrNotFound when absent.
 func (s *Store) PGEventByKey(ctx context.Context, provider, key string) (PGEvent, error) {
 	var e PGEvent
-	err := s.db.GetContext(ctx, &e, `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events WHERE provider = $1 AND event_key = $2`, provider, key)
+	err := s.db.GetContext(ctx, &e, sqlPGEventByKey, provider, key)
 	return e, notFound(err)
 }
 
 // maxEventNote caps a settled event's note: it quotes what the event said.
 const maxEventNote = 300
+
+const sqlMarkPGEvent = `UPDATE pg_events SET state = $3, note = $4, applied_at = now(), order_id = COALESCE(NULLIF($5, ''), order_id)
+WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`
 
 // MarkPGEvent settles an event (APPLIED, IGNORED or REJECTED) with a note and
 // the order it was matched to. Only an APPLIED event, one that moved the
@@ -60,8 +67,7 @@ func (s *Store) MarkPGEvent(ctx context.Context, e PGEvent, state payment.PGEven
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck
-	if _, err := tx.ExecContext(ctx, `UPDATE pg_events SET state = $3, note = $4, applied_at = now(), order_id = COALESCE(NULLIF($5, ''), order_id)
-WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`, e.Provider, e.EventKey, state, note, orderID); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlMarkPGEvent, e.Provider, e.EventKey, state, note, orderID); err != nil {
 		return err
 	}
 	if orderID != "" && state == payment.EventApplied {
@@ -80,14 +86,19 @@ WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`, e.Provider, e.Ev
 	return tx.Commit()
 }
 
+const sqlStaleReceivedEvents = `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events
+WHERE state = 'RECEIVED' AND received_at <= $1 ORDER BY received_at LIMIT $2`
+
 // StaleReceivedEvents returns events received longer than age ago and not yet
 // applied (their enqueue was lost).
 func (s *Store) StaleReceivedEvents(ctx context.Context, age time.Duration, limit int) ([]PGEvent, error) {
 	var es []PGEvent
-	err := s.db.SelectContext(ctx, &es, `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events
-WHERE state = 'RECEIVED' AND received_at <= $1 ORDER BY received_at LIMIT $2`, s.now().Add(-age), limit)
+	err := s.db.SelectContext(ctx, &es, sqlStaleReceivedEvents, s.now().Add(-age), limit)
 	return es, err
 }
+
+const sqlOrderRowForEvent = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $2 OR (payment_key = $1 AND $1 <> '')
+ORDER BY order_id = $2 DESC, status = 'FAILED', seq DESC LIMIT 1`
 
 // OrderRowForEvent finds the order an event is about: by orderId first,
 // then by paymentKey (a live order before a FAILED one). ORDER_NOT_FOUND
@@ -97,8 +108,7 @@ func (s *Store) OrderRowForEvent(ctx context.Context, paymentKey, orderID string
 	// The PG's orderId is payrail's own order id and names one order; a
 	// paymentKey may sit on several (another merchant's order confirmed with
 	// someone else's key, a FAILED order), so it only decides without one.
-	err := s.db.GetContext(ctx, &row, `SELECT `+orderColumns+` FROM orders WHERE order_id = $2 OR (payment_key = $1 AND $1 <> '')
-ORDER BY order_id = $2 DESC, status = 'FAILED', seq DESC LIMIT 1`, paymentKey, orderID)
+	err := s.db.GetContext(ctx, &row, sqlOrderRowForEvent, paymentKey, orderID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return row, payment.Errorf(payment.CodeOrderNotFound, "no order for that payment")
 	}

@@ -181,6 +181,8 @@ func isCheckViolation(err error) bool {
 	return errors.As(err, &pqErr) && pqErr.Code == "23514"
 }
 
+const sqlTryAdvisoryLock = `SELECT pg_try_advisory_xact_lock($1)`
+
 // Exclusive runs fn while holding a transaction-scoped PostgreSQL advisory
 // lock; if another session holds it, fn does not run and ran is false. Used so
 // a periodic sweep never runs twice at once across workers.
@@ -190,7 +192,7 @@ func (s *Store) Exclusive(ctx context.Context, lockID int64, fn func(ctx context
 		return false, err
 	}
 	defer tx.Rollback() //nolint:errcheck
-	if err := tx.GetContext(ctx, &ran, `SELECT pg_try_advisory_xact_lock($1)`, lockID); err != nil || !ran {
+	if err := tx.GetContext(ctx, &ran, sqlTryAdvisoryLock, lockID); err != nil || !ran {
 		return false, err
 	}
 	return true, fn(ctx)

@@ -80,17 +80,19 @@ func (s *Store) RecordDepositSecretMismatch(ctx context.Context, orderID, source
 	})
 }
 
+const sqlClaimDueDeposits = `UPDATE orders SET next_check_at = $3
+WHERE order_id IN (
+    SELECT order_id FROM orders WHERE status = 'AWAITING_DEPOSIT' AND next_check_at <= $1
+    ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING order_id, version, needs_reconciliation`
+
 // ClaimDueDeposits returns AWAITING_DEPOSIT orders whose next check (their
 // account's due date, then a retry) has come, and pushes it back by again
 // so one sweep hands each out once. The worker looks each up: paid,
 // expired at the PG, or still unpaid past its due date (→ EXPIRED).
 func (s *Store) ClaimDueDeposits(ctx context.Context, limit int, again time.Duration) ([]OrderRef, error) {
 	var refs []OrderRef
-	err := s.db.SelectContext(ctx, &refs, `UPDATE orders SET next_check_at = $3
-WHERE order_id IN (
-    SELECT order_id FROM orders WHERE status = 'AWAITING_DEPOSIT' AND next_check_at <= $1
-    ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING order_id, version, needs_reconciliation`, s.now(), limit, s.now().Add(again))
+	err := s.db.SelectContext(ctx, &refs, sqlClaimDueDeposits, s.now(), limit, s.now().Add(again))
 	if err != nil {
 		return nil, fmt.Errorf("claim due deposits: %w", err)
 	}

@@ -1,26 +1,24 @@
-package main
+package loadgen
 
 import (
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/payrail/payrail/internal/loadgen"
 )
 
-func lat(l loadgen.Latency) string {
+func lat(l Latency) string {
 	if l.N == 0 {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f/%.1f/%.1f/%.1f", l.P50, l.P95, l.P99, l.Max)
 }
 
-func printTable(w io.Writer, r *Report) {
+func PrintReport(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "\npayrail bench %s  (%d CPUs, %d GiB, %s; %d orders before)\n", r.Date, r.Machine.CPUs, r.Machine.MemGiB, r.Machine.Go, r.OrdersBefore)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tn\tok\tdelivered\tpaid/s\tpayments/s\tingress ms p50/p95/p99/max\taccepted→PAID ms\taccepted→callback ms\tPAID→callback ms\t가상계좌 n / deposit→callback ms\tCPU ms/payment\txact/payment\tredis cmds/payment")
-	row := func(x loadgen.Result) {
+	row := func(x Result) {
 		cpu, xact, rc := "-", "-", "-"
 		if x.Cost != nil {
 			cpu = fmt.Sprintf("%.2f", x.Cost.CPUMsPerPayment)
