@@ -52,13 +52,24 @@ type Store interface {
 	// EndLane returns store.ErrStaleLane when gen is not the lane's.
 	EndLane(ctx context.Context, e store.LaneEnd) (next store.LaneWake, again bool, err error)
 	WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]store.LaneWake, error)
+	QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.Time, limit int) ([]store.LaneWake, error)
+	// RequeueLane returns ok=false when the lane moved on meanwhile.
+	RequeueLane(ctx context.Context, lost store.LaneWake) (next store.LaneWake, ok bool, err error)
 	ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error)
 }
 
 // Enqueuer enqueues a lane's turn; a task-ID conflict is success.
 type Enqueuer interface {
 	CallbackLane(ctx context.Context, merchantID string, gen int64) error
+	// LaneTaskLost reports whether Redis holds no task for the lane's
+	// generation (a failover or a flush lost it); an error when it cannot tell.
+	LaneTaskLost(ctx context.Context, merchantID string, gen int64) (bool, error)
 }
+
+// LaneCheckAfter is how long a lane's task may be out, unheard of, before
+// the sweep asks Redis whether it still holds it. Well above the time from
+// a wake's commit to its enqueue, well below RequeueAfter.
+const LaneCheckAfter = 3 * time.Second
 
 // Deliverer sends callbacks. It is the asynq handler of callback:deliver and
 // the sweep's source of due callbacks.
@@ -186,6 +197,37 @@ func (d *Deliverer) EnqueueDue(ctx context.Context) error {
 	}
 	if len(wakes) > 0 {
 		d.log().Debug("callback lanes woken", "count", len(wakes))
+	}
+	if err := d.requeueLost(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// requeueLost asks Redis about lanes out longer than LaneCheckAfter: after
+// a Sentinel or Cluster failover the new master may lack the last tasks the
+// old one took, and waiting RequeueAfter would stall their merchants'
+// callbacks for half a minute. One lookup per such lane, at most 100.
+func (d *Deliverer) requeueLost(ctx context.Context) error {
+	now := d.now()
+	out, err := d.Store.QueuedLanes(ctx, now.Add(-LaneCheckAfter), now.Add(-d.requeueAfter()), 100)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range out {
+		lost, err := d.Queue.LaneTaskLost(ctx, l.MerchantID, l.Gen)
+		if err != nil || !lost {
+			errs = append(errs, err)
+			continue
+		}
+		next, ok, err := d.Store.RequeueLane(ctx, l)
+		if err != nil || !ok {
+			errs = append(errs, err)
+			continue
+		}
+		d.log().Warn("callback lane task missing from Redis; enqueued again", "merchant_id", l.MerchantID, "gen", next.Gen)
+		errs = append(errs, d.Queue.CallbackLane(ctx, next.MerchantID, next.Gen))
 	}
 	return errors.Join(errs...)
 }

@@ -69,6 +69,7 @@ type Config struct {
 	LockTTL              time.Duration   // PAYRAIL_LOCK_TTL
 	RedisSentinelAddrs   []string        // PAYRAIL_REDIS_SENTINEL_ADDRS (host:port,…; overrides the URL's host)
 	RedisMasterName      string          // PAYRAIL_REDIS_MASTER_NAME
+	RedisClusterAddrs    []string        // PAYRAIL_REDIS_CLUSTER_ADDRS (seed nodes host:port,…; overrides the URL's host, DB must be 0)
 	TaskCheckInterval    time.Duration   // PAYRAIL_TASK_CHECK_INTERVAL (idle poll of the queues)
 	DelayedCheckInterval time.Duration   // PAYRAIL_DELAYED_CHECK_INTERVAL (retries becoming due)
 	AuthCacheTTL         time.Duration   // PAYRAIL_AUTH_CACHE_TTL (0 = off)
@@ -192,6 +193,21 @@ func Load(getenv func(string) string) (Config, error) {
 		c.RedisMasterName = getenv("PAYRAIL_REDIS_MASTER_NAME")
 		if c.RedisMasterName == "" {
 			bad("PAYRAIL_REDIS_MASTER_NAME", "required with PAYRAIL_REDIS_SENTINEL_ADDRS")
+		}
+	}
+	if v := getenv("PAYRAIL_REDIS_CLUSTER_ADDRS"); v != "" {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.RedisClusterAddrs = append(c.RedisClusterAddrs, a)
+			}
+		}
+		if len(c.RedisSentinelAddrs) > 0 {
+			bad("PAYRAIL_REDIS_CLUSTER_ADDRS", "and PAYRAIL_REDIS_SENTINEL_ADDRS are two topologies: set one")
+		}
+		// A cluster has only database 0; a URL naming another would be
+		// silently ignored, and two deployments sharing a cluster collide.
+		if u, err := url.Parse(c.RedisURL); err == nil && strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0" {
+			bad("PAYRAIL_REDIS_URL", "names database %s, but a Redis Cluster has only database 0 (PAYRAIL_REDIS_CLUSTER_ADDRS is set)", strings.Trim(u.Path, "/"))
 		}
 	}
 	switch c.PGProvider {

@@ -254,3 +254,24 @@ func TestAdminTokenRotation(t *testing.T) {
 		t.Fatal("Config.String prints an admin token")
 	}
 }
+
+// Issue 17: a Redis Cluster is one topology, on database 0.
+func TestRedisTopologies(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, with(sandboxEnv(), "PAYRAIL_REDIS_CLUSTER_ADDRS", "127.0.0.1:7001, 127.0.0.1:7002,", "PAYRAIL_REDIS_URL", "redis://127.0.0.1:7001/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.RedisClusterAddrs, ","); got != "127.0.0.1:7001,127.0.0.1:7002" {
+		t.Fatalf("cluster addrs = %q", got)
+	}
+	for name, env := range map[string]map[string]string{
+		"cluster on db 3":     with(sandboxEnv(), "PAYRAIL_REDIS_CLUSTER_ADDRS", "127.0.0.1:7001", "PAYRAIL_REDIS_URL", "redis://127.0.0.1:7001/3"),
+		"cluster + sentinel":  with(sandboxEnv(), "PAYRAIL_REDIS_CLUSTER_ADDRS", "127.0.0.1:7001", "PAYRAIL_REDIS_SENTINEL_ADDRS", "127.0.0.1:26379", "PAYRAIL_REDIS_MASTER_NAME", "m"),
+		"sentinel, no master": with(sandboxEnv(), "PAYRAIL_REDIS_SENTINEL_ADDRS", "127.0.0.1:26379"),
+	} {
+		if _, err := load(t, env); err == nil {
+			t.Errorf("%s: loaded, want refused", name)
+		}
+	}
+}

@@ -60,6 +60,7 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	d := &Deps{DB: db, Redis: rdb, Store: store.New(db, cfg.Keyring, store.Options{ConfirmStuckAfter: cfg.ConfirmStuckAfter}),
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
 	d.Queue.Fair = queue.NewFair(rdb, cfg.ConfirmFairShare)
+	d.Queue.Inspector = asynq.NewInspectorFromRedisClient(rdb)
 	// Start a woken merchant lane at once; the sweep is the safety net.
 	d.Store.OnLanes(func(ctx context.Context, wakes []store.LaneWake) {
 		for _, w := range wakes {
@@ -69,31 +70,43 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	return d, nil
 }
 
-// NewRedis connects to Redis: the URL's server, or the master that
-// PAYRAIL_REDIS_SENTINEL_ADDRS names (asynq and redsync both work through it).
+// NewRedis connects to Redis: the URL's server, the master that
+// PAYRAIL_REDIS_SENTINEL_ADDRS names, or the cluster PAYRAIL_REDIS_CLUSTER_ADDRS
+// seeds. asynq, redsync, the nonces, the rate limits and the fair shares all
+// work through the one client it returns; every key they use in one command
+// or script is a single key (or hash-tagged, asynq's), so the cluster never
+// answers CROSSSLOT.
 func NewRedis(cfg config.Config) (redis.UniversalClient, error) {
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("PAYRAIL_REDIS_URL: %w", err)
 	}
 	opt.PoolSize = max(opt.PoolSize, 50)
-	if len(cfg.RedisSentinelAddrs) == 0 {
-		return redis.NewClient(opt), nil
+	switch {
+	case len(cfg.RedisClusterAddrs) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: cfg.RedisClusterAddrs, Username: opt.Username, Password: opt.Password, PoolSize: opt.PoolSize, TLSConfig: opt.TLSConfig,
+		}), nil
+	case len(cfg.RedisSentinelAddrs) > 0:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
+			Username: opt.Username, Password: opt.Password, DB: opt.DB, PoolSize: opt.PoolSize, TLSConfig: opt.TLSConfig,
+		}), nil
 	}
-	return redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
-		Username: opt.Username, Password: opt.Password, DB: opt.DB, PoolSize: opt.PoolSize, TLSConfig: opt.TLSConfig,
-	}), nil
+	return redis.NewClient(opt), nil
 }
 
 // AsynqConnOpt is the asynq connection option for cfg (asynqmon needs one).
 func AsynqConnOpt(cfg config.Config) (asynq.RedisConnOpt, error) {
-	if len(cfg.RedisSentinelAddrs) == 0 {
+	if len(cfg.RedisClusterAddrs) == 0 && len(cfg.RedisSentinelAddrs) == 0 {
 		return asynq.ParseRedisURI(cfg.RedisURL)
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.RedisClusterAddrs) > 0 {
+		return asynq.RedisClusterClientOpt{Addrs: cfg.RedisClusterAddrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig}, nil
 	}
 	return asynq.RedisFailoverClientOpt{MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
 		Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, nil

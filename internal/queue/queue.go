@@ -91,6 +91,8 @@ type Client struct {
 	MaxRetry int
 	// Fair, when set, orders confirms fairly across merchants.
 	Fair *Fair
+	// Inspector, when set, answers LaneTaskLost.
+	Inspector *asynq.Inspector
 }
 
 // NewClient wraps an asynq client.
@@ -202,6 +204,23 @@ type LanePayload struct {
 // so the callbacks queue holds at most one lane task per merchant.
 func (c *Client) CallbackLane(ctx context.Context, merchantID string, gen int64) error {
 	return c.enqueue(ctx, TypeCallbackLane, "lane:"+merchantID+":"+strconv.FormatInt(gen, 10), QueueCallbacks, LanePayload{merchantID, gen})
+}
+
+// LaneTaskLost reports whether Redis holds no task for the lane's
+// generation in any state (pending, active, scheduled, retry). Without an
+// Inspector it cannot tell, and says not lost.
+func (c *Client) LaneTaskLost(ctx context.Context, merchantID string, gen int64) (bool, error) {
+	if c.Inspector == nil {
+		return false, nil
+	}
+	_, err := c.Inspector.GetTaskInfo(QueueCallbacks, "lane:"+merchantID+":"+strconv.FormatInt(gen, 10))
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return true, nil
+	}
+	return false, fmt.Errorf("inspect lane task: %w", err)
 }
 
 // Sweep enqueues one tick of the periodic sweep. The tick's task ID is kept

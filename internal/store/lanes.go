@@ -284,3 +284,42 @@ func (s *Store) ProbeNow(ctx context.Context, merchantID string) error {
 		return wakeLaneTx(ctx, tx, ob, merchantID, now)
 	})
 }
+
+const sqlQueuedLanes = `
+SELECT e.merchant_id, e.lane_gen FROM callback_endpoints e
+WHERE e.lane_queued AND e.lane_queued_at < $1 AND e.lane_queued_at >= $2
+  AND (e.open_until IS NULL OR e.open_until <= $3)
+  AND EXISTS (SELECT 1 FROM callbacks c WHERE c.merchant_id = e.merchant_id AND c.status = 'PENDING' AND c.next_attempt_at <= $3)
+ORDER BY e.lane_queued_at
+LIMIT $4`
+
+// QueuedLanes are the lanes with due work whose task went out between
+// lostBefore and queuedBefore and has not been heard of since: the sweep
+// asks Redis whether it still holds them (a failover or a flush loses
+// tasks) instead of waiting for lostBefore, when WakeDueLanes takes them.
+func (s *Store) QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.Time, limit int) ([]LaneWake, error) {
+	var out []LaneWake
+	if err := s.db.SelectContext(ctx, &out, sqlQueuedLanes, queuedBefore, lostBefore, s.now(), limit); err != nil {
+		return nil, fmt.Errorf("queued lanes: %w", err)
+	}
+	return out, nil
+}
+
+const sqlRequeueLane = `
+UPDATE callback_endpoints SET lane_gen = lane_gen + 1, lane_queued_at = $3, lane_dirty = false
+WHERE merchant_id = $1 AND lane_gen = $2 AND lane_queued
+RETURNING merchant_id, lane_gen`
+
+// RequeueLane takes a new generation for a lane whose task Redis no longer
+// holds; ok is false when the lane moved on meanwhile (its task was only
+// late, and has run).
+func (s *Store) RequeueLane(ctx context.Context, lost LaneWake) (next LaneWake, ok bool, err error) {
+	err = s.db.GetContext(ctx, &next, sqlRequeueLane, lost.MerchantID, lost.Gen, s.now())
+	if errors.Is(err, sql.ErrNoRows) {
+		return next, false, nil
+	}
+	if err != nil {
+		return next, false, fmt.Errorf("requeue lane: %w", err)
+	}
+	return next, true, nil
+}

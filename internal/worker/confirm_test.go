@@ -31,7 +31,14 @@ func callbacks(sys *systest.System, orderID, event string) int {
 
 func TestConcurrentDuplicateConfirms(t *testing.T) {
 	t.Parallel()
-	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 50}})
+	concurrentDuplicateConfirms(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 50}})
+}
+
+// concurrentDuplicateConfirms sends 200 confirms of one order at once to a
+// system started with opt: one is ACCEPTED, the rest DUPLICATE, and the PG
+// charges once (also run on a Redis Cluster, cluster_test.go).
+func concurrentDuplicateConfirms(t *testing.T, opt systest.Options) {
+	sys := systest.Start(t, opt)
 	m := sys.NewMerchant("")
 	o := m.CreateOrder(15000)
 	key := sys.Session(o)
