@@ -32,6 +32,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt_install nodejs npm || warn "Node.js could not be installed: the TypeScript SDK test will FAIL"
 fi
 
+# The scale-out tests run payrail behind a real PgBouncer (transaction mode); Sentinel and
+# Cluster need only redis-server and redis-cli, which services.sh installs.
+if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+  say "pgbouncer not found; installing it for the PgBouncer test"
+  apt_install pgbouncer 9>&- || warn "pgbouncer could not be installed: TestBehindPgBouncer will FAIL"
+fi
+
 # Browser tests drive a real headless Chromium; without one they skip (loudly).
 if ! command -v chromium >/dev/null; then
   say "chromium not found; installing it for the browser tests"

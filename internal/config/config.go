@@ -22,9 +22,13 @@ type Config struct {
 	MetricsAddr    string // PAYRAIL_METRICS_ADDR (worker)
 	APIMetricsAddr string // PAYRAIL_API_METRICS_ADDR (the api's /metrics, never on PAYRAIL_ADDR)
 	DatabaseURL    string // PAYRAIL_DATABASE_URL
-	DBMaxConns     int    // PAYRAIL_DB_MAX_CONNS
-	RedisURL       string // PAYRAIL_REDIS_URL
-	AdminToken     string // PAYRAIL_ADMIN_TOKEN
+	// DatabaseListenURL is the session connection Prefer: wait LISTENs on
+	// (PAYRAIL_DATABASE_LISTEN_URL; default DatabaseURL). Behind PgBouncer in
+	// transaction mode it must be a direct connection to the primary.
+	DatabaseListenURL string
+	DBMaxConns        int    // PAYRAIL_DB_MAX_CONNS
+	RedisURL          string // PAYRAIL_REDIS_URL
+	AdminToken        string // PAYRAIL_ADMIN_TOKEN
 	// AdminTokens are every admin token accepted: PAYRAIL_ADMIN_TOKENS
 	// (comma-separated, at most two, while one is rotated out) and
 	// PAYRAIL_ADMIN_TOKEN. Clients send AdminTokens[0].
@@ -95,6 +99,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MetricsAddr:          or(getenv("PAYRAIL_METRICS_ADDR"), "127.0.0.1:9090"),
 		APIMetricsAddr:       or(getenv("PAYRAIL_API_METRICS_ADDR"), "127.0.0.1:9091"),
 		DatabaseURL:          or(getenv("PAYRAIL_DATABASE_URL"), "postgres://payrail:payrail@127.0.0.1:55432/payrail?sslmode=disable"),
+		DatabaseListenURL:    getenv("PAYRAIL_DATABASE_LISTEN_URL"),
 		RedisURL:             or(getenv("PAYRAIL_REDIS_URL"), "redis://127.0.0.1:56379/0"),
 		AdminToken:           getenv("PAYRAIL_ADMIN_TOKEN"),
 		AdminTokens:          adminTokens(getenv("PAYRAIL_ADMIN_TOKENS"), getenv("PAYRAIL_ADMIN_TOKEN")),
@@ -267,7 +272,10 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	// Errors name the variable, never its value: a URL that does not parse
 	// may still hold a password.
-	for name, v := range map[string]string{"PAYRAIL_DATABASE_URL": c.DatabaseURL, "PAYRAIL_REDIS_URL": c.RedisURL, "PAYRAIL_PG_BASE_URL": c.PGBaseURL, "PAYRAIL_CHECKOUT_URL": c.CheckoutURL} {
+	for name, v := range map[string]string{"PAYRAIL_DATABASE_URL": c.DatabaseURL, "PAYRAIL_DATABASE_LISTEN_URL": c.DatabaseListenURL, "PAYRAIL_REDIS_URL": c.RedisURL, "PAYRAIL_PG_BASE_URL": c.PGBaseURL, "PAYRAIL_CHECKOUT_URL": c.CheckoutURL} {
+		if v == "" && name == "PAYRAIL_DATABASE_LISTEN_URL" {
+			continue // optional: the pool's URL is used
+		}
 		u, err := url.Parse(v)
 		if err != nil || u.Scheme == "" || u.Host == "" {
 			bad(name, "not a URL like scheme://host[:port]/… (the value is not shown)")

@@ -4,6 +4,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -182,7 +183,7 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	wctx, stopWaiter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWaiter()
-	go a.Waiter.Run(wctx, a.cfg.DatabaseURL)
+	go a.Waiter.Run(wctx, cmp.Or(a.cfg.DatabaseListenURL, a.cfg.DatabaseURL))
 	errc := make(chan error, 1)
 	go func() { errc <- a.HTTP.Serve(ln) }()
 	select {

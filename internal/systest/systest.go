@@ -47,6 +47,10 @@ type Options struct {
 	PGNow func() time.Time
 	// WorkerHook adjusts an in-process worker before it starts.
 	WorkerHook func(*process.Worker)
+	// PgBouncerPool, when set, puts a real pgbouncer (transaction mode,
+	// this many server connections) between payrail and its database, with
+	// Prefer: wait's LISTEN on a direct connection, as docs/scaling.md says.
+	PgBouncerPool int
 }
 
 // System is a running payrail for one test.
@@ -55,6 +59,7 @@ type System struct {
 	opt     Options
 	DB      testenv.Database
 	Redis   testenv.Redis
+	Bouncer *testenv.PgBouncer // nil unless Options.PgBouncerPool
 	Config  config.Config
 	Env     map[string]string
 	Deps    *process.Deps
@@ -111,6 +116,11 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_RECONCILE_BACKOFF_MAX":  "1s",
 		"PAYRAIL_CONFIRM_STUCK_AFTER":    "2s",
 		"PAYRAIL_PG_LAG_WINDOW":          "1s",
+	}
+	if opt.PgBouncerPool > 0 {
+		s.Bouncer = testenv.StartPgBouncer(t, s.DB.URL, opt.PgBouncerPool)
+		s.Env["PAYRAIL_DATABASE_URL"] = s.Bouncer.URL(s.DB.URL)
+		s.Env["PAYRAIL_DATABASE_LISTEN_URL"] = s.DB.URL
 	}
 	for k, v := range opt.Env {
 		s.Env[k] = v

@@ -145,3 +145,61 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Errorf("merchant received %d callbacks for %d payments", n, len(orders))
 	}
 }
+
+// payrail behind a real PgBouncer in transaction mode (docs/scaling.md):
+// 200 concurrent duplicate confirms and a run of payments go through a pool
+// of 3 server connections (the api and the worker would otherwise open up
+// to 40), and Prefer: wait still answers on the LISTEN of its direct
+// connection rather than on the 2 s poll.
+func TestBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	const pool = 3
+	t.Run("concurrent duplicate confirms", func(t *testing.T) {
+		concurrentDuplicateConfirms(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 50}, PgBouncerPool: pool})
+	})
+	sys := systest.Start(t, systest.Options{Worker: true, PgBouncerPool: pool})
+	m := sys.NewMerchant("")
+	var dbName string
+	testenv.Must(t, sys.DB.DB.Get(&dbName, `SELECT current_database()`))
+	// The most backends this database had while the payments ran: the
+	// pool, the LISTEN connection and this test's own one.
+	var most atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var n int64
+			if err := sys.DB.DB.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, dbName); err == nil && n > most.Load() {
+				most.Store(n)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	var waited time.Duration
+	const n = 10
+	for i := range n {
+		o := m.CreateOrder(int64(5000 + i))
+		start := time.Now()
+		r := m.Confirm(o, sys.Session(o), "Prefer", "wait=5")
+		waited += time.Since(start)
+		if r.Status != 200 || r.JSON()["status"] != "PAID" {
+			t.Fatalf("confirm with Prefer: wait: %d %s", r.Status, r.Body)
+		}
+	}
+	close(stop)
+	<-sampled
+	if got := most.Load(); got > pool+3 {
+		t.Errorf("%d backends on the database while paying, want at most the pool of %d + LISTEN + this test's", got, pool)
+	}
+	// A LISTEN through the pooler would hear nothing: each wait would last
+	// until the 2 s poll, about 1 s on average.
+	if mean := waited / n; mean > 500*time.Millisecond {
+		t.Errorf("Prefer: wait took %s on average, want the LISTEN's answer, not the poll's", mean)
+	}
+	t.Logf("%d payments with Prefer: wait through PgBouncer: %s each on average; at most %d backends", n, (waited / n).Round(time.Millisecond), most.Load())
+}
