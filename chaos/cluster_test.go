@@ -33,6 +33,7 @@ import (
 	"github.com/payrail/payrail/internal/mockpg"
 	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/testenv"
+	"github.com/payrail/payrail/internal/testredis"
 )
 
 const (
@@ -60,6 +61,12 @@ type scenario struct {
 	privateRedis bool
 	// privatePG runs a PostgreSQL cluster of the test's own (restartable).
 	privatePG bool
+	// topology runs Redis as "sentinel" (master, replica, three sentinels)
+	// or "cluster" (three masters with a replica each) of the test's own.
+	topology string
+	// pgReplica runs a private primary with a synchronous streaming replica,
+	// both behind a PgBouncer that is the processes' stable address.
+	pgReplica bool
 	// env overrides PAYRAIL_* for every process.
 	env map[string]string
 	// faults are mockpg's faults while the load runs.
@@ -89,9 +96,19 @@ type cluster struct {
 	db        *sqlx.DB
 	dbURL     string
 	redisURL  string
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	redis     *redisServer // private Redis, or nil
 	pgsrv     *pgServer    // private PostgreSQL, or nil
+	pgReplica *pgServer    // its streaming replica (scenario 11), or nil
+	bouncer   *testenv.PgBouncer
+	sentinel  *testredis.Sentinel // scenario 9, or nil
+	rcluster  *testredis.Cluster  // scenario 10, or nil
+	env       map[string]string   // set up for every process (topology addresses)
+	// failoverAt is when a scenario killed a primary (Redis or PostgreSQL):
+	// the failover figures are measured from it; promoted is how long the
+	// topology took to serve from a new one.
+	failoverAt time.Time
+	promoted   time.Duration
 	toxi      *toxi        // toxiproxy between the workers and their dependencies, or nil
 	pg        *mockpg.Server
 	pgURL     string
@@ -144,7 +161,17 @@ func startCluster(t *testing.T, sc scenario) *cluster {
 		os.RemoveAll(dir)
 	})
 
-	if sc.privatePG {
+	c.env = map[string]string{}
+	if sc.pgReplica {
+		c.pgsrv, c.dbURL = startPostgres(t)
+		c.pgReplica = startReplica(t, c.pgsrv)
+		c.bouncer = testenv.StartPgBouncer(t, c.dbURL, 20)
+		c.dbURL = c.bouncer.URL(c.dbURL)
+		c.db, err = sqlx.Open("postgres", c.dbURL+"&binary_parameters=yes")
+		testenv.Must(t, err)
+		c.db.SetMaxOpenConns(5)
+		t.Cleanup(func() { c.db.Close() })
+	} else if sc.privatePG {
 		c.pgsrv, c.dbURL = startPostgres(t)
 		c.db, err = sqlx.Open("postgres", c.dbURL)
 		testenv.Must(t, err)
@@ -154,13 +181,26 @@ func startCluster(t *testing.T, sc scenario) *cluster {
 		d := testenv.NewDatabase(t)
 		c.db, c.dbURL = d.DB, d.URL
 	}
-	if sc.privateRedis {
+	switch {
+	case sc.topology == "sentinel":
+		c.sentinel = testredis.StartSentinel(t)
+		c.redisURL = "redis://" + c.sentinel.Master.Addr() + "/0"
+		c.env["PAYRAIL_REDIS_SENTINEL_ADDRS"] = strings.Join(c.sentinel.SentinelAddrs(), ",")
+		c.env["PAYRAIL_REDIS_MASTER_NAME"] = c.sentinel.MasterName
+		c.rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: c.sentinel.MasterName, SentinelAddrs: c.sentinel.SentinelAddrs()})
+		t.Cleanup(func() { c.rdb.Close() })
+	case sc.topology == "cluster":
+		c.rcluster = testredis.StartCluster(t, 3, 1)
+		c.redisURL = "redis://" + c.rcluster.Addrs()[0] + "/0"
+		c.env["PAYRAIL_REDIS_CLUSTER_ADDRS"] = strings.Join(c.rcluster.Addrs(), ",")
+		c.rdb = c.rcluster.Client(t)
+	case sc.privateRedis:
 		c.redis = startRedis(t)
 		c.redisURL = c.redis.url()
 		opt, _ := redis.ParseURL(c.redisURL)
 		c.rdb = redis.NewClient(opt)
 		t.Cleanup(func() { c.rdb.Close() })
-	} else {
+	default:
 		r := testenv.NewRedis(t)
 		c.redisURL, c.rdb = r.URL, r.Client
 	}
@@ -268,6 +308,9 @@ func (c *cluster) baseEnv() map[string]string {
 		"PAYRAIL_CALLBACK_TIMEOUT":       "3s",
 		"PAYRAIL_LOG_LEVEL":              "info",
 	}
+	for k, v := range c.env {
+		env[k] = v
+	}
 	for k, v := range c.sc.env {
 		env[k] = v
 	}
@@ -354,6 +397,15 @@ type loadStats struct {
 	unexpected atomic.Int64 // 4xx to valid requests, gave-up requests outside outages
 	deposits   sync.WaitGroup
 	deposited  atomic.Int64 // deposits mockpg took
+	samples    []sample     // every attempt at the ingress, for the failover figures
+}
+
+// sample is one request attempt at the ingress.
+type sample struct {
+	at     time.Time
+	took   time.Duration
+	status int // 0: transport error
+	what   string
 }
 
 func (l *loadStats) problem(format string, args ...any) {
@@ -410,6 +462,9 @@ func (c *cluster) call(i int, what, method, path string, body any, ok func(answe
 		api := c.apiURLs[(i+try)%len(c.apiURLs)]
 		start := time.Now()
 		a := c.send(api, method, path, body, hdr...)
+		c.load.mu.Lock()
+		c.load.samples = append(c.load.samples, sample{at: start, took: time.Since(start), status: a.status, what: what})
+		c.load.mu.Unlock()
 		during := c.duringOutage(start, time.Now())
 		switch {
 		case a.err != nil:
@@ -782,6 +837,128 @@ type result struct {
 	reconFlagged             int
 	elapsed                  time.Duration
 	violations               []string
+	failover                 *failover // scenarios that kill a primary
+}
+
+// failover is how payrail rode out a primary's death (Redis master or
+// PostgreSQL primary), measured from the kill.
+type failover struct {
+	scenario string
+	// promoted: until the new primary answered (the topology's own time).
+	promoted time.Duration
+	// firstOK: until the first 2xx to a request sent after the kill.
+	firstOK time.Duration
+	// ingressP99 of every attempt sent in the 10 s after the kill (5xx
+	// and transport errors included), and the baseline before it.
+	ingressP99, baselineP99 time.Duration
+	e5xx, netErrs           int
+	// fullIngress / fullPaid: until accepted confirms / PAID transitions
+	// per second were back to 90 % of their rate before the kill.
+	fullIngress, fullPaid time.Duration
+}
+
+const failoverHeader = "| scenario | promoted after | first 2xx after | ingress p99 before | ingress p99, 10 s after | 5xx | transport errors | accepted confirms/s at 90 % after | PAID/s at 90 % after |\n|---|---|---|---|---|---|---|---|---|"
+
+func (f failover) row() string {
+	d := func(x time.Duration) string {
+		if x < 0 {
+			return "not within the run"
+		}
+		return fmt.Sprintf("%.2f s", x.Seconds())
+	}
+	return fmt.Sprintf("| %s | %s | %s | %.0f ms | %.0f ms | %d | %d | %s | %s |", f.scenario, d(f.promoted), d(f.firstOK),
+		float64(f.baselineP99.Microseconds())/1000, float64(f.ingressP99.Microseconds())/1000, f.e5xx, f.netErrs, d(f.fullIngress), d(f.fullPaid))
+}
+
+// measureFailover computes the failover figures from the load's samples
+// and the PAID transitions in payment_log.
+func (c *cluster) measureFailover(promoted time.Duration) *failover {
+	kill := c.failoverAt
+	f := &failover{scenario: c.sc.name, promoted: promoted, firstOK: -1, fullIngress: -1, fullPaid: -1}
+	c.load.mu.Lock()
+	samples := append([]sample(nil), c.load.samples...)
+	c.load.mu.Unlock()
+	var before, after []time.Duration
+	var accepted []time.Time
+	for _, s := range samples {
+		switch {
+		case s.at.Before(kill) && s.at.After(kill.Add(-10*time.Second)):
+			before = append(before, s.took)
+		case !s.at.Before(kill) && s.at.Before(kill.Add(10*time.Second)):
+			after = append(after, s.took)
+		}
+		if !s.at.Before(kill) {
+			if s.status >= 500 {
+				f.e5xx++
+			}
+			if s.status == 0 {
+				f.netErrs++
+			}
+			if s.status >= 200 && s.status < 300 && (f.firstOK < 0 || s.at.Add(s.took).Sub(kill) < f.firstOK) {
+				f.firstOK = s.at.Add(s.took).Sub(kill)
+			}
+		}
+		if s.what == "confirm" && s.status >= 200 && s.status < 300 {
+			accepted = append(accepted, s.at.Add(s.took))
+		}
+	}
+	f.baselineP99, f.ingressP99 = p99(before), p99(after)
+	f.fullIngress = backToRate(accepted, c.started, kill)
+	var paid []time.Time
+	if err := c.db.Select(&paid, `SELECT at FROM payment_log WHERE to_status = 'PAID' ORDER BY at`); err == nil {
+		f.fullPaid = backToRate(paid, c.started, kill)
+	}
+	return f
+}
+
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, len(ds)*99/100)]
+}
+
+// backToRate is how long after kill the events' rate over a sliding second
+// was back to 90 % of their mean rate between start+2 s and the kill (the
+// end of the first such second); 0 when it never dipped, -1 when it never
+// came back.
+func backToRate(events []time.Time, start, kill time.Time) time.Duration {
+	from := start.Add(2 * time.Second)
+	var n int
+	for _, e := range events {
+		if e.After(from) && e.Before(kill) {
+			n++
+		}
+	}
+	if span := kill.Sub(from).Seconds(); span < 1 || n == 0 {
+		return -1
+	} else {
+		want := 0.9 * float64(n) / span
+		rate := func(t time.Time) float64 {
+			k := 0
+			for _, e := range events {
+				if !e.Before(t) && e.Before(t.Add(time.Second)) {
+					k++
+				}
+			}
+			return float64(k)
+		}
+		// First the dip (work answered in the instant after the kill was
+		// already under way), then the recovery.
+		dipped := false
+		for t := kill; t.Before(kill.Add(2 * time.Minute)); t = t.Add(100 * time.Millisecond) {
+			switch r := rate(t); {
+			case !dipped && r < want:
+				dipped = true
+			case !dipped && t.After(kill.Add(10*time.Second)):
+				return 0 // it never dipped
+			case dipped && r >= want:
+				return t.Add(time.Second).Sub(kill) // by the window's end
+			}
+		}
+	}
+	return -1
 }
 
 func (r result) verdict() string {
@@ -1075,6 +1252,10 @@ func run(t *testing.T, sc scenario) {
 	quiet := c.waitQuiet(sc.quiesce)
 	r := c.check(quiet)
 	r.elapsed = time.Since(start)
+	if !c.failoverAt.IsZero() {
+		r.failover = c.measureFailover(c.promoted)
+		t.Logf("failover:\n%s\n%s", failoverHeader, r.failover.row())
+	}
 	tableMu.Lock()
 	table = append(table, r)
 	tableMu.Unlock()
@@ -1092,6 +1273,15 @@ func printTable(t *testing.T) {
 	rows := []string{tableHeader}
 	for _, r := range table {
 		rows = append(rows, r.row())
+	}
+	fo := []string{failoverHeader}
+	for _, r := range table {
+		if r.failover != nil {
+			fo = append(fo, r.failover.row())
+		}
+	}
+	if len(fo) > 1 {
+		rows = append(rows, "", "failovers:", strings.Join(fo, "\n"))
 	}
 	t.Logf("chaos results:\n%s", strings.Join(rows, "\n"))
 	fmt.Fprintf(os.Stdout, "\nchaos results:\n%s\n\n", strings.Join(rows, "\n"))

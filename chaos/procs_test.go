@@ -266,6 +266,9 @@ func (r *redisServer) stop() {
 type pgServer struct {
 	bindir, dir, data string
 	port              int
+	// extra are more server options (scenario 11's primary commits
+	// synchronously to its replica); later -c options win.
+	extra string
 }
 
 func startPostgres(tb testing.TB) (*pgServer, string) {
@@ -338,8 +341,8 @@ func (s *pgServer) run(tool string, args ...string) ([]byte, error) {
 }
 
 func (s *pgServer) start() error {
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", s.port)
-	out, err := s.run("pg_ctl", "start", "-D", s.data, "-l", filepath.Join(s.dir, "postgres.log"), "-w", "-t", "60", "-o", opts)
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 %s", s.port, s.extra)
+	out, err := s.run("pg_ctl", "start", "-D", s.data, "-l", filepath.Join(s.dir, filepath.Base(s.data)+".log"), "-w", "-t", "60", "-o", opts)
 	if err != nil {
 		return fmt.Errorf("pg_ctl start: %v\n%s", err, out)
 	}
@@ -353,6 +356,66 @@ func (s *pgServer) stop() error {
 	}
 	return nil
 }
+
+// startReplica makes a streaming replica of primary (pg_basebackup -R) on
+// its own port, then restarts primary committing synchronously to it, so a
+// promote loses no commit payrail was told of. fsync stays off: the faults
+// are process crashes, which the OS page cache survives.
+func startReplica(tb testing.TB, primary *pgServer) *pgServer {
+	tb.Helper()
+	r := &pgServer{bindir: primary.bindir, dir: primary.dir, data: filepath.Join(primary.dir, "replica"), port: freePort(tb)}
+	if out, err := primary.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
+		"-D", r.data, "-R", "-X", "stream", "-c", "fast"); err != nil {
+		tb.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	if err := r.start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _, _ = r.run("pg_ctl", "stop", "-D", r.data, "-m", "immediate", "-w") })
+	primary.extra = "-c synchronous_commit=on -c synchronous_standby_names='*'"
+	if err := primary.stop(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := primary.start(); err != nil {
+		tb.Fatal(err)
+	}
+	db, err := sqlx.Open("postgres", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", primary.port))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var state string
+		if err := db.Get(&state, `SELECT sync_state FROM pg_stat_replication LIMIT 1`); err == nil && state == "sync" {
+			return r
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the replica on %d never became a synchronous standby", r.port)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// promote makes a standby the primary and waits until it accepts writes.
+func (s *pgServer) promote() error {
+	out, err := s.run("pg_ctl", "promote", "-D", s.data, "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("pg_ctl promote: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// crash stops the server the way a lost machine does (no shutdown checkpoint).
+func (s *pgServer) crash() error {
+	out, err := s.run("pg_ctl", "stop", "-D", s.data, "-m", "immediate", "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop -m immediate: %v\n%s", err, out)
+	}
+	return nil
+}
+
+func (s *pgServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
 // toxi is an in-process toxiproxy: one proxy per upstream, toxics added and
 // removed through its Go API (no HTTP API).

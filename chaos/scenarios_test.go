@@ -261,6 +261,118 @@ SELECT 'msg_hung_' || g, $1, $2, 'payment.backlog', '{"type":"payment.backlog"}'
 	return sc
 }
 
+// sentinelFailover SIGKILLs the Redis master under load (Sentinel: one
+// master, one replica, three sentinels): asynq's and redsync's failover
+// clients must find the promoted replica; tasks the old master took but
+// never replicated are recovered from PostgreSQL by the sweep, and a lock
+// lost with it is covered by the version fence. The old master then comes
+// back and Sentinel makes it a replica.
+func sentinelFailover(sz size) scenario {
+	sc := sz.base("9 Redis Sentinel: master SIGKILL")
+	sc.topology = "sentinel"
+	sc.faults = mockpg.Faults{LatencyMS: 200} // confirms hold their locks across the kill
+	sc.vaShare = 0.2
+	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
+		if !sleepCtx(ctx, sz.duration*4/10) {
+			return
+		}
+		old, err := c.sentinel.CurrentMaster(context.Background())
+		if err != nil {
+			t.Errorf("current master: %v", err)
+			return
+		}
+		o := c.beginOutage("Redis master SIGKILL, Sentinel failover")
+		c.failoverAt = time.Now()
+		c.sentinel.Master.Kill()
+		nm, err := c.sentinel.WaitMasterOtherThan(context.Background(), old, time.Minute)
+		c.promoted = time.Since(c.failoverAt)
+		c.endOutage(o)
+		if err != nil {
+			t.Errorf("sentinel failover: %v", err)
+			return
+		}
+		t.Logf("%s: Sentinel promoted %s after %s", time.Now().Format("15:04:05.000"), nm, c.promoted.Round(time.Millisecond))
+		if !sleepCtx(ctx, 3*time.Second) {
+			return
+		}
+		if err := c.sentinel.Master.Start(); err != nil {
+			t.Errorf("restart the old master: %v", err)
+		}
+	}
+	return sc
+}
+
+// clusterFailover SIGKILLs one of a Redis Cluster's three masters under
+// load: its replica takes its slots over (cluster-node-timeout 1 s), the
+// cluster client follows the MOVED answers, and the node comes back as a
+// replica.
+func clusterFailover(sz size) scenario {
+	sc := sz.base("10 Redis Cluster: a master SIGKILL")
+	sc.topology = "cluster"
+	sc.faults = mockpg.Faults{LatencyMS: 200}
+	sc.vaShare = 0.2
+	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
+		if !sleepCtx(ctx, sz.duration*4/10) {
+			return
+		}
+		masters := c.rcluster.Masters(context.Background())
+		if len(masters) != 3 {
+			t.Errorf("cluster has %d masters, want 3", len(masters))
+			return
+		}
+		victim := masters[0]
+		o := c.beginOutage("Redis Cluster master " + victim.Addr() + " SIGKILL")
+		c.failoverAt = time.Now()
+		victim.Kill()
+		err := c.rcluster.WaitOK(context.Background(), time.Minute)
+		c.promoted = time.Since(c.failoverAt)
+		c.endOutage(o)
+		if err != nil {
+			t.Errorf("cluster failover: %v", err)
+			return
+		}
+		t.Logf("%s: the cluster serves every slot again after %s", time.Now().Format("15:04:05.000"), c.promoted.Round(time.Millisecond))
+		if !sleepCtx(ctx, 3*time.Second) {
+			return
+		}
+		if err := victim.Start(); err != nil {
+			t.Errorf("restart %s: %v", victim.Addr(), err)
+		}
+	}
+	return sc
+}
+
+// postgresPromote crashes the PostgreSQL primary under load and promotes
+// its synchronous streaming replica; PgBouncer (transaction mode) is the
+// address every process uses, and is pointed at the new primary. No commit
+// payrail answered for may be lost, nothing charged twice.
+func postgresPromote(sz size) scenario {
+	sc := sz.base("11 PostgreSQL primary crash + replica promote")
+	sc.pgReplica = true
+	sc.faults = mockpg.Faults{LatencyMS: 200}
+	sc.vaShare = 0.2
+	sc.inject = func(ctx context.Context, t *testing.T, c *cluster) {
+		if !sleepCtx(ctx, sz.duration*4/10) {
+			return
+		}
+		o := c.beginOutage("PostgreSQL primary crash, promote")
+		c.failoverAt = time.Now()
+		if err := c.pgsrv.crash(); err != nil {
+			t.Errorf("crash primary: %v", err)
+		}
+		if err := c.pgReplica.promote(); err != nil {
+			t.Errorf("promote: %v", err)
+		}
+		if err := c.bouncer.Retarget(c.pgReplica.addr()); err != nil {
+			t.Errorf("retarget pgbouncer: %v", err)
+		}
+		c.promoted = time.Since(c.failoverAt)
+		c.endOutage(o)
+		t.Logf("%s: replica promoted and PgBouncer pointed at it after %s", time.Now().Format("15:04:05.000"), c.promoted.Round(time.Millisecond))
+	}
+	return sc
+}
+
 // runAll runs the scenarios one after another and prints the table.
 func runAll(t *testing.T, scs ...scenario) {
 	t.Cleanup(func() { printTable(t) })

@@ -8,10 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -85,9 +87,12 @@ func NewRedis(cfg config.Config) (redis.UniversalClient, error) {
 	opt.PoolSize = max(opt.PoolSize, 50)
 	switch {
 	case len(cfg.RedisClusterAddrs) > 0:
-		return redis.NewClusterClient(&redis.ClusterOptions{
+		cc := redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: cfg.RedisClusterAddrs, Username: opt.Username, Password: opt.Password, PoolSize: opt.PoolSize, TLSConfig: opt.TLSConfig,
-		}), nil
+			ClusterStateReloadInterval: 10 * time.Second,
+		})
+		cc.AddHook(reloadOnNodeLoss{cc})
+		return cc, nil
 	case len(cfg.RedisSentinelAddrs) > 0:
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: cfg.RedisMasterName, SentinelAddrs: cfg.RedisSentinelAddrs,
@@ -95,6 +100,42 @@ func NewRedis(cfg config.Config) (redis.UniversalClient, error) {
 		}), nil
 	}
 	return redis.NewClient(opt), nil
+}
+
+// reloadOnNodeLoss re-reads the slot map when a command fails for want of
+// its node. go-redis reloads it on MOVED and otherwise only every
+// ClusterStateReloadInterval, and keeps sending a dead master's slots to
+// it meanwhile: chaos scenario 10 saw 503s for seconds after the cluster
+// had promoted the replica. The reload is coalesced (and cooled down) by
+// go-redis, so a storm of failures asks once.
+type reloadOnNodeLoss struct{ cc *redis.ClusterClient }
+
+func (h reloadOnNodeLoss) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnNodeLoss) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(err)
+		return err
+	}
+}
+
+func (h reloadOnNodeLoss) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(err)
+		return err
+	}
+}
+
+func (h reloadOnNodeLoss) check(err error) {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || strings.HasPrefix(err.Error(), "CLUSTERDOWN") {
+		h.cc.ReloadState(context.Background())
+	}
 }
 
 // AsynqConnOpt is the asynq connection option for cfg (asynqmon needs one).

@@ -111,14 +111,20 @@ func StartPgBouncer(tb testing.TB, upstream string, poolSize int) *PgBouncer {
 
 // write renders the configuration for the server at hostport. auth_type
 // any: clients are not checked (loopback only), and every pool logs in to
-// the server as the upstream URL's user.
+// the server as the upstream URL's user. server_login_retry 1: pgbouncer's
+// 15 s default held every request for 15 s after the primary died (chaos
+// scenario 11), promoted replica or not.
 func (b *PgBouncer) write(hostport string) error {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return err
 	}
+	login := "user=" + b.user
+	if b.password != "" {
+		login += " password=" + b.password
+	}
 	conf := fmt.Sprintf(`[databases]
-* = host=%s port=%s user=%s password=%s
+* = host=%s port=%s %s
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -129,10 +135,11 @@ pool_mode = transaction
 default_pool_size = %d
 max_client_conn = 1000
 server_reset_query =
+server_login_retry = 1
 ignore_startup_parameters = extra_float_digits
 logfile = %s
 pidfile = %s
-`, host, port, b.user, b.password, b.Port, b.PoolSize, filepath.Join(b.dir, "pgbouncer.log"), filepath.Join(b.dir, "pgbouncer.pid"))
+`, host, port, login, b.Port, b.PoolSize, filepath.Join(b.dir, "pgbouncer.log"), filepath.Join(b.dir, "pgbouncer.pid"))
 	if err := os.WriteFile(b.ini, []byte(conf), 0o644); err != nil {
 		return err
 	}

@@ -296,7 +296,9 @@ func (c *Cluster) Masters(ctx context.Context) []*Server {
 }
 
 // WaitOK polls until every running node answers cluster_state:ok and every
-// slot is served by a running master.
+// slot is served by a running master (a killed master's slots only count
+// once its replica has taken them: the others notice after the node
+// timeout).
 func (c *Cluster) WaitOK(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -318,6 +320,11 @@ func (c *Cluster) WaitOK(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 		if ok {
+			if err := c.slotsOnRunningMasters(ctx); err != nil {
+				ok, last = false, err.Error()
+			}
+		}
+		if ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -329,6 +336,34 @@ func (c *Cluster) WaitOK(ctx context.Context, timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// slotsOnRunningMasters checks every running node's CLUSTER SLOTS names
+// only running masters.
+func (c *Cluster) slotsOnRunningMasters(ctx context.Context) error {
+	running := map[string]bool{}
+	for _, n := range c.Nodes {
+		n.mu.Lock()
+		running[n.Addr()] = n.cmd != nil
+		n.mu.Unlock()
+	}
+	for _, n := range c.Nodes {
+		if !running[n.Addr()] {
+			continue
+		}
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+		slots, err := cl.ClusterSlots(ctx).Result()
+		cl.Close()
+		if err != nil {
+			return fmt.Errorf("%s: CLUSTER SLOTS: %v", n.Addr(), err)
+		}
+		for _, s := range slots {
+			if len(s.Nodes) == 0 || !running[s.Nodes[0].Addr] {
+				return fmt.Errorf("%s: slots %d-%d still on a stopped master", n.Addr(), s.Start, s.End)
+			}
+		}
+	}
+	return nil
 }
 
 func firstLine(s string) string {
