@@ -109,18 +109,18 @@ type cluster struct {
 	// topology took to serve from a new one.
 	failoverAt time.Time
 	promoted   time.Duration
-	toxi      *toxi        // toxiproxy between the workers and their dependencies, or nil
-	pg        *mockpg.Server
-	pgURL     string
-	pgLn      net.Listener
-	sink      *sink
-	apiURLs   []string
-	started   time.Time // when the cluster started: the reconciliation window opens here
-	apis      []*proc
-	workers   []*proc
-	workerEnv map[string]string
-	logDir    string
-	merchant  merchant
+	toxi       *toxi // toxiproxy between the workers and their dependencies, or nil
+	pg         *mockpg.Server
+	pgURL      string
+	pgLn       net.Listener
+	sink       *sink
+	apiURLs    []string
+	started    time.Time // when the cluster started: the reconciliation window opens here
+	apis       []*proc
+	workers    []*proc
+	workerEnv  map[string]string
+	logDir     string
+	merchant   merchant
 	// others are merchants a scenario added (scenario 8's hung neighbour);
 	// their callbacks are not the load's and are left out of quiescence.
 	others []string
