@@ -325,7 +325,7 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 	}
 	out := cfg.Out
 	if out == "" {
-		out = filepath.Join("bench", "results", time.Now().Format("2006-01-02T15-04")+".json")
+		out = filepath.Join("bench", "results", time.Now().Format("2006-01-02T15-04-05")+".json")
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
