@@ -210,7 +210,7 @@ func TestK8sPlaceholdersAreRefused(t *testing.T) {
 	if err == nil {
 		t.Fatal("the placeholder Secret is accepted")
 	}
-	for _, name := range []string{"PAYRAIL_ADMIN_TOKEN", "PAYRAIL_ENCRYPTION_KEYS", "PAYRAIL_DATABASE_URL", "PAYRAIL_REDIS_URL", "PAYRAIL_PG_SECRET_KEY"} {
+	for _, name := range []string{"PAYRAIL_ADMIN_TOKEN", "PAYRAIL_ENCRYPTION_KEYS", "PAYRAIL_DATABASE_URL", "PAYRAIL_DATABASE_LISTEN_URL", "PAYRAIL_REDIS_URL", "PAYRAIL_PG_SECRET_KEY"} {
 		if !regexp.MustCompile(`(?m)^\s*` + name + `: .*placeholder`).MatchString(err.Error()) {
 			t.Errorf("%s is not refused as a placeholder:\n%v", name, err)
 		}
@@ -219,7 +219,8 @@ func TestK8sPlaceholdersAreRefused(t *testing.T) {
 	for k, v := range prodEnv() {
 		env[k] = v
 	}
-	env["PAYRAIL_DATABASE_URL"] = "postgres://payrail:Vd8Qm2LpX7@db.internal:5432/payrail?sslmode=verify-full"
+	env["PAYRAIL_DATABASE_URL"] = "postgres://payrail:Vd8Qm2LpX7@pgbouncer.payrail:6432/payrail?sslmode=require"
+	env["PAYRAIL_DATABASE_LISTEN_URL"] = "postgres://payrail:Vd8Qm2LpX7@db.internal:5432/payrail?sslmode=verify-full"
 	env["PAYRAIL_REDIS_URL"] = "rediss://:Vd8Qm2LpX7@redis.internal:6379/0"
 	if _, err := load(t, env); err != nil {
 		t.Errorf("the filled-in manifest: %v", err)
