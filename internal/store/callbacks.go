@@ -96,7 +96,7 @@ const sqlInsertCallbackAttempt = `
 INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
 VALUES ($1, $2, $3, NULLIF($4, 0), $5, NULLIF($6, ''), $7)`
 
-const sqlRecordCallbackAttempt = `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`
+const sqlDisableMerchantCallbacks = `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`
 
 // RecordCallbackAttempt records one attempt and moves the callback's schedule,
 // in one transaction: the attempt row and one conditional update of the
@@ -118,7 +118,7 @@ func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (r
 			return fmt.Errorf("insert callback attempt: %w", err)
 		}
 		if o.DisableEndpoint {
-			if _, err := tx.ExecContext(ctx, sqlRecordCallbackAttempt, o.MerchantID); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlDisableMerchantCallbacks, o.MerchantID); err != nil {
 				return fmt.Errorf("disable endpoint: %w", err)
 			}
 		}

@@ -56,7 +56,7 @@ INSERT INTO merchants (merchant_id, name, client_id, callback_url, return_url)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
-const sqlCreateMerchant = `INSERT INTO callback_endpoints (merchant_id) VALUES ($1)`
+const sqlCreateMerchantEndpoint = `INSERT INTO callback_endpoints (merchant_id) VALUES ($1)`
 
 // CreateMerchant creates a merchant with one client and one callback secret.
 func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerchant, error) {
@@ -68,7 +68,7 @@ func (s *Store) CreateMerchant(ctx context.Context, m NewMerchant) (CreatedMerch
 		}
 		// Its endpoint row from the start, so the sweep's WakeDueLanes
 		// (which walks callback_endpoints) sees every merchant with due work.
-		if _, err := tx.ExecContext(ctx, sqlCreateMerchant, out.MerchantID); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlCreateMerchantEndpoint, out.MerchantID); err != nil {
 			return fmt.Errorf("insert callback endpoint: %w", err)
 		}
 		var err error
@@ -137,7 +137,7 @@ UPDATE merchants SET
 WHERE merchant_id = $1
 RETURNING merchant_id, name, client_id, status, callback_url, return_url, callback_enabled, rate_limit_per_second, rate_limit_burst, created_at, updated_at`
 
-const sqlUpdateMerchant = `UPDATE callback_endpoints SET failures = 0, failing_since = NULL, open_until = NULL, cooldown_ms = 0 WHERE merchant_id = $1`
+const sqlResetMerchantBreaker = `UPDATE callback_endpoints SET failures = 0, failing_since = NULL, open_until = NULL, cooldown_ms = 0 WHERE merchant_id = $1`
 
 // UpdateMerchant applies p; MERCHANT_NOT_FOUND when absent.
 func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p MerchantPatch) (Merchant, error) {
@@ -167,7 +167,7 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 		}
 		// A new or re-enabled endpoint starts with a closed breaker, and
 		// its waiting callbacks go out now.
-		if _, err := tx.ExecContext(ctx, sqlUpdateMerchant, merchantID); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlResetMerchantBreaker, merchantID); err != nil {
 			return fmt.Errorf("reset breaker: %w", err)
 		}
 		return wakeLaneTx(ctx, tx, ob, merchantID, s.now())
@@ -226,7 +226,7 @@ func (s *Store) AddSecret(ctx context.Context, merchantID, kind string) (secretI
 	return secretID, secret, err
 }
 
-const sqlAddSecretTx = `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, aad_version, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)`
+const sqlInsertMerchantSecret = `INSERT INTO merchant_secrets (secret_id, merchant_id, kind, key_id, aad_version, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)`
 
 func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind string) (string, string, error) {
 	secretID := NewID("sec_", 20)
@@ -244,7 +244,7 @@ func (s *Store) addSecretTx(ctx context.Context, tx *sqlx.Tx, merchantID, kind s
 	if err != nil {
 		return "", "", fmt.Errorf("encrypt secret: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, sqlAddSecretTx,
+	if _, err := tx.ExecContext(ctx, sqlInsertMerchantSecret,
 		secretID, merchantID, kind, keyID, secretbox.AADVersion, ct); err != nil {
 		return "", "", fmt.Errorf("insert secret: %w", err)
 	}

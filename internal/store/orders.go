@@ -600,7 +600,7 @@ UPDATE orders SET
 WHERE order_id = $1 AND version = $2 AND status = ANY($3)
 RETURNING ` + orderColumns
 
-const sqlTransitionTx = `SELECT pg_notify('payrail_order', $1)`
+const sqlNotifyOrder = `SELECT pg_notify('payrail_order', $1)`
 
 // transitionTx applies c to row, which the caller read in tx (FOR UPDATE).
 func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (payment.Order, error) {
@@ -650,7 +650,7 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 			return payment.Order{}, err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, sqlTransitionTx, c.OrderID+" "+string(c.To)); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlNotifyOrder, c.OrderID+" "+string(c.To)); err != nil {
 		return payment.Order{}, fmt.Errorf("notify: %w", err)
 	}
 	return order, nil

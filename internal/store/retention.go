@@ -15,7 +15,7 @@ SELECT provider, event_key FROM pg_events WHERE state <> 'RECEIVED' AND received
 SELECT merchant_id, method, path, idem_key FROM idempotency_keys WHERE expires_at < $1 AND lease_until < $1 ORDER BY expires_at LIMIT $2)`
 )
 
-const sqlPurgeExpired = `DELETE FROM recon_runs WHERE run_id IN (SELECT run_id FROM recon_runs
+const sqlPurgeReconRuns = `DELETE FROM recon_runs WHERE run_id IN (SELECT run_id FROM recon_runs
 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)`
 
 // PurgeExpired deletes at most batch settled PG events received before now
@@ -36,7 +36,7 @@ func (s *Store) PurgeExpired(ctx context.Context, eventRetention time.Duration, 
 	keys, _ = res.RowsAffected()
 	// Reconciliation runs are kept ReconRetention (their items go with
 	// them); a run a day, so one statement.
-	if _, err := s.db.ExecContext(ctx, sqlPurgeExpired, now.Add(-ReconRetention), batch); err != nil {
+	if _, err := s.db.ExecContext(ctx, sqlPurgeReconRuns, now.Add(-ReconRetention), batch); err != nil {
 		return events, keys, fmt.Errorf("purge recon runs: %w", err)
 	}
 	return events, keys, nil
