@@ -289,6 +289,8 @@ CONF
   touch "$PG_LOG"; chmod 600 "$PG_LOG"; [[ $EUID -eq 0 ]] && chown postgres:postgres "$PG_LOG"
   local listen=$PG_HOST; [[ $listen == localhost ]] || listen="'$listen'"
   opts="-c listen_addresses=$listen -c port=$PG_PORT -c unix_socket_directories='$sock' -c unix_socket_permissions=0700"
+  # make bench prints the statements per payment from pg_stat_statements (issue 19).
+  opts+=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=2000"
   if [[ $fast == 1 ]]; then
     opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     say "starting PostgreSQL on $PG_HOST:$PG_PORT (test mode: fsync off)"
@@ -367,6 +369,26 @@ ALTER DATABASE $(sql_ident "$PG_DB") OWNER TO $(sql_ident "$PG_USER");"
   die "the private PostgreSQL does not accept the passwords in ${SECRETS#"$ROOT"/}; log: $PG_LOG"
 }
 
+# pg_stat_statements_ours creates the extension in the URL's database (a superuser's job)
+# and lets payrail's role read every statement's counts, for make bench. A server started
+# before the library was preloaded keeps working without it; the bench then says so.
+pg_stat_statements_ours() {
+  if [[ "$(psql_run -Atc 'show shared_preload_libraries' 2>/dev/null)" != *pg_stat_statements* ]]; then
+    note "pg_stat_statements is not loaded (the server predates it; make down && make up loads it)"
+    return 0
+  fi
+  local psql; psql=$(pg_tool psql)
+  local sql="CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+GRANT pg_read_all_stats TO $(sql_ident "$PG_USER");"
+  if [[ -S $PG_SOCK/.s.PGSQL.$PG_PORT ]] &&
+     as_pg env PGCONNECT_TIMEOUT=5 "$psql" -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d "$PG_DB" \
+       -X -q -v ON_ERROR_STOP=1 >/dev/null <<<"$sql"; then
+    return 0
+  fi
+  psql_as "postgres://postgres@$PG_HOST:$PG_PORT/$PG_DB?sslmode=disable" "$PG_ADMIN_PASS" >/dev/null <<<"$sql" ||
+    note "could not create pg_stat_statements in $PG_DB; make bench will not list statements"
+}
+
 pg_login_ok() { psql_as "$1" "$2" -Atc 'select 1' >/dev/null 2>&1; }
 
 # pg_check_login makes sure the URL's role can log into its database on a server we did
@@ -408,6 +430,7 @@ pg_up() {
   fi
   if ((ours)); then
     pg_secure_ours
+    pg_stat_statements_ours
   elif ((PG_MANAGED)); then
     if ! { pg_login_ok "$DATABASE_URL" "$PG_PASS" && pg_login_ok "$ADMIN_DATABASE_URL" "$PG_ADMIN_PASS"; }; then
       die "a PostgreSQL this repo did not start (another clone's?) answers at $PG_HOST:$PG_PORT and does not take the passwords in ${SECRETS#"$ROOT"/}; use its URLs (PAYRAIL_DATABASE_URL and PAYRAIL_TEST_DATABASE_URL, e.g. from that clone's scripts/services.sh env) or run this clone's own on another port (PAYRAIL_POSTGRES_PORT)"

@@ -42,15 +42,18 @@ var ErrBusy = fmt.Errorf("callback: deliveries at their concurrency limit: %w", 
 
 // Store is the slice of the store the deliverer uses.
 type Store interface {
-	// StartLane returns store.ErrStaleLane when gen is not the lane's.
-	StartLane(ctx context.Context, merchantID string, gen int64) (store.Lane, error)
-	// ClaimLaneBatch claims up to limit due callbacks of the merchant.
-	ClaimLaneBatch(ctx context.Context, merchantID string, until time.Time, limit int) ([]store.CallbackDelivery, error)
+	// StartLaneTurn starts a turn and claims up to limit(lane) due
+	// callbacks, in one transaction; store.ErrStaleLane when gen is not
+	// the lane's.
+	StartLaneTurn(ctx context.Context, merchantID string, gen int64, until time.Time, limit func(store.Lane) int) (store.Lane, []store.CallbackDelivery, error)
 	CallbackSecrets(ctx context.Context, merchantID string) ([]string, error)
-	// RecordCallbackAttempt returns recorded=false when the callback moved on.
-	RecordCallbackAttempt(ctx context.Context, o store.CallbackOutcome) (recorded bool, err error)
-	// EndLane returns store.ErrStaleLane when gen is not the lane's.
-	EndLane(ctx context.Context, e store.LaneEnd) (next store.LaneWake, again bool, err error)
+	// FinishLaneTurn records the attempts and ends the turn in one
+	// transaction; recorded[i] is false when that callback had moved on,
+	// and err is store.ErrStaleLane (attempts recorded) when gen was
+	// superseded.
+	FinishLaneTurn(ctx context.Context, outcomes []store.CallbackOutcome, e store.LaneEnd) (recorded []bool, next store.LaneWake, again bool, err error)
+	// RecordCallbackAttempts records answered attempts of a turn cut short.
+	RecordCallbackAttempts(ctx context.Context, outcomes []store.CallbackOutcome) error
 	WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	// RequeueLane returns ok=false when the lane moved on meanwhile.
@@ -100,6 +103,40 @@ type Deliverer struct {
 
 	mu    sync.Mutex
 	total int
+
+	secretsMu sync.Mutex
+	secrets   map[string]cachedSecrets
+}
+
+// SecretsTTL is how long a worker reuses a merchant's callback secrets
+// between lane turns (one read saved per turn): a secret added or revoked
+// signs, or stops signing, within this long.
+const SecretsTTL = 2 * time.Second
+
+type cachedSecrets struct {
+	secrets []string
+	until   time.Time
+}
+
+func (d *Deliverer) callbackSecrets(ctx context.Context, merchantID string) ([]string, error) {
+	now := time.Now()
+	d.secretsMu.Lock()
+	c, ok := d.secrets[merchantID]
+	d.secretsMu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.secrets, nil
+	}
+	secrets, err := d.Store.CallbackSecrets(ctx, merchantID)
+	if err != nil {
+		return nil, err
+	}
+	d.secretsMu.Lock()
+	if d.secrets == nil || len(d.secrets) > 10000 {
+		d.secrets = map[string]cachedSecrets{} // bounded: merchants seen within a TTL or two
+	}
+	d.secrets[merchantID] = cachedSecrets{secrets: secrets, until: now.Add(SecretsTTL)}
+	d.secretsMu.Unlock()
+	return secrets, nil
 }
 
 // Options configure NewDeliverer.
@@ -260,7 +297,21 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	defer d.release(slots)
 	log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
-	lane, err := d.Store.StartLane(ctx, p.MerchantID, p.Gen)
+	now := d.now()
+	policy := d.Breaker.orDefault()
+	probe := false
+	lane, batch, err := d.Store.StartLaneTurn(ctx, p.MerchantID, p.Gen, now.Add(d.Timeout+10*time.Second), func(lane store.Lane) int {
+		switch {
+		case !lane.CallbackEnabled:
+			return 0 // disabled (410): the lane ends; re-enabling wakes it
+		case lane.OpenUntil != nil && lane.OpenUntil.After(now):
+			return 0 // cooling down: the sweep wakes it at OpenUntil
+		case lane.OpenUntil != nil:
+			probe = true
+			return 1
+		}
+		return slots
+	})
 	if errors.Is(err, store.ErrStaleLane) {
 		log.Debug("stale lane turn")
 		return nil
@@ -268,43 +319,40 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	now := d.now()
-	policy := d.Breaker.orDefault()
-	limit, probe := slots, false
-	switch {
-	case !lane.CallbackEnabled:
-		limit = 0 // disabled (410): the lane ends; re-enabling wakes it
-	case lane.OpenUntil != nil && lane.OpenUntil.After(now):
-		limit = 0 // cooling down: the sweep wakes it at OpenUntil
-	case lane.OpenUntil != nil:
-		limit, probe = 1, true
-	}
-	var batch []store.CallbackDelivery
-	if limit > 0 {
-		batch, err = d.Store.ClaimLaneBatch(ctx, p.MerchantID, now.Add(d.Timeout+10*time.Second), limit)
-		if err != nil {
-			return err
-		}
+	limit := slots
+	if probe {
+		limit = 1
 	}
 	b := lane.Breaker
+	var results []store.CallbackOutcome
 	if len(batch) > 0 {
-		secrets, err := d.Store.CallbackSecrets(ctx, p.MerchantID)
+		secrets, err := d.callbackSecrets(ctx, p.MerchantID)
 		if err != nil {
 			return err
 		}
-		results := make([]store.CallbackOutcome, len(batch))
+		results = make([]store.CallbackOutcome, len(batch))
 		var wg sync.WaitGroup
 		for i := range batch {
 			batch[i].CallbackURL, batch[i].CallbackEnabled = lane.CallbackURL, true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i] = d.deliver(ctx, log, batch[i], secrets)
+				results[i] = d.deliver(ctx, batch[i], secrets)
 			}()
 		}
 		wg.Wait()
 		if ctx.Err() != nil {
-			// Shutting down: the claims lapse and asynq re-queues the turn.
+			// Shutting down: what was answered is recorded, the other
+			// claims lapse, and asynq re-queues the turn.
+			var answered []store.CallbackOutcome
+			for _, o := range results {
+				if o.StatusCode != 0 {
+					answered = append(answered, o)
+				}
+			}
+			if err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
+				log.Error("record callback attempts at shutdown; their claims lapse and they are sent again", "err", err)
+			}
 			return ctx.Err()
 		}
 		b = policy.After(b, results, d.now())
@@ -318,12 +366,16 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if probe && !b.Open() {
 		again = true // the probe closed the breaker: drain the backlog
 	}
-	next, queued, err := d.Store.EndLane(context.WithoutCancel(ctx), store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
+	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), results, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
+	if err != nil && !errors.Is(err, store.ErrStaleLane) {
+		log.Error("record the lane turn; its claims lapse and its callbacks are sent again", "err", err)
+		return err
+	}
+	for i, o := range results {
+		d.logOutcome(log, batch[i], o, recorded[i])
+	}
 	if errors.Is(err, store.ErrStaleLane) {
 		return nil
-	}
-	if err != nil {
-		return err
 	}
 	if queued {
 		if err := d.Queue.CallbackLane(context.WithoutCancel(ctx), next.MerchantID, next.Gen); err != nil {
@@ -421,22 +473,18 @@ func (d *Deliverer) Post(ctx context.Context, url, id string, body []byte, secre
 
 // deliver sends one claimed callback and records the attempt; it returns
 // the outcome (for the breaker).
-func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.CallbackDelivery, secrets []string) store.CallbackOutcome {
-	log = log.With("callback_id", c.CallbackID, "order_id", c.OrderID, "attempt", c.Attempt)
-	a := d.Post(ctx, c.CallbackURL, c.CallbackID, c.Payload, secrets)
-	o := d.outcome(c, a)
-	if ctx.Err() != nil {
-		return o // shutting down: not recorded; the claim lapses
-	}
-	recorded, err := d.Store.RecordCallbackAttempt(context.WithoutCancel(ctx), o)
-	if err != nil {
-		log.Error("record callback attempt; its claim lapses and it is sent again", "err", err)
-		return o
-	}
+func (d *Deliverer) deliver(ctx context.Context, c store.CallbackDelivery, secrets []string) store.CallbackOutcome {
+	return d.outcome(c, d.Post(ctx, c.CallbackURL, c.CallbackID, c.Payload, secrets))
+}
+
+// logOutcome logs and observes one recorded (or, when recorded is false,
+// overtaken) attempt.
+func (d *Deliverer) logOutcome(log *slog.Logger, c store.CallbackDelivery, o store.CallbackOutcome, recorded bool) {
 	if d.Observe != nil {
-		d.Observe(outcomeLabel(o), a.Latency)
+		d.Observe(outcomeLabel(o), o.Latency)
 	}
-	log = log.With("status_code", a.StatusCode, "latency_ms", a.Latency.Milliseconds(), "result", o.Status)
+	log = log.With("callback_id", c.CallbackID, "order_id", c.OrderID, "attempt", c.Attempt,
+		"status_code", o.StatusCode, "latency_ms", o.Latency.Milliseconds(), "result", o.Status)
 	switch {
 	case !recorded:
 		log.Warn("callback moved while it was being sent; attempt not recorded")
@@ -449,7 +497,6 @@ func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, c store.Callb
 	default:
 		log.Info("callback attempt failed; retrying", "err", o.Error, "next_attempt_at", o.NextAttempt)
 	}
-	return o
 }
 
 func outcomeLabel(o store.CallbackOutcome) string {

@@ -40,6 +40,7 @@ func (ev pgWebhook) deposit() pgclient.DepositEvent {
 // Outcomes of a PG webhook at the door, for Server.PGEvent.
 const (
 	PGEventStored       = "stored"
+	PGEventReflected    = "reflected" // 200, stored IGNORED: the order already shows it, no task
 	PGEventDuplicate    = "duplicate"
 	PGEventInvalid      = "invalid"       // 400: fields no PG sends
 	PGEventBadSignature = "bad_signature" // 401: mockpg signature missing, wrong or stale
@@ -162,6 +163,18 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
+	e := store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
+		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status))}
+	if row.PaymentKey != nil && *row.PaymentKey == ev.Data.PaymentKey && payment.Reflects(row.Status, ev.Data.Status) {
+		// The PG announcing what the order already shows (every approval's
+		// DONE arrives after the confirm applied it): kept for the record,
+		// settled here, no task, no lock, no lookup. The worker decides the
+		// same for such an event; a stale read can only make an event look
+		// new, never a new one look reflected, as statuses only move on.
+		e.State = payment.EventIgnored
+		note := "already reflected at the ingress: order is " + string(row.Status) + ", event says " + string(ev.Data.Status)
+		e.Note, e.OrderID = &note, &row.OrderID
+	}
 	keep := body
 	if ev.Data.Secret != "" {
 		// A virtual account's Payment carries its deposit secret: kept only
@@ -171,8 +184,8 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.storePGEvent(w, r, row.MerchantID, store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
-		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: keep}, body)
+	e.Body = keep
+	s.storePGEvent(w, r, row.MerchantID, e, body)
 }
 
 // sealDataSecret replaces data.secret in a PAYMENT_STATUS_CHANGED body
@@ -265,12 +278,15 @@ func (s *Server) storePGEvent(w http.ResponseWriter, r *http.Request, merchantID
 		writeError(ctx, w, err)
 		return
 	}
-	if stored {
+	switch {
+	case stored && e.State == payment.EventIgnored:
+		s.countPGEvent(provider, PGEventReflected)
+	case stored:
 		s.countPGEvent(provider, PGEventStored)
 		if err := s.Queue.Webhook(ctx, merchantID, provider, eventKey); err != nil {
 			logger(ctx).Warn("enqueue webhook failed; the sweep will re-enqueue", "err", err)
 		}
-	} else {
+	default:
 		s.countPGEvent(provider, PGEventDuplicate)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"received": true, "duplicate": !stored})

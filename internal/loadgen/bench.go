@@ -82,15 +82,19 @@ type Report struct {
 	SQLCeiling   *SQLCeiling   `json:"sqlCeiling,omitempty"`
 	AsynqCeiling *AsynqCeiling `json:"asynqCeiling,omitempty"`
 	// CeilingPerSec is min(SQL payments/s, asynq tasks/s ÷ TasksPerPayment).
-	CeilingPerSec   float64       `json:"ceilingPaymentsPerSec,omitempty"`
-	TasksPerPayment int           `json:"tasksPerPayment"`
-	Efficiency      float64       `json:"efficiency,omitempty"`
-	Growth          *Growth       `json:"growth,omitempty"`
-	Slow            *Slow         `json:"slowPG,omitempty"`
-	Neighbor        *Neighbor     `json:"neighbor,omitempty"`
-	DeadEndpoint    *DeadEndpoint `json:"deadEndpoint,omitempty"`
-	Sink            SinkStats     `json:"sink"`
-	Problems        []string      `json:"problems,omitempty"`
+	CeilingPerSec   float64 `json:"ceilingPaymentsPerSec,omitempty"`
+	TasksPerPayment int     `json:"tasksPerPayment"`
+	Efficiency      float64 `json:"efficiency,omitempty"`
+	// MinimalCeiling is the minimal durable path (four commits per payment,
+	// issue 19) on the same database; EfficiencyMinimal = MaxClosed ÷ it.
+	MinimalCeiling    *MinimalCeiling `json:"minimalCeiling,omitempty"`
+	EfficiencyMinimal float64         `json:"efficiencyMinimal,omitempty"`
+	Growth            *Growth         `json:"growth,omitempty"`
+	Slow              *Slow           `json:"slowPG,omitempty"`
+	Neighbor          *Neighbor       `json:"neighbor,omitempty"`
+	DeadEndpoint      *DeadEndpoint   `json:"deadEndpoint,omitempty"`
+	Sink              SinkStats       `json:"sink"`
+	Problems          []string        `json:"problems,omitempty"`
 }
 
 // Growth is the same load on a table with many pre-existing orders.
@@ -244,6 +248,17 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 			rep.Problems = append(rep.Problems, "sql ceiling: "+err.Error())
 		} else {
 			rep.SQLCeiling = &sc
+		}
+		p = StartProgress(prog, "ceiling: minimal durable path", cfg.CeilingN)
+		mc, err := RunMinimalCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, p)
+		p.Stop()
+		if err != nil {
+			rep.Problems = append(rep.Problems, "minimal ceiling: "+err.Error())
+		} else {
+			rep.MinimalCeiling = &mc
+			if rep.MaxClosed > 0 {
+				rep.EfficiencyMinimal = rep.MaxClosed / mc.PaymentsPerSec
+			}
 		}
 		tasks := cfg.CeilingN * rep.TasksPerPayment
 		p = StartProgress(prog, "ceiling: asynq no-op", tasks)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,36 +123,12 @@ func randID(prefix string) string {
 // dbURL (migrated by store.Migrate, dropped afterwards), spread over
 // `merchants` merchants as the worker's lanes spread callbacks.
 func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, progress Progresser) (SQLCeiling, error) {
-	admin, err := sql.Open("postgres", dbURL)
+	sc, err := openScratch(ctx, dbURL, conns)
 	if err != nil {
 		return SQLCeiling{}, err
 	}
-	defer admin.Close()
-	for _, q := range []string{`DROP SCHEMA IF EXISTS ` + CeilingSchema + ` CASCADE`, `CREATE SCHEMA ` + CeilingSchema} {
-		if _, err := admin.ExecContext(ctx, q); err != nil {
-			return SQLCeiling{}, fmt.Errorf("ceiling setup: %s: %w", q, err)
-		}
-	}
-	defer admin.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+CeilingSchema+` CASCADE`) //nolint:errcheck
-	scoped, err := withSearchPath(dbURL, CeilingSchema)
-	if err != nil {
-		return SQLCeiling{}, err
-	}
-	db, err := sqlx.Open("postgres", scoped)
-	if err != nil {
-		return SQLCeiling{}, err
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(conns)
-	db.SetMaxIdleConns(conns)
-	if err := store.Migrate(ctx, db.DB, nil); err != nil {
-		return SQLCeiling{}, fmt.Errorf("ceiling schema: %w", err)
-	}
-	keys, err := secretbox.ParseKeys("ceiling:" + base64.StdEncoding.EncodeToString(randBytes(32)))
-	if err != nil {
-		return SQLCeiling{}, err
-	}
-	st := store.New(db, keys, store.Options{})
+	defer sc.close()
+	db, st := sc.db, sc.st
 	merchants = max(1, merchants)
 	ids := make([]string, merchants)
 	for i := range ids {
@@ -162,25 +139,7 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 		ids[i] = m.MerchantID
 	}
 	out := SQLCeiling{Payments: n, Conns: conns, Merchants: merchants, TxPerPayment: len(ceilingSteps)}
-	commits := func() float64 {
-		var c float64
-		_ = admin.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&c)
-		return c
-	}
-	// A backend reports its counts when idle for a second or on exit: end
-	// the setup's connections and read until the count settles.
-	settle := func() float64 {
-		last := commits()
-		for range 30 {
-			time.Sleep(100 * time.Millisecond)
-			c := commits()
-			if c == last {
-				break
-			}
-			last = c
-		}
-		return last
-	}
+	settle := func() float64 { return settleCommits(func() float64 { return sc.commits(ctx) }) }
 	db.SetMaxIdleConns(0)
 	db.SetMaxIdleConns(conns)
 	before := settle()
@@ -215,6 +174,76 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 	db.Close()
 	out.CommitsPerPayment = (settle() - before) / float64(n)
 	return out, firstErr
+}
+
+// scratch is the ceilings' own schema (CeilingSchema) of the running
+// database, migrated, with a store on it opened as payrail opens its own.
+type scratch struct {
+	admin *sql.DB
+	db    *sqlx.DB
+	st    *store.Store
+	// stats reads pg_stat_database from another database (postgres), so
+	// reading the counts does not add to them.
+	stats  *sql.DB
+	dbName string
+}
+
+// commits is the database's committed transactions as pg_stat_database
+// has them so far.
+func (sc *scratch) commits(ctx context.Context) float64 {
+	var c float64
+	_ = sc.stats.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = $1`, sc.dbName).Scan(&c)
+	return c
+}
+
+func openScratch(ctx context.Context, dbURL string, conns int) (*scratch, error) {
+	admin, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return nil, err
+	}
+	sc := &scratch{admin: admin}
+	if u, err := url.Parse(dbURL); err == nil {
+		sc.dbName = strings.TrimPrefix(u.Path, "/")
+		u.Path = "/postgres"
+		sc.stats, _ = sql.Open("postgres", u.String())
+	}
+	if sc.stats == nil || sc.stats.PingContext(ctx) != nil {
+		sc.stats = admin // no access to postgres: the count includes its own reads
+	}
+	for _, q := range []string{`DROP SCHEMA IF EXISTS ` + CeilingSchema + ` CASCADE`, `CREATE SCHEMA ` + CeilingSchema} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			sc.close()
+			return nil, fmt.Errorf("ceiling setup: %s: %w", q, err)
+		}
+	}
+	scoped, err := withSearchPath(dbURL, CeilingSchema)
+	if err == nil {
+		sc.db, err = store.Open(ctx, scoped, conns)
+	}
+	if err == nil {
+		err = store.Migrate(ctx, sc.db.DB, nil)
+	}
+	var keys *secretbox.Keyring
+	if err == nil {
+		keys, err = secretbox.ParseKeys("ceiling:" + base64.StdEncoding.EncodeToString(randBytes(32)))
+	}
+	if err != nil {
+		sc.close()
+		return nil, fmt.Errorf("ceiling schema: %w", err)
+	}
+	sc.st = store.New(sc.db, keys, store.Options{})
+	return sc, nil
+}
+
+func (sc *scratch) close() {
+	if sc.db != nil {
+		sc.db.Close()
+	}
+	_, _ = sc.admin.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+CeilingSchema+` CASCADE`)
+	if sc.stats != sc.admin {
+		sc.stats.Close()
+	}
+	sc.admin.Close()
 }
 
 // withSearchPath returns dbURL with the PostgreSQL search_path set, so the

@@ -1,11 +1,13 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,6 +156,8 @@ type Cost struct {
 	DB              DBCost  `json:"db"`
 	// RedisCommandsPerPayment is the INFO total_commands_processed delta.
 	RedisCommandsPerPayment float64 `json:"redisCommandsPerPayment"`
+	// RedisByCommand is the INFO commandstats delta per payment, by command.
+	RedisByCommand map[string]float64 `json:"redisByCommand,omitempty"`
 }
 
 // DBCost is the pg_stat_database (and, when loaded, pg_stat_statements)
@@ -167,9 +171,28 @@ type DBCost struct {
 	// StatementsPerPayment is from pg_stat_statements; -1 when it is not
 	// loaded (it needs shared_preload_libraries).
 	StatementsPerPayment float64 `json:"statementsPerPayment"`
+	// Statements are pg_stat_statements' busiest statements of the phase,
+	// most calls first.
+	Statements []StatementCost `json:"statements,omitempty"`
 }
 
-type dbSnap struct{ commit, rollback, ins, upd, fetch, stmts int64 }
+// StatementCost is one statement's share of a payment.
+type StatementCost struct {
+	Query           string  `json:"query"`
+	CallsPerPayment float64 `json:"callsPerPayment"`
+	MsPerPayment    float64 `json:"msPerPayment"`
+}
+
+type stmtSnap struct {
+	calls int64
+	ms    float64
+	query string
+}
+
+type dbSnap struct {
+	commit, rollback, ins, upd, fetch, stmts int64
+	byQuery                                  map[int64]stmtSnap
+}
 
 // Meter samples processes, PostgreSQL and Redis over one phase.
 type Meter struct {
@@ -181,6 +204,7 @@ type Meter struct {
 	peak    map[string]int64
 	db0     dbSnap
 	redis0  int64
+	cmds0   map[string]int64
 	stmtsOK bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -196,6 +220,7 @@ func (m *Meter) Start(ctx context.Context) {
 	}
 	m.db0, m.stmtsOK = m.dbSnap(ctx)
 	m.redis0 = m.redisCommands(ctx)
+	m.cmds0 = m.redisCommandStats(ctx)
 	m.stop = make(chan struct{})
 	m.wg.Add(1)
 	go func() {
@@ -248,9 +273,51 @@ func (m *Meter) Stop(ctx context.Context, payments int) *Cost {
 	}
 	if ok && m.stmtsOK {
 		c.DB.StatementsPerPayment = float64(d1.stmts-d0.stmts) / per
+		for id, q := range d1.byQuery {
+			p := d0.byQuery[id]
+			if calls := q.calls - p.calls; calls > 0 {
+				c.DB.Statements = append(c.DB.Statements, StatementCost{Query: q.query, CallsPerPayment: float64(calls) / per, MsPerPayment: (q.ms - p.ms) / per})
+			}
+		}
+		slices.SortFunc(c.DB.Statements, func(a, b StatementCost) int { return cmp.Compare(b.CallsPerPayment, a.CallsPerPayment) })
+		c.DB.Statements = c.DB.Statements[:min(len(c.DB.Statements), 25)]
 	}
 	c.RedisCommandsPerPayment = float64(m.redisCommands(ctx)-m.redis0) / per
+	if cmds := m.redisCommandStats(ctx); len(cmds) > 0 {
+		c.RedisByCommand = map[string]float64{}
+		for k, v := range cmds {
+			if d := v - m.cmds0[k]; d > 0 {
+				c.RedisByCommand[k] = float64(d) / per
+			}
+		}
+	}
 	return c
+}
+
+// redisCommandStats is INFO commandstats: calls by command.
+func (m *Meter) redisCommandStats(ctx context.Context) map[string]int64 {
+	if m.Redis == nil {
+		return nil
+	}
+	info, err := m.Redis.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out[name] = n
+			}
+		}
+	}
+	return out
 }
 
 func (m *Meter) dbSnap(ctx context.Context) (dbSnap, bool) {
@@ -261,7 +328,24 @@ func (m *Meter) dbSnap(ctx context.Context) (dbSnap, bool) {
 	_ = m.DB.QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_fetched
 FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commit, &s.rollback, &s.ins, &s.upd, &s.fetch)
 	err := m.DB.QueryRowContext(ctx, `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&s.stmts)
-	return s, err == nil
+	if err != nil {
+		return s, false
+	}
+	rows, err := m.DB.QueryContext(ctx, `SELECT queryid, calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid IS NOT NULL`)
+	if err != nil {
+		return s, false
+	}
+	defer rows.Close()
+	s.byQuery = map[int64]stmtSnap{}
+	for rows.Next() {
+		var id int64
+		var q stmtSnap
+		if rows.Scan(&id, &q.calls, &q.ms, &q.query) == nil {
+			s.byQuery[id] = q
+		}
+	}
+	return s, rows.Err() == nil
 }
 
 func (m *Meter) redisCommands(ctx context.Context) int64 {

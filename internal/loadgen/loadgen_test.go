@@ -176,3 +176,27 @@ func TestSQLCeilingRunsTheStoreInAScratchSchema(t *testing.T) {
 type countProgress struct{ n atomic.Int64 }
 
 func (p *countProgress) Add(n int) { p.n.Add(int64(n)) }
+
+// The minimal durable path (issue 19) runs its four transactions against
+// payrail's own schema in the scratch schema: four commits a payment, the
+// fences hold (a failed one is an error), and nothing is left behind.
+func TestMinimalCeilingIsFourCommits(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	var progress countProgress
+	c, err := loadgen.RunMinimalCeiling(context.Background(), db.URL, 80, 4, &progress)
+	testenv.Must(t, err)
+	if c.Payments != 80 || c.PaymentsPerSec <= 0 || progress.n.Load() != 80 {
+		t.Fatalf("minimal ceiling = %+v, progress %d", c, progress.n.Load())
+	}
+	// pg_stat_database counts the whole database: the setup is not in the
+	// window, but autovacuum or another test's template copy may be.
+	if c.CommitsPerPayment < 3.9 || c.CommitsPerPayment > 4.5 {
+		t.Fatalf("%.2f commits per payment, want 4", c.CommitsPerPayment)
+	}
+	var schemas int
+	testenv.Must(t, db.DB.Get(&schemas, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, loadgen.CeilingSchema))
+	if schemas != 0 {
+		t.Fatalf("scratch schema left behind")
+	}
+}

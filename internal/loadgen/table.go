@@ -1,8 +1,10 @@
 package loadgen
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -71,6 +73,11 @@ func PrintReport(w io.Writer, r *Report) {
 	if r.CeilingPerSec > 0 {
 		fmt.Fprintf(w, "efficiency = %.1f payments/s ÷ %.1f ceiling payments/s = %.2f\n", r.MaxClosed, r.CeilingPerSec, r.Efficiency)
 	}
+	if c := r.MinimalCeiling; c != nil {
+		fmt.Fprintf(w, "minimal durable path: %.1f payments/s (4 transactions: create, accept, PAID with its log and callback rows, delivered; %.1f commits per payment; %d conns)\n",
+			c.PaymentsPerSec, c.CommitsPerPayment, c.Conns)
+		fmt.Fprintf(w, "efficiency_minimal = %.1f payments/s ÷ %.1f = %.2f\n", r.MaxClosed, c.PaymentsPerSec, r.EfficiencyMinimal)
+	}
 	if r.Open != nil && r.Open.Cost != nil {
 		fmt.Fprintf(w, "cost at the open-loop rate (per 1,000 payments):")
 		for _, name := range []string{"api", "worker", "postgres", "redis", "mockpg"} {
@@ -84,6 +91,24 @@ func PrintReport(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "\n  per payment: %.1f commits, %.1f rows inserted, %.1f updated, %s\n",
 			r.Open.Cost.DB.XactCommitPerPayment, r.Open.Cost.DB.TupInsertedPerPayment, r.Open.Cost.DB.TupUpdatedPerPayment, st)
+		if sts := r.Open.Cost.DB.Statements; len(sts) > 0 {
+			fmt.Fprintf(w, "  statements per payment (pg_stat_statements, busiest first):\n")
+			for _, q := range sts[:min(len(sts), 15)] {
+				fmt.Fprintf(w, "    %5.2f calls %6.3f ms  %s\n", q.CallsPerPayment, q.MsPerPayment, q.Query)
+			}
+		}
+		if rc := r.Open.Cost.RedisByCommand; len(rc) > 0 {
+			names := make([]string, 0, len(rc))
+			for k := range rc {
+				names = append(names, k)
+			}
+			slices.SortFunc(names, func(a, b string) int { return cmp.Compare(rc[b], rc[a]) })
+			fmt.Fprintf(w, "  Redis commands per payment (INFO commandstats):")
+			for _, k := range names[:min(len(names), 12)] {
+				fmt.Fprintf(w, " %s %.1f;", k, rc[k])
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	if g := r.Growth; g != nil {
 		fmt.Fprintf(w, "growth: %d seeded orders (%.0f s): closed-loop payments/s change %+.1f %%, open-loop ingress p99 change %+.1f %%\n",

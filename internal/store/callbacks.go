@@ -105,32 +105,48 @@ const sqlDisableMerchantCallbacks = `UPDATE merchants SET callback_enabled = fal
 // delivery of the same generation got there first.
 func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (recorded bool, err error) {
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, sqlRecordCallback, o.CallbackID, o.Attempt, o.Status, o.NextAttempt,
-			o.Error, o.StartedAt.Add(o.Latency))
-		if err != nil {
-			return fmt.Errorf("update callback: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errStale
-		}
-		if _, err := tx.ExecContext(ctx, sqlInsertCallbackAttempt, o.CallbackID, o.Attempt+1, o.StartedAt, o.StatusCode,
-			o.Latency.Milliseconds(), o.Error, o.Response); err != nil {
-			return fmt.Errorf("insert callback attempt: %w", err)
-		}
-		if o.DisableEndpoint {
-			if _, err := tx.ExecContext(ctx, sqlDisableMerchantCallbacks, o.MerchantID); err != nil {
-				return fmt.Errorf("disable endpoint: %w", err)
+		recorded, err = recordAttemptTx(ctx, tx, o)
+		return err
+	})
+	return recorded && err == nil, err
+}
+
+// RecordCallbackAttempts records several attempts in one transaction (a
+// lane turn cut short by shutdown records what was answered).
+func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackOutcome) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		for _, o := range outcomes {
+			if _, err := recordAttemptTx(ctx, tx, o); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
-	if errors.Is(err, errStale) {
-		return false, nil
-	}
-	return err == nil, err
 }
 
-var errStale = errors.New("callback moved concurrently")
+// recordAttemptTx is one attempt: one conditional update of the callback,
+// and only when it applied, the attempt row (and, for a 410, the merchant).
+func recordAttemptTx(ctx context.Context, tx *sqlx.Tx, o CallbackOutcome) (bool, error) {
+	res, err := tx.ExecContext(ctx, sqlRecordCallback, o.CallbackID, o.Attempt, o.Status, o.NextAttempt,
+		o.Error, o.StartedAt.Add(o.Latency))
+	if err != nil {
+		return false, fmt.Errorf("update callback: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, sqlInsertCallbackAttempt, o.CallbackID, o.Attempt+1, o.StartedAt, o.StatusCode,
+		o.Latency.Milliseconds(), o.Error, o.Response); err != nil {
+		return false, fmt.Errorf("insert callback attempt: %w", err)
+	}
+	if o.DisableEndpoint {
+		if _, err := tx.ExecContext(ctx, sqlDisableMerchantCallbacks, o.MerchantID); err != nil {
+			return false, fmt.Errorf("disable endpoint: %w", err)
+		}
+	}
+	return true, nil
+}
+
 
 // Callback is a callback as its merchant sees it, with its attempts.
 type Callback struct {

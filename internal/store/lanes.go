@@ -323,3 +323,78 @@ func (s *Store) RequeueLane(ctx context.Context, lost LaneWake) (next LaneWake, 
 	}
 	return next, true, nil
 }
+
+// StartLaneTurn is StartLane and ClaimLaneBatch in one transaction (one
+// commit per turn, not two): it begins generation gen's turn and claims up
+// to limit(lane) of the merchant's due callbacks for sending until
+// `until`. limit sees the endpoint and its breaker (0: claim nothing).
+// ErrStaleLane when gen is not the lane's.
+func (s *Store) StartLaneTurn(ctx context.Context, merchantID string, gen int64, until time.Time, limit func(Lane) int) (Lane, []CallbackDelivery, error) {
+	var l Lane
+	var batch []CallbackDelivery
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		now := s.now()
+		err := tx.GetContext(ctx, &l, sqlStartLane, merchantID, gen, now)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrStaleLane
+		}
+		if err != nil {
+			return fmt.Errorf("start lane: %w", err)
+		}
+		l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
+		if n := limit(l); n > 0 {
+			if err := tx.SelectContext(ctx, &batch, sqlClaimLaneBatch, merchantID, now, n, until); err != nil {
+				return fmt.Errorf("claim lane batch: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Lane{}, nil, err
+	}
+	sortDeliveries(batch)
+	return l, batch, nil
+}
+
+// FinishLaneTurn records a turn's attempts and ends it (EndLane) in one
+// transaction: one commit per turn, not one per callback and one more.
+// recorded[i] is false for an outcome whose callback had moved on (another
+// delivery of it got there first; nothing written for it). When the lane's
+// generation was superseded the attempts are still recorded — they were
+// really sent — and err is ErrStaleLane.
+func (s *Store) FinishLaneTurn(ctx context.Context, outcomes []CallbackOutcome, e LaneEnd) (recorded []bool, next LaneWake, again bool, err error) {
+	recorded = make([]bool, len(outcomes))
+	stale := false
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		for i, o := range outcomes {
+			ok, err := recordAttemptTx(ctx, tx, o)
+			if err != nil {
+				return err
+			}
+			recorded[i] = ok
+		}
+		var r struct {
+			LaneWake
+			Queued bool `db:"lane_queued"`
+		}
+		b := e.Breaker
+		err := tx.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
+			b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again)
+		if errors.Is(err, sql.ErrNoRows) {
+			stale = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("end lane: %w", err)
+		}
+		next, again = r.LaneWake, r.Queued
+		return nil
+	})
+	if err != nil {
+		return make([]bool, len(outcomes)), LaneWake{}, false, err
+	}
+	if stale {
+		return recorded, LaneWake{}, false, ErrStaleLane
+	}
+	return recorded, next, again, nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -25,13 +26,16 @@ type PGEvent struct {
 	AppliedAt  *time.Time           `db:"applied_at"`
 }
 
-const sqlInsertPGEvent = `INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`
+const sqlInsertPGEvent = `INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body, state, note, applied_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 = 'RECEIVED' THEN NULL ELSE now() END) ON CONFLICT DO NOTHING`
 
 // InsertPGEvent stores an event once per (provider, event key). stored is
-// false for a duplicate.
+// false for a duplicate. An event with no State is RECEIVED, to be applied
+// by the worker; one the ingress already settled (IGNORED: it only
+// confirms what the order shows) is stored settled, with its Note.
 func (s *Store) InsertPGEvent(ctx context.Context, e PGEvent) (stored bool, err error) {
-	res, err := s.db.ExecContext(ctx, sqlInsertPGEvent, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, string(e.Body))
+	state := cmp.Or(e.State, payment.EventReceived)
+	res, err := s.db.ExecContext(ctx, sqlInsertPGEvent, e.Provider, e.EventKey, e.PaymentKey, e.OrderID, e.PGStatus, string(e.Body), state, e.Note)
 	if err != nil {
 		return false, fmt.Errorf("insert pg event: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -307,4 +308,65 @@ WHERE r.order_id = $1 AND r.event_type = 'payment.refunded_late_approval' AND e.
 	if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'refund.succeeded' AND (details->>'version')::int = $2`, o.OrderID, got["version"]); n != 1 {
 		t.Fatal("the refund's version is not in the order's history")
 	}
+}
+
+// Issue 19: the PG's DONE for an order payrail already shows PAID is kept
+// for the record but settled at the ingress — stored IGNORED with the
+// ingress's note, no task for the worker — and fifty copies at once are one
+// row. The same event for an order still CONFIRMING (the race in
+// TestSameWebhookFiftyTimes) goes to the worker as before.
+func TestReflectedWebhookSettledAtTheIngress(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{})
+	m := sys.NewMerchant("")
+	o := m.CreateOrder(4100)
+	key := sys.Session(o)
+	m.Confirm(o, key)
+	sys.StartWorker()
+	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
+	var wg sync.WaitGroup
+	codes := make([]int, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			codes[i] = sys.SignedPGWebhook("evt_reflected_1", paymentData(o.OrderID, key, "DONE", o.Amount))
+		})
+	}
+	wg.Wait()
+	for _, c := range codes {
+		if c != 200 {
+			t.Fatalf("webhook answered %d", c)
+		}
+	}
+	var ev struct {
+		State   string  `db:"state"`
+		Note    *string `db:"note"`
+		OrderID *string `db:"order_id"`
+		Applied bool    `db:"applied"`
+	}
+	testenv.Must(t, sys.DB.DB.Get(&ev, `SELECT state, note, order_id, applied_at IS NOT NULL AS applied FROM pg_events WHERE event_key = 'evt_reflected_1'`))
+	if ev.State != "IGNORED" || ev.Note == nil || !strings.HasPrefix(*ev.Note, "already reflected at the ingress") || ev.OrderID == nil || *ev.OrderID != o.OrderID || !ev.Applied {
+		t.Fatalf("event = %+v (note %q), want IGNORED at the ingress for %s", ev, deref(ev.Note), o.OrderID)
+	}
+	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_reflected_1'`); n != 1 {
+		t.Fatalf("stored %d times", n)
+	}
+	// A CANCELED event for the PAID order is news: it goes to the worker,
+	// which looks it up (mockpg says DONE: not applied, rejected as ahead
+	// of the PG's record).
+	if c := sys.SignedPGWebhook("evt_news_1", paymentData(o.OrderID, key, "CANCELED", o.Amount)); c != 200 {
+		t.Fatalf("webhook answered %d", c)
+	}
+	testenv.Poll(t, 10*time.Second, "the worker to settle the CANCELED event", func() bool {
+		return sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_news_1' AND state <> 'RECEIVED' AND note NOT LIKE 'already reflected at the ingress%'`) == 1
+	})
+	if st := m.Status(o.OrderID); st != "PAID" {
+		t.Fatalf("order %s after an event the PG does not back, want PAID", st)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
