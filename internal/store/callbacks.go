@@ -147,7 +147,6 @@ func recordAttemptTx(ctx context.Context, tx *sqlx.Tx, o CallbackOutcome) (bool,
 	return true, nil
 }
 
-
 // Callback is a callback as its merchant sees it, with its attempts.
 type Callback struct {
 	CallbackID    string                 `json:"callbackId" db:"callback_id"`
