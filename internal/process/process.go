@@ -64,6 +64,8 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
 	d.Queue.Fair = queue.NewFair(rdb, cfg.ConfirmFairShare)
 	d.Queue.Inspector = asynq.NewInspectorFromRedisClient(rdb)
+	// Idle workers sleep behind their IdleGate until an enqueue says so.
+	d.Queue.Wake = func(ctx context.Context) { _ = rdb.Publish(ctx, queue.WakeChannel, "1").Err() }
 	// Start a woken merchant lane at once; the sweep is the safety net.
 	d.Store.OnLanes(func(ctx context.Context, wakes []store.LaneWake) {
 		for _, w := range wakes {
@@ -254,8 +256,10 @@ type Worker struct {
 	Deps    *Deps
 	Handler *worker.Worker
 	Server  *asynq.Server
-	cfg     config.Config
-	log     *slog.Logger
+	// Gate answers asynq's empty-queue polls while nothing can be queued.
+	Gate *queue.IdleGate
+	cfg  config.Config
+	log  *slog.Logger
 }
 
 // NewWorker wires the worker.
@@ -287,6 +291,8 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
 		Timeout: cfg.CallbackTimeout, MaxInFlight: max(1, cfg.WorkerConcurrency/2)})
+	gate := queue.NewIdleGate()
+	deps.Redis.AddHook(gate.Hook())
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,
 		Queues:                   queue.Priorities,
@@ -298,13 +304,16 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynq.WarnLevel,
 	})
-	return &Worker{Deps: deps, Handler: w, Server: srv, cfg: cfg, log: log}
+	return &Worker{Deps: deps, Handler: w, Server: srv, Gate: gate, cfg: cfg, log: log}
 }
 
 // Run processes tasks and ticks the sweep until ctx ends; then it stops
 // taking tasks and waits for running ones (their ctx is cancelled at the
 // shutdown timeout and they are re-queued, not lost).
 func (w *Worker) Run(ctx context.Context) error {
+	gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopGate()
+	go w.Gate.Listen(gctx, w.Deps.Redis)
 	if err := w.Server.Start(w.Handler.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}

@@ -93,6 +93,9 @@ type Client struct {
 	Fair *Fair
 	// Inspector, when set, answers LaneTaskLost.
 	Inspector *asynq.Inspector
+	// Wake, when set, is called after each enqueue (a PUBLISH on
+	// WakeChannel, for idle workers' IdleGate).
+	Wake func(ctx context.Context)
 }
 
 // NewClient wraps an asynq client.
@@ -114,6 +117,9 @@ func (c *Client) enqueue(ctx context.Context, typ, id, queue string, payload any
 	}
 	if err != nil {
 		return fmt.Errorf("enqueue %s: %w", id, err)
+	}
+	if c.Wake != nil {
+		c.Wake(ctx)
 	}
 	return nil
 }
