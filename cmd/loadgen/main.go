@@ -74,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.BenchConfig, error) {
 	fs.Float64Var(&c.DeadRate, "dead-rate", 10, "dead endpoint: B's payments/s")
 	method := fs.String("method", "card", "payment methods of the closed and open loadgen.BenchPhases: card, va (all 가상계좌), or mix=F (a share F of 가상계좌, e.g. mix=0.2)")
 	fs.DurationVar(&c.DepositDelay, "deposit-delay", 500*time.Millisecond, "가상계좌: how long after the confirm's answer the buyer deposits")
+	fs.Float64Var(&c.IdleSeconds, "idle-seconds", 10, "idle phase: seconds the processes are watched with no load before anything runs (0 skips)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

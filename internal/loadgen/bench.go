@@ -57,10 +57,13 @@ type BenchConfig struct {
 	// VAShare of the closed and open BenchPhases' payments are 가상계좌 (-method).
 	VAShare      float64
 	DepositDelay time.Duration
+	// IdleSeconds is how long the idle phase watches the processes with
+	// nothing to do (0 skips it).
+	IdleSeconds float64
 }
 
 // BenchPhases are the -only names, in run order.
-var BenchPhases = []string{"closed", "open", "ceiling", "growth", "slow", "neighbor", "dead"}
+var BenchPhases = []string{"idle", "closed", "open", "ceiling", "growth", "slow", "neighbor", "dead"}
 
 // want reports whether a phase runs: -only lists it, or -only is empty.
 func (c BenchConfig) want(phase string) bool { return len(c.Only) == 0 || c.Only[phase] }
@@ -95,6 +98,10 @@ type Report struct {
 	DeadEndpoint      *DeadEndpoint   `json:"deadEndpoint,omitempty"`
 	Sink              SinkStats       `json:"sink"`
 	Problems          []string        `json:"problems,omitempty"`
+	// Idle is each process's CPU with no load, in % of one core, and
+	// IdleRedisCommandsPerSec what Redis served meanwhile.
+	Idle                    map[string]float64 `json:"idlePercentOfCore,omitempty"`
+	IdleRedisCommandsPerSec float64            `json:"idleRedisCommandsPerSec,omitempty"`
 }
 
 // Growth is the same load on a table with many pre-existing orders.
@@ -209,6 +216,26 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 			rep.Problems = append(rep.Problems, r.Name+": "+err.Error())
 		}
 		return r
+	}
+
+	// 0. Idle: what the processes cost with nothing to do (issue 19).
+	if cfg.IdleSeconds > 0 && cfg.want("idle") {
+		logf("idle: watching the processes for %.0f s with no load", cfg.IdleSeconds)
+		m := meter()
+		m.Start(ctx)
+		start := time.Now()
+		select {
+		case <-time.After(time.Duration(cfg.IdleSeconds * float64(time.Second))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c := m.Stop(ctx, 1)
+		secs := time.Since(start).Seconds()
+		rep.Idle = map[string]float64{}
+		for name, p := range c.Procs {
+			rep.Idle[name] = 100 * p.CPUSeconds / secs
+		}
+		rep.IdleRedisCommandsPerSec = c.RedisCommandsPerPayment / secs
 	}
 
 	// 1. Closed loop sweep.

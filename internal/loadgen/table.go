@@ -62,6 +62,15 @@ func PrintReport(w io.Writer, r *Report) {
 	tw.Flush()
 
 	fmt.Fprintln(w)
+	if len(r.Idle) > 0 {
+		fmt.Fprintf(w, "idle (no load), %% of one core:")
+		for _, name := range []string{"worker", "api", "redis", "postgres", "mockpg"} {
+			if v, ok := r.Idle[name]; ok {
+				fmt.Fprintf(w, " %s %.2f;", name, v)
+			}
+		}
+		fmt.Fprintf(w, " Redis served %.0f commands/s\n", r.IdleRedisCommandsPerSec)
+	}
 	if c := r.SQLCeiling; c != nil {
 		fmt.Fprintf(w, "SQL ceiling: %.1f payments/s (the store's own %d calls, ≤ %.1f commits per payment; %d conns, %d merchants)\n",
 			c.PaymentsPerSec, c.TxPerPayment, c.CommitsPerPayment, c.Conns, c.Merchants)
