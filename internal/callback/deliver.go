@@ -52,8 +52,9 @@ type Store interface {
 	// and err is store.ErrStaleLane (attempts recorded) when gen was
 	// superseded.
 	FinishLaneTurn(ctx context.Context, outcomes []store.CallbackOutcome, e store.LaneEnd) (recorded []bool, next store.LaneWake, again bool, err error)
-	// RecordCallbackAttempts records answered attempts of a turn cut short.
-	RecordCallbackAttempts(ctx context.Context, outcomes []store.CallbackOutcome) error
+	// RecordCallbackAttempts records attempts of a turn still in progress
+	// (or cut short), in one transaction.
+	RecordCallbackAttempts(ctx context.Context, outcomes []store.CallbackOutcome) (recorded []bool, err error)
 	WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	// RequeueLane returns ok=false when the lane moved on meanwhile.
@@ -325,32 +326,25 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	b := lane.Breaker
 	var results []store.CallbackOutcome
+	var early earlyRecords
 	if len(batch) > 0 {
 		secrets, err := d.callbackSecrets(ctx, p.MerchantID)
 		if err != nil {
 			return err
 		}
 		results = make([]store.CallbackOutcome, len(batch))
-		var wg sync.WaitGroup
-		for i := range batch {
-			batch[i].CallbackURL, batch[i].CallbackEnabled = lane.CallbackURL, true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = d.deliver(ctx, batch[i], secrets)
-			}()
-		}
-		wg.Wait()
+		early = d.sendBatch(ctx, log, batch, lane.CallbackURL, secrets, results)
 		if ctx.Err() != nil {
-			// Shutting down: what was answered is recorded, the other
-			// claims lapse, and asynq re-queues the turn.
+			// Shutting down: what was answered is recorded (best effort:
+			// the process may exit first), the other claims lapse, and
+			// asynq re-queues the turn.
 			var answered []store.CallbackOutcome
-			for _, o := range results {
-				if o.StatusCode != 0 {
+			for i, o := range results {
+				if o.StatusCode != 0 && !early.done[i] {
 					answered = append(answered, o)
 				}
 			}
-			if err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
+			if _, err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
 				log.Error("record callback attempts at shutdown; their claims lapse and they are sent again", "err", err)
 			}
 			return ctx.Err()
@@ -366,13 +360,21 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if probe && !b.Open() {
 		again = true // the probe closed the breaker: drain the backlog
 	}
-	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), results, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
+	// The answers not recorded during the batch go with the turn's end.
+	var last []store.CallbackOutcome
+	var lastIdx []int
+	for i, o := range results {
+		if !early.done[i] {
+			last, lastIdx = append(last, o), append(lastIdx, i)
+		}
+	}
+	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
 	if err != nil && !errors.Is(err, store.ErrStaleLane) {
 		log.Error("record the lane turn; its claims lapse and its callbacks are sent again", "err", err)
 		return err
 	}
-	for i, o := range results {
-		d.logOutcome(log, batch[i], o, recorded[i])
+	for k, i := range lastIdx {
+		d.logOutcome(log, batch[i], results[i], recorded[k])
 	}
 	if errors.Is(err, store.ErrStaleLane) {
 		return nil
@@ -383,6 +385,65 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return nil
+}
+
+// FlushAfter is how long an answered attempt may wait for the rest of its
+// batch before it is recorded on its own: a batch whose answers arrive
+// together is one transaction with the turn's end, while a slow or hung
+// neighbour in the batch (up to the callback timeout) neither holds the
+// others' records back nor makes a crash re-send them.
+const FlushAfter = 20 * time.Millisecond
+
+// earlyRecords is what sendBatch recorded before the batch ended.
+type earlyRecords struct{ done []bool }
+
+// sendBatch posts every callback of the batch concurrently into results.
+// Answers that arrive while others are still out are recorded together
+// after FlushAfter; the last answer of the batch (and any collected with
+// it) is left for FinishLaneTurn.
+func (d *Deliverer) sendBatch(ctx context.Context, log *slog.Logger, batch []store.CallbackDelivery, url string, secrets []string, results []store.CallbackOutcome) earlyRecords {
+	early := earlyRecords{done: make([]bool, len(batch))}
+	answered := make(chan int, len(batch))
+	for i := range batch {
+		batch[i].CallbackURL, batch[i].CallbackEnabled = url, true
+		go func() {
+			results[i] = d.deliver(ctx, batch[i], secrets)
+			answered <- i
+		}()
+	}
+	var pending []int
+	var flush <-chan time.Time
+	for out := len(batch); out > 0; {
+		select {
+		case i := <-answered:
+			if out--; out > 0 {
+				pending = append(pending, i)
+				if flush == nil {
+					flush = time.After(FlushAfter)
+				}
+			}
+		case <-flush:
+			flush = nil
+			if ctx.Err() != nil || len(pending) == 0 {
+				continue
+			}
+			outs := make([]store.CallbackOutcome, len(pending))
+			for k, i := range pending {
+				outs[k] = results[i]
+			}
+			recorded, err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), outs)
+			if err != nil {
+				log.Warn("record answered callbacks; they go with the turn's end", "err", err)
+				continue
+			}
+			for k, i := range pending {
+				early.done[i] = true
+				d.logOutcome(log, batch[i], results[i], recorded[k])
+			}
+			pending = nil
+		}
+	}
+	return early
 }
 
 // acquire takes up to want of the worker's callback slots, and returns how

@@ -313,7 +313,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 func (w *Worker) Run(ctx context.Context) error {
 	gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopGate()
-	go w.Gate.Listen(gctx, w.Deps.Redis)
+	go w.Gate.Listen(gctx, w.Deps.Redis, w.log)
 	if err := w.Server.Start(w.Handler.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}

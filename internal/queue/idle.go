@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,7 +108,7 @@ func (g *IdleGate) wait(ctx context.Context) {
 	if !now.Before(g.nextProbe) {
 		g.nextProbe = now.Add(g.Probe)
 	}
-	if t := now.Add(20 * time.Millisecond); t.After(g.openUntil) {
+	if t := now.Add(roundWindow); t.After(g.openUntil) {
 		g.openUntil = t
 	}
 	g.mu.Unlock()
@@ -124,11 +125,20 @@ func (g *IdleGate) allow() bool {
 	}
 	if !now.Before(g.nextProbe) {
 		g.nextProbe = now.Add(g.Probe)
-		g.openUntil = now.Add(20 * time.Millisecond)
+		g.openUntil = now.Add(roundWindow)
 		return true
 	}
 	return false
 }
+
+// roundWindow and forwardWindow are how long a probe keeps the gate open
+// for the rest of its round: a dequeue round is one script per queue, a
+// forwarder round two, each a Redis round trip, and a round cut short only
+// waits for the next probe or wake.
+const (
+	roundWindow   = 50 * time.Millisecond
+	forwardWindow = 200 * time.Millisecond
+)
 
 // allowForward is allow for the forwarder: once a second while shut.
 func (g *IdleGate) allowForward() bool {
@@ -140,7 +150,7 @@ func (g *IdleGate) allowForward() bool {
 	}
 	if !now.Before(g.nextForward) {
 		g.nextForward = now.Add(time.Second)
-		g.forwardOpen = now.Add(20 * time.Millisecond)
+		g.forwardOpen = now.Add(forwardWindow)
 		return true
 	}
 	return false
@@ -149,9 +159,13 @@ func (g *IdleGate) allowForward() bool {
 // Listen wakes the gate on every WakeChannel message until ctx ends
 // (go-redis resubscribes after a reconnect; a lost wake costs at most one
 // Probe).
-func (g *IdleGate) Listen(ctx context.Context, rdb redis.UniversalClient) {
+func (g *IdleGate) Listen(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
 	sub := rdb.Subscribe(ctx, WakeChannel)
 	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil && ctx.Err() == nil && log != nil {
+		// Not fatal: every task then waits up to one Probe for this worker.
+		log.Warn("idle gate: cannot subscribe to the wake channel; idle workers look every probe instead", "channel", WakeChannel, "probe", g.Probe, "err", err)
+	}
 	ch := sub.Channel()
 	for {
 		select {

@@ -25,11 +25,11 @@ func TestIdleGateDecisions(t *testing.T) {
 	if !g.allow() {
 		t.Fatal("the first poll is a probe")
 	}
-	now = now.Add(30 * time.Millisecond)
+	now = now.Add(60 * time.Millisecond)
 	if g.allow() {
-		t.Fatal("30 ms after a probe with no wake the gate is shut")
+		t.Fatal("60 ms after a probe (its round's window is 50 ms) with no wake the gate is shut")
 	}
-	now = now.Add(240 * time.Millisecond)
+	now = now.Add(210 * time.Millisecond)
 	if !g.allow() {
 		t.Fatal("a probe every 250 ms")
 	}
@@ -42,13 +42,13 @@ func TestIdleGateDecisions(t *testing.T) {
 		now = now.Add(90 * time.Millisecond)
 	}
 	// 270 ms after the wake: past Hold, but a probe is due (the last was
-	// 300 ms ago); 30 ms later the gate is shut again.
+	// 300 ms ago); 60 ms later the gate is shut again.
 	if !g.allow() {
 		t.Fatal("no probe 300 ms after the last")
 	}
-	now = now.Add(30 * time.Millisecond)
+	now = now.Add(60 * time.Millisecond)
 	if g.allow() {
-		t.Fatal("open 300 ms after a wake (Hold 200 ms) and 30 ms after a probe")
+		t.Fatal("open 330 ms after a wake (Hold 200 ms) and 60 ms after a probe")
 	}
 	if !isDequeue(dequeueCmd("payments")) {
 		t.Fatal("asynq's dequeue not recognised")
@@ -76,7 +76,7 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	srvClient.AddHook(gate.Hook())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go gate.Listen(ctx, srvClient)
+	go gate.Listen(ctx, srvClient, nil)
 	var ran atomic.Int64
 	srv := asynq.NewServerFromRedisClient(srvClient, asynq.Config{Concurrency: 2, Queues: map[string]int{"gated": 1},
 		TaskCheckInterval: 20 * time.Millisecond, LogLevel: asynq.ErrorLevel})

@@ -111,17 +111,25 @@ func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (r
 	return recorded && err == nil, err
 }
 
-// RecordCallbackAttempts records several attempts in one transaction (a
-// lane turn cut short by shutdown records what was answered).
-func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackOutcome) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		for _, o := range outcomes {
-			if _, err := recordAttemptTx(ctx, tx, o); err != nil {
+// RecordCallbackAttempts records several attempts in one transaction (the
+// answers a lane turn collected while others of its batch are still out,
+// or that a shutdown cut short); recorded[i] as for RecordCallbackAttempt.
+func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackOutcome) (recorded []bool, err error) {
+	recorded = make([]bool, len(outcomes))
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		for i, o := range outcomes {
+			ok, err := recordAttemptTx(ctx, tx, o)
+			if err != nil {
 				return err
 			}
+			recorded[i] = ok
 		}
 		return nil
 	})
+	if err != nil {
+		return make([]bool, len(outcomes)), err
+	}
+	return recorded, nil
 }
 
 // recordAttemptTx is one attempt: one conditional update of the callback,

@@ -105,3 +105,48 @@ func TestTwoRunsOfOneLaneTurnSendOnce(t *testing.T) {
 		t.Fatal("callback not delivered")
 	}
 }
+
+// Issue 19's review: a lane turn writes its batch's answers with the
+// turn's end, but an answer does not wait for a slow neighbour in the
+// batch: three callbacks the merchant answered are DELIVERED while the
+// fourth still hangs (a crash now would re-send only that one), and the
+// fourth is recorded when it is answered.
+func TestHungCallbackDoesNotHoldItsBatch(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var hung atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("webhook-id") == "msg_batch_slow" {
+			hung.Add(1)
+			<-release
+		}
+		w.WriteHeader(204)
+	}))
+	defer sink.Close()
+	defer close(release)
+	sys := systest.Start(t, systest.Options{Env: map[string]string{"PAYRAIL_CALLBACK_TIMEOUT": "20s"}})
+	m := sys.NewMerchant(sink.URL)
+	o := m.CreateOrder(2700)
+	for _, id := range []string{"msg_batch_slow", "msg_batch_1", "msg_batch_2", "msg_batch_3"} {
+		testenv.Must(t, sys.Exec(`INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload) VALUES ($1, $2, $3, 'payment.paid', '{"type":"payment.paid"}')`,
+			id, m.MerchantID, o.OrderID))
+	}
+	testenv.Must(t, sys.Deps.Store.WakeLane(context.Background(), m.MerchantID))
+	sys.StartWorker()
+	testenv.Poll(t, 15*time.Second, "the three answered callbacks DELIVERED while the fourth hangs", func() bool {
+		return sys.Count(`SELECT count(*) FROM callbacks WHERE callback_id LIKE 'msg_batch_%' AND callback_id <> 'msg_batch_slow' AND status = 'DELIVERED'`) == 3
+	})
+	if hung.Load() != 1 {
+		t.Fatalf("the slow callback was sent %d times so far, want 1 (still hanging)", hung.Load())
+	}
+	if n := sys.Count(`SELECT count(*) FROM callbacks WHERE callback_id = 'msg_batch_slow' AND status = 'PENDING' AND attempt = 0`); n != 1 {
+		t.Fatalf("the hanging callback is not PENDING at attempt 0")
+	}
+	release <- struct{}{}
+	testenv.Poll(t, 15*time.Second, "the fourth recorded once answered", func() bool {
+		return sys.Count(`SELECT count(*) FROM callbacks WHERE callback_id = 'msg_batch_slow' AND status = 'DELIVERED'`) == 1
+	})
+	if n := sys.Count(`SELECT count(*) FROM callback_attempts WHERE callback_id LIKE 'msg_batch_%'`); n != 4 {
+		t.Fatalf("%d attempt rows, want 4", n)
+	}
+}
