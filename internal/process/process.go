@@ -291,7 +291,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
 		Timeout: cfg.CallbackTimeout, MaxInFlight: max(1, cfg.WorkerConcurrency/2)})
-	gate := queue.NewIdleGate()
+	gate := queue.NewIdleGate(len(queue.Priorities))
 	deps.Redis.AddHook(gate.Hook())
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,

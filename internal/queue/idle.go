@@ -43,12 +43,18 @@ const WakeChannel = "payrail:wake"
 // touched; a future asynq whose script differs is simply never gated.
 type IdleGate struct {
 	Hold, Probe time.Duration
-	Now         func() time.Time
+	// Queues is how many queues the worker serves: a probe lets one round
+	// through (a dequeue per queue, a forward per queue and delayed set).
+	Queues int
+	Now    func() time.Time
 
 	mu          sync.Mutex
 	openUntil   time.Time
 	nextProbe   time.Time
+	roundLeft   int
+	roundUntil  time.Time
 	nextForward time.Time
+	forwardLeft int
 	forwardOpen time.Time
 	// Passed counts dequeue scripts sent to Redis, Waited the times the
 	// gate held one back until a wake or a probe.
@@ -59,8 +65,13 @@ type IdleGate struct {
 
 // NewIdleGate returns a gate with the defaults: open 200 ms after a wake,
 // a probe every 250 ms when closed.
-func NewIdleGate() *IdleGate {
-	return &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond}
+func NewIdleGate(queues int) *IdleGate {
+	return &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: queues}
+}
+
+// startRound lets the rest of one round through (g.mu held).
+func (g *IdleGate) startRound(now time.Time) {
+	g.roundLeft, g.roundUntil = max(1, g.Queues)-1, now.Add(roundWindow)
 }
 
 func (g *IdleGate) now() time.Time {
@@ -108,9 +119,7 @@ func (g *IdleGate) wait(ctx context.Context) {
 	if !now.Before(g.nextProbe) {
 		g.nextProbe = now.Add(g.Probe)
 	}
-	if t := now.Add(roundWindow); t.After(g.openUntil) {
-		g.openUntil = t
-	}
+	g.startRound(now)
 	g.mu.Unlock()
 }
 
@@ -123,18 +132,22 @@ func (g *IdleGate) allow() bool {
 	if now.Before(g.openUntil) {
 		return true
 	}
+	if g.roundLeft > 0 && now.Before(g.roundUntil) {
+		g.roundLeft--
+		return true
+	}
 	if !now.Before(g.nextProbe) {
 		g.nextProbe = now.Add(g.Probe)
-		g.openUntil = now.Add(roundWindow)
+		g.startRound(now)
 		return true
 	}
 	return false
 }
 
-// roundWindow and forwardWindow are how long a probe keeps the gate open
-// for the rest of its round: a dequeue round is one script per queue, a
-// forwarder round two, each a Redis round trip, and a round cut short only
-// waits for the next probe or wake.
+// roundWindow and forwardWindow bound how long a probe's round may take to
+// pass (a dequeue round is one script per queue, a forwarder round two,
+// each a Redis round trip); a round cut short only waits for the next probe
+// or wake.
 const (
 	roundWindow   = 50 * time.Millisecond
 	forwardWindow = 200 * time.Millisecond
@@ -145,12 +158,16 @@ func (g *IdleGate) allowForward() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	if now.Before(g.openUntil) || now.Before(g.forwardOpen) {
+	if now.Before(g.openUntil) {
+		return true
+	}
+	if g.forwardLeft > 0 && now.Before(g.forwardOpen) {
+		g.forwardLeft--
 		return true
 	}
 	if !now.Before(g.nextForward) {
 		g.nextForward = now.Add(time.Second)
-		g.forwardOpen = now.Add(forwardWindow)
+		g.forwardLeft, g.forwardOpen = 2*max(1, g.Queues)-1, now.Add(forwardWindow)
 		return true
 	}
 	return false

@@ -70,7 +70,7 @@ func TestIdleGateDecisions(t *testing.T) {
 func TestIdleGateWithAsynq(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.New(t).Client
-	gate := NewIdleGate()
+	gate := NewIdleGate(1)
 	srvClient := redis.NewClient(rdb.Options())
 	defer srvClient.Close()
 	srvClient.AddHook(gate.Hook())
@@ -118,5 +118,33 @@ func waitRan(t *testing.T, ran *atomic.Int64, n int64) {
 			t.Fatalf("%d of %d tasks ran", ran.Load(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A probe lets exactly one round through: a dequeue per queue, within the
+// round's window; the forwarder's round is two scripts per queue, once a
+// second.
+func TestIdleGateRounds(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: 3, Now: func() time.Time { return now }}
+	for i := range 3 {
+		if !g.allow() {
+			t.Fatalf("dequeue %d of the probe's round refused", i+1)
+		}
+	}
+	if g.allow() {
+		t.Fatal("a fourth dequeue passed a 3-queue round")
+	}
+	for i := range 6 {
+		if !g.allowForward() {
+			t.Fatalf("forward %d of the round refused", i+1)
+		}
+	}
+	if g.allowForward() {
+		t.Fatal("a seventh forward passed")
+	}
+	now = now.Add(time.Second)
+	if !g.allowForward() {
+		t.Fatal("no forwarder round a second later")
 	}
 }
