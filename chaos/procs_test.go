@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -22,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/payrail/payrail/internal/store"
+	"github.com/payrail/payrail/internal/testredis"
 )
 
 // binDir holds the api and worker binaries, built once per test process
@@ -52,15 +52,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a TCP port that was free a moment ago on 127.0.0.1.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(tb testing.TB) int { return testredis.FreePort(tb) }
 
 // proc is one supervised child process (an api or a worker). An exit the
 // test did not cause is counted and the process restarted, as a process

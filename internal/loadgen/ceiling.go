@@ -145,11 +145,30 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 	before := settle()
 	// The steps of one payment run in order, but many payments interleave,
 	// as they do in payrail.
+	start := time.Now()
+	firstErr := onConns(ctx, n, conns, progress, func(i int) error {
+		p := &ceilingPayment{merchant: ids[i%merchants], token: randID("pt_"), paymentKey: randID("tmock_")}
+		for k, step := range ceilingSteps {
+			if err := step(ctx, st, p); err != nil {
+				return fmt.Errorf("ceiling step %d: %w", k+1, err)
+			}
+		}
+		return nil
+	})
+	out.Seconds = time.Since(start).Seconds()
+	out.PaymentsPerSec = float64(n) / out.Seconds
+	db.Close()
+	out.CommitsPerPayment = (settle() - before) / float64(n)
+	return out, firstErr
+}
+
+// onConns runs pay(0 … n-1) on conns goroutines, counting progress; the
+// first error stops its goroutine and is returned.
+func onConns(ctx context.Context, n, conns int, progress Progresser, pay func(i int) error) error {
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
-	start := time.Now()
 	for range conns {
 		wg.Go(func() {
 			for {
@@ -157,23 +176,16 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				p := &ceilingPayment{merchant: ids[int(i)%merchants], token: randID("pt_"), paymentKey: randID("tmock_")}
-				for k, step := range ceilingSteps {
-					if err := step(ctx, st, p); err != nil {
-						once.Do(func() { firstErr = fmt.Errorf("ceiling step %d: %w", k+1, err) })
-						return
-					}
+				if err := pay(int(i)); err != nil {
+					once.Do(func() { firstErr = err })
+					return
 				}
 				progress.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	out.Seconds = time.Since(start).Seconds()
-	out.PaymentsPerSec = float64(n) / out.Seconds
-	db.Close()
-	out.CommitsPerPayment = (settle() - before) / float64(n)
-	return out, firstErr
+	return firstErr
 }
 
 // scratch is the ceilings' own schema (CeilingSchema) of the running

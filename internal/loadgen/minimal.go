@@ -3,8 +3,6 @@ package loadgen
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/payrail/payrail/internal/store"
@@ -102,23 +100,8 @@ func RunMinimalCeiling(ctx context.Context, dbURL string, n, conns int, progress
 	db.SetMaxIdleConns(0)
 	db.SetMaxIdleConns(conns)
 	before := settleCommits(commits)
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range conns {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				if err := one(ctx); err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-				progress.Add(1)
-			}
-		})
-	}
-	wg.Wait()
+	firstErr := onConns(ctx, n, conns, progress, func(int) error { return one(ctx) })
 	out.Seconds = time.Since(start).Seconds()
 	out.PaymentsPerSec = float64(n) / out.Seconds
 	db.Close() // its backends report their counts on exit

@@ -115,19 +115,25 @@ func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (r
 // answers a lane turn collected while others of its batch are still out,
 // or that a shutdown cut short); recorded[i] as for RecordCallbackAttempt.
 func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackOutcome) (recorded []bool, err error) {
-	recorded = make([]bool, len(outcomes))
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		for i, o := range outcomes {
-			ok, err := recordAttemptTx(ctx, tx, o)
-			if err != nil {
-				return err
-			}
-			recorded[i] = ok
-		}
-		return nil
+		recorded, err = recordAttemptsTx(ctx, tx, outcomes)
+		return err
 	})
 	if err != nil {
 		return make([]bool, len(outcomes)), err
+	}
+	return recorded, nil
+}
+
+// recordAttemptsTx is recordAttemptTx for each outcome, in tx.
+func recordAttemptsTx(ctx context.Context, tx *sqlx.Tx, outcomes []CallbackOutcome) ([]bool, error) {
+	recorded := make([]bool, len(outcomes))
+	for i, o := range outcomes {
+		ok, err := recordAttemptTx(ctx, tx, o)
+		if err != nil {
+			return nil, err
+		}
+		recorded[i] = ok
 	}
 	return recorded, nil
 }

@@ -363,22 +363,18 @@ func (s *Store) StartLaneTurn(ctx context.Context, merchantID string, gen int64,
 // generation was superseded the attempts are still recorded — they were
 // really sent — and err is ErrStaleLane.
 func (s *Store) FinishLaneTurn(ctx context.Context, outcomes []CallbackOutcome, e LaneEnd) (recorded []bool, next LaneWake, again bool, err error) {
-	recorded = make([]bool, len(outcomes))
 	stale := false
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		for i, o := range outcomes {
-			ok, err := recordAttemptTx(ctx, tx, o)
-			if err != nil {
-				return err
-			}
-			recorded[i] = ok
+		var err error
+		if recorded, err = recordAttemptsTx(ctx, tx, outcomes); err != nil {
+			return err
 		}
 		var r struct {
 			LaneWake
 			Queued bool `db:"lane_queued"`
 		}
 		b := e.Breaker
-		err := tx.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
+		err = tx.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
 			b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again)
 		if errors.Is(err, sql.ErrNoRows) {
 			stale = true
