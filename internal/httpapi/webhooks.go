@@ -165,17 +165,11 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	e := store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
 		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status))}
-	// Not a virtual account's WAITING_FOR_DEPOSIT: that status also comes
-	// back when a bank reverses a deposit, so it is news the worker must
-	// weigh under the order's lock, never settled from a lock-free read.
-	if row.PaymentKey != nil && *row.PaymentKey == ev.Data.PaymentKey && ev.Data.Status != payment.PGWaitingForDeposit &&
-		payment.Reflects(row.Status, ev.Data.Status) {
+	if row.Shows(ev.Data.PaymentKey, ev.Data.Status) {
 		// The PG announcing what the order already shows (every approval's
 		// DONE arrives after the confirm applied it): kept for the record,
-		// settled here, no task, no lock, no lookup. The worker decides the
-		// same for such an event. A stale read can only make an event look
-		// new, never a new one look reflected: an order that shows DONE,
-		// PARTIAL_CANCELED or CANCELED only moves further on.
+		// settled here, no task, no lock, no lookup — what the worker decides
+		// for such an event too (OrderRow.Shows).
 		e.State = payment.EventIgnored
 		note := "already reflected at the ingress: order is " + string(row.Status) + ", event says " + string(ev.Data.Status)
 		e.Note, e.OrderID = &note, &row.OrderID

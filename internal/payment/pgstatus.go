@@ -174,6 +174,16 @@ func Reading(pg PGStatus, order Status, cancelInFlight bool) Effect {
 	return NoEffect // CREATED, CANCELED, and PAID on anything but a cancel
 }
 
+// SettlesUnlocked reports whether an event saying pg about the order's own
+// payment may be settled from a read of the order taken without its lock
+// and without asking the PG: the order Reflects it, and what it says can
+// only be overtaken, never undone, so a stale read errs towards "news".
+// WAITING_FOR_DEPOSIT is the exception: a bank's reversal brings it back
+// after a deposit, so it always goes to the locked path.
+func SettlesUnlocked(order Status, pg PGStatus) bool {
+	return pg != PGWaitingForDeposit && Reflects(order, pg)
+}
+
 // Reflects reports whether an order in status order already shows what a
 // PG status says of the order's own payment, so applying it could change
 // nothing and the PG need not be asked (most webhooks merely confirm what

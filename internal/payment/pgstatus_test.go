@@ -112,3 +112,20 @@ func TestPGStatusRankAndKnown(t *testing.T) {
 		t.Error("rank must follow how far a payment has gone")
 	}
 }
+
+// What the ingress and the worker may settle from a lock-free read is what
+// Reflects says, less WAITING_FOR_DEPOSIT (a reversed deposit brings it
+// back), over every pair.
+func TestSettlesUnlocked(t *testing.T) {
+	for _, o := range AllStatuses {
+		for _, pg := range AllPGStatuses {
+			got, want := SettlesUnlocked(o, pg), Reflects(o, pg) && pg != PGWaitingForDeposit
+			if got != want {
+				t.Errorf("SettlesUnlocked(%s, %s) = %v, want %v", o, pg, got, want)
+			}
+		}
+	}
+	if !SettlesUnlocked(Paid, PGDone) || SettlesUnlocked(AwaitingDeposit, PGWaitingForDeposit) {
+		t.Fatal("DONE on PAID must settle unlocked; WAITING_FOR_DEPOSIT on AWAITING_DEPOSIT must not")
+	}
+}

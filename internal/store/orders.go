@@ -69,6 +69,13 @@ type OrderRow struct {
 	VASecret           []byte     `db:"va_secret"`
 }
 
+// Shows reports whether an event saying pg about paymentKey may be settled
+// from this row, read without the order's lock: it is the row's own payment
+// and payment.SettlesUnlocked. The ingress and the worker both ask it.
+func (r OrderRow) Shows(paymentKey string, pg payment.PGStatus) bool {
+	return r.PaymentKey != nil && *r.PaymentKey == paymentKey && payment.SettlesUnlocked(r.Status, pg)
+}
+
 // Order converts the row to its public form.
 func (r OrderRow) Order() payment.Order {
 	o := payment.Order{

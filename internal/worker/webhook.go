@@ -106,7 +106,7 @@ func (w *Webhooks) handleWebhook(ctx context.Context, provider, key string) erro
 			return err
 		}
 	}
-	if row.PaymentKey != nil && *row.PaymentKey == body.Data.PaymentKey && payment.Reflects(row.Status, body.Data.Status) {
+	if row.Shows(body.Data.PaymentKey, body.Data.Status) {
 		// Nothing could move: no lock, no lookup.
 		return w.Store.MarkPGEvent(ctx, ev, payment.EventIgnored,
 			"already reflected: order is "+string(row.Status)+", event says "+string(body.Data.Status), row.OrderID)
