@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -38,6 +39,9 @@ type SQLCeiling struct {
 	// the run, divided by the payments: it includes anything else the
 	// database committed meanwhile, so it is an upper bound.
 	CommitsPerPayment float64 `json:"commitsPerPayment"`
+	// Delivered is how many payments' callbacks the lane turns recorded
+	// delivered (a turn left queued at the very end delivers none).
+	Delivered int `json:"delivered"`
 }
 
 // CeilingSchema is the scratch schema the ceiling migrates and fills; it is
@@ -48,7 +52,8 @@ const CeilingSchema = "loadgen_ceiling"
 // transactions the api and the worker run, called directly with no HTTP,
 // queue, lock or PG around them: create, confirm, the worker's read and its
 // CONFIRMING → PAID with the PG call's history row, the PG webhook stored,
-// matched and marked, and the callback claimed and recorded delivered.
+// matched and marked, and the lane turn the transition woke (start and
+// claim, then the attempts with the turn's end).
 var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPayment) error{
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
 		o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: p.merchant, Amount: 15000, Currency: "KRW", OrderName: "loadgen",
@@ -89,27 +94,67 @@ var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPaymen
 		return st.MarkPGEvent(ctx, p.event, payment.EventIgnored, "already reflected: order is PAID, event says DONE", p.orderID)
 	},
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		ds, err := st.ClaimLaneBatch(ctx, p.merchant, time.Now().Add(30*time.Second), 1)
-		if err == nil && len(ds) > 0 {
-			p.delivery = ds[0]
+		// The lane turn the PAID transition woke, as the worker runs it:
+		// start and claim (up to 4), then the attempts with the turn's end.
+		// A transition that found the lane already out woke nothing; the
+		// turn out delivers its callback.
+		gen, ok := p.lanes.take(p.merchant)
+		if !ok {
+			return nil
+		}
+		_, batch, err := st.StartLaneTurn(ctx, p.merchant, gen, time.Now().Add(30*time.Second), func(store.Lane) int { return 4 })
+		if errors.Is(err, store.ErrStaleLane) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		outcomes := make([]store.CallbackOutcome, len(batch))
+		for i, c := range batch {
+			outcomes[i] = store.CallbackOutcome{CallbackID: c.CallbackID, Attempt: c.Attempt, StartedAt: time.Now(), StatusCode: 204,
+				Latency: time.Millisecond, Status: payment.CallbackDelivered, MerchantID: p.merchant}
+		}
+		_, next, again, err := st.FinishLaneTurn(ctx, outcomes, store.LaneEnd{MerchantID: p.merchant, Gen: gen, Again: len(batch) == 4})
+		if again {
+			p.lanes.put(next)
+		}
+		if errors.Is(err, store.ErrStaleLane) {
+			return nil
 		}
 		return err
 	},
-	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		if p.delivery.CallbackID == "" {
-			return nil // another payment's claim took it: it records that one
-		}
-		_, err := st.RecordCallbackAttempt(ctx, store.CallbackOutcome{CallbackID: p.delivery.CallbackID, Attempt: p.delivery.Attempt,
-			StartedAt: time.Now(), StatusCode: 204, Latency: time.Millisecond, Status: payment.CallbackDelivered, MerchantID: p.merchant})
-		return err
-	},
+}
+
+// laneGens hands the ceiling's lane turns their generations, as asynq
+// hands the worker its lane tasks: the store's OnLanes puts each woken
+// generation here, and a payment's lane step takes its merchant's.
+type laneGens struct {
+	mu   sync.Mutex
+	gens map[string]int64
+}
+
+func (l *laneGens) put(w store.LaneWake) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gens == nil {
+		l.gens = map[string]int64{}
+	}
+	l.gens[w.MerchantID] = max(l.gens[w.MerchantID], w.Gen)
+}
+
+func (l *laneGens) take(merchantID string) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g, ok := l.gens[merchantID]
+	delete(l.gens, merchantID)
+	return g, ok
 }
 
 type ceilingPayment struct {
 	merchant, token, paymentKey, orderID string
 	version                              int
 	event                                store.PGEvent
-	delivery                             store.CallbackDelivery
+	lanes                                *laneGens
 }
 
 func randID(prefix string) string {
@@ -129,6 +174,12 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 	}
 	defer sc.close()
 	db, st := sc.db, sc.st
+	lanes := &laneGens{}
+	st.OnLanes(func(_ context.Context, wakes []store.LaneWake) {
+		for _, w := range wakes {
+			lanes.put(w)
+		}
+	})
 	merchants = max(1, merchants)
 	ids := make([]string, merchants)
 	for i := range ids {
@@ -147,7 +198,7 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 	// as they do in payrail.
 	start := time.Now()
 	firstErr := onConns(ctx, n, conns, progress, func(i int) error {
-		p := &ceilingPayment{merchant: ids[i%merchants], token: randID("pt_"), paymentKey: randID("tmock_")}
+		p := &ceilingPayment{merchant: ids[i%merchants], token: randID("pt_"), paymentKey: randID("tmock_"), lanes: lanes}
 		for k, step := range ceilingSteps {
 			if err := step(ctx, st, p); err != nil {
 				return fmt.Errorf("ceiling step %d: %w", k+1, err)
@@ -157,6 +208,7 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 	})
 	out.Seconds = time.Since(start).Seconds()
 	out.PaymentsPerSec = float64(n) / out.Seconds
+	_ = db.GetContext(ctx, &out.Delivered, `SELECT count(*) FROM callbacks WHERE status = 'DELIVERED'`)
 	db.Close()
 	out.CommitsPerPayment = (settle() - before) / float64(n)
 	return out, firstErr
