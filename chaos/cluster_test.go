@@ -394,6 +394,7 @@ type loadStats struct {
 	e5xxOut    atomic.Int64
 	netDuring  atomic.Int64 // transport errors (connection refused/reset) during an outage
 	netOut     atomic.Int64
+	limited    atomic.Int64 // 429s, retried after their Retry-After as a merchant would
 	unexpected atomic.Int64 // 4xx to valid requests, gave-up requests outside outages
 	deposits   sync.WaitGroup
 	deposited  atomic.Int64 // deposits mockpg took
@@ -418,9 +419,10 @@ func (l *loadStats) problem(format string, args ...any) {
 }
 
 type answer struct {
-	status int
-	body   []byte
-	err    error
+	status     int
+	body       []byte
+	err        error
+	retryAfter time.Duration
 }
 
 func (a answer) code() string {
@@ -451,11 +453,13 @@ func (c *cluster) send(api, method, path string, body any, hdr ...string) answer
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: b}
+	secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	return answer{status: resp.StatusCode, body: b, retryAfter: time.Duration(secs) * time.Second}
 }
 
 // call sends a valid request, retrying (on the other api too) what a careful
-// merchant retries: 5xx, transport errors and a key still in flight. It
+// merchant retries: 5xx, transport errors, a key still in flight and a 429
+// (after its Retry-After). It
 // classifies every 5xx and transport error as during or outside an outage.
 func (c *cluster) call(i int, what, method, path string, body any, ok func(answer) bool, hdr ...string) (answer, bool) {
 	for try := 0; try < requestTries; try++ {
@@ -482,6 +486,11 @@ func (c *cluster) call(i int, what, method, path string, body any, ok func(answe
 				c.load.problem("%s %s: %d outside an outage: %.200s", what, path, a.status, a.body)
 			}
 		case a.status == 409 && a.code() == "IDEMPOTENCY_KEY_IN_USE":
+		case a.status == 429 && a.code() == "RATE_LIMITED":
+			// payrail asked this merchant to slow down (admission control
+			// under load): a merchant waits Retry-After and tries again.
+			c.load.limited.Add(1)
+			time.Sleep(min(a.retryAfter, 2*time.Second))
 		case ok(a):
 			return a, true
 		default:
@@ -830,6 +839,7 @@ type result struct {
 	delivered, dups, refused int
 	e5xxDuring, e5xxOut      int
 	netDuring                int
+	limited                  int
 	crashes                  int
 	confirmCalls             int
 	accounts, deposits       int // 가상계좌 issued and deposited at mockpg
@@ -1154,6 +1164,7 @@ ORDER BY secs DESC`, c.merchant.MerchantID))
 	//    outage of a dependency; no unexpected answer.
 	r.e5xxDuring, r.e5xxOut = int(c.load.e5xxDuring.Load()), int(c.load.e5xxOut.Load())
 	r.netDuring = int(c.load.netDuring.Load())
+	r.limited = int(c.load.limited.Load())
 	if n := c.load.unexpected.Load(); n > 0 {
 		bad("%d unexpected answers to valid requests, e.g. %s", n, strings.Join(problems, "; "))
 	}
@@ -1259,8 +1270,8 @@ func run(t *testing.T, sc scenario) {
 	tableMu.Lock()
 	table = append(table, r)
 	tableMu.Unlock()
-	t.Logf("\n%s\n%s\n(%s; %d confirm calls at mockpg; %d virtual accounts issued, %d deposited; %d transport errors during outages; %d callbacks refused by the sink while down; %d process crashes)",
-		tableHeader, r.row(), r.elapsed.Round(time.Second), r.confirmCalls, r.accounts, r.deposits, r.netDuring, r.refused, r.crashes)
+	t.Logf("\n%s\n%s\n(%s; %d confirm calls at mockpg; %d virtual accounts issued, %d deposited; %d transport errors during outages; %d 429s retried; %d callbacks refused by the sink while down; %d process crashes)",
+		tableHeader, r.row(), r.elapsed.Round(time.Second), r.confirmCalls, r.accounts, r.deposits, r.netDuring, r.limited, r.refused, r.crashes)
 	for _, v := range r.violations {
 		t.Errorf("%s: %s", sc.name, v)
 	}

@@ -57,6 +57,9 @@ type Config struct {
 	OpsSessionIdle       time.Duration   // PAYRAIL_OPS_SESSION_IDLE (an unused console session ends; default 30m)
 	OpsSessionMax        time.Duration   // PAYRAIL_OPS_SESSION_MAX (a console session's lifetime from login; default 12h)
 	ShedAfter            time.Duration   // PAYRAIL_SHED_AFTER (oldest waiting confirm older than this: shed new orders; default 5s)
+	AdmitTolerance       float64         // PAYRAIL_ADMIT_TOLERANCE (serving slower than this × unloaded lowers the heaviest merchants' new-order rate; default 2; "off" disables)
+	AdmitFloor           time.Duration   // PAYRAIL_ADMIT_FLOOR (a median service time at or below this is never overload; default 5ms)
+	AdmitCeiling         time.Duration   // PAYRAIL_ADMIT_CEILING (a median service time above this is overload whatever the baseline; default 50ms)
 	RateLimit            int             // PAYRAIL_RATE_LIMIT (per merchant and second; default 100)
 	RateBurst            int             // PAYRAIL_RATE_BURST (default 200)
 	MerchantMaxInFlight  int             // PAYRAIL_MERCHANT_MAX_IN_FLIGHT (requests of one merchant an api process serves at once: this or the merchant's burst, whichever is larger; confirms twice; default 64)
@@ -153,6 +156,21 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_DEPOSIT_GRACE", 10*time.Minute, &c.DepositGrace)
 	durVar("PAYRAIL_RECON_DELAY", time.Hour, &c.ReconDelay)
 	durVar("PAYRAIL_SHED_AFTER", 5*time.Second, &c.ShedAfter)
+	durVar("PAYRAIL_ADMIT_FLOOR", 5*time.Millisecond, &c.AdmitFloor)
+	durVar("PAYRAIL_ADMIT_CEILING", 50*time.Millisecond, &c.AdmitCeiling)
+	c.AdmitTolerance = 2
+	switch v := getenv("PAYRAIL_ADMIT_TOLERANCE"); v {
+	case "":
+	case "off":
+		c.AdmitTolerance = 0
+	default:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 1 || f > 100 {
+			bad("PAYRAIL_ADMIT_TOLERANCE", "want a number from 1 to 100 or off, got %q", v)
+		} else {
+			c.AdmitTolerance = f
+		}
+	}
 	durVar("PAYRAIL_OPS_SESSION_IDLE", 30*time.Minute, &c.OpsSessionIdle)
 	durVar("PAYRAIL_OPS_SESSION_MAX", 12*time.Hour, &c.OpsSessionMax)
 	intVar("PAYRAIL_RATE_LIMIT", 100, &c.RateLimit)

@@ -127,6 +127,16 @@ func isConfirm(r *http.Request) bool {
 	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/orders/") && strings.HasSuffix(r.URL.Path, "/confirm")
 }
 
+// minFairInFlight is the least in-flight bound a merchant has however many
+// others are active.
+const minFairInFlight = 4
+
+// isCreate reports whether r creates an order: the request admission
+// control lowers for a merchant sending more than its share.
+func isCreate(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Path == "/v1/orders"
+}
+
 // admitMerchant takes one request from the merchant's bucket (shared by
 // every api replica through Redis). Over the limit it answers 429
 // RATE_LIMITED with Retry-After and the RateLimit headers, before the
@@ -145,6 +155,10 @@ func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantI
 	if lim.PerSecond <= 0 {
 		return func() {}, true
 	}
+	create := isCreate(r) && s.Admission != nil
+	if create && s.refuseIfLowered(w, r, merchantID, lim.PerSecond) {
+		return nil, false
+	}
 	if !s.admitRate(w, r, merchantID, lim) {
 		return nil, false
 	}
@@ -153,6 +167,13 @@ func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantI
 		// Confirms have their own, doubled bound, as they have their own
 		// bucket: a flood of new orders must not block finishing paid ones.
 		limit, slot = 2*limit, merchantID+":confirm"
+	} else if n := s.Admission.Active(); n >= 2 && s.FairInFlight > 0 && limit > 0 {
+		// Merchants share the database pool: while several create orders,
+		// none may have much more than its part of it in flight, so one's
+		// burst waits in its own line instead of in front of everyone's.
+		// Confirms keep their bound: a buyer who paid is never refused for
+		// fairness.
+		limit = min(limit, max(minFairInFlight, s.FairInFlight/n))
 	}
 	release, ok = s.MerchantLimits.enter(slot, limit)
 	if !ok {
@@ -160,6 +181,9 @@ func (s *Server) admitMerchant(w http.ResponseWriter, r *http.Request, merchantI
 		writeError(ctx, w, payment.Errorf(payment.CodeRateLimited,
 			"%d requests of this merchant are already being served; retry after 1 s", limit))
 		return nil, false
+	}
+	if create {
+		s.Admission.Created(merchantID)
 	}
 	return release, true
 }

@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/payrail/payrail/internal/admit"
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/queue"
@@ -114,6 +116,13 @@ type Server struct {
 	MerchantLimits *MerchantLimits
 	// Shedder, when set, refuses new orders while confirms fall behind.
 	Shedder *Shedder
+	// Admission, when set, lowers the new-order rate of the merchants
+	// sending more than their share while serving requests is slow.
+	Admission *admit.Controller
+	// FairInFlight, with Admission, is the database pool's size: while
+	// several merchants create orders, each may have at most its part of
+	// it (FairInFlight ÷ those merchants, at least 4) in flight here.
+	FairInFlight int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// finding a request's source address.
 	TrustedProxies []netip.Prefix
@@ -348,6 +357,7 @@ func (s *Server) merchantOnly(h http.HandlerFunc) http.Handler {
 		if !ok {
 			return
 		}
+		release = s.timed(release)
 		defer release()
 		ctx := context.WithValue(r.Context(), keyMerchant, merchantID)
 		ctx = context.WithValue(ctx, keyRelease, release)
@@ -355,6 +365,22 @@ func (s *Server) merchantOnly(h http.HandlerFunc) http.Handler {
 		ctx = context.WithValue(ctx, keyLogger, logger(ctx).With("merchant_id", merchantID))
 		h(w, r.WithContext(ctx))
 	})
+}
+
+// timed makes release also record the request's service time for
+// admission control (once, however often it is called).
+func (s *Server) timed(release func()) func() {
+	if s.Admission == nil {
+		return release
+	}
+	start := time.Now()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.Admission.Observe(time.Since(start))
+			release()
+		})
+	}
 }
 
 // leaveInFlight ends the request's place in its merchant's in-flight

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/payrail/payrail/internal/payment"
+	"github.com/payrail/payrail/internal/ratelimit"
 )
 
 // Backlog is what shedding looks at: how long the oldest waiting confirm
@@ -106,5 +107,25 @@ func (s *Server) refuseIfOverloaded(w http.ResponseWriter, r *http.Request) bool
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	writeError(r.Context(), w, payment.Errorf(payment.CodeOverloaded,
 		"confirm work is behind and this merchant holds more than its share of it; new orders are refused for now (confirms, cancels and reads are not)"))
+	return true
+}
+
+// refuseIfLowered answers 429 RATE_LIMITED with Retry-After when admission
+// control has lowered this merchant's new-order rate (it sends more than
+// its share while serving is slow) and the lowered rate is used up. It runs
+// before the merchant's own bucket, so a refusal costs no Redis round trip,
+// and before the request is timed.
+func (s *Server) refuseIfLowered(w http.ResponseWriter, r *http.Request, merchantID string, own int) bool {
+	ok, retry, rate := s.Admission.Admit(merchantID, own)
+	if ok {
+		return false
+	}
+	// The same headers as the merchant's own bucket, naming the lowered
+	// policy now in force.
+	q := max(1, int(rate))
+	ratelimit.Decision{Limit: ratelimit.Limit{PerSecond: q, Burst: q}, RetryAfter: retry, ResetAfter: retry}.
+		SetHeaders(w.Header(), "merchant-lowered")
+	writeError(r.Context(), w, payment.Errorf(payment.CodeRateLimited,
+		"payrail is loaded and this merchant sends more than its share of new orders: its new-order rate is lowered to %.1f/s for now (confirms, cancels and reads are not)", rate))
 	return true
 }

@@ -39,6 +39,7 @@ func MountOps(ctx context.Context, cfg config.Config, api *API, log *slog.Logger
 	reg := metrics.NewRegistry()
 	httpMetrics := metrics.NewHTTP(reg)
 	api.Server.PGEvent = metrics.NewPGEvents(reg).Count
+	metrics.Admission(reg, api.Server.Admission)
 	if prev := api.Server.Observe; prev != nil {
 		api.Server.Observe = func(route string, status int, d time.Duration) {
 			prev(route, status, d)

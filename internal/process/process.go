@@ -20,6 +20,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/payrail/payrail/internal/admit"
 	"github.com/payrail/payrail/internal/auth"
 	"github.com/payrail/payrail/internal/callback"
 	"github.com/payrail/payrail/internal/config"
@@ -207,6 +208,10 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		OrderTTL:       cfg.OrderTTL,
 		Ready:          deps.Ready,
 		Extra:          map[string]http.Handler{},
+	}
+	if cfg.AdmitTolerance > 0 {
+		srv.Admission = admit.New(admit.Options{Tolerance: cfg.AdmitTolerance, Floor: cfg.AdmitFloor, Ceiling: cfg.AdmitCeiling})
+		srv.FairInFlight = cfg.DBMaxConns
 	}
 	srv.ValidateCallbackURL = (&callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}).ValidateURL
 	return &API{Deps: deps, Server: srv, Waiter: waiter, cfg: cfg}

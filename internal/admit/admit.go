@@ -1,0 +1,328 @@
+// Package admit is payrail's adaptive, fair overload control at the ingress
+// (DESIGN "Isolation and overload", "Fair workers").
+//
+// A merchant's rate limit (PAYRAIL_RATE_LIMIT, 100/s by default) says what
+// one merchant may ask for; it cannot know what the machine can do right
+// now. On a small deployment one merchant at its limit is the whole
+// capacity, every process then competes for the same cores and database,
+// and another merchant's payment waits behind the flood at every step —
+// not in a queue that shedding could see, but in CPU run queues and the
+// database pool. So the ingress watches how long it takes to serve an
+// admitted request (admission to response, Prefer: wait's watching
+// excluded) and, while that is well above what it is unloaded, lowers the
+// new-order rate of the merchants sending more than their share of new
+// orders, until the service time is back. Merchants within their share are
+// never lowered, and a lone merchant is never lowered either (there is no
+// one to protect; PAYRAIL_SHED_AFTER's backlog rule still applies).
+//
+// The contract:
+//   - Observe records one served request's time; Admit asks whether one
+//     merchant's new order may go on now, Created counts one that did.
+//   - Every Interval the controller looks at the window: overloaded when
+//     at least MinSamples were served and their median is above
+//     max(Floor, Tolerance × baseline) or above Ceiling. The baseline is
+//     the lowest window median of the last BaselineSpan.
+//   - Overloaded, with two or more merchants creating orders: each merchant
+//     that created more than the window's mean per merchant gets (or keeps)
+//     a rate of Decrease × what it was admitted at in the window, never
+//     below MinRate. Not overloaded: every lowered rate rises by Increase ×
+//     the merchant's own limit per Interval, and is dropped at that limit.
+//   - The lowered rates are this process's own (each api replica controls
+//     what it admits, from what it sees), so no Redis round trip is added
+//     and a replica that is not overloaded lowers nobody.
+//
+// Refusals are 429 RATE_LIMITED with Retry-After, like the merchant's own
+// limit: the merchant is told to slow down, never a 5xx.
+package admit
+
+import (
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Options tune a Controller; zero fields take the defaults in New.
+type Options struct {
+	Interval     time.Duration // how often the window is judged (100 ms)
+	Tolerance    float64       // median above Tolerance × baseline is overload (2)
+	Floor        time.Duration // medians at or below this are never overload (5 ms)
+	Ceiling      time.Duration // medians above this are overload whatever the baseline (50 ms)
+	BaselineSpan time.Duration // how far back the baseline looks (10 min)
+	MinSamples   int           // fewer served requests in a window judge nothing (8)
+	Decrease     float64       // an overloading merchant's rate is multiplied by this (0.7)
+	Increase     float64       // recovery per Interval, as a share of the merchant's limit (0.02)
+	MinRate      float64       // a lowered rate never goes below this per second (1)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Controller is one api process's overload control; safe for concurrent use.
+type Controller struct {
+	o Options
+
+	mu        sync.Mutex
+	windowAt  time.Time
+	samples   []time.Duration
+	seen      int
+	creates   map[string]int
+	rate      map[string]float64 // admitted new orders per second, moving
+	lowered   map[string]*lowered
+	baseCur   time.Duration // lowest median in the current half of BaselineSpan
+	basePrev  time.Duration // … and in the half before
+	baseSince time.Time
+	last      Stats
+	refused   int64
+}
+
+type lowered struct {
+	lim   *rate.Limiter
+	rate  float64
+	limit float64 // the merchant's own per-second limit
+}
+
+// Stats is what the controller last judged, for metrics and the console.
+type Stats struct {
+	Median, Baseline time.Duration
+	Overloaded       bool
+	// Lowered is how many merchants have a lowered rate now.
+	Lowered int
+	// Refused counts new orders refused by a lowered rate, ever.
+	Refused int64
+}
+
+const maxSamples = 1024
+
+// New returns a Controller with o's zero fields defaulted.
+func New(o Options) *Controller {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	deff := func(f *float64, v float64) {
+		if *f <= 0 {
+			*f = v
+		}
+	}
+	def(&o.Interval, 100*time.Millisecond)
+	def(&o.Floor, 5*time.Millisecond)
+	def(&o.Ceiling, 50*time.Millisecond)
+	def(&o.BaselineSpan, 10*time.Minute)
+	deff(&o.Tolerance, 2)
+	deff(&o.Decrease, 0.7)
+	deff(&o.Increase, 0.02)
+	deff(&o.MinRate, 1)
+	if o.MinSamples <= 0 {
+		o.MinSamples = 8
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Controller{o: o, samples: make([]time.Duration, 0, maxSamples),
+		creates: map[string]int{}, rate: map[string]float64{}, lowered: map[string]*lowered{}}
+}
+
+// Observe records one served request's time, admission to response.
+func (c *Controller) Observe(d time.Duration) {
+	if c == nil {
+		return
+	}
+	now := c.o.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick(now)
+	// A ring once full: the window's median stays a median of its latest
+	// requests without growing with the request rate.
+	if len(c.samples) < maxSamples {
+		c.samples = append(c.samples, d)
+	} else {
+		c.samples[c.seen%maxSamples] = d
+	}
+	c.seen++
+}
+
+// Admit reports whether merchantID (whose own limit is perSecond) may
+// create an order now as far as its lowered rate goes; when it may not,
+// retryAfter is when to try again and lowRate the lowered rate. An order
+// that then passes every other check is told with Created.
+func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfter time.Duration, lowRate float64) {
+	if c == nil {
+		return true, 0, 0
+	}
+	now := c.o.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick(now)
+	if l := c.lowered[merchantID]; l != nil {
+		if perSecond > 0 {
+			l.limit = float64(perSecond)
+		}
+		if !l.lim.AllowN(now, 1) {
+			c.refused++
+			return false, time.Duration(math.Ceil(float64(time.Second) / l.rate)), l.rate
+		}
+	}
+	return true, 0, 0
+}
+
+// Created counts one new order of merchantID that was admitted: the
+// merchants' shares are judged on these.
+func (c *Controller) Created(merchantID string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Bounded by the merchants creating orders in one window.
+	c.creates[merchantID]++
+}
+
+// Active is how many merchants created orders in the last few seconds
+// (their moving rate has not faded out).
+func (c *Controller) Active() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.rate)
+}
+
+// Stats returns the last judgement.
+func (c *Controller) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.last
+	s.Lowered, s.Refused = len(c.lowered), c.refused
+	return s
+}
+
+// tick closes the window once Interval has passed and MinSamples were
+// served in it (or MaxWindow passed: then there is too little traffic to
+// judge, which counts as healthy), and judges it; c.mu is held.
+func (c *Controller) tick(now time.Time) {
+	if c.windowAt.IsZero() {
+		c.windowAt, c.baseSince = now, now
+		return
+	}
+	elapsed := now.Sub(c.windowAt)
+	enough := len(c.samples) >= c.o.MinSamples
+	if elapsed < c.o.Interval || (!enough && elapsed < maxWindow) {
+		return
+	}
+	c.rates(elapsed)
+	defer func() {
+		c.windowAt, c.samples, c.seen = now, c.samples[:0], 0
+		clear(c.creates)
+	}()
+	if now.Sub(c.baseSince) >= c.o.BaselineSpan/2 {
+		c.basePrev, c.baseCur, c.baseSince = c.baseCur, 0, now
+	}
+	if !enough {
+		c.last = Stats{Baseline: c.baseline()}
+		c.recover(now, elapsed)
+		return
+	}
+	median := medianOf(c.samples)
+	if c.baseCur == 0 || median < c.baseCur {
+		c.baseCur = median
+	}
+	base := c.baseline()
+	over := median > c.o.Ceiling || median > max(c.o.Floor, time.Duration(c.o.Tolerance*float64(base)))
+	c.last = Stats{Median: median, Baseline: base, Overloaded: over}
+	if !over {
+		c.recover(now, elapsed)
+		return
+	}
+	if len(c.rate) < 2 {
+		return
+	}
+	total := 0.0
+	for _, r := range c.rate {
+		total += r
+	}
+	share := total / float64(len(c.rate))
+	for m, admitted := range c.rate {
+		if admitted <= share {
+			continue
+		}
+		r := c.o.Decrease * admitted
+		l := c.lowered[m]
+		if l != nil {
+			r = min(r, c.o.Decrease*l.rate)
+		}
+		r = max(r, c.o.MinRate)
+		if l != nil {
+			l.rate = r
+			l.lim.SetLimitAt(now, rate.Limit(r))
+			l.lim.SetBurstAt(now, burstFor(r, c.o.Interval))
+			continue
+		}
+		// The merchant's own limit is learned at its next Admit; until then
+		// recovery ends at the rate it was admitted at.
+		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(r), burstFor(r, c.o.Interval)), rate: r, limit: admitted}
+	}
+}
+
+// maxWindow is the longest a window gathers samples before it is judged.
+const maxWindow = 2 * time.Second
+
+// rateSpan is how far back a merchant's admitted new-order rate looks: long
+// enough that one window's few orders do not make a quiet merchant look
+// like the heaviest, short enough to follow a flood within a second.
+const rateSpan = 2 * time.Second
+
+// rates folds the window's admitted new orders into each merchant's
+// moving rate; merchants that stopped fade out. c.mu is held.
+func (c *Controller) rates(elapsed time.Duration) {
+	a := 1 - math.Exp(-elapsed.Seconds()/rateSpan.Seconds())
+	for m, r := range c.rate {
+		if r = (1 - a) * r; r < 0.1 {
+			delete(c.rate, m)
+			continue
+		}
+		c.rate[m] = r
+	}
+	for m, n := range c.creates {
+		c.rate[m] += a * float64(n) / elapsed.Seconds()
+	}
+}
+
+// recover raises every lowered rate by one step per Interval elapsed (a
+// quiet window lasts longer); c.mu is held.
+func (c *Controller) recover(now time.Time, elapsed time.Duration) {
+	steps := elapsed.Seconds() / c.o.Interval.Seconds()
+	for m, l := range c.lowered {
+		l.rate += steps * c.o.Increase * max(l.limit, c.o.MinRate)
+		if l.rate >= l.limit {
+			delete(c.lowered, m)
+			continue
+		}
+		l.lim.SetLimitAt(now, rate.Limit(l.rate))
+		l.lim.SetBurstAt(now, burstFor(l.rate, c.o.Interval))
+	}
+}
+
+func (c *Controller) baseline() time.Duration {
+	switch {
+	case c.basePrev == 0:
+		return c.baseCur
+	case c.baseCur == 0:
+		return c.basePrev
+	}
+	return min(c.baseCur, c.basePrev)
+}
+
+// burstFor lets one Interval's worth through at once, at least one.
+func burstFor(r float64, interval time.Duration) int {
+	return max(1, int(r*interval.Seconds()))
+}
+
+func medianOf(s []time.Duration) time.Duration {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c[len(c)/2]
+}

@@ -1,0 +1,199 @@
+package admit
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is an injected, hand-advanced time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newTest() (*Controller, *clock) {
+	clk := &clock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	return New(Options{Now: clk.now}), clk
+}
+
+// window plays one 100 ms window: each merchant tries tries[m] new orders
+// (the admitted ones served in took), and returns how many were admitted.
+func window(c *Controller, clk *clock, took time.Duration, limit int, tries map[string]int) map[string]int {
+	got := map[string]int{}
+	for m, n := range tries {
+		for range n {
+			if ok, _, _ := c.Admit(m, limit); ok {
+				c.Created(m)
+				c.Observe(took)
+				got[m]++
+			}
+		}
+	}
+	clk.add(100 * time.Millisecond)
+	c.Observe(took) // closes the window
+	return got
+}
+
+func TestFastServiceLowersNobody(t *testing.T) {
+	c, clk := newTest()
+	for range 50 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 30, "B": 1})
+	}
+	if s := c.Stats(); s.Overloaded || s.Lowered != 0 || s.Refused != 0 {
+		t.Fatalf("steady 2 ms service: %+v, want nothing lowered", s)
+	}
+}
+
+func TestOverloadLowersOnlyTheMerchantOverItsShare(t *testing.T) {
+	c, clk := newTest()
+	for range 20 { // the baseline: 2 ms
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+	}
+	var a, b int
+	for range 30 { // A floods, serving takes 20 ms (10× the baseline)
+		got := window(c, clk, 20*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+		a, b = a+got["A"], b+got["B"]
+	}
+	s := c.Stats()
+	if !s.Overloaded || s.Lowered != 1 || s.Refused == 0 {
+		t.Fatalf("after the flood: %+v, want overloaded with A lowered", s)
+	}
+	if b != 30 {
+		t.Fatalf("B (within its share) got %d of 30 orders admitted", b)
+	}
+	if a > 3000/4 {
+		t.Fatalf("A got %d of 3000 admitted while overloaded: its rate was not lowered", a)
+	}
+	ok, retry, rate := c.Admit("A", 100)
+	for ok { // use up what A's lowered rate has left
+		ok, retry, rate = c.Admit("A", 100)
+	}
+	if want := time.Duration(float64(time.Second) / rate); retry < want || retry > want+time.Millisecond || rate < 1 || rate >= 100 {
+		t.Fatalf("A refused with retry %v at rate %.1f/s", retry, rate)
+	}
+}
+
+func TestALoneMerchantIsNeverLowered(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10})
+	}
+	admitted := 0
+	for range 30 {
+		admitted += window(c, clk, 80*time.Millisecond, 100, map[string]int{"A": 100})["A"]
+	}
+	if s := c.Stats(); !s.Overloaded || s.Lowered != 0 || admitted != 3000 {
+		t.Fatalf("lone merchant under overload: %+v, %d of 3000 admitted; want overload seen and nothing lowered", s, admitted)
+	}
+}
+
+func TestLoweredRateRecoversToTheMerchantsLimit(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+	}
+	for range 10 {
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+	}
+	if c.Stats().Lowered != 1 {
+		t.Fatalf("A was not lowered: %+v", c.Stats())
+	}
+	// Healthy again: each window raises A by 2 % of its limit of 100/s, so
+	// from ≥ 1/s it is back within 50 windows, and dropped.
+	for i := range 60 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+		if c.Stats().Lowered == 0 {
+			if i < 5 {
+				t.Fatalf("A recovered after %d windows: recovery is not gradual", i+1)
+			}
+			return
+		}
+	}
+	t.Fatalf("A still lowered after 60 healthy windows: %+v", c.Stats())
+}
+
+func TestTooFewSamplesJudgeNothing(t *testing.T) {
+	c, clk := newTest()
+	// Two merchants, one slow request every 400 ms: fewer than MinSamples
+	// in the 2 s a window may last, so nothing is judged, nobody lowered.
+	for i := range 40 {
+		m := []string{"A", "B"}[i%2]
+		if ok, _, _ := c.Admit(m, 100); ok {
+			c.Created(m)
+			c.Observe(time.Second)
+		}
+		clk.add(400 * time.Millisecond)
+	}
+	if s := c.Stats(); s.Overloaded || s.Lowered != 0 || s.Median != 0 {
+		t.Fatalf("a request each 400 ms: %+v", s)
+	}
+}
+
+func TestFloorAndCeiling(t *testing.T) {
+	for _, tc := range []struct {
+		base, now time.Duration
+		over      bool
+	}{
+		{100 * time.Microsecond, 4 * time.Millisecond, false}, // 40× a tiny baseline, under the 5 ms floor
+		{100 * time.Microsecond, 6 * time.Millisecond, true},
+		{40 * time.Millisecond, 60 * time.Millisecond, true}, // 1.5× but above the 50 ms ceiling
+		{10 * time.Millisecond, 19 * time.Millisecond, false},
+		{10 * time.Millisecond, 21 * time.Millisecond, true},
+	} {
+		t.Run(fmt.Sprint(tc.base, "→", tc.now), func(t *testing.T) {
+			c, clk := newTest()
+			for range 5 {
+				window(c, clk, tc.base, 100, map[string]int{"A": 10})
+			}
+			window(c, clk, tc.now, 100, map[string]int{"A": 10})
+			if s := c.Stats(); s.Overloaded != tc.over || s.Baseline != tc.base {
+				t.Fatalf("%+v, want overloaded %v over baseline %v", s, tc.over, tc.base)
+			}
+		})
+	}
+}
+
+// Many goroutines admitting, counting and observing at once (run with
+// -race): nothing is lost and the counters add up.
+func TestConcurrentUse(t *testing.T) {
+	c, clk := newTest()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	admitted, refused := 0, 0
+	for g := range 16 {
+		wg.Go(func() {
+			m := fmt.Sprint("M", g%4)
+			for i := range 500 {
+				ok, _, _ := c.Admit(m, 100)
+				mu.Lock()
+				if ok {
+					admitted++
+				} else {
+					refused++
+				}
+				mu.Unlock()
+				if ok {
+					c.Created(m)
+				}
+				c.Observe(time.Duration(1+i%40) * time.Millisecond)
+				if i%50 == 0 {
+					clk.add(50 * time.Millisecond)
+				}
+				_ = c.Stats()
+			}
+		})
+	}
+	wg.Wait()
+	if admitted+refused != 16*500 || c.Stats().Refused != int64(refused) {
+		t.Fatalf("admitted %d + refused %d ≠ %d, or Stats.Refused %d ≠ %d", admitted, refused, 16*500, c.Stats().Refused, refused)
+	}
+}
