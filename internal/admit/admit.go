@@ -22,11 +22,13 @@
 //     at least MinSamples were served and their median is above
 //     max(Floor, Tolerance × baseline) or above Ceiling. The baseline is
 //     the lowest window median of the last BaselineSpan.
-//   - Overloaded, with two or more merchants creating orders: each merchant
-//     that created more than the window's mean per merchant gets (or keeps)
-//     a rate of Decrease × what it was admitted at in the window, never
-//     below MinRate. Not overloaded: every lowered rate rises by Increase ×
-//     the merchant's own limit per Interval, and is dropped at that limit.
+//   - Overloaded, with two or more merchants creating orders (one in the
+//     last 3 s): each merchant asking for more than the mean (a 2 s moving
+//     average of new orders asked per second, refused ones included) gets
+//     a rate of Decrease × what it was admitted at, or × its lowered rate,
+//     never below MinRate. Not overloaded, or one
+//     merchant alone: every lowered rate rises by Increase × the merchant's
+//     own limit per Interval, and is dropped at that limit.
 //   - The lowered rates are this process's own (each api replica controls
 //     what it admits, from what it sees), so no Redis round trip is added
 //     and a replica that is not overloaded lowers nobody.
@@ -67,14 +69,23 @@ type Controller struct {
 	windowAt  time.Time
 	samples   []time.Duration
 	seen      int
-	creates   map[string]int
-	rate      map[string]float64 // admitted new orders per second, moving
+	creates   map[string]int    // admitted in this window
+	tries     map[string]int    // asked for in this window
+	rate      map[string]moving // the merchants creating orders
 	lowered   map[string]*lowered
 	baseCur   time.Duration // lowest median in the current half of BaselineSpan
 	basePrev  time.Duration // … and in the half before
 	baseSince time.Time
 	last      Stats
 	refused   int64
+}
+
+// moving is a merchant's new orders per second, admitted and asked for,
+// as moving averages, and when it last asked.
+type moving struct {
+	perSecond float64 // admitted
+	offered   float64 // asked for, admitted or not: the merchant's demand
+	seen      time.Time
 }
 
 type lowered struct {
@@ -122,7 +133,7 @@ func New(o Options) *Controller {
 		o.Now = time.Now
 	}
 	return &Controller{o: o, samples: make([]time.Duration, 0, maxSamples),
-		creates: map[string]int{}, rate: map[string]float64{}, lowered: map[string]*lowered{}}
+		creates: map[string]int{}, tries: map[string]int{}, rate: map[string]moving{}, lowered: map[string]*lowered{}}
 }
 
 // Observe records one served request's time, admission to response.
@@ -156,6 +167,8 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tick(now)
+	// Bounded by the merchants asking in one window (authenticated ones).
+	c.tries[merchantID]++
 	if l := c.lowered[merchantID]; l != nil {
 		if perSecond > 0 {
 			l.limit = float64(perSecond)
@@ -180,8 +193,7 @@ func (c *Controller) Created(merchantID string) {
 	c.creates[merchantID]++
 }
 
-// Active is how many merchants created orders in the last few seconds
-// (their moving rate has not faded out).
+// Active is how many merchants created orders in the last activeSpan.
 func (c *Controller) Active() int {
 	if c == nil {
 		return 0
@@ -213,10 +225,11 @@ func (c *Controller) tick(now time.Time) {
 	if elapsed < c.o.Interval || (!enough && elapsed < maxWindow) {
 		return
 	}
-	c.rates(elapsed)
+	c.rates(now, elapsed)
 	defer func() {
 		c.windowAt, c.samples, c.seen = now, c.samples[:0], 0
 		clear(c.creates)
+		clear(c.tries)
 	}()
 	if now.Sub(c.baseSince) >= c.o.BaselineSpan/2 {
 		c.basePrev, c.baseCur, c.baseSince = c.baseCur, 0, now
@@ -238,32 +251,40 @@ func (c *Controller) tick(now time.Time) {
 		return
 	}
 	if len(c.rate) < 2 {
+		// Alone there is no one to protect: overload is this merchant's
+		// own (the backlog rule sheds it), and a rate lowered while others
+		// were here recovers.
+		c.recover(now, elapsed)
 		return
 	}
+	// Shares are of demand: a merchant whose flood is being refused stays
+	// the one over its share, so the cost of refusing it (which lowering
+	// cannot remove) never turns a quiet merchant into the heaviest.
 	total := 0.0
 	for _, r := range c.rate {
-		total += r
+		total += r.offered
 	}
 	share := total / float64(len(c.rate))
-	for m, admitted := range c.rate {
-		if admitted <= share {
+	for m, r := range c.rate {
+		admitted := r.perSecond
+		if r.offered <= share {
 			continue
 		}
-		r := c.o.Decrease * admitted
+		low := c.o.Decrease * admitted
 		l := c.lowered[m]
 		if l != nil {
-			r = min(r, c.o.Decrease*l.rate)
+			low = min(low, c.o.Decrease*l.rate)
 		}
-		r = max(r, c.o.MinRate)
+		low = max(low, c.o.MinRate)
 		if l != nil {
-			l.rate = r
-			l.lim.SetLimitAt(now, rate.Limit(r))
-			l.lim.SetBurstAt(now, burstFor(r, c.o.Interval))
+			l.rate = low
+			l.lim.SetLimitAt(now, rate.Limit(low))
+			l.lim.SetBurstAt(now, burstFor(low, c.o.Interval))
 			continue
 		}
 		// The merchant's own limit is learned at its next Admit; until then
 		// recovery ends at the rate it was admitted at.
-		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(r), burstFor(r, c.o.Interval)), rate: r, limit: admitted}
+		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(low), burstFor(low, c.o.Interval)), rate: low, limit: admitted}
 	}
 }
 
@@ -276,20 +297,31 @@ const maxWindow = 2 * time.Second
 const rateSpan = 2 * time.Second
 
 // rates folds the window's admitted new orders into each merchant's
-// moving rate; merchants that stopped fade out. c.mu is held.
-func (c *Controller) rates(elapsed time.Duration) {
+// moving rate; a merchant with none for activeSpan is no longer active
+// (it stopped: it needs no protection and has no share). c.mu is held.
+func (c *Controller) rates(now time.Time, elapsed time.Duration) {
 	a := 1 - math.Exp(-elapsed.Seconds()/rateSpan.Seconds())
 	for m, r := range c.rate {
-		if r = (1 - a) * r; r < 0.1 {
+		if _, ok := c.tries[m]; !ok && now.Sub(r.seen) > activeSpan {
 			delete(c.rate, m)
 			continue
 		}
+		r.perSecond *= 1 - a
+		r.offered *= 1 - a
 		c.rate[m] = r
 	}
-	for m, n := range c.creates {
-		c.rate[m] += a * float64(n) / elapsed.Seconds()
+	for m, n := range c.tries {
+		r := c.rate[m]
+		r.offered += a * float64(n) / elapsed.Seconds()
+		r.perSecond += a * float64(c.creates[m]) / elapsed.Seconds()
+		r.seen = now
+		c.rate[m] = r
 	}
 }
+
+// activeSpan is how long after its last new order a merchant still counts
+// as one of those creating orders.
+const activeSpan = 3 * time.Second
 
 // recover raises every lowered rate by one step per Interval elapsed (a
 // quiet window lasts longer); c.mu is held.

@@ -197,3 +197,44 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("admitted %d + refused %d ≠ %d, or Stats.Refused %d ≠ %d", admitted, refused, 16*500, c.Stats().Refused, refused)
 	}
 }
+
+// An overload that lowering cannot end (say, the cost of refusing A's
+// flood itself) never turns the quiet merchant into the one lowered: shares
+// are of demand, and A keeps asking for far more than B.
+func TestPersistentOverloadNeverLowersTheQuietMerchant(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+	}
+	b := 0
+	for range 200 { // 20 s of overload whatever A is admitted at
+		b += window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})["B"]
+	}
+	if s := c.Stats(); b != 200 || s.Lowered != 1 {
+		t.Fatalf("B got %d of 200 admitted, %d merchants lowered; want all of B's and only A lowered", b, s.Lowered)
+	}
+}
+
+// A lowered merchant left alone recovers even while serving stays slow:
+// there is no one left to protect.
+func TestLoweredMerchantLeftAloneRecovers(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+	}
+	for range 10 {
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+	}
+	if c.Stats().Lowered != 1 {
+		t.Fatalf("A was not lowered: %+v", c.Stats())
+	}
+	for range 200 { // B has gone; still overloaded
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100})
+	}
+	if s := c.Stats(); !s.Overloaded || s.Lowered != 0 {
+		t.Fatalf("A alone for 20 s: %+v, want overload seen and A no longer lowered", s)
+	}
+	if got := window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 10})["A"]; got != 10 {
+		t.Fatalf("A alone admitted %d of 10", got)
+	}
+}

@@ -377,7 +377,7 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 		return err
 	}
 	PrintReport(stdout, rep)
-	fmt.Fprintf(stdout, "\ncreates shed by payrail (503 OVERLOADED, retried after 200 ms): %d\nsaved %s\n", c.Shed.Load(), out)
+	fmt.Fprintf(stdout, "\ncreates shed by payrail (503 OVERLOADED, retried after 200 ms): %d; refused 429 (admission control, retried after 200 ms): %d\nsaved %s\n", c.Shed.Load(), c.Limited.Load(), out)
 	if len(rep.Problems) > 0 {
 		return fmt.Errorf("%d problems (see above and %s)", len(rep.Problems), out)
 	}

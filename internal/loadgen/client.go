@@ -33,8 +33,9 @@ type Client struct {
 	T    Target
 	M    Merchant
 	HTTP *http.Client
-	// Shed counts creates payrail refused with 503 OVERLOADED (retried).
-	Shed atomic.Int64
+	// Shed counts creates payrail refused with 503 OVERLOADED, Limited
+	// those refused 429 (admission control): both retried.
+	Shed, Limited atomic.Int64
 }
 
 // NewHTTPClient keeps enough idle connections for the highest concurrency.
@@ -206,10 +207,16 @@ func (c *Client) pay(ctx context.Context, amount int64, wait bool, method string
 	for {
 		status, err := c.do(ctx, "create order", "POST", c.T.APIURL+"/v1/orders",
 			map[string]any{"amount": amount, "orderName": "loadgen"}, true, nil, http.StatusCreated, &order)
-		if status == http.StatusServiceUnavailable && ctx.Err() == nil {
-			// Shed (OVERLOADED): payrail asks for a pause while confirms
-			// catch up; a merchant waits and tries again.
-			c.Shed.Add(1)
+		if (status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests) && ctx.Err() == nil {
+			// Shed (OVERLOADED) or lowered by admission control
+			// (RATE_LIMITED; the bench's merchants have no limit of their
+			// own to hit): payrail asks for a pause; a merchant waits and
+			// tries again.
+			if status == http.StatusTooManyRequests {
+				c.Limited.Add(1)
+			} else {
+				c.Shed.Add(1)
+			}
 			select {
 			case <-ctx.Done():
 				return t, "", ctx.Err()

@@ -81,6 +81,9 @@ type Neighbor struct {
 	// machine the flood's sender competes with payrail for the same cores.
 	MachineBusyPercent float64 `json:"machineBusyPercent"`
 	LoadgenCPUPercent  float64 `json:"loadgenCpuPercent"`
+	// QuietRefused counts B's creates refused (429 or 503) and retried:
+	// admission control must never lower the quiet merchant.
+	QuietRefused int64 `json:"quietRefused"`
 }
 
 // NeighborOptions shape the neighbor phase.
@@ -135,6 +138,7 @@ func RunNeighbor(ctx context.Context, t Target, sink *Sink, o NeighborOptions) (
 	<-done
 	n.Flood.Accepted = len(accepted)
 	n.Flood.Delivered = waitCallbacks(ctx, sink, accepted, o.Callback)
+	n.QuietRefused = b.Limited.Load() + b.Shed.Load()
 	n.AcceptedToPaidP99Ratio = ratio(n.Beside.AcceptedToPaid.P99, n.Alone.AcceptedToPaid.P99)
 	n.ConfirmToCallbackP99Ratio = ratio(n.Beside.ConfirmToCallback.P99, n.Alone.ConfirmToCallback.P99)
 	return n, nil

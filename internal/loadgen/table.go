@@ -150,9 +150,9 @@ func PrintReport(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "  A's creates 2xx/429/5xx/other/no answer %d/%d/%d/%d/%d; confirms %d/%d/%d/%d/%d; %d accepted, %d payment.paid delivered\n",
 			f.Creates.S2xx, f.Creates.S429, f.Creates.S5xx, f.Creates.Other, f.Creates.Errors,
 			f.Confirms.S2xx, f.Confirms.S429, f.Confirms.S5xx, f.Confirms.Other, f.Confirms.Errors, f.Accepted, f.Delivered)
-		fmt.Fprintf(w, "  B's p99 beside ÷ alone: accepted → PAID %.1f / %.1f ms = %.2f; confirm → callback %.1f / %.1f ms = %.2f (target ≤ 2)\n",
+		fmt.Fprintf(w, "  B's p99 beside ÷ alone: accepted → PAID %.1f / %.1f ms = %.2f; confirm → callback %.1f / %.1f ms = %.2f (target ≤ 2); B's creates refused and retried: %d\n",
 			n.Beside.AcceptedToPaid.P99, n.Alone.AcceptedToPaid.P99, n.AcceptedToPaidP99Ratio,
-			n.Beside.ConfirmToCallback.P99, n.Alone.ConfirmToCallback.P99, n.ConfirmToCallbackP99Ratio)
+			n.Beside.ConfirmToCallback.P99, n.Alone.ConfirmToCallback.P99, n.ConfirmToCallbackP99Ratio, n.QuietRefused)
 		fmt.Fprintf(w, "  while B ran beside A: machine CPU %.0f %% busy (all cores), of which this load generator %.0f %% of a core\n", n.MachineBusyPercent, n.LoadgenCPUPercent)
 	}
 	if d := r.DeadEndpoint; d != nil {
