@@ -23,8 +23,9 @@
 //     max(Floor, Tolerance × baseline) or above Ceiling. The baseline is
 //     the lowest window median of the last BaselineSpan.
 //   - Overloaded, with two or more merchants creating orders (one in the
-//     last 3 s): each merchant asking for more than the mean (a 2 s moving
-//     average of new orders asked per second, refused ones included) gets
+//     last 3 s): each merchant asking for more than twice the others' mean
+//     and at least MinHeavy (a 2 s moving average of new orders asked per
+//     second, refused ones included) gets
 //     a rate of Decrease × what it was admitted at, or × its lowered rate,
 //     never below MinRate. Not overloaded, or one
 //     merchant alone: every lowered rate rises by Increase × the merchant's
@@ -57,6 +58,7 @@ type Options struct {
 	Decrease     float64       // an overloading merchant's rate is multiplied by this (0.7)
 	Increase     float64       // recovery per Interval, as a share of the merchant's limit (0.02)
 	MinRate      float64       // a lowered rate never goes below this per second (1)
+	MinHeavy     float64       // a merchant asking for fewer new orders per second is never lowered (20)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -126,6 +128,7 @@ func New(o Options) *Controller {
 	deff(&o.Decrease, 0.7)
 	deff(&o.Increase, 0.02)
 	deff(&o.MinRate, 1)
+	deff(&o.MinHeavy, 20)
 	if o.MinSamples <= 0 {
 		o.MinSamples = 8
 	}
@@ -264,10 +267,17 @@ func (c *Controller) tick(now time.Time) {
 	for _, r := range c.rate {
 		total += r.offered
 	}
-	share := total / float64(len(c.rate))
 	for m, r := range c.rate {
 		admitted := r.perSecond
-		if r.offered <= share {
+		// Over its share means asking for more than twice what the others
+		// ask for on average: two merchants of about the same size are
+		// both within their share, so a slowness they did not cause (a
+		// loaded database, a neighbour process) refuses neither.
+		// And at least MinHeavy/s: fewer orders than that from one api
+		// process are not what overloads it (nor a flood worth refusing),
+		// and a merchant that just stopped leaves a fading rate beside
+		// which a small, steady one would otherwise look heavy.
+		if others := (total - r.offered) / float64(len(c.rate)-1); r.offered <= heavy*others || r.offered < c.o.MinHeavy {
 			continue
 		}
 		low := c.o.Decrease * admitted
@@ -318,6 +328,10 @@ func (c *Controller) rates(now time.Time, elapsed time.Duration) {
 		c.rate[m] = r
 	}
 }
+
+// heavy is how many times the others' mean demand a merchant must ask for
+// to be over its share.
+const heavy = 2
 
 // activeSpan is how long after its last new order a merchant still counts
 // as one of those creating orders.

@@ -238,3 +238,42 @@ func TestLoweredMerchantLeftAloneRecovers(t *testing.T) {
 		t.Fatalf("A alone admitted %d of 10", got)
 	}
 }
+
+// Two merchants of about the same size are both within their share: a
+// slowness they did not cause (another tenant's process, a loaded database)
+// lowers neither.
+func TestMerchantsOfAboutTheSameSizeAreNotLowered(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 5, "B": 4})
+	}
+	admitted := 0
+	for range 100 { // 60/s and 40/s
+		got := window(c, clk, 40*time.Millisecond, 100, map[string]int{"A": 6, "B": 4})
+		admitted += got["A"] + got["B"]
+	}
+	if s := c.Stats(); !s.Overloaded || s.Lowered != 0 || admitted != 1000 {
+		t.Fatalf("A at 1.5× B under overload: %+v, %d of 1000 admitted; want nothing lowered", s, admitted)
+	}
+}
+
+// A small merchant (fewer than MinHeavy new orders/s) is never lowered,
+// even at three times a smaller one's rate (or beside one that stopped,
+// whose fading rate would otherwise make it look like the flood).
+func TestSmallMerchantIsNeverLowered(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 1, "B": 1})
+	}
+	b := 0
+	for i := range 100 { // B at 15/s, A at 5/s, overloaded
+		tries := map[string]int{"B": 1 + i%2}
+		if i%2 == 0 {
+			tries["A"] = 1
+		}
+		b += window(c, clk, 40*time.Millisecond, 100, tries)["B"]
+	}
+	if s := c.Stats(); !s.Overloaded || s.Lowered != 0 || b != 150 {
+		t.Fatalf("%+v, B admitted %d of 150; want B never lowered", s, b)
+	}
+}

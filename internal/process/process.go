@@ -199,7 +199,7 @@ func NewAPI(cfg config.Config, deps *Deps, log *slog.Logger) *API {
 		PGWebhookSecret:    cfg.PGWebhookSecret,
 		Limiter:            ratelimit.New(deps.Redis),
 		Shedder: &httpapi.Shedder{After: cfg.ShedAfter,
-			Backlog: backlog{insp: asynq.NewInspectorFromRedisClient(deps.Redis), store: deps.Store}},
+			Backlog: backlog{rdb: deps.Redis, store: deps.Store}},
 		MerchantLimits: &httpapi.MerchantLimits{Store: deps.Store, TTL: cfg.AuthCacheTTL, MaxInFlight: cfg.MerchantMaxInFlight,
 			Default: ratelimit.Limit{PerSecond: cfg.RateLimit, Burst: cfg.RateBurst}},
 		WebhookLimit:   ratelimit.Limit{PerSecond: cfg.PGWebhookRate, Burst: cfg.PGWebhookBurst},

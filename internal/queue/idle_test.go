@@ -93,7 +93,10 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	for gate.Waited.Load() < 12 && time.Since(start) < 10*time.Second {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if w, p, d := gate.Waited.Load(), gate.Passed.Load(), time.Since(start); w < 12 || float64(p) > 20*d.Seconds()+5 {
+	// Ungated, 2 workers polling every 20 ms send 100/s; gated, about 2
+	// per probe round (8/s). 30/s leaves room for a loaded machine, where
+	// a round stays open longer (make test measured 24/s once).
+	if w, p, d := gate.Waited.Load(), gate.Passed.Load(), time.Since(start); w < 12 || float64(p) > 30*d.Seconds()+5 {
 		t.Fatalf("idle %s: %d waits, %d polls sent to Redis", d, w, p)
 	}
 	must(t, c.enqueue(ctx, "gated:task", "gated:1", "gated", map[string]string{}))
