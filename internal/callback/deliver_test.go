@@ -271,9 +271,10 @@ func TestDeadThenRedelivered(t *testing.T) {
 func TestGoneDisablesEndpointUntilReenabled(t *testing.T) {
 	t.Parallel()
 	ep := newEndpoint(t, status(410))
-	// One worker slot, so the backlog is sent strictly in the order the
-	// sweep enqueues it (creation order); see docs/callbacks.md.
-	sys := start(t, map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "1"}, nil)
+	// One worker slot and one callback at a time, so the backlog is sent
+	// strictly in the order it is claimed (creation order); see
+	// docs/callbacks.md.
+	sys := start(t, map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "1", "PAYRAIL_CALLBACK_CONCURRENCY": "1"}, nil)
 	m := sys.NewMerchant(ep.URL)
 	first := pay(t, sys, m)
 	testenv.Poll(t, 15*time.Second, "endpoint disabled", func() bool {
@@ -478,13 +479,16 @@ func TestHungMerchantDoesNotDelayOthers(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	a := sys.NewMerchant(hung.URL)
 	b := sys.NewMerchant(fast.URL)
-	for range 8 {
+	// The hung merchant holds as many deliveries as it may: its own bound
+	// (a quarter of the worker's sends, 4 × that bound).
+	holds := callback.DefaultPerMerchant
+	for range holds + 2 {
 		pay(t, sys, a)
 	}
 	testenv.Poll(t, 15*time.Second, "hung merchant holding its deliveries", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return inFlight >= callback.DefaultPerMerchant
+		return inFlight >= holds
 	})
 	var worst, worstPaid, worstOutbox time.Duration
 	for range 5 {

@@ -70,20 +70,27 @@ func TestRecordable(t *testing.T) {
 	}
 }
 
+// A worker's callback capacity: a turn takes at most a quarter of its sends
+// (so a few hung endpoints never hold them all), the sends left, and never
+// more turns than MaxTurns.
 func TestWorkerCallbackCapacity(t *testing.T) {
-	d := &Deliverer{MaxInFlight: 6}
-	if got := d.acquire(4); got != 4 {
-		t.Fatalf("first lane got %d slots, want 4", got)
+	d := &Deliverer{MaxInFlight: 24, MaxTurns: 5}
+	for i, want := range []int{6, 6, 6, 6, 0} { // 8 asked, a quarter (6) given, until the 24 are out
+		if got := d.acquire(8); got != want {
+			t.Fatalf("lane %d got %d sends, want %d", i+1, got, want)
+		}
 	}
-	if got := d.acquire(4); got != 2 {
-		t.Fatalf("second lane got %d slots, want the 2 left", got)
+	d.release(6)
+	if got := d.acquire(8); got != 6 {
+		t.Fatalf("freed sends not reusable: %d", got)
 	}
-	if got := d.acquire(4); got != 0 {
-		t.Fatalf("over the worker's total: got %d", got)
+	d = &Deliverer{MaxInFlight: 100, MaxTurns: 2}
+	if a, b, c := d.acquire(1), d.acquire(1), d.acquire(1); a != 1 || b != 1 || c != 0 {
+		t.Fatalf("turns past MaxTurns: %d %d %d, want 1 1 0", a, b, c)
 	}
-	d.release(4)
-	if got := d.acquire(4); got != 4 {
-		t.Fatalf("freed slots not reusable: %d", got)
+	d.release(1)
+	if got := d.acquire(1); got != 1 {
+		t.Fatalf("a freed turn not reusable: %d", got)
 	}
 	if got := (&Deliverer{}).acquire(4); got != 4 {
 		t.Fatalf("unbounded worker gave %d", got)

@@ -47,6 +47,7 @@ type Config struct {
 	OpsRequireTOTP       bool            // PAYRAIL_OPS_REQUIRE_TOTP (default true; make up sets false for the demo)
 	CallbackSchedule     []time.Duration // PAYRAIL_CALLBACK_SCHEDULE
 	CallbackTimeout      time.Duration   // PAYRAIL_CALLBACK_TIMEOUT
+	CallbackConcurrency  int             // PAYRAIL_CALLBACK_CONCURRENCY (one merchant's callbacks in flight per worker, 1–16; default 8)
 	WorkerConcurrency    int             // PAYRAIL_WORKER_CONCURRENCY
 	SweepInterval        time.Duration   // PAYRAIL_SWEEP_INTERVAL
 	PGEventRetention     time.Duration   // PAYRAIL_PG_EVENT_RETENTION (settled PG events; default 720h)
@@ -176,6 +177,10 @@ func Load(getenv func(string) string) (Config, error) {
 	intVar("PAYRAIL_RATE_LIMIT", 100, &c.RateLimit)
 	intVar("PAYRAIL_RATE_BURST", 200, &c.RateBurst)
 	intVar("PAYRAIL_CONFIRM_FAIR_SHARE", 4, &c.ConfirmFairShare)
+	intVar("PAYRAIL_CALLBACK_CONCURRENCY", 8, &c.CallbackConcurrency)
+	if c.CallbackConcurrency > 16 {
+		bad("PAYRAIL_CALLBACK_CONCURRENCY", "want 1 to 16, got %d", c.CallbackConcurrency)
+	}
 	intVar("PAYRAIL_MERCHANT_MAX_IN_FLIGHT", 64, &c.MerchantMaxInFlight)
 	intVar("PAYRAIL_PG_WEBHOOK_RATE", 50, &c.PGWebhookRate)
 	intVar("PAYRAIL_PG_WEBHOOK_BURST", 100, &c.PGWebhookBurst)

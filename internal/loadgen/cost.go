@@ -168,6 +168,11 @@ type DBCost struct {
 	TupInsertedPerPayment  float64 `json:"tupInsertedPerPayment"`
 	TupUpdatedPerPayment   float64 `json:"tupUpdatedPerPayment"`
 	TupFetchedPerPayment   float64 `json:"tupFetchedPerPayment"`
+	// WALSyncsPerPayment is pg_stat_wal's wal_sync (the WAL flushes to disk
+	// a durable commit waits for, server-wide) and WALRecordsPerPayment its
+	// records; -1 when PostgreSQL has no pg_stat_wal (before 14).
+	WALSyncsPerPayment   float64 `json:"walSyncsPerPayment"`
+	WALRecordsPerPayment float64 `json:"walRecordsPerPayment"`
 	// StatementsPerPayment is from pg_stat_statements; -1 when it is not
 	// loaded (it needs shared_preload_libraries).
 	StatementsPerPayment float64 `json:"statementsPerPayment"`
@@ -191,6 +196,8 @@ type stmtSnap struct {
 
 type dbSnap struct {
 	commit, rollback, ins, upd, fetch, stmts int64
+	walSync, walRecords                      int64
+	walOK                                    bool
 	byQuery                                  map[int64]stmtSnap
 }
 
@@ -270,9 +277,16 @@ func (m *Meter) Stop(ctx context.Context, payments int) *Cost {
 		TupUpdatedPerPayment:   float64(d1.upd-d0.upd) / per,
 		TupFetchedPerPayment:   float64(d1.fetch-d0.fetch) / per,
 		StatementsPerPayment:   -1,
+		WALSyncsPerPayment:     -1,
+		WALRecordsPerPayment:   -1,
+	}
+	if d0.walOK && d1.walOK {
+		c.DB.WALSyncsPerPayment = float64(d1.walSync-d0.walSync) / per
+		c.DB.WALRecordsPerPayment = float64(d1.walRecords-d0.walRecords) / per
 	}
 	if ok && m.stmtsOK {
 		c.DB.StatementsPerPayment = float64(d1.stmts-d0.stmts) / per
+
 		for id, q := range d1.byQuery {
 			p := d0.byQuery[id]
 			if calls := q.calls - p.calls; calls > 0 {
@@ -327,6 +341,7 @@ func (m *Meter) dbSnap(ctx context.Context) (dbSnap, bool) {
 	}
 	_ = m.DB.QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_fetched
 FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commit, &s.rollback, &s.ins, &s.upd, &s.fetch)
+	s.walOK = m.DB.QueryRowContext(ctx, `SELECT wal_sync, wal_records FROM pg_stat_wal`).Scan(&s.walSync, &s.walRecords) == nil
 	err := m.DB.QueryRowContext(ctx, `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&s.stmts)
 	if err != nil {
 		return s, false

@@ -98,8 +98,12 @@ func PrintReport(w io.Writer, r *Report) {
 		if r.Open.Cost.DB.StatementsPerPayment >= 0 {
 			st = fmt.Sprintf("%.1f statements", r.Open.Cost.DB.StatementsPerPayment)
 		}
-		fmt.Fprintf(w, "\n  per payment: %.1f commits, %.1f rows inserted, %.1f updated, %s\n",
-			r.Open.Cost.DB.XactCommitPerPayment, r.Open.Cost.DB.TupInsertedPerPayment, r.Open.Cost.DB.TupUpdatedPerPayment, st)
+		wal := "pg_stat_wal unavailable"
+		if r.Open.Cost.DB.WALSyncsPerPayment >= 0 {
+			wal = fmt.Sprintf("%.2f WAL flushes (%.1f records)", r.Open.Cost.DB.WALSyncsPerPayment, r.Open.Cost.DB.WALRecordsPerPayment)
+		}
+		fmt.Fprintf(w, "\n  per payment: %.1f commits (read-only ones included), %s, %.1f rows inserted, %.1f updated, %s\n",
+			r.Open.Cost.DB.XactCommitPerPayment, wal, r.Open.Cost.DB.TupInsertedPerPayment, r.Open.Cost.DB.TupUpdatedPerPayment, st)
 		if sts := r.Open.Cost.DB.Statements; len(sts) > 0 {
 			fmt.Fprintf(w, "  statements per payment (pg_stat_statements, busiest first):\n")
 			for _, q := range sts[:min(len(sts), 15)] {

@@ -295,7 +295,8 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 	}
 	w.Callbacks = callback.NewDeliverer(callback.Options{Store: deps.Store, Queue: deps.Queue, Log: log,
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
-		Timeout: cfg.CallbackTimeout, MaxInFlight: max(1, cfg.WorkerConcurrency/2)})
+		Timeout: cfg.CallbackTimeout, MaxInFlight: max(cfg.WorkerConcurrency/2, 4*cfg.CallbackConcurrency),
+		MaxTurns: max(1, cfg.WorkerConcurrency/2), PerMerchant: cfg.CallbackConcurrency})
 	gate := queue.NewIdleGate(len(queue.Priorities))
 	deps.Redis.AddHook(gate.Hook())
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
