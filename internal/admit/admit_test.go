@@ -43,6 +43,23 @@ func window(c *Controller, clk *clock, took time.Duration, limit int, tries map[
 	return got
 }
 
+// loweredA is a controller after a 2 ms baseline and 1 s of A flooding
+// beside B at 15× the baseline: A lowered.
+func loweredA(t *testing.T) (*Controller, *clock) {
+	t.Helper()
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
+	}
+	for range 10 {
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+	}
+	if c.Stats().Lowered != 1 {
+		t.Fatalf("A was not lowered: %+v", c.Stats())
+	}
+	return c, clk
+}
+
 func TestFastServiceLowersNobody(t *testing.T) {
 	c, clk := newTest()
 	for range 50 {
@@ -97,16 +114,7 @@ func TestALoneMerchantIsNeverLowered(t *testing.T) {
 }
 
 func TestLoweredRateRecoversToTheMerchantsLimit(t *testing.T) {
-	c, clk := newTest()
-	for range 20 {
-		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
-	}
-	for range 10 {
-		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
-	}
-	if c.Stats().Lowered != 1 {
-		t.Fatalf("A was not lowered: %+v", c.Stats())
-	}
+	c, clk := loweredA(t)
 	// Healthy again: each window raises A by 2 % of its limit of 100/s, so
 	// from ≥ 1/s it is back within 50 windows, and dropped.
 	for i := range 60 {
@@ -218,16 +226,7 @@ func TestPersistentOverloadNeverLowersTheQuietMerchant(t *testing.T) {
 // A lowered merchant left alone recovers even while serving stays slow:
 // there is no one left to protect.
 func TestLoweredMerchantLeftAloneRecovers(t *testing.T) {
-	c, clk := newTest()
-	for range 20 {
-		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 10, "B": 1})
-	}
-	for range 10 {
-		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
-	}
-	if c.Stats().Lowered != 1 {
-		t.Fatalf("A was not lowered: %+v", c.Stats())
-	}
+	c, clk := loweredA(t)
 	for range 200 { // B has gone; still overloaded
 		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100})
 	}
