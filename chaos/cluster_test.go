@@ -423,6 +423,7 @@ type answer struct {
 	body       []byte
 	err        error
 	retryAfter time.Duration
+	policy     string // RateLimit-Policy
 }
 
 func (a answer) code() string {
@@ -454,12 +455,12 @@ func (c *cluster) send(api, method, path string, body any, hdr ...string) answer
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-	return answer{status: resp.StatusCode, body: b, retryAfter: time.Duration(secs) * time.Second}
+	return answer{status: resp.StatusCode, body: b, retryAfter: time.Duration(secs) * time.Second, policy: resp.Header.Get("RateLimit-Policy")}
 }
 
 // call sends a valid request, retrying (on the other api too) what a careful
 // merchant retries: 5xx, transport errors, a key still in flight and a 429
-// (after its Retry-After). It
+// of a lowered rate (after its Retry-After). It
 // classifies every 5xx and transport error as during or outside an outage.
 func (c *cluster) call(i int, what, method, path string, body any, ok func(answer) bool, hdr ...string) (answer, bool) {
 	for try := 0; try < requestTries; try++ {
@@ -486,9 +487,11 @@ func (c *cluster) call(i int, what, method, path string, body any, ok func(answe
 				c.load.problem("%s %s: %d outside an outage: %.200s", what, path, a.status, a.body)
 			}
 		case a.status == 409 && a.code() == "IDEMPOTENCY_KEY_IN_USE":
-		case a.status == 429 && a.code() == "RATE_LIMITED":
-			// payrail asked this merchant to slow down (admission control
-			// under load): a merchant waits Retry-After and tries again.
+		case a.status == 429 && a.code() == "RATE_LIMITED" && strings.Contains(a.policy, "merchant-lowered"):
+			// payrail lowered this merchant's rate under load (admission
+			// control): a merchant waits Retry-After and tries again. Any
+			// other 429 (the merchant's own bucket, its in-flight bound)
+			// stays unexpected: the load is well within both.
 			c.load.limited.Add(1)
 			time.Sleep(min(a.retryAfter, 2*time.Second))
 		case ok(a):

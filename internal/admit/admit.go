@@ -26,10 +26,12 @@
 //     last 3 s): each merchant asking for more than twice the others' mean
 //     and at least MinHeavy (a 2 s moving average of new orders asked per
 //     second, refused ones included) gets
-//     a rate of Decrease × what it was admitted at, or × its lowered rate,
-//     never below MinRate. Not overloaded, or one
-//     merchant alone: every lowered rate rises by Increase × the merchant's
-//     own limit per Interval, and is dropped at that limit.
+//     a rate of Decrease × what it was admitted at, or × its lowered rate
+//     (at most every 300 ms), never below MinRate nor below what the other
+//     merchants are admitted at on average (its fair share). Not overloaded, or one
+//     merchant alone: every lowered rate rises by Increase × the rate it
+//     was admitted at before (or its own limit, if lower) per Interval, and
+//     is dropped there.
 //   - The lowered rates are this process's own (each api replica controls
 //     what it admits, from what it sees), so no Redis round trip is added
 //     and a replica that is not overloaded lowers nobody.
@@ -91,9 +93,13 @@ type moving struct {
 }
 
 type lowered struct {
-	lim   *rate.Limiter
-	rate  float64
-	limit float64 // the merchant's own per-second limit
+	lim  *rate.Limiter
+	rate float64
+	// limit is where recovery ends: the rate the merchant was admitted at
+	// when first lowered, or its own limit if that is lower (a merchant
+	// limited to 10,000/s but sending 200/s recovers in steps of its 200).
+	limit float64
+	cut   time.Time // the last decrease
 }
 
 // Stats is what the controller last judged, for metrics and the console.
@@ -173,7 +179,7 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 	// Bounded by the merchants asking in one window (authenticated ones).
 	c.tries[merchantID]++
 	if l := c.lowered[merchantID]; l != nil {
-		if perSecond > 0 {
+		if perSecond > 0 && float64(perSecond) < l.limit {
 			l.limit = float64(perSecond)
 		}
 		if !l.lim.AllowN(now, 1) {
@@ -263,9 +269,10 @@ func (c *Controller) tick(now time.Time) {
 	// Shares are of demand: a merchant whose flood is being refused stays
 	// the one over its share, so the cost of refusing it (which lowering
 	// cannot remove) never turns a quiet merchant into the heaviest.
-	total := 0.0
+	total, admittedAll := 0.0, 0.0
 	for _, r := range c.rate {
 		total += r.offered
+		admittedAll += r.perSecond
 	}
 	for m, r := range c.rate {
 		admitted := r.perSecond
@@ -280,23 +287,36 @@ func (c *Controller) tick(now time.Time) {
 		if others := (total - r.offered) / float64(len(c.rate)-1); r.offered <= heavy*others || r.offered < c.o.MinHeavy {
 			continue
 		}
-		low := c.o.Decrease * admitted
 		l := c.lowered[m]
+		if l != nil && now.Sub(l.cut) < cutEvery {
+			continue // the last cut has not had time to show in the median
+		}
+		low := c.o.Decrease * admitted
 		if l != nil {
 			low = min(low, c.o.Decrease*l.rate)
 		}
-		low = max(low, c.o.MinRate)
+		// Never below what the others are admitted at on average (max-min
+		// fairness): a slowness lowering cannot cure, or one the merchant
+		// did not cause, holds it at its fair share, not at MinRate.
+		fair := (admittedAll - admitted) / float64(len(c.rate)-1)
+		low = max(low, fair, c.o.MinRate)
 		if l != nil {
-			l.rate = low
+			l.rate, l.cut = low, now
 			l.lim.SetLimitAt(now, rate.Limit(low))
 			l.lim.SetBurstAt(now, burstFor(low, c.o.Interval))
 			continue
 		}
-		// The merchant's own limit is learned at its next Admit; until then
-		// recovery ends at the rate it was admitted at.
-		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(low), burstFor(low, c.o.Interval)), rate: low, limit: admitted}
+		// Recovery ends at the rate it was admitted at (or its own limit,
+		// learned at its next Admit, if lower).
+		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(low), burstFor(low, c.o.Interval)), rate: low, limit: admitted, cut: now}
 	}
 }
+
+// cutEvery is the least time between two decreases of one merchant's rate:
+// a cut shows in the median only once the requests it refused would have
+// been served, a few windows later; cutting every window meanwhile would
+// overshoot to the floor.
+const cutEvery = 300 * time.Millisecond
 
 // maxWindow is the longest a window gathers samples before it is judged.
 const maxWindow = 2 * time.Second
@@ -362,9 +382,11 @@ func (c *Controller) baseline() time.Duration {
 	return min(c.baseCur, c.basePrev)
 }
 
-// burstFor lets one Interval's worth through at once, at least one.
+// burstFor lets one Interval's worth through at once, at least two: with
+// a burst of one, requests arriving together at a rate just under one per
+// Interval would each find a fraction of a token and get half the rate.
 func burstFor(r float64, interval time.Duration) int {
-	return max(1, int(r*interval.Seconds()))
+	return max(2, int(r*interval.Seconds()))
 }
 
 func medianOf(s []time.Duration) time.Duration {

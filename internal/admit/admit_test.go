@@ -276,3 +276,55 @@ func TestSmallMerchantIsNeverLowered(t *testing.T) {
 		t.Fatalf("%+v, B admitted %d of 150; want B never lowered", s, b)
 	}
 }
+
+// A steady large merchant beside a small one, under a slowness lowering
+// cannot cure: it is held at its fair share (what the other is admitted
+// at), never pushed to MinRate.
+func TestLoweredRateNeverBelowTheOthersShare(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 5, "B": 1})
+	}
+	a := 0
+	for i := range 200 { // 20 s: A asks 50/s, B 10/s, serving stays at 60 ms
+		got := window(c, clk, 60*time.Millisecond, 100, map[string]int{"A": 5, "B": 1})
+		if i >= 150 {
+			a += got["A"]
+		}
+	}
+	if s := c.Stats(); s.Lowered != 1 || a < 40 { // the last 5 s at ≥ 8/s
+		t.Fatalf("%+v; A admitted %d in its last 5 s, want ≥ 40 (B's 10/s, less the moving average's lag)", s, a)
+	}
+}
+
+// Recovery steps by the rate the merchant was admitted at, not by a far
+// larger limit of its own: a merchant allowed 10,000/s but sending 200/s
+// is not let back to all of its 200/s by the first healthy window.
+func TestRecoveryStepsByWhatTheMerchantSent(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 10000, map[string]int{"A": 20, "B": 1})
+	}
+	for range 10 {
+		window(c, clk, 30*time.Millisecond, 10000, map[string]int{"A": 20, "B": 1})
+	}
+	if c.Stats().Lowered != 1 {
+		t.Fatalf("A was not lowered: %+v", c.Stats())
+	}
+	admitted := 0
+	for range 3 {
+		for range 10 { // other routes' requests: enough samples to judge each window
+			c.Observe(2 * time.Millisecond)
+		}
+		admitted += window(c, clk, 2*time.Millisecond, 10000, map[string]int{"A": 20, "B": 1})["A"]
+	}
+	if admitted >= 20 {
+		t.Fatalf("A got %d of 60 in the first 3 healthy windows: its 10,000/s limit made the recovery steps", admitted)
+	}
+	for range 100 {
+		window(c, clk, 2*time.Millisecond, 10000, map[string]int{"A": 20, "B": 1})
+	}
+	if s := c.Stats(); s.Lowered != 0 {
+		t.Fatalf("A still lowered after 10 healthy seconds: %+v", s)
+	}
+}

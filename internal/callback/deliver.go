@@ -93,8 +93,9 @@ type Deliverer struct {
 	Timeout time.Duration
 	// PerMerchant bounds one merchant's deliveries in flight (a lane's
 	// batch); MaxInFlight bounds all of this worker's sends, and a turn
-	// takes at most a quarter of them, so a few hung endpoints never hold
-	// every send; MaxTurns bounds the lane turns running at once (each
+	// takes at most a quarter of them and keeps only what its batch uses,
+	// so it takes four hung endpoints with full batches to hold every send
+	// (each until its breaker opens, after one turn); MaxTurns bounds the lane turns running at once (each
 	// holds an asynq worker slot), so callbacks never take every worker
 	// slot from confirms. 0 means DefaultPerMerchant and unbounded.
 	PerMerchant, MaxInFlight, MaxTurns int
@@ -306,7 +307,8 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if slots == 0 {
 		return ErrBusy
 	}
-	defer d.release(slots)
+	held := slots
+	defer func() { d.release(held) }()
 	log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
 	now := d.now()
 	policy := d.Breaker.orDefault()
@@ -334,6 +336,8 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if probe {
 		limit = 1
 	}
+	d.giveBack(held - len(batch))
+	held = len(batch)
 	b := lane.Breaker
 	var results []store.CallbackOutcome
 	var early earlyRecords
@@ -456,9 +460,9 @@ func (d *Deliverer) sendBatch(ctx context.Context, log *slog.Logger, batch []sto
 	return early
 }
 
-// acquire takes up to want of the worker's callback slots, and returns how
-// many it got (0: busy).
-// acquire takes a turn and up to want sends for it (0: none free).
+// acquire takes a turn and up to want sends for it (0: none free); the
+// turn gives back what its batch does not use (giveBack) and ends with
+// release.
 func (d *Deliverer) acquire(want int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -482,6 +486,18 @@ func (d *Deliverer) release(n int) {
 	defer d.mu.Unlock()
 	d.total -= n
 	d.turns--
+}
+
+// giveBack returns n of a turn's sends it will not use, before the turn
+// ends: a turn that claimed one callback (or a probe) holds one send, so
+// sends run out only by callbacks actually in flight.
+func (d *Deliverer) giveBack(n int) {
+	if n <= 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.total -= n
 }
 
 func deref(s *string) string {

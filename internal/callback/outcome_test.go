@@ -84,6 +84,12 @@ func TestWorkerCallbackCapacity(t *testing.T) {
 	if got := d.acquire(8); got != 6 {
 		t.Fatalf("freed sends not reusable: %d", got)
 	}
+	// A turn whose batch is one callback keeps one send: the five it gives
+	// back serve the next turn at once.
+	d.giveBack(5)
+	if got := d.acquire(8); got != 5 {
+		t.Fatalf("after a turn gave back 5 of its 6 sends, the next got %d, want the 5", got)
+	}
 	d = &Deliverer{MaxInFlight: 100, MaxTurns: 2}
 	if a, b, c := d.acquire(1), d.acquire(1), d.acquire(1); a != 1 || b != 1 || c != 0 {
 		t.Fatalf("turns past MaxTurns: %d %d %d, want 1 1 0", a, b, c)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -122,8 +123,8 @@ func (s *Server) refuseIfLowered(w http.ResponseWriter, r *http.Request, merchan
 	}
 	// The same headers as the merchant's own bucket, naming the lowered
 	// policy now in force.
-	q := max(1, int(rate))
-	ratelimit.Decision{Limit: ratelimit.Limit{PerSecond: q, Burst: q}, RetryAfter: retry, ResetAfter: retry}.
+	q := max(1, int(math.Round(rate)))
+	ratelimit.Decision{Limit: ratelimit.Limit{PerSecond: q, Burst: max(2, q/10)}, RetryAfter: retry, ResetAfter: retry}.
 		SetHeaders(w.Header(), "merchant-lowered")
 	writeError(r.Context(), w, payment.Errorf(payment.CodeRateLimited,
 		"payrail is loaded and this merchant sends more than its share of new orders: its new-order rate is lowered to %.1f/s for now (confirms, cancels and reads are not)", rate))
