@@ -21,7 +21,8 @@
 //   - Every Interval the controller looks at the window: overloaded when
 //     at least MinSamples were served and their median is above
 //     max(Floor, Tolerance × baseline) or above Ceiling. The baseline is
-//     the lowest window median of the last BaselineSpan.
+//     the lowest window median of the last BaselineSpan among windows with
+//     nobody lowered (so a long, held-down flood does not raise it).
 //   - Overloaded, with two or more merchants creating orders (one in the
 //     last 3 s): each merchant asking for more than twice the others' mean
 //     and at least MinHeavy (a 2 s moving average of new orders asked per
@@ -73,9 +74,10 @@ type Controller struct {
 	windowAt  time.Time
 	samples   []time.Duration
 	seen      int
-	creates   map[string]int    // admitted in this window
-	tries     map[string]int    // asked for in this window
-	rate      map[string]moving // the merchants creating orders
+	creates   map[string]int       // admitted in this window
+	tries     map[string]int       // asked for in this window
+	askedAt   map[string]time.Time // and when last
+	rate      map[string]moving    // the merchants creating orders
 	lowered   map[string]*lowered
 	baseCur   time.Duration // lowest median in the current half of BaselineSpan
 	basePrev  time.Duration // … and in the half before
@@ -142,7 +144,7 @@ func New(o Options) *Controller {
 		o.Now = time.Now
 	}
 	return &Controller{o: o, samples: make([]time.Duration, 0, maxSamples),
-		creates: map[string]int{}, tries: map[string]int{}, rate: map[string]moving{}, lowered: map[string]*lowered{}}
+		creates: map[string]int{}, tries: map[string]int{}, askedAt: map[string]time.Time{}, rate: map[string]moving{}, lowered: map[string]*lowered{}}
 }
 
 // Observe records one served request's time, admission to response.
@@ -178,6 +180,7 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 	c.tick(now)
 	// Bounded by the merchants asking in one window (authenticated ones).
 	c.tries[merchantID]++
+	c.askedAt[merchantID] = now
 	if l := c.lowered[merchantID]; l != nil {
 		if perSecond > 0 && float64(perSecond) < l.limit {
 			l.limit = float64(perSecond)
@@ -212,10 +215,13 @@ func (c *Controller) Active() int {
 	return len(c.rate)
 }
 
-// Stats returns the last judgement.
+// Stats returns the last judgement. It closes a window that is due first,
+// so with no traffic at all the figures (and lowered rates) still move on
+// at each metrics scrape instead of showing the last busy moment forever.
 func (c *Controller) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.tick(c.o.Now())
 	s := c.last
 	s.Lowered, s.Refused = len(c.lowered), c.refused
 	return s
@@ -239,9 +245,16 @@ func (c *Controller) tick(now time.Time) {
 		c.windowAt, c.samples, c.seen = now, c.samples[:0], 0
 		clear(c.creates)
 		clear(c.tries)
+		clear(c.askedAt)
 	}()
 	if now.Sub(c.baseSince) >= c.o.BaselineSpan/2 {
-		c.basePrev, c.baseCur, c.baseSince = c.baseCur, 0, now
+		// A half with no window eligible for the baseline (a flood held
+		// down the whole time) keeps the one before: the baseline must
+		// not drift up to the loaded level and stop seeing overload.
+		if c.baseCur != 0 {
+			c.basePrev, c.baseCur = c.baseCur, 0
+		}
+		c.baseSince = now
 	}
 	if !enough {
 		c.last = Stats{Baseline: c.baseline()}
@@ -249,7 +262,10 @@ func (c *Controller) tick(now time.Time) {
 		return
 	}
 	median := medianOf(c.samples)
-	if c.baseCur == 0 || median < c.baseCur {
+	// Only windows with nobody lowered say what serving costs unloaded: a
+	// window under a held-down flood sits just under the threshold, and
+	// taking it would double the threshold every BaselineSpan.
+	if len(c.lowered) == 0 && (c.baseCur == 0 || median < c.baseCur) {
 		c.baseCur = median
 	}
 	base := c.baseline()
@@ -332,8 +348,14 @@ const rateSpan = 2 * time.Second
 func (c *Controller) rates(now time.Time, elapsed time.Duration) {
 	a := 1 - math.Exp(-elapsed.Seconds()/rateSpan.Seconds())
 	for m, r := range c.rate {
-		if _, ok := c.tries[m]; !ok && now.Sub(r.seen) > activeSpan {
+		if at, ok := c.askedAt[m]; ok {
+			r.seen = at // when it last asked, not when this window closed
+		}
+		if now.Sub(r.seen) > activeSpan {
+			// Gone: it has no share, and a lowered rate kept for it would
+			// freeze the baseline; if it comes back heavy it is lowered again.
 			delete(c.rate, m)
+			delete(c.lowered, m)
 			continue
 		}
 		r.perSecond *= 1 - a
@@ -341,10 +363,13 @@ func (c *Controller) rates(now time.Time, elapsed time.Duration) {
 		c.rate[m] = r
 	}
 	for m, n := range c.tries {
+		if now.Sub(c.askedAt[m]) > activeSpan {
+			continue // its last ask was long ago: a window that stayed open
+		}
 		r := c.rate[m]
 		r.offered += a * float64(n) / elapsed.Seconds()
 		r.perSecond += a * float64(c.creates[m]) / elapsed.Seconds()
-		r.seen = now
+		r.seen = c.askedAt[m]
 		c.rate[m] = r
 	}
 }

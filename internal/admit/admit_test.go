@@ -328,3 +328,30 @@ func TestRecoveryStepsByWhatTheMerchantSent(t *testing.T) {
 		t.Fatalf("A still lowered after 10 healthy seconds: %+v", s)
 	}
 }
+
+// A flood held down for longer than BaselineSpan does not raise the
+// baseline to the loaded level: A stays lowered after 15 minutes, judged
+// against the 2 ms measured before the flood.
+func TestLongFloodDoesNotRaiseTheBaseline(t *testing.T) {
+	c, clk := loweredA(t)
+	for range 9000 { // 15 min of 100 ms windows, serving at 30 ms
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+	}
+	if s := c.Stats(); s.Baseline != 2*time.Millisecond || !s.Overloaded || s.Lowered != 1 {
+		t.Fatalf("after 15 min of a held-down flood: %+v; want the 2 ms baseline, overload seen, A lowered", s)
+	}
+}
+
+// A lowered merchant that stops asking is forgotten once it is no longer
+// active, and with no traffic at all the figures move on at each Stats
+// (a metrics scrape) instead of showing the last busy window forever.
+func TestQuietControllerForgetsAndClears(t *testing.T) {
+	c, clk := loweredA(t)
+	clk.add(5 * time.Second)
+	if s := c.Stats(); s.Overloaded || s.Lowered != 0 {
+		t.Fatalf("5 s without a request: %+v; want no overload shown and A forgotten", s)
+	}
+	if c.Active() != 0 {
+		t.Fatalf("%d merchants still active after 5 s of silence", c.Active())
+	}
+}

@@ -92,12 +92,13 @@ type Deliverer struct {
 	// Timeout bounds one attempt, answer included.
 	Timeout time.Duration
 	// PerMerchant bounds one merchant's deliveries in flight (a lane's
-	// batch); MaxInFlight bounds all of this worker's sends, and a turn
-	// takes at most a quarter of them and keeps only what its batch uses,
-	// so it takes four hung endpoints with full batches to hold every send
-	// (each until its breaker opens, after one turn); MaxTurns bounds the lane turns running at once (each
-	// holds an asynq worker slot), so callbacks never take every worker
-	// slot from confirms. 0 means DefaultPerMerchant and unbounded.
+	// batch). MaxInFlight bounds all of this worker's sends; a turn takes
+	// at most a quarter of them and keeps only what its batch uses, so it
+	// takes four hung endpoints with full batches to hold every send (each
+	// until its breaker opens, after one turn). MaxTurns bounds the lane
+	// turns running at once (each holds an asynq worker slot), so
+	// callbacks never take every worker slot from confirms. 0 means
+	// DefaultPerMerchant and unbounded.
 	PerMerchant, MaxInFlight, MaxTurns int
 	// RequeueAfter is how long a lane may go unheard of before the sweep
 	// assumes its task lost (Redis flushed, worker killed) and wakes it.
