@@ -32,7 +32,8 @@
 //     merchants are admitted at on average (its fair share). Not overloaded, or one
 //     merchant alone: every lowered rate rises by Increase × the rate it
 //     was admitted at before (or its own limit, if lower) per Interval, and
-//     is dropped there.
+//     is dropped at the merchant's own limit or once it asks for no more
+//     (held until then, it lets a flood in smoothly, never in bursts).
 //   - The lowered rates are this process's own (each api replica controls
 //     what it admits, from what it sees), so no Redis round trip is added
 //     and a replica that is not overloaded lowers nobody.
@@ -97,11 +98,17 @@ type moving struct {
 type lowered struct {
 	lim  *rate.Limiter
 	rate float64
-	// limit is where recovery ends: the rate the merchant was admitted at
-	// when first lowered, or its own limit if that is lower (a merchant
+	// step is what recovery steps by: the rate the merchant was admitted
+	// at when first lowered, or its own limit if that is lower (a merchant
 	// limited to 10,000/s but sending 200/s recovers in steps of its 200).
-	limit float64
-	cut   time.Time // the last decrease
+	step float64
+	// own is the merchant's own limit (0: none known). Recovery ends there,
+	// or once the merchant asks for no more than its lowered rate — not at
+	// what it was admitted at when first lowered: dropped there while still
+	// flooding, it met a full bucket of its own limit and its burst of
+	// hundreds came back every few seconds as a spike in everyone's latency.
+	own float64
+	cut time.Time // the last decrease
 }
 
 // Stats is what the controller last judged, for metrics and the console.
@@ -182,8 +189,9 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 	c.tries[merchantID]++
 	c.askedAt[merchantID] = now
 	if l := c.lowered[merchantID]; l != nil {
-		if perSecond > 0 && float64(perSecond) < l.limit {
-			l.limit = float64(perSecond)
+		if perSecond > 0 {
+			l.own = float64(perSecond)
+			l.step = min(l.step, l.own)
 		}
 		if !l.lim.AllowN(now, 1) {
 			c.refused++
@@ -322,9 +330,9 @@ func (c *Controller) tick(now time.Time) {
 			l.lim.SetBurstAt(now, burstFor(low, c.o.Interval))
 			continue
 		}
-		// Recovery ends at the rate it was admitted at (or its own limit,
+		// Recovery steps by the rate it was admitted at (or its own limit,
 		// learned at its next Admit, if lower).
-		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(low), burstFor(low, c.o.Interval)), rate: low, limit: admitted, cut: now}
+		c.lowered[m] = &lowered{lim: rate.NewLimiter(rate.Limit(low), burstFor(low, c.o.Interval)), rate: low, step: admitted, cut: now}
 	}
 }
 
@@ -383,12 +391,13 @@ const heavy = 2
 const activeSpan = 3 * time.Second
 
 // recover raises every lowered rate by one step per Interval elapsed (a
-// quiet window lasts longer); c.mu is held.
+// quiet window lasts longer) and drops those at the merchant's own limit or
+// above what it asks for; c.mu is held.
 func (c *Controller) recover(now time.Time, elapsed time.Duration) {
 	steps := elapsed.Seconds() / c.o.Interval.Seconds()
 	for m, l := range c.lowered {
-		l.rate += steps * c.o.Increase * max(l.limit, c.o.MinRate)
-		if l.rate >= l.limit {
+		l.rate += steps * c.o.Increase * max(l.step, c.o.MinRate)
+		if (l.own > 0 && l.rate >= l.own) || l.rate >= c.rate[m].offered {
 			delete(c.lowered, m)
 			continue
 		}

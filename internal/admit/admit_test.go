@@ -355,3 +355,36 @@ func TestQuietControllerForgetsAndClears(t *testing.T) {
 		t.Fatalf("%d merchants still active after 5 s of silence", c.Active())
 	}
 }
+
+// A merchant still flooding while its lowered rate recovers is let in at
+// that rate until it reaches its own limit, not dropped at what it was
+// admitted at when first lowered: dropped there, its own bucket (full after
+// seconds below its limit) let hundreds through at once, every few seconds.
+func TestRecoveryUnderAFloodEndsAtTheOwnLimit(t *testing.T) {
+	c, clk := newTest()
+	for range 20 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 3, "B": 1})
+	}
+	for range 5 { // A at 50/s, five times B: lowered from about 35/s
+		window(c, clk, 30*time.Millisecond, 100, map[string]int{"A": 5, "B": 1})
+	}
+	if c.Stats().Lowered != 1 {
+		t.Fatalf("A was not lowered: %+v", c.Stats())
+	}
+	for i := range 400 { // healthy again, and A floods at 1,000/s
+		for range 10 { // other routes' requests: enough samples to judge each window
+			c.Observe(2 * time.Millisecond)
+		}
+		got := window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})["A"]
+		if got > 12 {
+			t.Fatalf("window %d: A let in %d of 100 while lowered (its own limit is 10 a window)", i, got)
+		}
+		if c.Stats().Lowered == 0 {
+			if got < 8 {
+				t.Fatalf("A's lowered rate dropped after window %d while it let in %d a window, below its own limit of 10", i, got)
+			}
+			return
+		}
+	}
+	t.Fatalf("A still lowered after 40 healthy seconds: %+v", c.Stats())
+}
