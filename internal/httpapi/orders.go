@@ -195,6 +195,14 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	orderID := r.PathValue("orderId")
+	wait := preferWait(r)
+	var ticket *Ticket
+	if wait > 0 && s.Waiter != nil {
+		// Before the commit: the settlement it waits for is then always
+		// notified to it (no read needed to cover the gap).
+		ticket = s.Waiter.Register(orderID)
+		defer ticket.Cancel()
+	}
 	cr, ok := idempotent(s, w, r, false, func(fin *store.IdemFinish[store.ConfirmResult]) (store.ConfirmResult, error) {
 		return s.Store.RequestConfirm(ctx, merchantID(r), orderID, *req.PaymentKey, *req.PaymentToken, *req.Amount, fin)
 	}, confirmReply)
@@ -208,10 +216,10 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if cr.Result == payment.ConfirmAccepted {
-		if wait := preferWait(r); wait > 0 && s.Waiter != nil {
+		if wait > 0 && s.Waiter != nil {
 			w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(wait/time.Second)))
 			leaveInFlight(r) // watching state holds nothing shared
-			if o, settled := s.Waiter.Wait(ctx, cr.Order.OrderID, wait); settled {
+			if o, settled := ticket.Wait(ctx, wait); settled {
 				cr.Order = o
 				// Settled but not paid (declined, or canceled at the PG
 				// before we confirmed) is a failure for the buyer.

@@ -609,6 +609,41 @@ RETURNING ` + orderColumns
 
 const sqlNotifyOrder = `SELECT pg_notify('payrail_order', $1)`
 
+// maxNotice stays under PostgreSQL's 8,000-byte NOTIFY payload limit.
+const maxNotice = 7900
+
+// orderNotice is the payrail_order notification of a settlement: "orderID
+// status" and the order's JSON, which spares every `Prefer: wait` waiter a
+// read of the order; an order too large for the payload is sent without it
+// (the waiter then reads it).
+func orderNotice(o payment.Order) string {
+	head := o.OrderID + " " + string(o.Status)
+	body, err := json.Marshal(o)
+	if err != nil || len(head)+1+len(body) > maxNotice {
+		return head
+	}
+	return head + " " + string(body)
+}
+
+// ParseOrderNotice reads a payrail_order notification: the order it is
+// about, the order itself when the notice carried it, and whether it is a
+// settlement (only settlements are notified; a notice from an older
+// version may be of another status).
+func ParseOrderNotice(s string) (orderID string, o *payment.Order, settled bool) {
+	orderID, rest, _ := strings.Cut(s, " ")
+	status, body, _ := strings.Cut(rest, " ")
+	if !payment.Status(status).Settled() || status == "" {
+		return orderID, nil, false
+	}
+	if body != "" {
+		var ord payment.Order
+		if json.Unmarshal([]byte(body), &ord) == nil && ord.OrderID == orderID {
+			return orderID, &ord, true
+		}
+	}
+	return orderID, nil, true
+}
+
 // transitionTx applies c to row, which the caller read in tx (FOR UPDATE).
 func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (payment.Order, error) {
 	from := payment.Status(row.Status)
@@ -657,8 +692,11 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 			return payment.Order{}, err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, sqlNotifyOrder, c.OrderID+" "+string(c.To)); err != nil {
-		return payment.Order{}, fmt.Errorf("notify: %w", err)
+	// Only a settlement is waited for (Prefer: wait); delivered at commit.
+	if c.To.Settled() {
+		if _, err := tx.ExecContext(ctx, sqlNotifyOrder, orderNotice(order)); err != nil {
+			return payment.Order{}, fmt.Errorf("notify: %w", err)
+		}
 	}
 	return order, nil
 }
