@@ -78,6 +78,7 @@ type Controller struct {
 	creates   map[string]int       // admitted in this window
 	tries     map[string]int       // asked for in this window
 	askedAt   map[string]time.Time // and when last
+	firstAsk  map[string]time.Time // and when first
 	rate      map[string]moving    // the merchants creating orders
 	lowered   map[string]*lowered
 	baseCur   time.Duration // lowest median in the current half of BaselineSpan
@@ -85,6 +86,8 @@ type Controller struct {
 	baseSince time.Time
 	last      Stats
 	refused   int64
+	// slowStarts counts merchants lowered by slowStart, ever.
+	slowStarts int64
 }
 
 // moving is a merchant's new orders per second, admitted and asked for,
@@ -93,6 +96,8 @@ type moving struct {
 	perSecond float64 // admitted
 	offered   float64 // asked for, admitted or not: the merchant's demand
 	seen      time.Time
+	since     time.Time // when it became active
+	joined    bool      // … while others were active already
 }
 
 type lowered struct {
@@ -119,6 +124,9 @@ type Stats struct {
 	Lowered int
 	// Refused counts new orders refused by a lowered rate, ever.
 	Refused int64
+	// SlowStarts counts merchants that started a flood beside others and
+	// were ramped up from their fair share (slowStart), ever.
+	SlowStarts int64
 }
 
 const maxSamples = 1024
@@ -151,7 +159,7 @@ func New(o Options) *Controller {
 		o.Now = time.Now
 	}
 	return &Controller{o: o, samples: make([]time.Duration, 0, maxSamples),
-		creates: map[string]int{}, tries: map[string]int{}, askedAt: map[string]time.Time{}, rate: map[string]moving{}, lowered: map[string]*lowered{}}
+		creates: map[string]int{}, tries: map[string]int{}, askedAt: map[string]time.Time{}, firstAsk: map[string]time.Time{}, rate: map[string]moving{}, lowered: map[string]*lowered{}}
 }
 
 // Observe records one served request's time, admission to response.
@@ -186,9 +194,15 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 	defer c.mu.Unlock()
 	c.tick(now)
 	// Bounded by the merchants asking in one window (authenticated ones).
-	c.tries[merchantID]++
+	if c.tries[merchantID]++; c.tries[merchantID] == 1 {
+		c.firstAsk[merchantID] = now
+	}
 	c.askedAt[merchantID] = now
-	if l := c.lowered[merchantID]; l != nil {
+	l := c.lowered[merchantID]
+	if l == nil {
+		l = c.slowStart(merchantID, perSecond, now)
+	}
+	if l != nil {
 		if perSecond > 0 {
 			l.own = float64(perSecond)
 			l.step = min(l.step, l.own)
@@ -199,6 +213,65 @@ func (c *Controller) Admit(merchantID string, perSecond int) (ok bool, retryAfte
 		}
 	}
 	return true, 0, 0
+}
+
+// slowStart lowers a merchant that starts asking for many new orders
+// while others are creating theirs: it is admitted from its fair share (at
+// least MinHeavy/s) and ramps towards its own limit while serving stays
+// fast, like a new TCP flow, instead of landing its whole burst at once.
+// The overload rule cannot do this: it judges only after a window, and
+// needs cuts every 300 ms to come down from a burst, so a burst of a
+// couple of hundred orders landed before it acted, and on a small
+// deployment that is a second of the whole machine's work that every
+// other merchant waited behind. A merchant is starting when it had not
+// asked for 3 s (and for its first 2 s after joining others), or has asked
+// for fewer than MinHeavy/s for at least 2 s;
+// it is lowered once this window's asks, as a rate, reach twice MinHeavy
+// and twice the others' mean demand. Merchants that start together (nobody
+// else active yet) are not lowered: there is no one to protect. c.mu is
+// held; nil when the merchant is not starting a flood.
+func (c *Controller) slowStart(merchantID string, perSecond int, now time.Time) *lowered {
+	r, known := c.rate[merchantID]
+	others := len(c.rate)
+	if known {
+		others--
+		young := now.Sub(r.since) < rateSpan
+		if (young && !r.joined) || (!young && r.offered >= c.o.MinHeavy) {
+			// Started with the others (no one to protect then), or
+			// already heavy: the overload rule judges it.
+			return nil
+		}
+	}
+	if others == 0 {
+		return nil
+	}
+	// This window's asks as a rate since its first, over at least one
+	// Interval (a quiet window stays open longer and gathers more).
+	asking := float64(c.tries[merchantID]) / max(now.Sub(c.firstAsk[merchantID]), c.o.Interval).Seconds()
+	var demand, admitted float64
+	for m, o := range c.rate {
+		if m != merchantID {
+			demand += o.offered
+			admitted += o.perSecond
+		}
+	}
+	// Twice MinHeavy: a window holds a handful of asks, so a merchant at
+	// MinHeavy/s shows it now and then without flooding.
+	if asking < 2*c.o.MinHeavy || asking <= heavy*demand/float64(others) {
+		return nil
+	}
+	start := max(admitted/float64(others), c.o.MinHeavy, c.o.MinRate)
+	step := start
+	if perSecond > 0 {
+		step = max(float64(perSecond), start)
+		if start >= float64(perSecond) {
+			return nil // its own limit is no more than the start
+		}
+	}
+	l := &lowered{lim: rate.NewLimiter(rate.Limit(start), burstFor(start, c.o.Interval)), rate: start, step: step, own: float64(perSecond), cut: now}
+	c.lowered[merchantID] = l
+	c.slowStarts++
+	return l
 }
 
 // Created counts one new order of merchantID that was admitted: the
@@ -231,7 +304,7 @@ func (c *Controller) Stats() Stats {
 	defer c.mu.Unlock()
 	c.tick(c.o.Now())
 	s := c.last
-	s.Lowered, s.Refused = len(c.lowered), c.refused
+	s.Lowered, s.Refused, s.SlowStarts = len(c.lowered), c.refused, c.slowStarts
 	return s
 }
 
@@ -254,6 +327,7 @@ func (c *Controller) tick(now time.Time) {
 		clear(c.creates)
 		clear(c.tries)
 		clear(c.askedAt)
+		clear(c.firstAsk)
 	}()
 	if now.Sub(c.baseSince) >= c.o.BaselineSpan/2 {
 		// A half with no window eligible for the baseline (a flood held
@@ -370,11 +444,15 @@ func (c *Controller) rates(now time.Time, elapsed time.Duration) {
 		r.offered *= 1 - a
 		c.rate[m] = r
 	}
+	others := len(c.rate) > 0
 	for m, n := range c.tries {
 		if now.Sub(c.askedAt[m]) > activeSpan {
 			continue // its last ask was long ago: a window that stayed open
 		}
-		r := c.rate[m]
+		r, known := c.rate[m]
+		if !known {
+			r.since, r.joined = c.windowAt, others
+		}
 		r.offered += a * float64(n) / elapsed.Seconds()
 		r.perSecond += a * float64(c.creates[m]) / elapsed.Seconds()
 		r.seen = c.askedAt[m]
@@ -397,7 +475,11 @@ func (c *Controller) recover(now time.Time, elapsed time.Duration) {
 	steps := elapsed.Seconds() / c.o.Interval.Seconds()
 	for m, l := range c.lowered {
 		l.rate += steps * c.o.Increase * max(l.step, c.o.MinRate)
-		if (l.own > 0 && l.rate >= l.own) || l.rate >= c.rate[m].offered {
+		// What it asks for is known once its moving rate has had rateSpan
+		// to follow it: a slow start's first windows say too little.
+		r := c.rate[m]
+		asksLess := now.Sub(r.since) >= rateSpan && l.rate >= r.offered
+		if (l.own > 0 && l.rate >= l.own) || asksLess {
 			delete(c.lowered, m)
 			continue
 		}

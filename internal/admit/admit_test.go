@@ -388,3 +388,88 @@ func TestRecoveryUnderAFloodEndsAtTheOwnLimit(t *testing.T) {
 	}
 	t.Fatalf("A still lowered after 40 healthy seconds: %+v", c.Stats())
 }
+
+// A flood that starts while another merchant is creating orders is ramped
+// up from its fair share, not admitted a whole burst at once (the overload
+// rule would act only after a window, and then need cuts to come down), and
+// ramps to its own limit while serving stays fast. B is never refused.
+func TestFloodStartingBesideOthersRampsUp(t *testing.T) {
+	c, clk := newTest()
+	for range 30 { // B alone, 2 ms
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"B": 1})
+	}
+	var first, b int
+	var perWindow []int
+	for i := range 60 { // A floods at 1,000/s; serving stays at 2 ms
+		got := window(c, clk, 2*time.Millisecond, 100, map[string]int{"A": 100, "B": 1})
+		if i == 0 {
+			first = got["A"]
+		}
+		perWindow = append(perWindow, got["A"])
+		b += got["B"]
+	}
+	if first > 10 {
+		t.Fatalf("A's first window admitted %d of 100; want a slow start (a few)", first)
+	}
+	if b != 60 {
+		t.Fatalf("B admitted %d of 60", b)
+	}
+	if perWindow[5] >= perWindow[35] {
+		t.Fatalf("A did not ramp up while serving was fast: %v", perWindow)
+	}
+	s := c.Stats()
+	if s.SlowStarts != 1 || s.Lowered != 0 {
+		t.Fatalf("%+v; want one slow start, ended at A's own limit after ~4 s of fast service", s)
+	}
+	if last := perWindow[len(perWindow)-1]; last < 50 {
+		t.Fatalf("A's last window admitted %d; want its own limit's worth, not held down", last)
+	}
+}
+
+// A merchant that trickled orders for seconds and then floods starts slow
+// too; one whose own limit is no more than the start is left to it.
+func TestTrickleThatFloodsStartsSlowAndSmallLimitsAreLeftAlone(t *testing.T) {
+	for _, tc := range []struct {
+		limit    int
+		maxFirst int
+	}{{100, 10}, {20, 100}} {
+		t.Run(fmt.Sprint("limit ", tc.limit), func(t *testing.T) {
+			c, clk := newTest()
+			for i := range 40 { // A at 5/s and B at 10/s for 4 s
+				tries := map[string]int{"B": 1}
+				if i%2 == 0 {
+					tries["A"] = 1
+				}
+				window(c, clk, 2*time.Millisecond, tc.limit, tries)
+			}
+			got := window(c, clk, 2*time.Millisecond, tc.limit, map[string]int{"A": 100, "B": 1})
+			if got["A"] > tc.maxFirst || got["B"] != 1 {
+				t.Fatalf("limit %d: A admitted %d of 100 in its first flooding window (want ≤ %d), B %d",
+					tc.limit, got["A"], tc.maxFirst, got["B"])
+			}
+		})
+	}
+}
+
+// Many goroutines starting floods at once: one slow start each, no race.
+func TestConcurrentSlowStarts(t *testing.T) {
+	c, clk := newTest()
+	for range 30 {
+		window(c, clk, 2*time.Millisecond, 100, map[string]int{"B": 1})
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for range 50 {
+				if ok, _, _ := c.Admit(fmt.Sprint("F", g%4), 100); ok {
+					c.Created(fmt.Sprint("F", g%4))
+				}
+				c.Observe(2 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if s := c.Stats(); s.SlowStarts != 4 {
+		t.Fatalf("%+v; want 4 slow starts (one per flooding merchant)", s)
+	}
+}

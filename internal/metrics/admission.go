@@ -34,5 +34,8 @@ func Admission(reg prometheus.Registerer, c *admit.Controller) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "payrail_admission_refused_total",
 			Help: "New orders refused 429 by a lowered rate."},
 			func() float64 { return float64(c.Stats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "payrail_admission_slow_starts_total",
+			Help: "Merchants that started a flood of new orders beside others and were ramped up from their fair share."},
+			func() float64 { return float64(c.Stats().SlowStarts) }),
 	)
 }
