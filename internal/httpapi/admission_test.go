@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/payrail/payrail/internal/systest"
 )
@@ -112,5 +113,87 @@ func TestAdmissionLowersOnlyTheFloodingMerchant(t *testing.T) {
 		if c := noisy.Confirm(o, sys.Session(o)); c.Status != 202 {
 			t.Fatalf("confirm of a lowered merchant: %d %s", c.Status, c.Body)
 		}
+	}
+}
+
+// A flood that starts while another merchant is creating orders starts
+// slow, with serving fast (no overload forced): its first burst is refused
+// 429 beyond its fair share instead of landing at once, nothing is written
+// for a refusal, and the quiet merchant's orders all go through.
+func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
+	t.Parallel()
+	sys := systest.Start(t, systest.Options{Env: map[string]string{
+		"PAYRAIL_RATE_LIMIT": "100000", "PAYRAIL_RATE_BURST": "100000", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000"}})
+	noisy, quiet := sys.NewMerchant(""), sys.NewMerchant("")
+	create := func(m *systest.Merchant) systest.Response {
+		return m.Do("POST", "/v1/orders", map[string]any{"amount": 1000, "orderName": "slow start"})
+	}
+	// The quiet merchant creates an order every 50 ms throughout (20/s:
+	// under what starts a flood), first alone for half a second.
+	quietCodes := map[int]int{}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				quietCodes[create(quiet).Status]++
+			}
+		}
+	}()
+	time.Sleep(600 * time.Millisecond) // the quiet merchant is active: not waiting for work
+	codes := map[int]int{}
+	var lowered systest.Response
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	firstCreated := 0 // of the flood's first 50 answers
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				r := create(noisy)
+				mu.Lock()
+				codes[r.Status]++
+				if r.Status == 429 {
+					lowered = r
+				} else if codes[429]+codes[201] <= 50 {
+					firstCreated++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-done
+	if codes[429] == 0 || codes[201] >= 150 || !strings.HasPrefix(lowered.Header.Get("RateLimit-Policy"), `"merchant-lowered";q=`) {
+		t.Fatalf("a flood starting beside another merchant got %v (last 429: %v): its burst was not slowed", codes, lowered.Header)
+	}
+	t.Logf("flood: %v, %d created of the first 50 answers", codes, firstCreated)
+	if firstCreated > 25 {
+		t.Fatalf("%d of the flood's first 50 creates went through: its burst landed at once", firstCreated)
+	}
+	if codes[201]+codes[429] != 200 {
+		t.Fatalf("flood answers %v: only 201 and 429 expected", codes)
+	}
+	if n := sys.Count(`SELECT count(*) FROM orders WHERE merchant_id = $1`, noisy.MerchantID); n != codes[201] {
+		t.Fatalf("%d orders stored for %d accepted creates: a refused create wrote something", n, codes[201])
+	}
+	if quietCodes[201] == 0 || len(quietCodes) != 1 {
+		t.Fatalf("quiet merchant beside the starting flood got %v, want only 201s", quietCodes)
+	}
+	ms := httptest.NewServer(sys.API.Metrics)
+	defer ms.Close()
+	resp, err := http.Get(ms.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "payrail_admission_slow_starts_total 1") {
+		t.Errorf("api metrics lack payrail_admission_slow_starts_total 1")
 	}
 }

@@ -27,7 +27,7 @@ type Waiter struct {
 	max   int
 	poll  time.Duration
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	waiting  map[string][]*Ticket
 	count    int // registered: what the cap counts
 	watching int // of those, in Wait: past their commit
