@@ -2,6 +2,9 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +153,172 @@ func countRows(t *testing.T, db testenv.Database, q string) int {
 	var n int
 	testenv.Must(t, db.DB.Get(&n, q))
 	return n
+}
+
+// Many PAID transitions of one merchant at once, while its lane takes turns
+// as fast as it can (issue 19: a wake that finds the lane queued and dirty
+// only reads it, under the lane lock, instead of updating the row): every
+// callback is claimed by some turn, none is left PENDING with no lane out
+// (no sweep runs here to rescue one), and each is delivered once.
+func TestConcurrentWakesAndTurnsStrandNothing(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "busy", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	wakes := make(chan store.LaneWake, 4096)
+	st.OnLanes(func(_ context.Context, ws []store.LaneWake) {
+		for _, w := range ws {
+			wakes <- w
+		}
+	})
+	var delivered sync.Map
+	var dup atomic.Int64
+	turn := func(w store.LaneWake) {
+		for {
+			_, batch, err := st.StartLaneTurn(ctx, w.MerchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 3 })
+			if errors.Is(err, store.ErrStaleLane) {
+				return
+			}
+			testenv.Must(t, err)
+			now := time.Now()
+			var outs []store.CallbackOutcome
+			for _, c := range batch {
+				if _, seen := delivered.LoadOrStore(c.CallbackID, true); seen {
+					dup.Add(1)
+				}
+				outs = append(outs, store.CallbackOutcome{CallbackID: c.CallbackID, MerchantID: w.MerchantID, Attempt: c.Attempt,
+					StartedAt: now, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: now})
+			}
+			_, next, again, err := st.FinishLaneTurn(ctx, outs, store.LaneEnd{MerchantID: w.MerchantID, Gen: w.Gen, Again: len(batch) == 3})
+			if errors.Is(err, store.ErrStaleLane) {
+				return
+			}
+			testenv.Must(t, err)
+			if !again {
+				return
+			}
+			w = next
+		}
+	}
+	stop := make(chan struct{})
+	var lanes sync.WaitGroup
+	lanes.Go(func() { // one turn at a time, as the generation fence makes asynq run them
+		for {
+			select {
+			case w := <-wakes:
+				turn(w)
+			case <-stop:
+				return
+			}
+		}
+	})
+	const writers, each = 16, 25
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: m.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "busy", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
+				testenv.Must(t, err)
+				pk := "pk_" + o.OrderID
+				c, err := st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: o.Version, To: payment.Confirming, Action: "test", PaymentKey: &pk})
+				testenv.Must(t, err)
+				_, err = st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: c.Version, To: payment.Paid, Action: "test"})
+				testenv.Must(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`) > 0 {
+		if time.Now().After(deadline) {
+			var queued, dirty bool
+			testenv.Must(t, db.DB.QueryRow(`SELECT lane_queued, lane_dirty FROM callback_endpoints WHERE merchant_id = $1`, m.MerchantID).Scan(&queued, &dirty))
+			t.Fatalf("%d callbacks still PENDING 30 s after the last transition (lane queued=%v dirty=%v): a wake was lost",
+				countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`), queued, dirty)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	lanes.Wait()
+	if n := countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'DELIVERED'`); n != writers*each || dup.Load() != 0 {
+		t.Fatalf("%d delivered of %d, %d claimed twice", n, writers*each, dup.Load())
+	}
+}
+
+// The two halves of the lane lock, deterministically. A wake to a lane
+// already queued and dirty writes nothing, so it does not wait for a
+// transaction holding the merchant's endpoint row (before, every PAID
+// transition of a merchant queued on that row); and a turn's start waits
+// for a wake still in flight (one holding the lane lock shared), so its
+// claim cannot miss that wake's callback.
+func TestLaneLockOrdersStartsAfterWakesWithoutSerialisingWakes(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "lock", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	var woke []store.LaneWake
+	st.OnLanes(func(_ context.Context, ws []store.LaneWake) { woke = append(woke, ws...) })
+	pay := func(ctx context.Context) error {
+		o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: m.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "lock", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
+		if err != nil {
+			return err
+		}
+		pk := "pk_" + o.OrderID
+		c, err := st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: o.Version, To: payment.Confirming, Action: "test", PaymentKey: &pk})
+		if err != nil {
+			return err
+		}
+		_, err = st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: c.Version, To: payment.Paid, Action: "test"})
+		return err
+	}
+	testenv.Must(t, pay(ctx)) // wakes the lane: queued and dirty
+	if len(woke) != 1 {
+		t.Fatalf("first PAID woke %+v, want the lane", woke)
+	}
+
+	// Another transaction holds the endpoint row; a second PAID still commits.
+	row, err := db.DB.BeginTx(ctx, nil)
+	testenv.Must(t, err)
+	_, err = row.ExecContext(ctx, `SELECT 1 FROM callback_endpoints WHERE merchant_id = $1 FOR UPDATE`, m.MerchantID)
+	testenv.Must(t, err)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = pay(pctx)
+	cancel()
+	testenv.Must(t, row.Rollback())
+	if err != nil {
+		t.Fatalf("PAID beside a held endpoint row: %v (it waited for the row: wakes are serialised again)", err)
+	}
+	if len(woke) != 1 {
+		t.Fatalf("a wake to a queued lane woke %+v", woke[1:])
+	}
+
+	// A wake in flight (the lane lock held shared, as wakeLaneTx holds it to
+	// its commit): the turn's start waits for it.
+	wake, err := db.DB.BeginTx(ctx, nil)
+	testenv.Must(t, err)
+	_, err = wake.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(7316003, hashtext($1))`, m.MerchantID)
+	testenv.Must(t, err)
+	started := make(chan error, 1)
+	go func() {
+		_, _, err := st.StartLaneTurn(ctx, m.MerchantID, woke[0].Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 10 })
+		started <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for countRows(t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7316003 AND NOT granted`) == 0 {
+		select {
+		case err := <-started:
+			t.Fatalf("the turn started (%v) while a wake held the lane lock", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the turn's start never queued for the lane lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	testenv.Must(t, wake.Commit())
+	testenv.Must(t, <-started)
 }
