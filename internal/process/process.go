@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,7 +68,7 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 	d.Queue.Fair = queue.NewFair(rdb, cfg.ConfirmFairShare)
 	d.Queue.Inspector = asynq.NewInspectorFromRedisClient(rdb)
 	// Idle workers sleep behind their IdleGate until an enqueue says so.
-	d.Queue.Wake = func(ctx context.Context) { _ = rdb.Publish(ctx, queue.WakeChannel, "1").Err() }
+	d.Queue.Wake = func(ctx context.Context, q string) { _ = rdb.Publish(ctx, queue.WakeChannel, q).Err() }
 	// Start a woken merchant lane at once; the sweep is the safety net.
 	d.Store.OnLanes(func(ctx context.Context, wakes []store.LaneWake) {
 		for _, w := range wakes {
@@ -297,7 +299,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		Guard: &callback.Guard{AllowPrivate: cfg.CallbackAllowPrivate}, Schedule: cfg.CallbackSchedule,
 		Timeout: cfg.CallbackTimeout, MaxInFlight: max(cfg.WorkerConcurrency/2, 4*cfg.CallbackConcurrency),
 		MaxTurns: max(1, cfg.WorkerConcurrency/2), PerMerchant: cfg.CallbackConcurrency})
-	gate := queue.NewIdleGate(len(queue.Priorities))
+	gate := queue.NewIdleGate(slices.Collect(maps.Keys(queue.Priorities))...)
 	deps.Redis.AddHook(gate.Hook())
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,

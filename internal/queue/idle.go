@@ -12,66 +12,81 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// WakeChannel is the Redis pub/sub channel every enqueue publishes on, so
-// idle workers look at their queues at once (IdleGate).
+// WakeChannel is the Redis pub/sub channel every enqueue publishes on, with
+// the task's queue as the message, so idle workers look at that queue at
+// once (IdleGate).
 const WakeChannel = "payrail:wake"
 
-// IdleGate keeps an idle worker from polling Redis (issue 19: "idle is
-// idle"). asynq has no blocking dequeue: with every queue empty its
-// processor runs its dequeue script on every queue each TaskCheckInterval
-// (20 ms here, for latency), which kept an idle worker at 4 % of a core
-// and Redis at 1.5 %. The gate, a go-redis hook on the worker's client,
-// makes that dequeue block instead, while nothing can have arrived — the
-// processor's one dequeue loop waits in the hook until a wake or the next
-// probe, then asks Redis:
+// IdleGate keeps a worker from asking Redis about queues that cannot hold
+// a task for it (issue 19: "idle is idle", and ≤ 40 Redis commands per
+// payment). asynq has no blocking dequeue: each round its processor runs
+// its dequeue script on every queue, in a weighted random order, until one
+// yields a task, and after a round that found nothing it tries again every
+// TaskCheckInterval (20 ms here, for latency). Idle, that kept a worker at
+// 4 % of a core and Redis at 1.5 %; busy, the empty queues of every round
+// cost three Redis commands each (18 of the 80 commands of a payment). The
+// gate, a go-redis hook on the worker's client, answers for those queues:
 //
-//   - it opens for Hold after a wake (an enqueue anywhere, WakeChannel) and
-//     after a dequeue that found a task (more may follow);
-//   - closed, it still lets one round through every Probe, for tasks whose
-//     wake was lost (a pub/sub reconnect) and for retries and scheduled
-//     tasks asynq's forwarder has moved into the queue.
+//   - every enqueue publishes its queue on WakeChannel, and a wake gives
+//     that queue a credit; a queue with credits is asked, a task found
+//     takes one, an empty answer clears them (another worker took it);
+//   - a queue without credits is answered "empty" without a Redis round
+//     trip while another queue has some, and when none has, the round's
+//     first dequeue waits in the hook until a wake or the next probe;
+//   - every Probe, and after a wake that names no queue (a forwarder move,
+//     an error), one round asks Redis of every queue: for tasks whose wake
+//     was lost (a pub/sub reconnect), moved back by asynq's recoverer, or
+//     forwarded by another worker.
 //
 // asynq's forwarder (retries and scheduled tasks becoming due, every
-// DelayedTaskCheckInterval on every queue) is gated the same way, but
-// closed it runs once a second: its script compares whole unix seconds,
-// so nothing becomes due more often than that. When it moves a task the
-// gate opens.
+// DelayedTaskCheckInterval on every queue) is gated too: it runs at its
+// interval for Hold after a wake, else once a second (its script compares
+// whole unix seconds, so nothing becomes due more often than that). A task
+// it moves credits its queue.
 //
-// So no task waits longer than Probe for a worker that missed its wake,
-// and with a wake none waits longer than before. Only asynq's dequeue
-// script (its four keys …:pending, …:paused, …:active, …:lease) is
-// touched; a future asynq whose script differs is simply never gated.
+// So no task waits longer than Probe for a worker that missed its wake, and
+// with a wake none waits longer than before. Only asynq's dequeue and
+// forward scripts (recognised by their keys) are touched; a future asynq
+// whose scripts differ is simply never gated.
 type IdleGate struct {
 	Hold, Probe time.Duration
-	// Queues is how many queues the worker serves: a probe lets one round
-	// through (a dequeue per queue, a forward per queue and delayed set).
+	// Queues is how many queues the worker serves: a round is one dequeue
+	// per queue (fewer when one yields a task).
 	Queues int
 	Now    func() time.Time
+	// serves names the queues: a wake for another (a worker with other
+	// queues, another deployment on the same Redis: PUBLISH ignores the
+	// database) would otherwise hold a credit no dequeue of ours clears,
+	// and the gate would never wait again. nil: any.
+	serves map[string]bool
 
 	mu          sync.Mutex
 	openUntil   time.Time
 	nextProbe   time.Time
-	roundLeft   int
-	roundUntil  time.Time
+	credits     map[string]int64
+	round       int  // dequeues seen in the current round
+	sweep       bool // the current round asks every queue
+	all         bool // the next round asks every queue
 	nextForward time.Time
 	forwardLeft int
 	forwardOpen time.Time
-	// Passed counts dequeue scripts sent to Redis, Waited the times the
-	// gate held one back until a wake or a probe.
-	Passed, Waited atomic.Int64
-	wake           chan struct{}
-	once           sync.Once
+	// Passed counts dequeue scripts sent to Redis, Skipped those answered
+	// "empty" for a queue with no credit, Waited the rounds held back until
+	// a wake or a probe.
+	Passed, Skipped, Waited atomic.Int64
+	wake                    chan struct{}
+	once                    sync.Once
 }
 
-// NewIdleGate returns a gate with the defaults: open 200 ms after a wake,
-// a probe every 250 ms when closed.
-func NewIdleGate(queues int) *IdleGate {
-	return &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: queues}
-}
-
-// startRound lets the rest of one round through (g.mu held).
-func (g *IdleGate) startRound(now time.Time) {
-	g.roundLeft, g.roundUntil = max(1, g.Queues)-1, now.Add(roundWindow)
+// NewIdleGate returns a gate for a worker serving queues, with the
+// defaults: the forwarder at its interval 200 ms after a wake, a probe
+// round every 250 ms.
+func NewIdleGate(queues ...string) *IdleGate {
+	serves := map[string]bool{}
+	for _, q := range queues {
+		serves[q] = true
+	}
+	return &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: len(queues), serves: serves}
 }
 
 func (g *IdleGate) now() time.Time {
@@ -86,72 +101,137 @@ func (g *IdleGate) wakeCh() chan struct{} {
 	return g.wake
 }
 
-// Wake opens the gate for Hold, and releases a dequeue waiting in it.
+// maxCredit bounds one queue's credits (a burst of enqueues while every
+// slot was busy); more than a round's worth only ever asks Redis again.
+const maxCredit = 1 << 20
+
+// WakeQueue says a task was enqueued in queue: it is asked next, and a
+// dequeue waiting in the gate is released.
+func (g *IdleGate) WakeQueue(queue string) { g.credit(queue, 1) }
+
+func (g *IdleGate) credit(queue string, n int64) {
+	if g.serves != nil && !g.serves[queue] {
+		return
+	}
+	g.mu.Lock()
+	if g.credits == nil {
+		g.credits = map[string]int64{}
+	}
+	if _, ok := g.credits[queue]; ok || len(g.credits) < 64 { // a queue name from the wire: bounded
+		g.credits[queue] = min(g.credits[queue]+n, maxCredit)
+	}
+	g.openFor()
+	g.mu.Unlock()
+	g.signal()
+}
+
+// Wake says tasks may be waiting in any queue: the next round asks every
+// queue, and a dequeue waiting in the gate is released.
 func (g *IdleGate) Wake() {
 	g.mu.Lock()
+	g.all = true
+	if g.round > 0 {
+		g.sweep = true // the rest of this round too
+	}
+	g.openFor()
+	g.mu.Unlock()
+	g.signal()
+}
+
+// openFor lets the forwarder run at its interval for Hold (g.mu held).
+func (g *IdleGate) openFor() {
 	if t := g.now().Add(g.Hold); t.After(g.openUntil) {
 		g.openUntil = t
 	}
-	g.mu.Unlock()
+}
+
+func (g *IdleGate) signal() {
 	select {
 	case g.wakeCh() <- struct{}{}:
 	default:
 	}
 }
 
-// wait holds a dequeue until a wake or the next probe, then opens the gate
-// for the rest of the round.
+// gate is the decision on one dequeue of queue.
+type gate int
+
+const (
+	pass gate = iota // ask Redis
+	skip             // answer "empty" without asking
+	hold             // wait for a wake or a probe, then decide again
+)
+
+// decide decides one dequeue of queue. first is whether it opens a round.
+func (g *IdleGate) decide(queue string) gate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	if g.round == 0 && g.all {
+		g.all, g.sweep = false, true
+	}
+	switch {
+	case g.sweep || g.credits[queue] > 0:
+		return pass
+	case !now.Before(g.nextProbe):
+		g.nextProbe, g.sweep = now.Add(g.Probe), true
+		return pass
+	case g.round > 0:
+		return skip // mid-round: the round's first dequeue already waited
+	}
+	for _, n := range g.credits {
+		if n > 0 {
+			return skip // another queue has work: asynq asks it in this round
+		}
+	}
+	return hold
+}
+
+// wait holds a round's first dequeue until a wake or the next probe.
 func (g *IdleGate) wait(ctx context.Context) {
 	g.mu.Lock()
 	d := g.nextProbe.Sub(g.now())
 	g.mu.Unlock()
-	if d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-g.wakeCh():
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+	if d <= 0 {
+		return
 	}
-	g.mu.Lock()
-	now := g.now()
-	if !now.Before(g.nextProbe) {
-		g.nextProbe = now.Add(g.Probe)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-g.wakeCh():
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	g.startRound(now)
-	g.mu.Unlock()
 }
 
-// allow reports whether a dequeue may go to Redis now. A probe opens the
-// gate briefly so the rest of its round (the other queues) goes too.
-func (g *IdleGate) allow() bool {
+// answered records what one dequeue of queue got (found a task, or err);
+// asked is whether Redis was asked. A round ends with a task, an error or
+// one dequeue per queue.
+func (g *IdleGate) answered(queue string, asked, found bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	if now.Before(g.openUntil) {
-		return true
+	switch {
+	case found:
+		if g.credits[queue] > 0 {
+			g.credits[queue]--
+		} else {
+			// A task no wake announced (a probe found it): a backlog left
+			// by a restart or a failover drains at full speed, not one
+			// task per probe.
+			g.all = true
+		}
+	case err != nil:
+		g.all = true // do not hide the queues behind an error
+	case asked:
+		delete(g.credits, queue) // empty: another worker took it
 	}
-	if g.roundLeft > 0 && now.Before(g.roundUntil) {
-		g.roundLeft--
-		return true
+	if g.round++; found || err != nil || g.round >= max(1, g.Queues) {
+		g.round, g.sweep = 0, false
 	}
-	if !now.Before(g.nextProbe) {
-		g.nextProbe = now.Add(g.Probe)
-		g.startRound(now)
-		return true
-	}
-	return false
 }
 
-// roundWindow and forwardWindow bound how long a probe's round may take to
-// pass (a dequeue round is one script per queue, a forwarder round two,
-// each a Redis round trip); a round cut short only waits for the next probe
-// or wake.
-const (
-	roundWindow   = 50 * time.Millisecond
-	forwardWindow = 200 * time.Millisecond
-)
+// forwardWindow bounds how long a forwarder round (two scripts per queue,
+// each a Redis round trip) may take to pass; one cut short waits a second.
+const forwardWindow = 200 * time.Millisecond
 
 // allowForward is allow for the forwarder: once a second while shut.
 func (g *IdleGate) allowForward() bool {
@@ -188,24 +268,56 @@ func (g *IdleGate) Listen(ctx context.Context, rdb redis.UniversalClient, log *s
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-ch:
+		case m, ok := <-ch:
 			if !ok {
 				return
 			}
-			g.Wake()
+			if m.Payload == "" || m.Payload == "1" {
+				g.Wake() // an enqueuer that does not name its queue
+			} else {
+				g.WakeQueue(m.Payload)
+			}
 		}
 	}
 }
 
 // isDequeue recognises asynq's dequeue script by its keys.
 func isDequeue(cmd redis.Cmder) bool {
-	return scriptKeys(cmd, ":pending", ":paused", ":active", ":lease")
+	_, ok := dequeueQueue(cmd)
+	return ok
+}
+
+// dequeueQueue is the queue asynq's dequeue script asks about.
+func dequeueQueue(cmd redis.Cmder) (string, bool) {
+	if !scriptKeys(cmd, ":pending", ":paused", ":active", ":lease") {
+		return "", false
+	}
+	return queueOfKey(cmd.Args()[3].(string))
 }
 
 // isForward recognises asynq's forwarder script (a scheduled or retry set
 // into the pending list).
 func isForward(cmd redis.Cmder) bool {
-	return scriptKeys(cmd, ":scheduled", ":pending") || scriptKeys(cmd, ":retry", ":pending")
+	_, ok := forwardQueue(cmd)
+	return ok
+}
+
+// forwardQueue is the queue asynq's forwarder script moves tasks into.
+func forwardQueue(cmd redis.Cmder) (string, bool) {
+	if !scriptKeys(cmd, ":scheduled", ":pending") && !scriptKeys(cmd, ":retry", ":pending") {
+		return "", false
+	}
+	return queueOfKey(cmd.Args()[4].(string))
+}
+
+// queueOfKey reads the queue out of an asynq key, asynq:{queue}:….
+func queueOfKey(k string) (string, bool) {
+	rest, ok := strings.CutPrefix(k, "asynq:{")
+	if !ok {
+		return "", false
+	}
+	q, _, ok := strings.Cut(rest, "}")
+	return q, ok
 }
 
 // scriptKeys reports whether cmd runs a script on exactly these asynq keys
@@ -239,33 +351,47 @@ func (h gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isForward(cmd) {
-			c, ok := cmd.(*redis.Cmd)
-			if ok && !h.g.allowForward() {
+		if q, ok := forwardQueue(cmd); ok {
+			c, isCmd := cmd.(*redis.Cmd)
+			if isCmd && !h.g.allowForward() {
 				c.SetVal(int64(0)) // "nothing became due": checked again within a second
 				return nil
 			}
 			err := next(ctx, cmd)
-			if ok {
+			if isCmd {
 				if n, _ := c.Int(); n > 0 {
-					h.g.Wake() // retries or scheduled tasks are pending now
+					h.g.credit(q, int64(n)) // retries or scheduled tasks are pending now
 				}
 			}
 			return err
 		}
-		if !isDequeue(cmd) {
+		q, ok := dequeueQueue(cmd)
+		if !ok {
 			return next(ctx, cmd)
 		}
-		if !h.g.allow() {
+		d := h.g.decide(q)
+		if d == hold {
 			h.g.Waited.Add(1)
-			h.g.wait(ctx) // asynq passes no deadline: shutdown waits at most Probe
+			for d == hold && ctx.Err() == nil {
+				h.g.wait(ctx) // asynq passes no deadline: shutdown waits at most Probe
+				d = h.g.decide(q)
+			}
+		}
+		if d == skip {
+			h.g.Skipped.Add(1)
+			h.g.answered(q, false, false, nil)
+			cmd.SetErr(redis.Nil)
+			return redis.Nil
 		}
 		h.g.Passed.Add(1)
 		err := next(ctx, cmd)
-		if err == nil {
-			h.g.Wake() // a task: there may be more
-		} else if !errors.Is(err, redis.Nil) {
-			h.g.Wake() // an error: do not hide the queues behind it
+		nilAnswer := errors.Is(err, redis.Nil)
+		if nilAnswer {
+			err = nil
+		}
+		h.g.answered(q, true, err == nil && !nilAnswer, err)
+		if nilAnswer {
+			return redis.Nil
 		}
 		return err
 	}

@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,41 +19,78 @@ func dequeueCmd(q string) *redis.Cmd {
 	return redis.NewCmd(context.Background(), "evalsha", "0123abcd", 4, p+"pending", p+"paused", p+"active", p+"lease", 1700000000, p+"t:")
 }
 
-// The gate's decisions on a fake clock: shut but for a probe each Probe,
-// open for Hold after a wake; only asynq's dequeue script is recognised.
+// round plays one asynq dequeue round over queues (stopping at the first
+// that yields a task, as asynq does) against the gate's decisions; found
+// names the queues holding a task. It returns what each dequeue was.
+func round(t *testing.T, g *IdleGate, queues []string, found map[string]bool) []gate {
+	t.Helper()
+	var got []gate
+	for _, q := range queues {
+		d := g.decide(q)
+		got = append(got, d)
+		if d == hold {
+			return got
+		}
+		g.answered(q, d == pass, d == pass && found[q], nil)
+		if d == pass && found[q] {
+			return got
+		}
+	}
+	return got
+}
+
+// The gate's decisions on a fake clock: a probe round asks every queue,
+// then the next round waits; a wake for a queue asks that queue and answers
+// the others "empty" without Redis, once per task enqueued; an empty answer
+// clears a queue's credits; a wake naming no queue asks every queue; only
+// asynq's dequeue and forward scripts are recognised.
 func TestIdleGateDecisions(t *testing.T) {
 	now := time.Unix(1700000000, 0)
-	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Now: func() time.Time { return now }}
-	if !g.allow() {
-		t.Fatal("the first poll is a probe")
-	}
-	now = now.Add(60 * time.Millisecond)
-	if g.allow() {
-		t.Fatal("60 ms after a probe (its round's window is 50 ms) with no wake the gate is shut")
-	}
-	now = now.Add(210 * time.Millisecond)
-	if !g.allow() {
-		t.Fatal("a probe every 250 ms")
-	}
-	now = now.Add(30 * time.Millisecond)
-	g.Wake()
-	for _, after := range []time.Duration{0, 90 * time.Millisecond, 180 * time.Millisecond} {
-		if !g.allow() {
-			t.Fatalf("shut %s after a wake", after)
+	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: 3, Now: func() time.Time { return now }}
+	abc := []string{"a", "b", "c"}
+	eq := func(what string, got []gate, want ...gate) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: %v, want %v (pass=%d skip=%d hold=%d)", what, got, want, pass, skip, hold)
 		}
-		now = now.Add(90 * time.Millisecond)
 	}
-	// 270 ms after the wake: past Hold, but a probe is due (the last was
-	// 300 ms ago); 60 ms later the gate is shut again.
-	if !g.allow() {
-		t.Fatal("no probe 300 ms after the last")
+	eq("first round (a probe)", round(t, g, abc, nil), pass, pass, pass)
+	eq("idle", round(t, g, abc, nil), hold)
+	g.WakeQueue("b")
+	eq("a task in b", round(t, g, abc, map[string]bool{"b": true}), skip, pass)
+	eq("b's one task taken", round(t, g, abc, nil), hold)
+	g.WakeQueue("c")
+	g.WakeQueue("c")
+	for i := range 2 {
+		eq(fmt.Sprint("task ", i+1, " of 2 in c"), round(t, g, abc, map[string]bool{"c": true}), skip, skip, pass)
 	}
-	now = now.Add(60 * time.Millisecond)
-	if g.allow() {
-		t.Fatal("open 330 ms after a wake (Hold 200 ms) and 60 ms after a probe")
+	eq("c drained", round(t, g, abc, nil), hold)
+	g.WakeQueue("a")
+	g.WakeQueue("a")
+	eq("a's tasks taken by another worker", round(t, g, abc, nil), pass, skip, skip)
+	eq("a's credits cleared", round(t, g, abc, nil), hold)
+	now = now.Add(250 * time.Millisecond)
+	eq("a probe", round(t, g, abc, nil), pass, pass, pass)
+	now = now.Add(250 * time.Millisecond)
+	eq("a probe finds a task no wake announced", round(t, g, abc, map[string]bool{"b": true}), pass, pass)
+	eq("so the next round asks every queue", round(t, g, abc, nil), pass, pass, pass)
+	eq("until one finds nothing", round(t, g, abc, nil), hold)
+	g.Wake()
+	eq("a wake naming no queue", round(t, g, abc, nil), pass, pass, pass)
+	eq("after it", round(t, g, abc, nil), hold)
+	// An error asks every queue next round.
+	g.WakeQueue("a")
+	if g.decide("a") != pass {
+		t.Fatal("credited queue not asked")
 	}
-	if !isDequeue(dequeueCmd("payments")) {
-		t.Fatal("asynq's dequeue not recognised")
+	g.answered("a", true, false, errors.New("LOADING"))
+	eq("after an error", round(t, g, abc, nil), pass, pass, pass)
+
+	if q, ok := dequeueQueue(dequeueCmd("payments")); !ok || q != "payments" {
+		t.Fatalf("asynq's dequeue not recognised: %q %v", q, ok)
+	}
+	if q, ok := forwardQueue(redis.NewCmd(context.Background(), "evalsha", "ab", 2, "asynq:{gated}:retry", "asynq:{gated}:pending", 1, "p", 2, "g")); !ok || q != "gated" {
+		t.Fatalf("asynq's forwarder not recognised: %q %v", q, ok)
 	}
 	for _, c := range []*redis.Cmd{
 		redis.NewCmd(context.Background(), "evalsha", "0123abcd", 1, "payrail:fair:mer_1", 1, 2, 3),
@@ -70,7 +109,7 @@ func TestIdleGateDecisions(t *testing.T) {
 func TestIdleGateWithAsynq(t *testing.T) {
 	t.Parallel()
 	rdb := testredis.New(t).Client
-	gate := NewIdleGate(1)
+	gate := NewIdleGate("gated", "other")
 	srvClient := redis.NewClient(rdb.Options())
 	defer srvClient.Close()
 	srvClient.AddHook(gate.Hook())
@@ -78,7 +117,7 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	defer cancel()
 	go gate.Listen(ctx, srvClient, nil)
 	var ran atomic.Int64
-	srv := asynq.NewServerFromRedisClient(srvClient, asynq.Config{Concurrency: 2, Queues: map[string]int{"gated": 1},
+	srv := asynq.NewServerFromRedisClient(srvClient, asynq.Config{Concurrency: 2, Queues: map[string]int{"gated": 1, "other": 1},
 		TaskCheckInterval: 20 * time.Millisecond, LogLevel: asynq.ErrorLevel})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc("gated:task", func(context.Context, *asynq.Task) error { ran.Add(1); return nil })
@@ -86,7 +125,7 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	defer srv.Shutdown()
 
 	c := NewClient(asynq.NewClientFromRedisClient(rdb))
-	c.Wake = func(ctx context.Context) { _ = rdb.Publish(ctx, WakeChannel, "1").Err() }
+	c.Wake = func(ctx context.Context, q string) { _ = rdb.Publish(ctx, WakeChannel, q).Err() }
 	// Idle: the dequeue waits in the gate; Redis sees a round or two per
 	// Probe (4/s) instead of one per TaskCheckInterval (50/s).
 	start := time.Now()
@@ -97,17 +136,37 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	// per probe round (8/s). 30/s leaves room for a loaded machine, where
 	// a round stays open longer (make test measured 24/s once).
 	if w, p, d := gate.Waited.Load(), gate.Passed.Load(), time.Since(start); w < 12 || float64(p) > 30*d.Seconds()+5 {
-		t.Fatalf("idle %s: %d waits, %d polls sent to Redis", d, w, p)
+		t.Fatalf("idle %s: %d waits, %d polls sent to Redis, %d skipped", d, w, p, gate.Skipped.Load())
 	}
 	must(t, c.enqueue(ctx, "gated:task", "gated:1", "gated", map[string]string{}))
 	waitRan(t, &ran, 1)
 	c.Wake = nil // a lost wake
 	must(t, c.enqueue(ctx, "gated:task", "gated:2", "gated", map[string]string{}))
 	waitRan(t, &ran, 2)
+	// A backlog no wake announced (enqueued while the worker was away, or
+	// before a failover) drains at full speed once a probe finds it, not one
+	// task per probe.
+	const backlog = 60
+	for i := range backlog {
+		must(t, c.enqueue(ctx, "gated:task", fmt.Sprint("gated:b", i), "gated", map[string]string{}))
+	}
+	drainStart := time.Now()
+	waitRan(t, &ran, 2+backlog)
+	if d := time.Since(drainStart); d > time.Duration(backlog/4)*gate.Probe {
+		t.Fatalf("a backlog of %d unannounced tasks took %s: drained by probes alone", backlog, d)
+	}
+	c.Wake = func(ctx context.Context, q string) { _ = rdb.Publish(ctx, WakeChannel, q).Err() }
 	// A task due later (a retry's shape) is forwarded by asynq through the
 	// gate's once-a-second forwarder round, and runs.
 	must(t, c.enqueue(ctx, "gated:task", "gated:3", "gated", map[string]string{}, asynq.ProcessIn(1500*time.Millisecond)))
-	waitRan(t, &ran, 3)
+	waitRan(t, &ran, 3+backlog)
+	// Busy with one queue, the other is answered "empty" by the gate, and
+	// a task in it still runs at its wake.
+	if gate.Skipped.Load() == 0 {
+		t.Fatal("no dequeue of the queue without work was answered by the gate")
+	}
+	must(t, c.enqueue(ctx, "gated:task", "other:1", "other", map[string]string{}))
+	waitRan(t, &ran, 4+backlog)
 	if !isForward(redis.NewCmd(ctx, "evalsha", "ab", 2, "asynq:{gated}:retry", "asynq:{gated}:pending", 1, "p", 2, "g")) {
 		t.Fatal("asynq's forwarder not recognised")
 	}
@@ -124,20 +183,25 @@ func waitRan(t *testing.T, ran *atomic.Int64, n int64) {
 	}
 }
 
-// A probe lets exactly one round through: a dequeue per queue, within the
-// round's window; the forwarder's round is two scripts per queue, once a
-// second.
-func TestIdleGateRounds(t *testing.T) {
+// A wake for a queue this worker does not serve (another deployment on the
+// same Redis: PUBLISH ignores the database) gives no credit, so the gate
+// still waits instead of answering "empty" forever.
+func TestIdleGateIgnoresQueuesItDoesNotServe(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	g := NewIdleGate("a", "b")
+	g.Now = func() time.Time { return now }
+	round(t, g, []string{"a", "b"}, nil) // the first probe
+	g.WakeQueue("payments")
+	if got := round(t, g, []string{"a", "b"}, nil); len(got) != 1 || got[0] != hold {
+		t.Fatalf("after a wake for a queue not served: %v, want to wait", got)
+	}
+}
+
+// The forwarder's round is two scripts per queue, once a second while
+// shut, and at its own interval for Hold after a wake.
+func TestIdleGateForwarderRounds(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: 3, Now: func() time.Time { return now }}
-	for i := range 3 {
-		if !g.allow() {
-			t.Fatalf("dequeue %d of the probe's round refused", i+1)
-		}
-	}
-	if g.allow() {
-		t.Fatal("a fourth dequeue passed a 3-queue round")
-	}
 	for i := range 6 {
 		if !g.allowForward() {
 			t.Fatalf("forward %d of the round refused", i+1)
@@ -149,5 +213,12 @@ func TestIdleGateRounds(t *testing.T) {
 	now = now.Add(time.Second)
 	if !g.allowForward() {
 		t.Fatal("no forwarder round a second later")
+	}
+	now = now.Add(300 * time.Millisecond)
+	g.WakeQueue("a")
+	for i := range 10 {
+		if !g.allowForward() {
+			t.Fatalf("forward %d refused within Hold of a wake", i+1)
+		}
 	}
 }

@@ -95,7 +95,7 @@ type Client struct {
 	Inspector *asynq.Inspector
 	// Wake, when set, is called after each enqueue (a PUBLISH on
 	// WakeChannel, for idle workers' IdleGate).
-	Wake func(ctx context.Context)
+	Wake func(ctx context.Context, queue string)
 }
 
 // NewClient wraps an asynq client.
@@ -119,7 +119,7 @@ func (c *Client) enqueue(ctx context.Context, typ, id, queue string, payload any
 		return fmt.Errorf("enqueue %s: %w", id, err)
 	}
 	if c.Wake != nil {
-		c.Wake(ctx)
+		c.Wake(ctx, queue)
 	}
 	return nil
 }
