@@ -209,6 +209,10 @@ func startCluster(t *testing.T, sc scenario) *cluster {
 	sinkSrv := httptest.NewServer(c.sink)
 	t.Cleanup(sinkSrv.Close)
 
+	// mockpg's listener is bound before the api ports are picked: picked
+	// first, a port the kernel had just handed back could become mockpg's
+	// too, and the api then never bound it (seen once, scenario 8).
+	pgSrv := httptest.NewUnstartedServer(nil)
 	ports := make([]int, numAPIs)
 	for i := range ports {
 		ports[i] = freePort(t)
@@ -216,7 +220,8 @@ func startCluster(t *testing.T, sc scenario) *cluster {
 	}
 	c.pg = mockpg.New(mockpg.Config{SecretKey: pgSecretKey, WebhookSecret: pgHookSecret,
 		WebhookURL: c.apiURLs[0] + "/pg/webhooks/mockpg"})
-	pgSrv := httptest.NewServer(c.pg)
+	pgSrv.Config.Handler = c.pg
+	pgSrv.Start()
 	c.pgURL = pgSrv.URL
 	t.Cleanup(func() { c.pg.Close(); pgSrv.Close() })
 

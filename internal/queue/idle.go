@@ -44,6 +44,12 @@ const WakeChannel = "payrail:wake"
 // whole unix seconds, so nothing becomes due more often than that). A task
 // it moves credits its queue.
 //
+// A second, not less: an idle worker's probes are most of what it costs
+// (5 dequeue scripts a round; at 4 rounds a second they were a quarter of
+// its idle CPU), and a task without a wake is rare: a lost wake, a task
+// asynq's recoverer moved back, or a retry another worker's forwarder
+// moved while that worker was busy.
+//
 // So no task waits longer than Probe for a worker that missed its wake, and
 // with a wake none waits longer than before. Only asynq's dequeue and
 // forward scripts (recognised by their keys) are touched; a future asynq
@@ -80,13 +86,13 @@ type IdleGate struct {
 
 // NewIdleGate returns a gate for a worker serving queues, with the
 // defaults: the forwarder at its interval 200 ms after a wake, a probe
-// round every 250 ms.
+// round every second.
 func NewIdleGate(queues ...string) *IdleGate {
 	serves := map[string]bool{}
 	for _, q := range queues {
 		serves[q] = true
 	}
-	return &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: len(queues), serves: serves}
+	return &IdleGate{Hold: 200 * time.Millisecond, Probe: time.Second, Queues: len(queues), serves: serves}
 }
 
 func (g *IdleGate) now() time.Time {
