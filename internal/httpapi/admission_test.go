@@ -89,15 +89,7 @@ func TestAdmissionLowersOnlyTheFloodingMerchant(t *testing.T) {
 	}
 	// The metrics say so (read at once: a lowered rate recovers within
 	// seconds of the flood's end).
-	ms := httptest.NewServer(sys.API.Metrics)
-	defer ms.Close()
-	resp, err := http.Get(ms.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := string(b)
+	m := apiMetrics(t, sys)
 	for _, want := range []string{"payrail_admission_overloaded 1", "payrail_admission_lowered_merchants 1"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("api metrics lack %q", want)
@@ -194,15 +186,24 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	if quietCodes[201] == 0 || len(quietCodes) != 1 {
 		t.Fatalf("quiet merchant beside the starting flood got %v, want only 201s", quietCodes)
 	}
+	if !strings.Contains(apiMetrics(t, sys), "payrail_admission_slow_starts_total 1") {
+		t.Errorf("api metrics lack payrail_admission_slow_starts_total 1")
+	}
+}
+
+// apiMetrics is what the api's metrics listener shows now.
+func apiMetrics(t *testing.T, sys *systest.System) string {
+	t.Helper()
 	ms := httptest.NewServer(sys.API.Metrics)
 	defer ms.Close()
 	resp, err := http.Get(ms.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(b), "payrail_admission_slow_starts_total 1") {
-		t.Errorf("api metrics lack payrail_admission_slow_starts_total 1")
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return string(b)
 }
