@@ -79,6 +79,18 @@ const (
 // on the lane lock above). When no lane is out and the breaker is not
 // cooling down, a new generation is taken and handed to ob, to be enqueued
 // after commit. tx must be a transaction: the lane lock lasts until its end.
+// lockLaneShared takes the merchant's lane lock shared until tx ends. A
+// transaction that writes the endpoint row before it wakes the lane takes
+// it first: a turn's start takes the lock and then the row, and the other
+// order deadlocks with it.
+func lockLaneShared(ctx context.Context, tx *sqlx.Tx, merchantID string) error {
+	var locked bool
+	if err := tx.GetContext(ctx, &locked, sqlLaneWakeShared, merchantID); err != nil {
+		return fmt.Errorf("lane lock: %w", err)
+	}
+	return nil
+}
+
 const sqlWakeLane = `
 INSERT INTO callback_endpoints AS e (merchant_id, lane_gen, lane_queued, lane_queued_at) VALUES ($1, 1, true, $2)
 ON CONFLICT (merchant_id) DO UPDATE SET
@@ -89,10 +101,10 @@ ON CONFLICT (merchant_id) DO UPDATE SET
 RETURNING merchant_id, lane_gen, lane_queued AND lane_queued_at = $2 AS woke`
 
 func wakeLaneTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, merchantID string, now time.Time) error {
-	var locked, awake bool
-	if err := tx.GetContext(ctx, &locked, sqlLaneWakeShared, merchantID); err != nil {
-		return fmt.Errorf("wake lane: lock: %w", err)
+	if err := lockLaneShared(ctx, tx, merchantID); err != nil {
+		return err
 	}
+	var awake bool
 	err := tx.GetContext(ctx, &awake, sqlLaneAwake, merchantID, now)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("wake lane: read: %w", err)
@@ -297,6 +309,9 @@ const sqlProbeNow = `UPDATE callback_endpoints SET open_until = CASE WHEN open_u
 // MERCHANT_NOT_FOUND when there is no such endpoint.
 func (s *Store) ProbeNow(ctx context.Context, merchantID string) error {
 	return s.inOutboxTx(ctx, func(tx *sqlx.Tx, ob *outbox) error {
+		if err := lockLaneShared(ctx, tx, merchantID); err != nil {
+			return err
+		}
 		now := s.now()
 		res, err := tx.ExecContext(ctx, sqlProbeNow, merchantID, now)
 		if err != nil {

@@ -322,3 +322,40 @@ func TestLaneLockOrdersStartsAfterWakesWithoutSerialisingWakes(t *testing.T) {
 	testenv.Must(t, wake.Commit())
 	testenv.Must(t, <-started)
 }
+
+// An operator's "probe now" (and a merchant's new callback URL) write the
+// endpoint row and wake the lane; a turn's start takes the lane lock and
+// then the row. Taking the row first deadlocked with a start (PostgreSQL
+// aborted one after deadlock_timeout); the lane lock now comes first.
+func TestProbeNowBesideATurnStartDoesNotDeadlock(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "probe", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	// A start that holds the lane lock and is about to write the row.
+	start, err := db.DB.BeginTx(ctx, nil)
+	testenv.Must(t, err)
+	defer start.Rollback() //nolint:errcheck // after commit, a no-op
+	_, err = start.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7316003, hashtext($1))`, m.MerchantID)
+	testenv.Must(t, err)
+	probed := make(chan error, 1)
+	go func() { probed <- st.ProbeNow(ctx, m.MerchantID) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for countRows(t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7316003 AND NOT granted`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("ProbeNow never queued for the lane lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = start.ExecContext(ctx, `SET LOCAL lock_timeout = '5s'`)
+	testenv.Must(t, err)
+	if _, err := start.ExecContext(ctx, `UPDATE callback_endpoints SET lane_dirty = false WHERE merchant_id = $1`, m.MerchantID); err != nil {
+		t.Fatalf("the start could not write the endpoint row: %v (ProbeNow holds it while waiting for the lane lock)", err)
+	}
+	testenv.Must(t, start.Commit())
+	if err := <-probed; err != nil {
+		t.Fatalf("ProbeNow: %v", err)
+	}
+}

@@ -167,6 +167,9 @@ func (s *Store) UpdateMerchant(ctx context.Context, merchantID string, p Merchan
 		}
 		// A new or re-enabled endpoint starts with a closed breaker, and
 		// its waiting callbacks go out now.
+		if err := lockLaneShared(ctx, tx, merchantID); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, sqlResetMerchantBreaker, merchantID); err != nil {
 			return fmt.Errorf("reset breaker: %w", err)
 		}
