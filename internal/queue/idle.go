@@ -70,9 +70,12 @@ type IdleGate struct {
 	openUntil   time.Time
 	nextProbe   time.Time
 	credits     map[string]int64
-	round       int  // dequeues seen in the current round
-	sweep       bool // the current round asks every queue
-	all         bool // the next round asks every queue
+	wakes       map[string]int64 // credits ever given, per queue
+	asked       int64            // wakes[queue] when the dequeue in flight was let through
+	inRound     map[string]bool  // the queues the current round has asked about
+	round       int              // dequeues seen in the current round
+	sweep       bool             // the current round asks every queue
+	all         bool             // the next round asks every queue
 	nextForward time.Time
 	forwardLeft int
 	forwardOpen time.Time
@@ -125,6 +128,10 @@ func (g *IdleGate) credit(queue string, n int64) {
 	}
 	if _, ok := g.credits[queue]; ok || len(g.credits) < 64 { // a queue name from the wire: bounded
 		g.credits[queue] = min(g.credits[queue]+n, maxCredit)
+		if g.wakes == nil {
+			g.wakes = map[string]int64{}
+		}
+		g.wakes[queue] += n
 	}
 	g.openFor()
 	g.mu.Unlock()
@@ -172,14 +179,21 @@ func (g *IdleGate) decide(queue string) gate {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
+	if g.inRound[queue] {
+		// asynq asks each queue once a round: this is a new one (the count
+		// went astray, e.g. a script retried after NOSCRIPT).
+		g.endRound()
+	}
 	if g.round == 0 && g.all {
 		g.all, g.sweep = false, true
 	}
 	switch {
 	case g.sweep || g.credits[queue] > 0:
+		g.asked = g.wakes[queue]
 		return pass
 	case !now.Before(g.nextProbe):
 		g.nextProbe, g.sweep = now.Add(g.Probe), true
+		g.asked = g.wakes[queue]
 		return pass
 	case g.round > 0:
 		return skip // mid-round: the round's first dequeue already waited
@@ -215,6 +229,9 @@ func (g *IdleGate) wait(ctx context.Context) {
 func (g *IdleGate) answered(queue string, asked, found bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		return // go-redis sends the script itself next, for the same queue
+	}
 	switch {
 	case found:
 		if g.credits[queue] > 0 {
@@ -228,16 +245,34 @@ func (g *IdleGate) answered(queue string, asked, found bool, err error) {
 	case err != nil:
 		g.all = true // do not hide the queues behind an error
 	case asked:
-		delete(g.credits, queue) // empty: another worker took it
+		// Empty: another worker took what it was woken for. A wake that
+		// came while Redis was answering is for a task it may not have
+		// seen, and keeps its credit.
+		if late := g.wakes[queue] - g.asked; late > 0 {
+			g.credits[queue] = min(g.credits[queue], late)
+		} else {
+			delete(g.credits, queue)
+		}
 	}
+	if g.inRound == nil {
+		g.inRound = map[string]bool{}
+	}
+	g.inRound[queue] = true
 	if g.round++; found || err != nil || g.round >= max(1, g.Queues) {
-		g.round, g.sweep = 0, false
+		g.endRound()
 	}
+}
+
+func (g *IdleGate) endRound() {
+	g.round, g.sweep = 0, false
+	clear(g.inRound)
 }
 
 // forwardWindow bounds how long a forwarder round (two scripts per queue,
 // each a Redis round trip) may take to pass; one cut short waits a second.
-const forwardWindow = 200 * time.Millisecond
+// A second: on a slow link a shorter window cut off the same last queues
+// every time.
+const forwardWindow = time.Second
 
 // allowForward is allow for the forwarder: once a second while shut.
 func (g *IdleGate) allowForward() bool {

@@ -222,3 +222,56 @@ func TestIdleGateForwarderRounds(t *testing.T) {
 		}
 	}
 }
+
+// Found by a second read: a wake that arrives while Redis is answering
+// "empty" for its queue keeps its credit (its task may have been pushed
+// after the script looked), and the gate's count of a round heals when it
+// went astray (a queue asked twice starts a new round; NOSCRIPT, whose
+// script go-redis sends again at once, does not count).
+func TestIdleGateLateWakesAndRounds(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	g := NewIdleGate("a", "b", "c")
+	g.Now = func() time.Time { return now }
+	abc := []string{"a", "b", "c"}
+	round(t, g, abc, nil) // the first probe
+	g.WakeQueue("a")
+	if g.decide("a") != pass {
+		t.Fatal("credited queue not asked")
+	}
+	g.WakeQueue("a") // pushed after the script looked
+	g.answered("a", true, false, nil)
+	if got := g.decide("b"); got != skip {
+		t.Fatalf("the late wake's credit was lost: b got %v, want skip (a still has work)", got)
+	}
+	g.answered("b", false, false, nil)
+	g.answered("c", false, false, nil)
+	if got := round(t, g, abc, map[string]bool{"a": true}); len(got) != 1 || got[0] != pass {
+		t.Fatalf("next round %v, want a asked at once", got)
+	}
+
+	g.WakeQueue("b")
+	if g.decide("b") != pass {
+		t.Fatal("credited queue not asked")
+	}
+	g.answered("b", true, false, errors.New("NOSCRIPT No matching script"))
+	if g.decide("b") != pass { // the EVAL go-redis sends next
+		t.Fatal("the script's retry after NOSCRIPT not asked")
+	}
+	g.answered("b", true, true, nil)
+	// Off by one on purpose: a round that saw only c, then c again.
+	if g.decide("c") != hold {
+		t.Fatal("idle gate did not wait")
+	}
+	g.WakeQueue("c")
+	if g.decide("c") != pass {
+		t.Fatal("credited c not asked")
+	}
+	g.answered("c", true, false, nil)
+	g.WakeQueue("a")
+	if got := g.decide("c"); got != hold && got != skip {
+		t.Fatalf("c asked again in what must be a new round: %v", got)
+	}
+	if g.round != 0 {
+		t.Fatalf("a queue asked twice did not start a new round (round %d)", g.round)
+	}
+}
