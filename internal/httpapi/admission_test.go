@@ -117,7 +117,10 @@ func TestAdmissionLowersOnlyTheFloodingMerchant(t *testing.T) {
 func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{Env: map[string]string{
-		"PAYRAIL_RATE_LIMIT": "100000", "PAYRAIL_RATE_BURST": "100000", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000"}})
+		"PAYRAIL_RATE_LIMIT": "100000", "PAYRAIL_RATE_BURST": "100000", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000",
+		// A pool share (max conns ÷ active merchants) above the flood's 16
+		// clients: every 429 here is the slow start's.
+		"PAYRAIL_DB_MAX_CONNS": "80"}})
 	noisy, quiet := sys.NewMerchant(""), sys.NewMerchant("")
 	create := func(m *systest.Merchant) systest.Response {
 		return m.Do("POST", "/v1/orders", map[string]any{"amount": 1000, "orderName": "slow start"})
@@ -151,7 +154,7 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	var lowered systest.Response
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	firstCreated := 0 // of the flood's first 50 answers
+	firstCreated, otherRefusals := 0, 0 // of the flood's first 50 answers; 429s not the slow start's
 	for range 16 {
 		wg.Go(func() {
 			for range 200 / 16 {
@@ -160,6 +163,9 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 				codes[r.Status]++
 				if r.Status == 429 {
 					lowered = r
+					if !strings.HasPrefix(r.Header.Get("RateLimit-Policy"), `"merchant-lowered";q=`) {
+						otherRefusals++
+					}
 				} else if codes[429]+codes[201] <= 50 {
 					firstCreated++
 				}
@@ -174,6 +180,9 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 		t.Fatalf("a flood starting beside another merchant got %v (last 429: %v): its burst was not slowed", codes, lowered.Header)
 	}
 	t.Logf("flood: %v, %d created of the first 50 answers", codes, firstCreated)
+	if otherRefusals > 0 {
+		t.Fatalf("%d of the flood's 429s were not the slow start's (the last: %v)", otherRefusals, lowered.Header)
+	}
 	if firstCreated > 25 {
 		t.Fatalf("%d of the flood's first 50 creates went through: its burst landed at once", firstCreated)
 	}
