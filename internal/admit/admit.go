@@ -242,12 +242,16 @@ func (c *Controller) slowStart(merchantID string, perSecond int, now time.Time) 
 			return nil
 		}
 	}
-	if others == 0 {
+	// This window's asks as a rate since its first, over at least one
+	// Interval (a quiet window stays open longer and gathers more). Checked
+	// before the loop over the others: this runs on every new order of a
+	// merchant not lowered, under the controller's one lock. Twice
+	// MinHeavy: a window holds a handful of asks, so a merchant at
+	// MinHeavy/s shows it now and then without flooding.
+	asking := float64(c.tries[merchantID]) / max(now.Sub(c.firstAsk[merchantID]), c.o.Interval).Seconds()
+	if others == 0 || asking < 2*c.o.MinHeavy {
 		return nil
 	}
-	// This window's asks as a rate since its first, over at least one
-	// Interval (a quiet window stays open longer and gathers more).
-	asking := float64(c.tries[merchantID]) / max(now.Sub(c.firstAsk[merchantID]), c.o.Interval).Seconds()
 	var demand, admitted float64
 	for m, o := range c.rate {
 		if m != merchantID {
@@ -255,9 +259,7 @@ func (c *Controller) slowStart(merchantID string, perSecond int, now time.Time) 
 			admitted += o.perSecond
 		}
 	}
-	// Twice MinHeavy: a window holds a handful of asks, so a merchant at
-	// MinHeavy/s shows it now and then without flooding.
-	if asking < 2*c.o.MinHeavy || asking <= heavy*demand/float64(others) {
+	if asking <= heavy*demand/float64(others) {
 		return nil
 	}
 	start := max(admitted/float64(others), c.o.MinHeavy, c.o.MinRate)
