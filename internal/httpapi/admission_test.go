@@ -118,7 +118,7 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{Env: map[string]string{
 		"PAYRAIL_RATE_LIMIT": "100000", "PAYRAIL_RATE_BURST": "100000", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000",
-		// A pool share (max conns ÷ active merchants) above the flood's 16
+		// A pool share (max conns ÷ active merchants) above the flood's 32
 		// clients: every 429 here is the slow start's.
 		"PAYRAIL_DB_MAX_CONNS": "80"}})
 	noisy, quiet := sys.NewMerchant(""), sys.NewMerchant("")
@@ -155,9 +155,11 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	firstCreated, otherRefusals := 0, 0 // of the flood's first 50 answers; 429s not the slow start's
-	for range 16 {
+	// 32 clients: on a loaded machine fewer were too slow to ask at a
+	// flood's rate at all.
+	for range 32 {
 		wg.Go(func() {
-			for range 200 / 16 {
+			for range 192 / 32 {
 				r := create(noisy)
 				mu.Lock()
 				codes[r.Status]++
@@ -183,10 +185,10 @@ func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	if otherRefusals > 0 {
 		t.Fatalf("%d of the flood's 429s were not the slow start's (the last: %v)", otherRefusals, lowered.Header)
 	}
-	if firstCreated > 25 {
+	if firstCreated > 40 { // without slow start: 50 of 50
 		t.Fatalf("%d of the flood's first 50 creates went through: its burst landed at once", firstCreated)
 	}
-	if codes[201]+codes[429] != 200/16*16 {
+	if codes[201]+codes[429] != 192 {
 		t.Fatalf("flood answers %v: only 201 and 429 expected", codes)
 	}
 	if n := sys.Count(`SELECT count(*) FROM orders WHERE merchant_id = $1`, noisy.MerchantID); n != codes[201] {
