@@ -73,6 +73,9 @@ type Enqueuer interface {
 	// LaneTaskLost reports whether Redis holds no task for the lane's
 	// generation (a failover or a flush lost it); an error when it cannot tell.
 	LaneTaskLost(ctx context.Context, merchantID string, gen int64) (bool, error)
+	// LanesWaiting reports whether other lanes' tasks wait for a worker;
+	// an error counts as yes.
+	LanesWaiting(ctx context.Context) (bool, error)
 }
 
 // LaneCheckAfter is how long a lane's task may be out, unheard of, before
@@ -113,6 +116,8 @@ type Deliverer struct {
 
 	mu           sync.Mutex
 	total, turns int
+	// refusedAt is when acquire last turned a lane away (see mayStay).
+	refusedAt time.Time
 
 	secretsMu sync.Mutex
 	secrets   map[string]cachedSecrets
@@ -291,11 +296,12 @@ func (d *Deliverer) span() time.Duration {
 	return max(total, time.Hour)
 }
 
-// ProcessTask runs one turn of a merchant's lane (callback:lane): it
-// claims up to PerMerchant due callbacks (one probe when the breaker's
-// cool-down is over), sends them concurrently, records each attempt, moves
-// the breaker, and either takes another turn at the back of the queue or
-// ends. A superseded generation does nothing.
+// ProcessTask runs a merchant's lane (callback:lane): each turn claims up
+// to PerMerchant due callbacks (one probe when the breaker's cool-down is
+// over), sends them concurrently, records each attempt and moves the
+// breaker. The lane then ends, or takes another turn: in this task while
+// no other lane waits for a worker (see mayStay), else at the back of the
+// queue. A superseded generation does nothing.
 func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if t.Type() == queue.TypeCallback {
 		return nil // a trigger of a release before lanes: the sweep wakes its lane
@@ -311,6 +317,63 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	held := slots
 	defer func() { d.release(held) }()
 	log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
+	began := d.now()
+	for {
+		stay, err := d.turn(ctx, log, p, slots, &held, began)
+		if err != nil || !stay {
+			return err
+		}
+	}
+}
+
+// MaxStay bounds how long one lane task keeps taking turns in place: past
+// it, the next turn goes to the back of the queue like any other.
+const MaxStay = 5 * time.Second
+
+// mayStay decides, before a turn ends, whether the lane's next turn (if it
+// has one) runs in this task at the same generation. Re-queueing costs a
+// task (~18 Redis commands) and a wait behind confirms at the callbacks
+// queue's weight, which is what let a busy merchant's callbacks fall
+// seconds behind its payments (issue 19). Round-robin between merchants
+// holds: a lane stays only while no other lane's task waits in Redis and
+// no turn was refused here for want of capacity in the last second, and
+// it leaves a turn and a send free for another lane.
+// Staying keeps the task active in Redis under the lane's generation, so
+// the sweep's LaneTaskLost still finds it.
+// On yes it has taken back the sends the turn gave back (*held = slots);
+// without them free it says no.
+func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, held *int) bool {
+	if d.now().Sub(began) >= MaxStay || ctx.Err() != nil {
+		return false
+	}
+	if waiting, err := d.Queue.LanesWaiting(ctx); err != nil || waiting {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now, need := d.now(), slots-*held
+	if !d.refusedAt.IsZero() && now.Sub(d.refusedAt) < time.Second {
+		return false
+	}
+	// A lane stays only while another lane could still start here: a
+	// free turn and a free send. Holding the last one would turn the next
+	// lane away, and a refused lane retries at random against the
+	// staying one's next turn (with one turn slot, a quiet merchant's
+	// callback waited 3.8 s where re-queueing every turn took 0.4 s).
+	if d.MaxTurns > 0 && d.turns >= d.MaxTurns {
+		return false
+	}
+	if d.MaxInFlight > 0 && d.total+need >= d.MaxInFlight {
+		return false
+	}
+	d.total += need
+	*held = slots
+	return true
+}
+
+// turn runs one turn of lane p with slots sends; *held is what it still
+// holds when it returns. stay is true when the lane goes on in this task.
+func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayload, slots int, held *int, began time.Time) (stay bool, err error) {
 	now := d.now()
 	policy := d.Breaker.orDefault()
 	probe := false
@@ -328,24 +391,24 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	})
 	if errors.Is(err, store.ErrStaleLane) {
 		log.Debug("stale lane turn")
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	limit := slots
 	if probe {
 		limit = 1
 	}
-	d.giveBack(held - len(batch))
-	held = len(batch)
+	d.giveBack(*held - len(batch))
+	*held = len(batch)
 	b := lane.Breaker
 	var results []store.CallbackOutcome
 	var early earlyRecords
 	if len(batch) > 0 {
 		secrets, err := d.callbackSecrets(ctx, p.MerchantID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		results = make([]store.CallbackOutcome, len(batch))
 		early = d.sendBatch(ctx, log, batch, lane.CallbackURL, secrets, results)
@@ -362,7 +425,7 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			if _, err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
 				log.Error("record callback attempts at shutdown; their claims lapse and they are sent again", "err", err)
 			}
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		b = policy.After(b, results, d.now())
 		if b.Open() && !lane.Open() {
@@ -375,6 +438,9 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if probe && !b.Open() {
 		again = true // the probe closed the breaker: drain the backlog
 	}
+	// A turn that sent nothing ends the lane or waits for its breaker;
+	// one that sent may go on (again, or work arrived meanwhile).
+	stay = len(batch) > 0 && !b.Open() && d.mayStay(ctx, began, slots, held)
 	// The answers not recorded during the batch go with the turn's end.
 	var last []store.CallbackOutcome
 	var lastIdx []int
@@ -383,23 +449,24 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			last, lastIdx = append(last, o), append(lastIdx, i)
 		}
 	}
-	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again})
+	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay})
 	if err != nil && !errors.Is(err, store.ErrStaleLane) {
 		log.Error("record the lane turn; its claims lapse and its callbacks are sent again", "err", err)
-		return err
+		return false, err
 	}
 	for k, i := range lastIdx {
 		d.logOutcome(log, batch[i], results[i], recorded[k])
 	}
-	if errors.Is(err, store.ErrStaleLane) {
-		return nil
+	if errors.Is(err, store.ErrStaleLane) || !queued {
+		return false, nil
 	}
-	if queued {
-		if err := d.Queue.CallbackLane(context.WithoutCancel(ctx), next.MerchantID, next.Gen); err != nil {
-			log.Warn("enqueue the lane's next turn; the sweep will", "err", err)
-		}
+	if stay {
+		return true, nil
 	}
-	return nil
+	if err := d.Queue.CallbackLane(context.WithoutCancel(ctx), next.MerchantID, next.Gen); err != nil {
+		log.Warn("enqueue the lane's next turn; the sweep will", "err", err)
+	}
+	return false, nil
 }
 
 // FlushAfter is how long an answered attempt may wait for the rest of its
@@ -468,6 +535,7 @@ func (d *Deliverer) acquire(want int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.MaxTurns > 0 && d.turns >= d.MaxTurns {
+		d.refusedAt = d.now()
 		return 0
 	}
 	n := want
@@ -475,6 +543,7 @@ func (d *Deliverer) acquire(want int) int {
 		n = min(want, max(1, d.MaxInFlight/4), d.MaxInFlight-d.total)
 	}
 	if n <= 0 {
+		d.refusedAt = d.now()
 		return 0
 	}
 	d.total += n

@@ -67,6 +67,7 @@ func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
 		Queue: queue.NewClient(asynq.NewClientFromRedisClient(rdb))}
 	d.Queue.Fair = queue.NewFair(rdb, cfg.ConfirmFairShare)
 	d.Queue.Inspector = asynq.NewInspectorFromRedisClient(rdb)
+	d.Queue.Redis = rdb
 	// Idle workers sleep behind their IdleGate until an enqueue says so.
 	d.Queue.Wake = func(ctx context.Context, q string) { _ = rdb.Publish(ctx, queue.WakeChannel, q).Err() }
 	// Start a woken merchant lane at once; the sweep is the safety net.

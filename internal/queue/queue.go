@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // Task types.
@@ -93,6 +94,8 @@ type Client struct {
 	Fair *Fair
 	// Inspector, when set, answers LaneTaskLost.
 	Inspector *asynq.Inspector
+	// Redis, when set, answers LanesWaiting.
+	Redis redis.UniversalClient
 	// Wake, when set, is called after each enqueue (a PUBLISH on
 	// WakeChannel, for idle workers' IdleGate).
 	Wake func(ctx context.Context, queue string)
@@ -227,6 +230,21 @@ func (c *Client) LaneTaskLost(ctx context.Context, merchantID string, gen int64)
 		return true, nil
 	}
 	return false, fmt.Errorf("inspect lane task: %w", err)
+}
+
+// LanesWaiting reports whether lane tasks are waiting in the callbacks
+// queue for a worker (one LLEN, against the ~18 commands of a task's
+// enqueue, dequeue and completion). Without Redis it says yes, so a lane
+// never holds on to its task.
+func (c *Client) LanesWaiting(ctx context.Context) (bool, error) {
+	if c.Redis == nil {
+		return true, nil
+	}
+	n, err := c.Redis.LLen(ctx, "asynq:{"+QueueCallbacks+"}:pending").Result()
+	if err != nil {
+		return true, fmt.Errorf("lanes waiting: %w", err)
+	}
+	return n > 0, nil
 }
 
 // Sweep enqueues one tick of the periodic sweep. The tick's task ID is kept

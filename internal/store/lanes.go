@@ -189,12 +189,15 @@ type LaneEnd struct {
 	// Again asks for another turn; otherwise the lane ends, unless work
 	// arrived during the turn (lane_dirty), which also takes another turn.
 	Again bool
+	// Stay keeps the generation for that next turn: the task that ran
+	// this one runs it, instead of a new task at the back of the queue.
+	Stay bool
 }
 
 const sqlEndLane = `
 UPDATE callback_endpoints SET
     failures = $3, failing_since = $4, open_until = $5, cooldown_ms = $6, last_error = $7, updated_at = $8,
-    lane_gen = CASE WHEN ($9 OR lane_dirty) AND ($5::timestamptz IS NULL OR $5 <= $8) THEN lane_gen + 1 ELSE lane_gen END,
+    lane_gen = CASE WHEN ($9 OR lane_dirty) AND ($5::timestamptz IS NULL OR $5 <= $8) AND NOT $10 THEN lane_gen + 1 ELSE lane_gen END,
     lane_queued = ($9 OR lane_dirty) AND ($5::timestamptz IS NULL OR $5 <= $8),
     lane_queued_at = $8,
     lane_dirty = false
@@ -212,7 +215,7 @@ func (s *Store) EndLane(ctx context.Context, e LaneEnd) (next LaneWake, again bo
 	}
 	b := e.Breaker
 	err = s.db.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
-		b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again)
+		b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again, e.Stay)
 	if errors.Is(err, sql.ErrNoRows) {
 		return next, false, ErrStaleLane
 	}
@@ -423,7 +426,7 @@ func (s *Store) FinishLaneTurn(ctx context.Context, outcomes []CallbackOutcome, 
 		}
 		b := e.Breaker
 		err = tx.GetContext(ctx, &r, sqlEndLane, e.MerchantID, e.Gen, b.Failures, b.FailingSince, b.OpenUntil,
-			b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again)
+			b.Cooldown.Milliseconds(), b.LastError, s.now(), e.Again, e.Stay)
 		if errors.Is(err, sql.ErrNoRows) {
 			stale = true
 			return nil
