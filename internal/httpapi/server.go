@@ -77,6 +77,10 @@ type Store interface {
 	// PG webhooks: OrderRowForEvent returns ORDER_NOT_FOUND.
 	OrderRowForEvent(ctx context.Context, paymentKey, orderID string) (store.OrderRow, error)
 	InsertPGEvent(ctx context.Context, e store.PGEvent) (stored bool, err error)
+	// StoreStatusEvent finds the order a PAYMENT_STATUS_CHANGED names and
+	// stores it (IGNORED when the order shows it) in one statement;
+	// ORDER_NOT_FOUND when none matches.
+	StoreStatusEvent(ctx context.Context, e store.PGEvent) (store.StatusEvent, error)
 	// DEPOSIT_CALLBACK: the order's stored secret, compared in constant
 	// time (stored is false before the account is known), and the
 	// security event of a mismatch.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -154,7 +155,24 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, payment.Errorf(payment.CodeInvalidRequest, "%s", err.Error()))
 		return
 	}
-	row, err := s.Store.OrderRowForEvent(ctx, ev.Data.PaymentKey, ev.Data.OrderID)
+	keep := body
+	if ev.Data.Secret != "" {
+		// A virtual account's Payment carries its deposit secret: kept only
+		// as its hash, like a DEPOSIT_CALLBACK's.
+		var err error
+		if keep, err = sealDataSecret(body); err != nil {
+			writeError(ctx, w, err)
+			return
+		}
+	}
+	// The lookup of the order and the insert are one statement: the PG
+	// announcing what the order already shows (every approval's DONE
+	// arrives after the confirm applied it) is stored settled, IGNORED,
+	// with no task, lock or lookup — what the worker decides for such an
+	// event too (payment.SettlesUnlocked).
+	e := store.PGEvent{Provider: provider, EventKey: eventKeyOf(eventKey, body), PaymentKey: nonEmpty(ev.Data.PaymentKey),
+		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: keep}
+	res, err := s.Store.StoreStatusEvent(ctx, e)
 	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
 		s.countPGEvent(provider, PGEventUnknownOrder)
 		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
@@ -163,28 +181,7 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(ctx, w, err)
 		return
 	}
-	e := store.PGEvent{Provider: provider, EventKey: eventKey, PaymentKey: nonEmpty(ev.Data.PaymentKey),
-		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status))}
-	if row.Shows(ev.Data.PaymentKey, ev.Data.Status) {
-		// The PG announcing what the order already shows (every approval's
-		// DONE arrives after the confirm applied it): kept for the record,
-		// settled here, no task, no lock, no lookup — what the worker decides
-		// for such an event too (OrderRow.Shows).
-		e.State = payment.EventIgnored
-		note := "already reflected at the ingress: order is " + string(row.Status) + ", event says " + string(ev.Data.Status)
-		e.Note, e.OrderID = &note, &row.OrderID
-	}
-	keep := body
-	if ev.Data.Secret != "" {
-		// A virtual account's Payment carries its deposit secret: kept only
-		// as its hash, like a DEPOSIT_CALLBACK's.
-		if keep, err = sealDataSecret(body); err != nil {
-			writeError(ctx, w, err)
-			return
-		}
-	}
-	e.Body = keep
-	s.storePGEvent(w, r, row.MerchantID, e, body)
+	s.answerPGEvent(w, r, res.MerchantID, e, res.State)
 }
 
 // sealDataSecret replaces data.secret in a PAYMENT_STATUS_CHANGED body
@@ -262,33 +259,49 @@ func (s *Server) depositWebhook(w http.ResponseWriter, r *http.Request, provider
 		OrderID: nonEmpty(ev.OrderID), PGStatus: nonEmpty(string(ev.Status)), Body: body}, raw)
 }
 
-// storePGEvent stores e once (its key: the provider's event id, else the
-// SHA-256 of the raw body), enqueues its application and answers 200.
+// eventKeyOf is an event's key: the provider's event id, else the
+// SHA-256 of the raw body.
+func eventKeyOf(id string, raw []byte) string {
+	if id != "" {
+		return id
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// storePGEvent stores e once (its key: eventKeyOf), enqueues its
+// application and answers 200.
 func (s *Server) storePGEvent(w http.ResponseWriter, r *http.Request, merchantID string, e store.PGEvent, raw []byte) {
 	ctx := r.Context()
-	provider, eventKey := e.Provider, e.EventKey
-	if eventKey == "" {
-		sum := sha256.Sum256(raw)
-		eventKey = hex.EncodeToString(sum[:])
-		e.EventKey = eventKey
-	}
+	e.EventKey = eventKeyOf(e.EventKey, raw)
 	stored, err := s.Store.InsertPGEvent(ctx, e)
 	if err != nil {
 		writeError(ctx, w, err)
 		return
 	}
-	switch {
-	case stored && e.State == payment.EventIgnored:
-		s.countPGEvent(provider, PGEventReflected)
-	case stored:
-		s.countPGEvent(provider, PGEventStored)
-		if err := s.Queue.Webhook(ctx, merchantID, provider, eventKey); err != nil {
+	state := payment.PGEventState("")
+	if stored {
+		state = cmp.Or(e.State, payment.EventReceived)
+	}
+	s.answerPGEvent(w, r, merchantID, e, state)
+}
+
+// answerPGEvent counts a stored event (state "" for a duplicate),
+// enqueues the application of one RECEIVED, and answers 200.
+func (s *Server) answerPGEvent(w http.ResponseWriter, r *http.Request, merchantID string, e store.PGEvent, state payment.PGEventState) {
+	ctx := r.Context()
+	switch state {
+	case payment.EventIgnored:
+		s.countPGEvent(e.Provider, PGEventReflected)
+	case payment.EventReceived:
+		s.countPGEvent(e.Provider, PGEventStored)
+		if err := s.Queue.Webhook(ctx, merchantID, e.Provider, e.EventKey); err != nil {
 			logger(ctx).Warn("enqueue webhook failed; the sweep will re-enqueue", "err", err)
 		}
 	default:
-		s.countPGEvent(provider, PGEventDuplicate)
+		s.countPGEvent(e.Provider, PGEventDuplicate)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"received": true, "duplicate": !stored})
+	writeJSON(w, http.StatusOK, map[string]any{"received": true, "duplicate": state == ""})
 }
 
 // decodeStrictLoose decodes a PG's JSON: valid UTF-8 and one object, but

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lib/pq"
+
 	"github.com/payrail/payrail/internal/payment"
 )
 
@@ -41,6 +43,66 @@ func (s *Store) InsertPGEvent(ctx context.Context, e PGEvent) (stored bool, err 
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// A PAYMENT_STATUS_CHANGED is looked up and stored in one statement (one
+// commit, not a read and then an insert: issue 19): the order it names is
+// found as OrderRowForEvent finds it, and the event is stored IGNORED when
+// the order already shows it (its paymentKey, a status in $9), else
+// RECEIVED. No row: no order by that id or key, nothing stored.
+const sqlStoreStatusEvent = `
+WITH o AS (
+    SELECT order_id, merchant_id, status, payment_key FROM orders
+    WHERE order_id = $4::text OR (payment_key = $3::text AND $3::text <> '')
+    ORDER BY order_id = $4 DESC, status = 'FAILED', seq DESC LIMIT 1
+), ev AS (
+    SELECT o.*, (o.payment_key = $3 AND o.status = ANY($7::text[])) AS shows FROM o
+), ins AS (
+    INSERT INTO pg_events (provider, event_key, payment_key, order_id, pg_status, body, state, note, applied_at)
+    SELECT $1::text, $2::text, NULLIF($3::text, ''), CASE WHEN ev.shows THEN ev.order_id ELSE NULLIF($4::text, '') END, NULLIF($5::text, ''), $6::jsonb,
+           CASE WHEN ev.shows THEN 'IGNORED' ELSE 'RECEIVED' END,
+           CASE WHEN ev.shows THEN 'already reflected at the ingress: order is ' || ev.status || ', event says ' || $5::text END,
+           CASE WHEN ev.shows THEN now() END
+    FROM ev
+    ON CONFLICT DO NOTHING
+    RETURNING state
+)
+SELECT ev.merchant_id, ev.order_id, ev.status, coalesce((SELECT state FROM ins), '') AS state FROM ev`
+
+// StatusEvent is what storing a PAYMENT_STATUS_CHANGED found and did.
+type StatusEvent struct {
+	MerchantID string         `db:"merchant_id"`
+	OrderID    string         `db:"order_id"`
+	Status     payment.Status `db:"status"`
+	// State is the stored event's: RECEIVED (for the worker to apply),
+	// IGNORED (the order already shows it), or "" for a duplicate.
+	State payment.PGEventState `db:"state"`
+}
+
+// StoreStatusEvent stores a PAYMENT_STATUS_CHANGED for the order it names
+// (by orderId, else paymentKey), once per (provider, event key), settled
+// IGNORED when the order already shows it (payment.SettlesUnlocked). The
+// event's PaymentKey, OrderID and PGStatus are taken as given (nil or
+// ""). ORDER_NOT_FOUND when no order matches; nothing is stored then.
+func (s *Store) StoreStatusEvent(ctx context.Context, e PGEvent) (StatusEvent, error) {
+	var shows []string
+	if e.PGStatus != nil {
+		for _, st := range payment.AllStatuses {
+			if payment.SettlesUnlocked(st, payment.PGStatus(*e.PGStatus)) {
+				shows = append(shows, string(st))
+			}
+		}
+	}
+	var r StatusEvent
+	err := s.db.GetContext(ctx, &r, sqlStoreStatusEvent, e.Provider, e.EventKey, deref(e.PaymentKey), deref(e.OrderID),
+		deref(e.PGStatus), string(e.Body), pq.StringArray(shows))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, payment.Errorf(payment.CodeOrderNotFound, "no order for that payment")
+	}
+	if err != nil {
+		return r, fmt.Errorf("store status event: %w", err)
+	}
+	return r, nil
 }
 
 const sqlPGEventByKey = `SELECT provider, event_key, payment_key, order_id, pg_status, body, state, note, received_at, applied_at FROM pg_events WHERE provider = $1 AND event_key = $2`

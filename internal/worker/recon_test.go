@@ -306,7 +306,8 @@ VALUES ('rcn_killed_worker_01', $1, $2, 'admin', 'RUNNING', now() - interval '10
 		return sys.Count(`SELECT count(*) FROM recon_runs WHERE run_id = 'rcn_killed_worker_01' AND status = 'SUCCEEDED'`) == 1
 	})
 	m.WaitStatus(o.OrderID, "PARTIALLY_CANCELED", 5*time.Second)
-	if n := sys.Count(`SELECT count(*) FROM recon_runs`); n != 1 {
-		t.Fatalf("runs = %d, want the one taken over", n)
+	// The worker's own daily run of yesterday may be there too.
+	if n := sys.Count(`SELECT count(*) FROM recon_runs WHERE trigger = 'admin'`); n != 1 {
+		t.Fatalf("admin runs = %d, want the one taken over", n)
 	}
 }
