@@ -65,6 +65,9 @@ type Store interface {
 	// RequeueLane returns ok=false when the lane moved on meanwhile.
 	RequeueLane(ctx context.Context, lost store.LaneWake) (next store.LaneWake, ok bool, err error)
 	ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error)
+	// TouchLane keeps a task-less turn's lane from being taken for lost;
+	// false when the lane moved on.
+	TouchLane(ctx context.Context, merchantID string, gen int64) (bool, error)
 }
 
 // Enqueuer enqueues a lane's turn; a task-ID conflict is success.
@@ -118,6 +121,8 @@ type Deliverer struct {
 	total, turns int
 	// refusedAt is when acquire last turned a lane away (see mayStay).
 	refusedAt time.Time
+	// running counts the turns Run plays.
+	running sync.WaitGroup
 
 	secretsMu sync.Mutex
 	secrets   map[string]cachedSecrets
@@ -375,7 +380,6 @@ func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, hel
 // holds when it returns. stay is true when the lane goes on in this task.
 func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayload, slots int, held *int, began time.Time) (stay bool, err error) {
 	now := d.now()
-	policy := d.Breaker.orDefault()
 	probe := false
 	lane, batch, err := d.Store.StartLaneTurn(ctx, p.MerchantID, p.Gen, now.Add(d.Timeout+10*time.Second), func(lane store.Lane) int {
 		switch {
@@ -396,6 +400,14 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 	if err != nil {
 		return false, err
 	}
+	return d.play(ctx, log, p, lane, batch, probe, slots, held, began, true)
+}
+
+// play sends a started turn's batch, records it and ends the turn (see
+// turn); stayable is false for a turn with no task of its own (RunTurn).
+func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayload, lane store.Lane, batch []store.CallbackDelivery,
+	probe bool, slots int, held *int, began time.Time, stayable bool) (stay bool, err error) {
+	policy := d.Breaker.orDefault()
 	limit := slots
 	if probe {
 		limit = 1
@@ -440,7 +452,7 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 	}
 	// A turn that sent nothing ends the lane or waits for its breaker;
 	// one that sent may go on (again, or work arrived meanwhile).
-	stay = len(batch) > 0 && !b.Open() && d.mayStay(ctx, began, slots, held)
+	stay = stayable && len(batch) > 0 && !b.Open() && d.mayStay(ctx, began, slots, held)
 	// The answers not recorded during the batch go with the turn's end.
 	var last []store.CallbackOutcome
 	var lastIdx []int
@@ -467,6 +479,67 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 		log.Warn("enqueue the lane's next turn; the sweep will", "err", err)
 	}
 	return false, nil
+}
+
+// Reserve, Release and Run make the deliverer the store's TurnRunner
+// (store.InlineTurns): a lane woken idle by a transaction in this worker
+// has its first turn started in that transaction and run here at once.
+func (d *Deliverer) Reserve(now time.Time) (int, time.Time) {
+	return d.acquire(d.perMerchant()), now.Add(d.Timeout + 10*time.Second)
+}
+
+// Release gives back a reservation whose turn did not start.
+func (d *Deliverer) Release(slots int) { d.release(slots) }
+
+// Run plays a turn started at its wake, in its own goroutine (the
+// transaction's caller, a confirm, goes on). Having no task, it tells the
+// sweep it is alive while its sends are out, so it is not superseded as
+// lost, and it never stays: its lane's next turn is a task, at the back
+// of the queue.
+func (d *Deliverer) Run(ctx context.Context, t store.LaneTurn) {
+	d.running.Add(1)
+	go func() {
+		defer d.running.Done()
+		held := t.Slots
+		defer func() { d.release(held) }()
+		p := queue.LanePayload{MerchantID: t.Lane.MerchantID, Gen: t.Lane.Gen}
+		log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
+		done := make(chan struct{})
+		defer close(done)
+		go d.touch(ctx, log, p, done)
+		if _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, &held, d.now(), false); err != nil {
+			log.Warn("lane turn started at its wake failed; its claims lapse and the sweep takes the lane", "err", err)
+		}
+	}()
+}
+
+// touch keeps a task-less turn's lane fresh for the sweep until done.
+func (d *Deliverer) touch(ctx context.Context, log *slog.Logger, p queue.LanePayload, done <-chan struct{}) {
+	t := time.NewTicker(LaneCheckAfter / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if ok, err := d.Store.TouchLane(ctx, p.MerchantID, p.Gen); err != nil || !ok {
+				log.Debug("touch lane", "moved_on", !ok, "err", err)
+			}
+		}
+	}
+}
+
+// Wait waits, up to timeout, for the turns Run started (a worker's
+// shutdown); what is still out then has its claims lapse and is sent again.
+func (d *Deliverer) Wait(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() { d.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }
 
 // FlushAfter is how long an answered attempt may wait for the rest of its

@@ -2,10 +2,15 @@ package callback_test
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
+	"github.com/payrail/payrail/internal/queue"
+	"github.com/payrail/payrail/internal/systest"
 	"github.com/payrail/payrail/internal/testenv"
 )
 
@@ -108,5 +113,71 @@ SELECT 'msg_noisy_' || g, $1, $2, 'payment.paid', '{}' FROM generate_series(1, 3
 				t.Errorf("B's callbacks waited behind A's lane: max %s beside A vs %s alone (limit %s)", p(beside), p(alone), limit)
 			}
 		})
+	}
+}
+
+// callbackTasksProcessed is how many callbacks-queue tasks asynq has run.
+func callbackTasksProcessed(t *testing.T, sys *systest.System) int {
+	info, err := asynq.NewInspectorFromRedisClient(sys.Redis.Client).GetQueueInfo(queue.QueueCallbacks)
+	if err != nil {
+		return 0 // the queue was never used
+	}
+	return info.ProcessedTotal
+}
+
+// A payment whose merchant's lane is idle has its callback sent by the
+// worker that made it PAID, started in that transaction: no lane task runs.
+// And a turn with no task that outlasts LaneCheckAfter (a merchant
+// answering in 4.5 s) is not taken for lost by the sweep: it keeps its lane
+// fresh, so its generation stands and the callback is sent once.
+func TestIdleLaneSendsFromTheWakingWorker(t *testing.T) {
+	t.Parallel()
+	slow := make(chan struct{}, 1)
+	ep := newEndpoint(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-slow:
+			time.Sleep(4500 * time.Millisecond)
+		default:
+		}
+	})
+	sys := start(t, map[string]string{"PAYRAIL_SWEEP_INTERVAL": "500ms", "PAYRAIL_CALLBACK_TIMEOUT": "10s"}, nil)
+	m := sys.NewMerchant(ep.URL)
+	var gen int64
+	laneGen := func() int64 {
+		testenv.Must(t, sys.DB.DB.Get(&gen, `SELECT lane_gen FROM callback_endpoints WHERE merchant_id = $1`, m.MerchantID))
+		return gen
+	}
+	for i := range 3 {
+		o := pay(t, sys, m)
+		waitCallback(t, sys, o, "DELIVERED", 10*time.Second)
+		testenv.Poll(t, 5*time.Second, "the lane to end", func() bool {
+			return sys.Count(`SELECT count(*) FROM callback_endpoints WHERE merchant_id = $1 AND NOT lane_queued`, m.MerchantID) == 1
+		})
+		if g := laneGen(); g != int64(i+1) {
+			t.Fatalf("payment %d: lane generation %d, want %d (one per idle wake)", i+1, g, i+1)
+		}
+	}
+	if n := callbackTasksProcessed(t, sys); n != 0 {
+		t.Errorf("%d lane tasks ran for 3 callbacks to an idle lane, want 0", n)
+	}
+
+	slow <- struct{}{}
+	before := laneGen()
+	o := pay(t, sys, m)
+	c := waitCallback(t, sys, o, "DELIVERED", 20*time.Second)
+	if g := laneGen(); g != before+1 {
+		t.Errorf("slow turn: lane generation %d → %d, want one more (the sweep superseded a live turn)", before, g)
+	}
+	if as := attempts(t, sys, c.CallbackID); len(as) != 1 {
+		t.Errorf("slow callback attempted %d times, want 1", len(as))
+	}
+	n := 0
+	for _, r := range ep.requests() {
+		if r.OrderID == o {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("slow callback received %d times, want 1", n)
 	}
 }

@@ -108,6 +108,7 @@ func (f *laneFake) QueuedLanes(context.Context, time.Time, time.Time, int) ([]st
 func (f *laneFake) RequeueLane(context.Context, store.LaneWake) (store.LaneWake, bool, error) {
 	return store.LaneWake{}, false, nil
 }
+func (f *laneFake) TouchLane(context.Context, string, int64) (bool, error) { return true, nil }
 func (f *laneFake) ExpireStaleCallbacks(context.Context, time.Duration, int) (int64, error) {
 	return 0, nil
 }

@@ -266,8 +266,11 @@ type Worker struct {
 	Server  *asynq.Server
 	// Gate answers asynq's empty-queue polls while nothing can be queued.
 	Gate *queue.IdleGate
-	cfg  config.Config
-	log  *slog.Logger
+	// Deliverer sends callbacks: lane tasks, and while Run runs the turns
+	// of lanes this worker's transactions wake (store.InlineTurns).
+	Deliverer *callback.Deliverer
+	cfg       config.Config
+	log       *slog.Logger
 }
 
 // NewWorker wires the worker.
@@ -313,7 +316,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynq.WarnLevel,
 	})
-	return &Worker{Deps: deps, Handler: w, Server: srv, Gate: gate, cfg: cfg, log: log}
+	return &Worker{Deps: deps, Handler: w, Server: srv, Gate: gate, Deliverer: w.Callbacks.(*callback.Deliverer), cfg: cfg, log: log}
 }
 
 // Run processes tasks and ticks the sweep until ctx ends; then it stops
@@ -326,13 +329,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.Server.Start(w.Handler.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	w.Deps.Store.InlineTurns(w.Deliverer)
 	interval := w.cfg.SweepInterval
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			w.Deps.Store.InlineTurns(nil)
 			w.Server.Shutdown()
+			if !w.Deliverer.Wait(w.cfg.CallbackTimeout + 5*time.Second) {
+				w.log.Warn("callback turns still sending at shutdown; their claims lapse and they are sent again")
+			}
 			return nil
 		case now := <-t.C:
 			tick := now.Truncate(interval).Unix()

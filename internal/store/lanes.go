@@ -13,6 +13,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -120,9 +121,120 @@ func wakeLaneTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, merchantID string,
 		return fmt.Errorf("wake lane: %w", err)
 	}
 	if r.Woke && ob != nil {
-		ob.wake(r.LaneWake)
+		started, err := ob.startTurn(ctx, tx, r.LaneWake, now)
+		if err != nil {
+			return err
+		}
+		if !started {
+			ob.wake(r.LaneWake)
+		}
 	}
 	return nil
+}
+
+// TurnRunner runs, after commit, the first turn of a lane that the
+// transaction waking it started (Store.InlineTurns): the worker that made
+// a payment PAID sends its callback at once, with no lane task, no queue
+// wait and no transaction to start the turn (issue 19: a task is ~18
+// Redis commands, the start a commit). It is used only when the lane was
+// idle; a busy lane's callbacks wait for its next turn as before.
+type TurnRunner interface {
+	// Reserve takes a turn and up to a merchant's sends for it, and says
+	// until when its claims hold; 0 slots when none are free (the lane
+	// then gets a task, as without a runner).
+	Reserve(now time.Time) (slots int, until time.Time)
+	// Release gives back a reservation whose turn did not start.
+	Release(slots int)
+	// Run runs a started turn; it owns the reservation and must not block.
+	Run(ctx context.Context, t LaneTurn)
+}
+
+// LaneTurn is a lane's turn started (lane_dirty cleared, Batch claimed)
+// in the transaction that woke it, at Lane.Gen, with Slots reserved. No
+// task exists for that generation: the runner keeps the lane's
+// lane_queued_at fresh (TouchLane) while the turn lasts, or the sweep
+// takes the lane for lost after callback.LaneCheckAfter and supersedes it.
+type LaneTurn struct {
+	Lane  Lane
+	Batch []CallbackDelivery
+	Slots int
+}
+
+// InlineTurns makes transactions that wake an idle lane start its turn and
+// hand it to r after commit (a running worker's callback deliverer); nil
+// stops it (the worker is stopping).
+func (s *Store) InlineTurns(r TurnRunner) {
+	if r == nil {
+		s.turns.r.Store(nil)
+		return
+	}
+	s.turns.r.Store(&runnerBox{r})
+}
+
+type runnerBox struct{ TurnRunner }
+
+type turnHolder struct{ r atomic.Pointer[runnerBox] }
+
+func (h *turnHolder) get() TurnRunner {
+	if h == nil {
+		return nil
+	}
+	if b := h.r.Load(); b != nil {
+		return b.TurnRunner
+	}
+	return nil
+}
+
+// startTurn starts the turn of the lane tx has just woken, when a runner
+// is set and has room. No other turn can be running, and no wake can have
+// relied on this generation's lane_dirty yet (the lane was idle until
+// this uncommitted upsert, whose row lock the others wait for), so the
+// exclusive lane lock StartLaneTurn takes is not needed. A lane whose
+// endpoint is disabled or whose breaker is not closed gets a task instead:
+// those turns take the sweep's and the probe's paths.
+func (o *outbox) startTurn(ctx context.Context, tx *sqlx.Tx, w LaneWake, now time.Time) (bool, error) {
+	if o.runner == nil {
+		return false, nil
+	}
+	slots, until := o.runner.Reserve(now)
+	if slots == 0 {
+		return false, nil
+	}
+	var l Lane
+	err := tx.GetContext(ctx, &l, sqlStartLane, w.MerchantID, w.Gen, now)
+	if err == nil && (!l.CallbackEnabled || l.OpenUntil != nil) {
+		err = sql.ErrNoRows
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		o.runner.Release(slots)
+		return false, nil
+	}
+	if err != nil {
+		o.runner.Release(slots)
+		return false, fmt.Errorf("start lane turn at its wake: %w", err)
+	}
+	l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
+	var batch []CallbackDelivery
+	if err := tx.SelectContext(ctx, &batch, sqlClaimLaneBatch, w.MerchantID, now, slots, until); err != nil {
+		o.runner.Release(slots)
+		return false, fmt.Errorf("claim lane batch at its wake: %w", err)
+	}
+	sortDeliveries(batch)
+	o.turns = append(o.turns, LaneTurn{Lane: l, Batch: batch, Slots: slots})
+	return true, nil
+}
+
+const sqlTouchLane = `UPDATE callback_endpoints SET lane_queued_at = $3 WHERE merchant_id = $1 AND lane_gen = $2 AND lane_queued`
+
+// TouchLane tells the sweep that generation gen's turn, which has no task,
+// is still running (see LaneTurn). false when the lane moved on.
+func (s *Store) TouchLane(ctx context.Context, merchantID string, gen int64) (bool, error) {
+	res, err := s.db.ExecContext(ctx, sqlTouchLane, merchantID, gen, s.now())
+	if err != nil {
+		return false, fmt.Errorf("touch lane: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 // WakeLane wakes a merchant's lane outside any other transaction (an

@@ -359,3 +359,285 @@ func TestProbeNowBesideATurnStartDoesNotDeadlock(t *testing.T) {
 		t.Fatalf("ProbeNow: %v", err)
 	}
 }
+
+// fakeRunner is a TurnRunner with room for `room` turns at once, each of
+// `slots` sends; play, when set, plays a turn in its own goroutine.
+type fakeRunner struct {
+	mu              sync.Mutex
+	room, running   int
+	slots           int
+	reserved, freed int
+	turns           []store.LaneTurn
+	play            func(store.LaneTurn)
+	onReserve       func()
+	wg              sync.WaitGroup
+}
+
+func (f *fakeRunner) Reserve(now time.Time) (int, time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.running >= f.room {
+		return 0, time.Time{}
+	}
+	f.running++
+	f.reserved++
+	if f.onReserve != nil {
+		f.onReserve()
+	}
+	return f.slots, now.Add(time.Minute)
+}
+
+func (f *fakeRunner) Release(int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running--
+	f.freed++
+}
+
+func (f *fakeRunner) Run(_ context.Context, t store.LaneTurn) {
+	f.mu.Lock()
+	f.turns = append(f.turns, t)
+	f.mu.Unlock()
+	if f.play == nil {
+		return
+	}
+	f.wg.Go(func() {
+		f.play(t)
+		f.Release(t.Slots)
+	})
+}
+
+func paidOrder(t *testing.T, st *store.Store, merchantID string) (store.Change, payment.Order) {
+	t.Helper()
+	ctx := context.Background()
+	o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: merchantID, Amount: 1000, Currency: "KRW", OrderName: "i", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
+	testenv.Must(t, err)
+	pk := "pk_" + o.OrderID
+	c, err := st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: o.Version, To: payment.Confirming, Action: "test", PaymentKey: &pk})
+	testenv.Must(t, err)
+	return store.Change{OrderID: o.OrderID, Version: c.Version, To: payment.Paid, Action: "test"}, c
+}
+
+// A PAID transition that wakes an idle lane starts its turn in the same
+// transaction and hands it to the runner: the turn holds the new callback,
+// claimed, and no lane task is asked for. A busy runner, an open breaker
+// or a rolled-back transaction leave the lane to a task as before, and
+// every reservation is given back.
+func TestInlineTurnStartsInTheWakingTransaction(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "i", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	var wakes []store.LaneWake
+	st.OnLanes(func(_ context.Context, ws []store.LaneWake) { wakes = append(wakes, ws...) })
+	r := &fakeRunner{room: 1, slots: 4}
+	st.InlineTurns(r)
+
+	// Idle lane, room: a turn, no task.
+	c, _ := paidOrder(t, st, m.MerchantID)
+	_, err = st.Transition(ctx, c)
+	testenv.Must(t, err)
+	if len(r.turns) != 1 || len(wakes) != 0 {
+		t.Fatalf("turns %d, task wakes %v; want one turn and no task", len(r.turns), wakes)
+	}
+	turn := r.turns[0]
+	if len(turn.Batch) != 1 || turn.Batch[0].OrderID != c.OrderID || turn.Lane.CallbackURL != "https://example.com/cb" || turn.Slots != 4 {
+		t.Fatalf("turn = %+v, want the new callback to example.com with 4 slots", turn)
+	}
+	var claimed, queued, dirty bool
+	testenv.Must(t, db.DB.QueryRow(`SELECT sending_until IS NOT NULL FROM callbacks WHERE order_id = $1`, c.OrderID).Scan(&claimed))
+	testenv.Must(t, db.DB.QueryRow(`SELECT lane_queued, lane_dirty FROM callback_endpoints WHERE merchant_id = $1`, m.MerchantID).Scan(&queued, &dirty))
+	if !claimed || !queued || dirty {
+		t.Fatalf("claimed %v, lane queued %v dirty %v; want claimed, queued, clean", claimed, queued, dirty)
+	}
+	// While that turn is out, another PAID only marks the lane dirty.
+	c2, _ := paidOrder(t, st, m.MerchantID)
+	_, err = st.Transition(ctx, c2)
+	testenv.Must(t, err)
+	if len(r.turns) != 1 || len(wakes) != 0 || r.reserved != 1 {
+		t.Fatalf("a busy lane's wake: turns %d, wakes %v, reservations %d", len(r.turns), wakes, r.reserved)
+	}
+	// The turn ends with work left: the next turn is a task.
+	now := time.Now()
+	out := store.CallbackOutcome{CallbackID: turn.Batch[0].CallbackID, MerchantID: m.MerchantID, StartedAt: now, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: now}
+	_, next, again, err := st.FinishLaneTurn(ctx, []store.CallbackOutcome{out}, store.LaneEnd{MerchantID: m.MerchantID, Gen: turn.Lane.Gen})
+	testenv.Must(t, err)
+	r.Release(turn.Slots)
+	if !again || next.Gen != turn.Lane.Gen+1 {
+		t.Fatalf("end of the inline turn: again %v next %+v; want the next generation for a task", again, next)
+	}
+	_, batch, err := st.StartLaneTurn(ctx, m.MerchantID, next.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 8 })
+	testenv.Must(t, err)
+	_, _, again, err = st.FinishLaneTurn(ctx, deliveredAll(m.MerchantID, batch), store.LaneEnd{MerchantID: m.MerchantID, Gen: next.Gen})
+	testenv.Must(t, err)
+	if len(batch) != 1 || batch[0].OrderID != c2.OrderID || again {
+		t.Fatalf("task turn claimed %d (again %v), want the second callback and the end", len(batch), again)
+	}
+
+	// No room: the wake goes to a task.
+	r.mu.Lock()
+	r.running = r.room
+	r.mu.Unlock()
+	c3, _ := paidOrder(t, st, m.MerchantID)
+	_, err = st.Transition(ctx, c3)
+	testenv.Must(t, err)
+	if len(r.turns) != 1 || len(wakes) != 1 {
+		t.Fatalf("no room: turns %d, task wakes %v; want a task", len(r.turns), wakes)
+	}
+	r.mu.Lock()
+	r.running = 0
+	r.mu.Unlock()
+	finishTask(t, st, m.MerchantID, wakes[0])
+
+	// Probe due (breaker open, cool-down over): a task, which probes.
+	_, err = db.DB.Exec(`UPDATE callback_endpoints SET open_until = now() - interval '1 second', failures = 5 WHERE merchant_id = $1`, m.MerchantID)
+	testenv.Must(t, err)
+	c4, _ := paidOrder(t, st, m.MerchantID)
+	_, err = st.Transition(ctx, c4)
+	testenv.Must(t, err)
+	if len(r.turns) != 1 || len(wakes) != 2 || r.reserved != r.freed {
+		t.Fatalf("probe due: turns %d, wakes %d, reserved %d freed %d; want a task and the reservation back", len(r.turns), len(wakes), r.reserved, r.freed)
+	}
+	finishTask(t, st, m.MerchantID, wakes[1])
+	_, err = db.DB.Exec(`UPDATE callback_endpoints SET open_until = NULL, failures = 0 WHERE merchant_id = $1`, m.MerchantID)
+	testenv.Must(t, err)
+
+	// The transaction fails once the turn is reserved (its context ends):
+	// the reservation comes back, nothing runs, nothing is written.
+	before, wakesBefore := len(r.turns), len(wakes)
+	c5, _ := paidOrder(t, st, m.MerchantID)
+	cctx, cancel := context.WithCancel(ctx)
+	r.onReserve = cancel
+	if _, err := st.Transition(cctx, c5); err == nil {
+		t.Fatal("the transition succeeded with its context canceled")
+	}
+	if len(r.turns) != before || len(wakes) != wakesBefore || r.reserved != r.freed {
+		t.Fatalf("after a failed transaction: %d turns (was %d), %d wakes (was %d), reserved %d freed %d",
+			len(r.turns), before, len(wakes), wakesBefore, r.reserved, r.freed)
+	}
+	if n := countRows(t, db, `SELECT count(*) FROM callbacks WHERE order_id = '`+c5.OrderID+`'`); n != 0 {
+		t.Fatalf("%d callbacks written by a rolled-back transition", n)
+	}
+}
+
+func deliveredAll(merchantID string, batch []store.CallbackDelivery) []store.CallbackOutcome {
+	now := time.Now()
+	var outs []store.CallbackOutcome
+	for _, c := range batch {
+		outs = append(outs, store.CallbackOutcome{CallbackID: c.CallbackID, MerchantID: merchantID, Attempt: c.Attempt,
+			StartedAt: now, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: now})
+	}
+	return outs
+}
+
+// finishTask plays a lane's task turns until the lane ends.
+func finishTask(t *testing.T, st *store.Store, merchantID string, w store.LaneWake) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		_, batch, err := st.StartLaneTurn(ctx, merchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 8 })
+		testenv.Must(t, err)
+		_, next, again, err := st.FinishLaneTurn(ctx, deliveredAll(merchantID, batch), store.LaneEnd{MerchantID: merchantID, Gen: w.Gen, Again: len(batch) == 8})
+		testenv.Must(t, err)
+		if !again {
+			return
+		}
+		w = next
+	}
+}
+
+// 400 PAIDs of one merchant from 16 goroutines, with turns started at the
+// wake (a runner with room for one at a time, as a busy worker has) and
+// task turns for the rest: every callback is claimed once and delivered,
+// none stranded, and both kinds of turn ran.
+func TestConcurrentInlineAndTaskTurnsStrandNothing(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "busy", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	wakes := make(chan store.LaneWake, 4096)
+	st.OnLanes(func(_ context.Context, ws []store.LaneWake) {
+		for _, w := range ws {
+			wakes <- w
+		}
+	})
+	var delivered sync.Map
+	var dup, taskTurns atomic.Int64
+	send := func(batch []store.CallbackDelivery) []store.CallbackOutcome {
+		for _, c := range batch {
+			if _, seen := delivered.LoadOrStore(c.CallbackID, true); seen {
+				dup.Add(1)
+			}
+		}
+		return deliveredAll(m.MerchantID, batch)
+	}
+	end := func(gen int64, outs []store.CallbackOutcome, full bool) {
+		_, next, again, err := st.FinishLaneTurn(ctx, outs, store.LaneEnd{MerchantID: m.MerchantID, Gen: gen, Again: full})
+		if errors.Is(err, store.ErrStaleLane) {
+			return
+		}
+		testenv.Must(t, err)
+		if again {
+			wakes <- next
+		}
+	}
+	r := &fakeRunner{room: 1, slots: 3, play: func(lt store.LaneTurn) {
+		end(lt.Lane.Gen, send(lt.Batch), len(lt.Batch) == 3)
+	}}
+	st.InlineTurns(r)
+	stop := make(chan struct{})
+	var lanes sync.WaitGroup
+	lanes.Go(func() {
+		for {
+			select {
+			case w := <-wakes:
+				_, batch, err := st.StartLaneTurn(ctx, w.MerchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 3 })
+				if errors.Is(err, store.ErrStaleLane) {
+					continue
+				}
+				testenv.Must(t, err)
+				taskTurns.Add(1)
+				end(w.Gen, send(batch), len(batch) == 3)
+			case <-stop:
+				return
+			}
+		}
+	})
+	const writers, each = 16, 25
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				c, _ := paidOrder(t, st, m.MerchantID)
+				_, err := st.Transition(ctx, c)
+				testenv.Must(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callbacks still PENDING 30 s after the last transition: a wake was lost",
+				countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	lanes.Wait()
+	r.wg.Wait()
+	r.mu.Lock()
+	inline, reserved, freed := len(r.turns), r.reserved, r.freed
+	r.mu.Unlock()
+	t.Logf("%d turns started at the wake, %d task turns", inline, taskTurns.Load())
+	if n := countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'DELIVERED'`); n != writers*each || dup.Load() != 0 {
+		t.Fatalf("%d delivered of %d, %d claimed twice", n, writers*each, dup.Load())
+	}
+	if inline == 0 || reserved != freed {
+		t.Fatalf("%d inline turns, reserved %d freed %d; want some and every reservation back", inline, reserved, freed)
+	}
+}

@@ -34,6 +34,9 @@ type Store struct {
 	// onLanes is told, after commit, of the delivery lanes a transaction
 	// woke, so delivery starts at once rather than at the next sweep.
 	onLanes func(ctx context.Context, wakes []LaneWake)
+	// turns holds the runner of lane turns that the transaction waking
+	// them started (InlineTurns); shared by the copies As makes.
+	turns *turnHolder
 	// audit, when set (As), is recorded with every privileged change.
 	audit *Audit
 }
@@ -44,8 +47,13 @@ type Store struct {
 func (s *Store) OnLanes(fn func(ctx context.Context, wakes []LaneWake)) { s.onLanes = fn }
 
 // outbox is what a transaction that writes callbacks hands on after its
-// commit: the lanes it woke. It is passed explicitly, never in a context.
-type outbox struct{ wakes []LaneWake }
+// commit: the lanes it woke, and the turns it started for runner. It is
+// passed explicitly, never in a context.
+type outbox struct {
+	wakes  []LaneWake
+	runner TurnRunner
+	turns  []LaneTurn
+}
 
 func (o *outbox) wake(w LaneWake) {
 	for _, x := range o.wakes {
@@ -73,7 +81,7 @@ func New(db *sqlx.DB, keys *secretbox.Keyring, opt Options) *Store {
 	if opt.ConfirmStuckAfter <= 0 {
 		opt.ConfirmStuckAfter = 30 * time.Second
 	}
-	return &Store{db: db, keys: keys, now: now, stuckAfter: opt.ConfirmStuckAfter}
+	return &Store{db: db, keys: keys, now: now, stuckAfter: opt.ConfirmStuckAfter, turns: &turnHolder{}}
 }
 
 // ConfirmStuckAfter is how long a CONFIRMING order may go without news
@@ -158,9 +166,15 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 // inOutboxTx is inTx for transactions that may write callbacks: after the
 // commit, the lanes they woke are handed to onLanes.
 func (s *Store) inOutboxTx(ctx context.Context, fn func(tx *sqlx.Tx, ob *outbox) error) error {
-	ob := &outbox{}
+	ob := &outbox{runner: s.turns.get()}
 	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(tx, ob) }); err != nil {
+		for _, t := range ob.turns {
+			ob.runner.Release(t.Slots) // rolled back: the claims never were
+		}
 		return err
+	}
+	for _, t := range ob.turns {
+		ob.runner.Run(context.WithoutCancel(ctx), t)
 	}
 	if len(ob.wakes) > 0 && s.onLanes != nil {
 		s.onLanes(context.WithoutCancel(ctx), ob.wakes)
