@@ -63,7 +63,8 @@ type Store interface {
 	WakeDueLanes(ctx context.Context, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.Time, limit int) ([]store.LaneWake, error)
 	// RequeueLane returns ok=false when the lane moved on meanwhile.
-	RequeueLane(ctx context.Context, lost store.LaneWake) (next store.LaneWake, ok bool, err error)
+	// It is fenced on lane_queued_at < queuedBefore.
+	RequeueLane(ctx context.Context, lost store.LaneWake, queuedBefore time.Time) (next store.LaneWake, ok bool, err error)
 	ExpireStaleCallbacks(ctx context.Context, olderThan time.Duration, batch int) (int64, error)
 	// TouchLane keeps a task-less turn's lane from being taken for lost;
 	// false when the lane moved on.
@@ -121,8 +122,10 @@ type Deliverer struct {
 	total, turns int
 	// refusedAt is when acquire last turned a lane away (see mayStay).
 	refusedAt time.Time
-	// running counts the turns Run plays.
+	// running counts the turns reserved (Reserve) until they end.
 	running sync.WaitGroup
+	// stopping is set by Stop.
+	stopping bool
 
 	secretsMu sync.Mutex
 	secrets   map[string]cachedSecrets
@@ -281,7 +284,7 @@ func (d *Deliverer) requeueLost(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		next, ok, err := d.Store.RequeueLane(ctx, l)
+		next, ok, err := d.Store.RequeueLane(ctx, l, now.Add(-LaneCheckAfter))
 		if err != nil || !ok {
 			errs = append(errs, err)
 			continue
@@ -365,7 +368,7 @@ func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, hel
 	// lane away, and a refused lane retries at random against the
 	// staying one's next turn (with one turn slot, a quiet merchant's
 	// callback waited 3.8 s where re-queueing every turn took 0.4 s).
-	if d.MaxTurns > 0 && d.turns >= d.MaxTurns {
+	if d.stopping || d.MaxTurns > 0 && d.turns >= d.MaxTurns {
 		return false
 	}
 	if d.MaxInFlight > 0 && d.total+need >= d.MaxInFlight {
@@ -484,12 +487,47 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 // Reserve, Release and Run make the deliverer the store's TurnRunner
 // (store.InlineTurns): a lane woken idle by a transaction in this worker
 // has its first turn started in that transaction and run here at once.
+//
+// Reserve spares what mayStay spares: it takes no turn within a second of
+// one turned away here, and leaves a turn and a send free for a queued
+// lane, so a stream of fresh wakes cannot crowd out the round-robin of
+// lanes with backlogs. It takes nothing once Stop was called.
 func (d *Deliverer) Reserve(now time.Time) (int, time.Time) {
-	return d.acquire(d.perMerchant()), now.Add(d.Timeout + 10*time.Second)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at := d.now()
+	switch {
+	case d.stopping,
+		!d.refusedAt.IsZero() && at.Sub(d.refusedAt) < time.Second,
+		d.MaxTurns > 0 && d.turns+1 >= d.MaxTurns:
+		return 0, time.Time{}
+	}
+	n := d.perMerchant()
+	if d.MaxInFlight > 0 {
+		n = min(n, max(1, d.MaxInFlight/4), d.MaxInFlight-d.total-1)
+	}
+	if n <= 0 {
+		return 0, time.Time{}
+	}
+	d.total += n
+	d.turns++
+	d.running.Add(1)
+	return n, now.Add(d.Timeout + 10*time.Second)
 }
 
 // Release gives back a reservation whose turn did not start.
-func (d *Deliverer) Release(slots int) { d.release(slots) }
+func (d *Deliverer) Release(slots int) {
+	d.release(slots)
+	d.running.Done()
+}
+
+// Stop makes Reserve refuse and lanes stop staying: the worker is
+// shutting down, and what it starts now could be cut off mid-send.
+func (d *Deliverer) Stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopping = true
+}
 
 // Run plays a turn started at its wake, in its own goroutine (the
 // transaction's caller, a confirm, goes on). Having no task, it tells the
@@ -497,7 +535,6 @@ func (d *Deliverer) Release(slots int) { d.release(slots) }
 // lost, and it never stays: its lane's next turn is a task, at the back
 // of the queue.
 func (d *Deliverer) Run(ctx context.Context, t store.LaneTurn) {
-	d.running.Add(1)
 	go func() {
 		defer d.running.Done()
 		held := t.Slots
@@ -506,25 +543,34 @@ func (d *Deliverer) Run(ctx context.Context, t store.LaneTurn) {
 		log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
 		done := make(chan struct{})
 		defer close(done)
-		go d.touch(ctx, log, p, done)
+		go d.touch(ctx, log, p, done, t.WokeAt)
 		if _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, &held, d.now(), false); err != nil {
 			log.Warn("lane turn started at its wake failed; its claims lapse and the sweep takes the lane", "err", err)
 		}
 	}()
 }
 
-// touch keeps a task-less turn's lane fresh for the sweep until done.
-func (d *Deliverer) touch(ctx context.Context, log *slog.Logger, p queue.LanePayload, done <-chan struct{}) {
-	t := time.NewTicker(LaneCheckAfter / 3)
+// touch keeps a task-less turn's lane fresh for the sweep until done:
+// every LaneCheckAfter/3, and at once when its transaction committed late
+// (the lane's lane_queued_at is the wake's, not the commit's).
+func (d *Deliverer) touch(ctx context.Context, log *slog.Logger, p queue.LanePayload, done <-chan struct{}, wokeAt time.Time) {
+	every := LaneCheckAfter / 3
+	do := func() {
+		if ok, err := d.Store.TouchLane(ctx, p.MerchantID, p.Gen); err != nil || !ok {
+			log.Debug("touch lane", "moved_on", !ok, "err", err)
+		}
+	}
+	if d.now().Sub(wokeAt) >= every {
+		do()
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-done:
 			return
 		case <-t.C:
-			if ok, err := d.Store.TouchLane(ctx, p.MerchantID, p.Gen); err != nil || !ok {
-				log.Debug("touch lane", "moved_on", !ok, "err", err)
-			}
+			do()
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (f *laneFake) WakeDueLanes(context.Context, time.Time, int) ([]store.LaneWa
 func (f *laneFake) QueuedLanes(context.Context, time.Time, time.Time, int) ([]store.LaneWake, error) {
 	return nil, nil
 }
-func (f *laneFake) RequeueLane(context.Context, store.LaneWake) (store.LaneWake, bool, error) {
+func (f *laneFake) RequeueLane(context.Context, store.LaneWake, time.Time) (store.LaneWake, bool, error) {
 	return store.LaneWake{}, false, nil
 }
 func (f *laneFake) TouchLane(context.Context, string, int64) (bool, error) { return true, nil }
@@ -271,4 +271,56 @@ func TestLaneStayIsBounded(t *testing.T) {
 			t.Errorf("%d turns, enqueued %v; want 1 turn and the next at the back", len(f.starts), q.enqueued)
 		}
 	})
+}
+
+// Reserve (a turn started at its wake) spares what a staying lane spares:
+// a turn and a send for a queued lane, nothing within a second of a turn
+// turned away, nothing once the worker stops; Wait waits for every
+// reservation to be released or run.
+func TestReserveSparesRoomForQueuedLanes(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	d := &Deliverer{PerMerchant: 8, MaxInFlight: 32, MaxTurns: 3, Timeout: time.Second, Now: func() time.Time { return now }}
+	a, until := d.Reserve(now)
+	if a != 8 || !until.Equal(now.Add(11*time.Second)) {
+		t.Fatalf("first reservation %d until %s, want 8 until +11s", a, until)
+	}
+	if b, _ := d.Reserve(now); b != 8 {
+		t.Fatalf("second reservation %d, want 8", b)
+	}
+	if c, _ := d.Reserve(now); c != 0 {
+		t.Fatalf("third reservation %d: it would take the last of 3 turns", c)
+	}
+	d.Release(8)
+	d.mu.Lock()
+	d.total = 31 // other turns' sends: one left
+	d.mu.Unlock()
+	if c, _ := d.Reserve(now); c != 0 {
+		t.Fatalf("reservation %d with one send free, want 0", c)
+	}
+	d.mu.Lock()
+	d.total = 8
+	d.mu.Unlock()
+	d.acquire(8) // lane tasks take the other two turns...
+	d.acquire(8)
+	if got := d.acquire(8); got != 0 {
+		t.Fatalf("a fourth turn was granted: %d", got)
+	}
+	d.release(8) // ...and a third was turned away just now
+	d.release(8)
+	if c, _ := d.Reserve(now); c != 0 {
+		t.Fatalf("reservation %d within a second of a refusal, want 0", c)
+	}
+	now = now.Add(1100 * time.Millisecond)
+	if c, _ := d.Reserve(now); c != 8 {
+		t.Fatalf("reservation %d a second after the refusal, want 8", c)
+	}
+	d.Release(8)
+	d.Stop()
+	if c, _ := d.Reserve(now); c != 0 {
+		t.Fatalf("reservation %d after Stop, want 0", c)
+	}
+	d.Release(8) // the first reservation
+	if !d.Wait(time.Second) {
+		t.Fatal("Wait timed out with every reservation released")
+	}
 }

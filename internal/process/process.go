@@ -337,6 +337,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			w.Deps.Store.InlineTurns(nil)
+			w.Deliverer.Stop()
 			w.Server.Shutdown()
 			if !w.Deliverer.Wait(w.cfg.CallbackTimeout + 5*time.Second) {
 				w.log.Warn("callback turns still sending at shutdown; their claims lapse and they are sent again")

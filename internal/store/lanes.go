@@ -140,8 +140,8 @@ func wakeLaneTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, merchantID string,
 // idle; a busy lane's callbacks wait for its next turn as before.
 type TurnRunner interface {
 	// Reserve takes a turn and up to a merchant's sends for it, and says
-	// until when its claims hold; 0 slots when none are free (the lane
-	// then gets a task, as without a runner).
+	// until when its claims hold; 0 slots when it has no room to spare
+	// (the lane then gets a task, as without a runner).
 	Reserve(now time.Time) (slots int, until time.Time)
 	// Release gives back a reservation whose turn did not start.
 	Release(slots int)
@@ -158,6 +158,8 @@ type LaneTurn struct {
 	Lane  Lane
 	Batch []CallbackDelivery
 	Slots int
+	// WokeAt is the lane_queued_at the transaction wrote.
+	WokeAt time.Time
 }
 
 // InlineTurns makes transactions that wake an idle lane start its turn and
@@ -196,6 +198,11 @@ func (o *outbox) startTurn(ctx context.Context, tx *sqlx.Tx, w LaneWake, now tim
 	if o.runner == nil {
 		return false, nil
 	}
+	for _, t := range o.turns {
+		if t.Lane.MerchantID == w.MerchantID {
+			return true, nil // its turn is out: this wake only marked it dirty
+		}
+	}
 	slots, until := o.runner.Reserve(now)
 	if slots == 0 {
 		return false, nil
@@ -220,7 +227,7 @@ func (o *outbox) startTurn(ctx context.Context, tx *sqlx.Tx, w LaneWake, now tim
 		return false, fmt.Errorf("claim lane batch at its wake: %w", err)
 	}
 	sortDeliveries(batch)
-	o.turns = append(o.turns, LaneTurn{Lane: l, Batch: batch, Slots: slots})
+	o.turns = append(o.turns, LaneTurn{Lane: l, Batch: batch, Slots: slots, WokeAt: now})
 	return true, nil
 }
 
@@ -464,14 +471,15 @@ func (s *Store) QueuedLanes(ctx context.Context, queuedBefore, lostBefore time.T
 
 const sqlRequeueLane = `
 UPDATE callback_endpoints SET lane_gen = lane_gen + 1, lane_queued_at = $3, lane_dirty = false
-WHERE merchant_id = $1 AND lane_gen = $2 AND lane_queued
+WHERE merchant_id = $1 AND lane_gen = $2 AND lane_queued AND lane_queued_at < $4
 RETURNING merchant_id, lane_gen`
 
 // RequeueLane takes a new generation for a lane whose task Redis no longer
-// holds; ok is false when the lane moved on meanwhile (its task was only
-// late, and has run).
-func (s *Store) RequeueLane(ctx context.Context, lost LaneWake) (next LaneWake, ok bool, err error) {
-	err = s.db.GetContext(ctx, &next, sqlRequeueLane, lost.MerchantID, lost.Gen, s.now())
+// holds and that has not been heard of since queuedBefore; ok is false
+// when the lane moved on meanwhile (its task was only late, and has run)
+// or was heard of (a turn with no task touched it: TouchLane).
+func (s *Store) RequeueLane(ctx context.Context, lost LaneWake, queuedBefore time.Time) (next LaneWake, ok bool, err error) {
+	err = s.db.GetContext(ctx, &next, sqlRequeueLane, lost.MerchantID, lost.Gen, s.now(), queuedBefore)
 	if errors.Is(err, sql.ErrNoRows) {
 		return next, false, nil
 	}

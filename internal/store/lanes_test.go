@@ -71,7 +71,14 @@ func TestQueuedLanesAndRequeueAreFenced(t *testing.T) {
 	if len(got) != 1 || got[0] != wakes[0] {
 		t.Fatalf("QueuedLanes = %+v, want %+v", got, wakes)
 	}
-	next, ok, err := st.RequeueLane(ctx, got[0])
+	// A touch (a live turn with no task) between the question and the
+	// requeue fences it.
+	_, err = db.DB.ExecContext(ctx, `UPDATE callback_endpoints SET lane_queued_at = now() WHERE merchant_id = $1`, m.MerchantID)
+	testenv.Must(t, err)
+	if _, ok, err := st.RequeueLane(ctx, got[0], now.Add(-3*time.Second)); err != nil || ok {
+		t.Fatalf("RequeueLane of a lane heard of meanwhile = %v %v, want refused", ok, err)
+	}
+	next, ok, err := st.RequeueLane(ctx, got[0], time.Now().Add(time.Second))
 	testenv.Must(t, err)
 	if !ok || next.Gen != got[0].Gen+1 {
 		t.Fatalf("RequeueLane = %+v %v, want generation %d", next, ok, got[0].Gen+1)
@@ -81,7 +88,7 @@ func TestQueuedLanesAndRequeueAreFenced(t *testing.T) {
 	if _, err := st.StartLane(ctx, m.MerchantID, got[0].Gen); err != store.ErrStaleLane {
 		t.Fatalf("StartLane(old gen) = %v, want ErrStaleLane", err)
 	}
-	if _, ok, err := st.RequeueLane(ctx, got[0]); err != nil || ok {
+	if _, ok, err := st.RequeueLane(ctx, got[0], time.Now().Add(time.Second)); err != nil || ok {
 		t.Fatalf("second RequeueLane = %v %v, want refused", ok, err)
 	}
 	// Requeued now: not suspect again until LaneCheckAfter has passed.

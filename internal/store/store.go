@@ -167,12 +167,18 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 // commit, the lanes they woke are handed to onLanes.
 func (s *Store) inOutboxTx(ctx context.Context, fn func(tx *sqlx.Tx, ob *outbox) error) error {
 	ob := &outbox{runner: s.turns.get()}
-	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(tx, ob) }); err != nil {
-		for _, t := range ob.turns {
-			ob.runner.Release(t.Slots) // rolled back: the claims never were
+	committed := false
+	defer func() {
+		if !committed { // rolled back (or panicked): the claims never were
+			for _, t := range ob.turns {
+				ob.runner.Release(t.Slots)
+			}
 		}
+	}()
+	if err := s.inTx(ctx, func(tx *sqlx.Tx) error { return fn(tx, ob) }); err != nil {
 		return err
 	}
+	committed = true
 	for _, t := range ob.turns {
 		ob.runner.Run(context.WithoutCancel(ctx), t)
 	}
