@@ -403,6 +403,7 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 	if err != nil {
 		return false, err
 	}
+	log.Debug("lane turn started", "start_ms", d.now().Sub(now).Milliseconds(), "claimed", len(batch))
 	return d.play(ctx, log, p, lane, batch, probe, slots, held, began, true)
 }
 
@@ -410,6 +411,7 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 // turn); stayable is false for a turn with no task of its own (RunTurn).
 func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayload, lane store.Lane, batch []store.CallbackDelivery,
 	probe bool, slots int, held *int, began time.Time, stayable bool) (stay bool, err error) {
+	played := d.now()
 	policy := d.Breaker.orDefault()
 	limit := slots
 	if probe {
@@ -464,7 +466,10 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 			last, lastIdx = append(last, o), append(lastIdx, i)
 		}
 	}
+	sent := d.now()
 	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay})
+	log.Debug("lane turn", "task", stayable, "batch", len(batch), "send_ms", sent.Sub(played).Milliseconds(),
+		"finish_ms", d.now().Sub(sent).Milliseconds(), "queued", queued, "stay", stay)
 	if err != nil && !errors.Is(err, store.ErrStaleLane) {
 		log.Error("record the lane turn; its claims lapse and its callbacks are sent again", "err", err)
 		return false, err
