@@ -326,13 +326,28 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer func() { d.release(held) }()
 	log := d.log().With("merchant_id", p.MerchantID, "lane_gen", p.Gen)
 	began := d.now()
+	waves := 1
 	for {
-		stay, err := d.turn(ctx, log, p, slots, &held, began)
+		stay, fast, err := d.turn(ctx, log, p, slots, waves, &held, began)
 		if err != nil || !stay {
 			return err
 		}
+		waves = 1
+		if fast {
+			waves = 2
+		}
 	}
 }
+
+// A staying lane whose last turn was full, delivered everything and heard
+// every answer within FastTurn claims two waves of its concurrency in its
+// next turn (sent one wave after the other, never more at once), so a
+// backlog pays a turn's start and end once per two waves: each is a
+// transaction, and on a saturated machine the start waits for the
+// merchant's PAID transactions in flight (the lane lock). A second wave
+// goes only when the first delivered everything; otherwise its claims are
+// given back at the turn's end.
+const FastTurn = time.Second
 
 // MaxStay bounds how long one lane task keeps taking turns in place: past
 // it, the next turn goes to the back of the queue like any other.
@@ -381,10 +396,11 @@ func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, hel
 
 // turn runs one turn of lane p with slots sends; *held is what it still
 // holds when it returns. stay is true when the lane goes on in this task.
-func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayload, slots int, held *int, began time.Time) (stay bool, err error) {
+func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayload, slots, waves int, held *int, began time.Time) (stay, fast bool, err error) {
 	now := d.now()
 	probe := false
-	lane, batch, err := d.Store.StartLaneTurn(ctx, p.MerchantID, p.Gen, now.Add(d.Timeout+10*time.Second), func(lane store.Lane) int {
+	until := now.Add(time.Duration(waves)*d.Timeout + 10*time.Second)
+	lane, batch, err := d.Store.StartLaneTurn(ctx, p.MerchantID, p.Gen, until, func(lane store.Lane) int {
 		switch {
 		case !lane.CallbackEnabled:
 			return 0 // disabled (410): the lane ends; re-enabling wakes it
@@ -394,66 +410,92 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 			probe = true
 			return 1
 		}
-		return slots
+		return slots * waves
 	})
 	if errors.Is(err, store.ErrStaleLane) {
 		log.Debug("stale lane turn")
-		return false, nil
+		return false, false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	log.Debug("lane turn started", "start_ms", d.now().Sub(now).Milliseconds(), "claimed", len(batch))
-	return d.play(ctx, log, p, lane, batch, probe, slots, held, began, true)
+	if probe {
+		waves = 1
+	}
+	return d.play(ctx, log, p, lane, batch, probe, slots, waves, held, began, true)
 }
 
-// play sends a started turn's batch, records it and ends the turn (see
-// turn); stayable is false for a turn with no task of its own (RunTurn).
+// play sends a started turn's batch, in waves of at most slots, records
+// it and ends the turn (see turn); stayable is false for a turn with no
+// task of its own (Run). fast reports a full turn that delivered all and
+// heard every answer within FastTurn.
 func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayload, lane store.Lane, batch []store.CallbackDelivery,
-	probe bool, slots int, held *int, began time.Time, stayable bool) (stay bool, err error) {
+	probe bool, slots, waves int, held *int, began time.Time, stayable bool) (stay, fast bool, err error) {
 	played := d.now()
 	policy := d.Breaker.orDefault()
-	limit := slots
+	limit := slots * waves
 	if probe {
 		limit = 1
 	}
-	d.giveBack(*held - len(batch))
-	*held = len(batch)
+	d.giveBack(*held - min(len(batch), slots))
+	*held = min(len(batch), slots)
 	b := lane.Breaker
 	var results []store.CallbackOutcome
-	var early earlyRecords
+	early := earlyRecords{done: make([]bool, len(batch))}
+	var unclaim []string
+	sentN := 0
 	if len(batch) > 0 {
 		secrets, err := d.callbackSecrets(ctx, p.MerchantID)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		results = make([]store.CallbackOutcome, len(batch))
-		early = d.sendBatch(ctx, log, batch, lane.CallbackURL, secrets, results)
-		if ctx.Err() != nil {
-			// Shutting down: what was answered is recorded (best effort:
-			// the process may exit first), the other claims lapse, and
-			// asynq re-queues the turn.
-			var answered []store.CallbackOutcome
-			for i, o := range results {
-				if o.StatusCode != 0 && !early.done[i] {
-					answered = append(answered, o)
+		for w := 0; w < len(batch); w += slots {
+			end := min(w+slots, len(batch))
+			if w > 0 && !allDelivered(results[:w]) {
+				// The first wave failed somewhere: the rest waits for
+				// the next turn, which the breaker decides.
+				for _, c := range batch[w:] {
+					unclaim = append(unclaim, c.CallbackID)
 				}
+				break
 			}
-			if _, err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
-				log.Error("record callback attempts at shutdown; their claims lapse and they are sent again", "err", err)
+			e := d.sendBatch(ctx, log, batch[w:end], lane.CallbackURL, secrets, results[w:end])
+			copy(early.done[w:end], e.done)
+			sentN = end
+			if ctx.Err() != nil {
+				// Shutting down: what was answered is recorded (best effort:
+				// the process may exit first), the other claims lapse, and
+				// asynq re-queues the turn.
+				var answered []store.CallbackOutcome
+				for i, o := range results[:sentN] {
+					if o.StatusCode != 0 && !early.done[i] {
+						answered = append(answered, o)
+					}
+				}
+				if _, err := d.Store.RecordCallbackAttempts(context.WithoutCancel(ctx), answered); err != nil {
+					log.Error("record callback attempts at shutdown; their claims lapse and they are sent again", "err", err)
+				}
+				return false, false, ctx.Err()
 			}
-			return false, ctx.Err()
+			prev := b
+			b = policy.After(b, results[w:end], d.now())
+			if b.Open() && !prev.Open() {
+				log.Warn("callback endpoint failing; breaker open", "failures", b.Failures, "cooldown", b.Cooldown, "last_error", deref(b.LastError))
+			} else if !b.Open() && prev.Open() {
+				log.Info("callback endpoint answered; breaker closed")
+			}
 		}
-		b = policy.After(b, results, d.now())
-		if b.Open() && !lane.Open() {
-			log.Warn("callback endpoint failing; breaker open", "failures", b.Failures, "cooldown", b.Cooldown, "last_error", deref(b.LastError))
-		} else if !b.Open() && lane.Open() {
-			log.Info("callback endpoint answered; breaker closed")
-		}
+		results = results[:sentN]
 	}
 	again := len(batch) > 0 && len(batch) == limit && !b.Open()
 	if probe && !b.Open() {
 		again = true // the probe closed the breaker: drain the backlog
+	}
+	fast = len(batch) == limit && !probe && len(unclaim) == 0 && allDelivered(results)
+	for _, o := range results {
+		fast = fast && o.Latency < FastTurn
 	}
 	// A turn that sent nothing ends the lane or waits for its breaker;
 	// one that sent may go on (again, or work arrived meanwhile).
@@ -467,26 +509,26 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 		}
 	}
 	sent := d.now()
-	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay})
+	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay, Unclaim: unclaim})
 	log.Debug("lane turn", "task", stayable, "batch", len(batch), "send_ms", sent.Sub(played).Milliseconds(),
 		"finish_ms", d.now().Sub(sent).Milliseconds(), "queued", queued, "stay", stay)
 	if err != nil && !errors.Is(err, store.ErrStaleLane) {
 		log.Error("record the lane turn; its claims lapse and its callbacks are sent again", "err", err)
-		return false, err
+		return false, false, err
 	}
 	for k, i := range lastIdx {
 		d.logOutcome(log, batch[i], results[i], recorded[k])
 	}
 	if errors.Is(err, store.ErrStaleLane) || !queued {
-		return false, nil
+		return false, false, nil
 	}
 	if stay {
-		return true, nil
+		return true, fast, nil
 	}
 	if err := d.Queue.CallbackLane(context.WithoutCancel(ctx), next.MerchantID, next.Gen); err != nil {
 		log.Warn("enqueue the lane's next turn; the sweep will", "err", err)
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // Reserve, Release and Run make the deliverer the store's TurnRunner
@@ -549,7 +591,7 @@ func (d *Deliverer) Run(ctx context.Context, t store.LaneTurn) {
 		done := make(chan struct{})
 		defer close(done)
 		go d.touch(ctx, log, p, done, t.WokeAt)
-		if _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, &held, d.now(), false); err != nil {
+		if _, _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, 1, &held, d.now(), false); err != nil {
 			log.Warn("lane turn started at its wake failed; its claims lapse and the sweep takes the lane", "err", err)
 		}
 	}()
@@ -692,6 +734,15 @@ func (d *Deliverer) giveBack(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.total -= n
+}
+
+func allDelivered(results []store.CallbackOutcome) bool {
+	for _, o := range results {
+		if o.Status != payment.CallbackDelivered {
+			return false
+		}
+	}
+	return true
 }
 
 func deref(s *string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +29,11 @@ type laneFake struct {
 	starts  []int64 // generation of each StartLaneTurn
 	url     string
 	dirty   bool // work arrived during the turn
-	ends    []store.LaneEnd
+	claims  []int
+	// maxInFlight is the most requests the endpoint had at once.
+	maxInFlight, inFlight int
+	answer                func(http.ResponseWriter)
+	ends                  []store.LaneEnd
 }
 
 func (f *laneFake) StartLaneTurn(_ context.Context, _ string, gen int64, _ time.Time, limit func(store.Lane) int) (store.Lane, []store.CallbackDelivery, error) {
@@ -49,6 +54,7 @@ func (f *laneFake) StartLaneTurn(_ context.Context, _ string, gen int64, _ time.
 			batch = append(batch, store.CallbackDelivery{CallbackID: id, MerchantID: "mer_f", Status: "PENDING", Payload: []byte(`{}`)})
 		}
 	}
+	f.claims = append(f.claims, len(batch))
 	return l, batch, nil
 }
 
@@ -56,6 +62,9 @@ func (f *laneFake) FinishLaneTurn(_ context.Context, outs []store.CallbackOutcom
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(outs)
+	for _, id := range e.Unclaim {
+		delete(f.sending, id)
+	}
 	f.ends = append(f.ends, e)
 	if e.Gen != f.gen {
 		return recordedAll(outs), store.LaneWake{}, false, store.ErrStaleLane
@@ -142,13 +151,26 @@ func newStayFixture(t *testing.T, backlog int) (*Deliverer, *laneFake, *queueFak
 	t.Helper()
 	var mu sync.Mutex
 	received := 0
+	var f *laneFake
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		received++
 		mu.Unlock()
+		f.mu.Lock()
+		f.inFlight++
+		f.maxInFlight = max(f.maxInFlight, f.inFlight)
+		answer := f.answer
+		f.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		f.mu.Lock()
+		f.inFlight--
+		f.mu.Unlock()
+		if answer != nil {
+			answer(w)
+		}
 	}))
 	t.Cleanup(srv.Close)
-	f := &laneFake{gen: 7, queued: true, sending: map[string]bool{}, url: srv.URL}
+	f = &laneFake{gen: 7, queued: true, sending: map[string]bool{}, url: srv.URL}
 	for i := range backlog {
 		f.due = append(f.due, fmt.Sprintf("msg_%03d", i))
 	}
@@ -164,7 +186,9 @@ func laneTask(gen int64) *asynq.Task {
 
 // A lane with a backlog takes all its turns in the task it started in
 // while no other lane waits: one generation, no task enqueued, every
-// callback sent once, and the sends it holds are back afterwards.
+// callback sent once, and the sends it holds are back afterwards. After
+// a full, fast, all-delivered turn it claims two waves of 8 (sent 8 at a
+// time): 30 callbacks take turns of 8, 16 and 6.
 func TestLaneStaysWhileNoOtherLaneWaits(t *testing.T) {
 	d, f, q, received := newStayFixture(t, 30)
 	if err := d.ProcessTask(context.Background(), laneTask(7)); err != nil {
@@ -173,13 +197,16 @@ func TestLaneStaysWhileNoOtherLaneWaits(t *testing.T) {
 	if len(f.due) != 0 || *received != 30 {
 		t.Errorf("%d still due, %d received; want 0 and 30", len(f.due), *received)
 	}
-	if len(f.starts) != 4 || f.gen != 7 || len(q.enqueued) != 0 {
-		t.Errorf("turns %v (gens), lane gen %d, enqueued %v; want 4 turns at gen 7 and nothing enqueued", f.starts, f.gen, q.enqueued)
+	if len(f.starts) != 3 || f.gen != 7 || len(q.enqueued) != 0 {
+		t.Errorf("turns %v (gens), lane gen %d, enqueued %v; want 3 turns at gen 7 and nothing enqueued", f.starts, f.gen, q.enqueued)
 	}
-	// Every turn that sent may stay; the last (6 of 8) ends the lane anyway.
+	if !slices.Equal(f.claims, []int{8, 16, 6}) || f.maxInFlight > 8 {
+		t.Errorf("claims %v, at most %d in flight; want [8 16 6], never more than 8 at once", f.claims, f.maxInFlight)
+	}
+	// Every turn that sent may stay; the last (6 of 16) ends the lane anyway.
 	for i, e := range f.ends {
-		if !e.Stay || e.Again != (i < 3) {
-			t.Errorf("turn %d: Stay %v Again %v, want true %v", i, e.Stay, e.Again, i < 3)
+		if !e.Stay || e.Again != (i < 2) {
+			t.Errorf("turn %d: Stay %v Again %v, want true %v", i, e.Stay, e.Again, i < 2)
 		}
 	}
 	if f.queued {
@@ -187,6 +214,36 @@ func TestLaneStaysWhileNoOtherLaneWaits(t *testing.T) {
 	}
 	if d.total != 0 || d.turns != 0 {
 		t.Errorf("after the task: %d sends and %d turns held", d.total, d.turns)
+	}
+}
+
+// A second wave goes only when the first delivered everything: a failure
+// in the first gives the second wave's claims back, unsent.
+func TestSecondWaveOnlyAfterACleanFirst(t *testing.T) {
+	d, f, _, received := newStayFixture(t, 40)
+	var mu sync.Mutex
+	n := 0
+	f.answer = func(w http.ResponseWriter) {
+		mu.Lock()
+		n++
+		fail := n == 10 // the second turn's (first wave's) second callback
+		mu.Unlock()
+		if fail {
+			w.WriteHeader(500)
+		}
+	}
+	if err := d.ProcessTask(context.Background(), laneTask(7)); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.claims) < 3 || f.claims[1] != 16 {
+		t.Fatalf("claims %v, want a second turn of 16", f.claims)
+	}
+	if got := f.ends[1].Unclaim; len(got) != 8 {
+		t.Errorf("second turn gave back %d claims, want its unsent second wave (8)", len(got))
+	}
+	// The fake has no retry schedule: the failed one goes again at once.
+	if *received != 41 || len(f.due) != 0 {
+		t.Errorf("received %d, %d still due; want 41 (one failed and sent again) and none", *received, len(f.due))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/payrail/payrail/internal/payment"
 )
@@ -311,7 +312,11 @@ type LaneEnd struct {
 	// Stay keeps the generation for that next turn: the task that ran
 	// this one runs it, instead of a new task at the back of the queue.
 	Stay bool
+	// Unclaim gives back the claims of callbacks the turn did not send.
+	Unclaim []string
 }
+
+const sqlUnclaimCallbacks = `UPDATE callbacks SET sending_until = NULL WHERE callback_id = ANY($1) AND status = 'PENDING'`
 
 const sqlEndLane = `
 UPDATE callback_endpoints SET
@@ -539,6 +544,11 @@ func (s *Store) FinishLaneTurn(ctx context.Context, outcomes []CallbackOutcome, 
 		var err error
 		if recorded, err = recordAttemptsTx(ctx, tx, outcomes); err != nil {
 			return err
+		}
+		if len(e.Unclaim) > 0 {
+			if _, err := tx.ExecContext(ctx, sqlUnclaimCallbacks, pq.StringArray(e.Unclaim)); err != nil {
+				return fmt.Errorf("unclaim callbacks: %w", err)
+			}
 		}
 		var r struct {
 			LaneWake
