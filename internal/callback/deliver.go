@@ -332,22 +332,27 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if err != nil || !stay {
 			return err
 		}
-		waves = 1
 		if fast {
-			waves = 2
+			waves = min(2*waves, MaxWaves)
+		} else {
+			waves = 1
 		}
 	}
 }
 
 // A staying lane whose last turn was full, delivered everything and heard
-// every answer within FastTurn claims two waves of its concurrency in its
-// next turn (sent one wave after the other, never more at once), so a
-// backlog pays a turn's start and end once per two waves: each is a
-// transaction, and on a saturated machine the start waits for the
-// merchant's PAID transactions in flight (the lane lock). A second wave
-// goes only when the first delivered everything; otherwise its claims are
-// given back at the turn's end.
-const FastTurn = time.Second
+// every answer within FastTurn claims twice its last turn's waves of its
+// concurrency in its next turn, up to MaxWaves (sent one wave after the
+// other, never more at once), so a backlog pays a turn's start and end
+// once per several waves: each is a transaction, and on a saturated
+// machine the start waits for the merchant's PAID transactions in flight
+// (the lane lock). A wave goes only when the ones before it delivered
+// everything; otherwise the rest's claims are given back at the turn's
+// end. The claims of a turn of n waves hold for n × timeout + 10 s.
+const (
+	FastTurn = time.Second
+	MaxWaves = 4
+)
 
 // MaxStay bounds how long one lane task keeps taking turns in place: past
 // it, the next turn goes to the back of the queue like any other.

@@ -187,26 +187,26 @@ func laneTask(gen int64) *asynq.Task {
 // A lane with a backlog takes all its turns in the task it started in
 // while no other lane waits: one generation, no task enqueued, every
 // callback sent once, and the sends it holds are back afterwards. After
-// a full, fast, all-delivered turn it claims two waves of 8 (sent 8 at a
-// time): 30 callbacks take turns of 8, 16 and 6.
+// a full, fast, all-delivered turn it claims twice the waves of 8 (sent 8
+// at a time), up to MaxWaves: 70 callbacks take turns of 8, 16, 32 and 14.
 func TestLaneStaysWhileNoOtherLaneWaits(t *testing.T) {
-	d, f, q, received := newStayFixture(t, 30)
+	d, f, q, received := newStayFixture(t, 70)
 	if err := d.ProcessTask(context.Background(), laneTask(7)); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.due) != 0 || *received != 30 {
-		t.Errorf("%d still due, %d received; want 0 and 30", len(f.due), *received)
+	if len(f.due) != 0 || *received != 70 {
+		t.Errorf("%d still due, %d received; want 0 and 70", len(f.due), *received)
 	}
-	if len(f.starts) != 3 || f.gen != 7 || len(q.enqueued) != 0 {
-		t.Errorf("turns %v (gens), lane gen %d, enqueued %v; want 3 turns at gen 7 and nothing enqueued", f.starts, f.gen, q.enqueued)
+	if len(f.starts) != 4 || f.gen != 7 || len(q.enqueued) != 0 {
+		t.Errorf("turns %v (gens), lane gen %d, enqueued %v; want 4 turns at gen 7 and nothing enqueued", f.starts, f.gen, q.enqueued)
 	}
-	if !slices.Equal(f.claims, []int{8, 16, 6}) || f.maxInFlight > 8 {
-		t.Errorf("claims %v, at most %d in flight; want [8 16 6], never more than 8 at once", f.claims, f.maxInFlight)
+	if !slices.Equal(f.claims, []int{8, 16, 32, 14}) || f.maxInFlight > 8 {
+		t.Errorf("claims %v, at most %d in flight; want [8 16 32 14], never more than 8 at once", f.claims, f.maxInFlight)
 	}
-	// Every turn that sent may stay; the last (6 of 16) ends the lane anyway.
+	// Every turn that sent may stay; the last (14 of 32) ends the lane anyway.
 	for i, e := range f.ends {
-		if !e.Stay || e.Again != (i < 2) {
-			t.Errorf("turn %d: Stay %v Again %v, want true %v", i, e.Stay, e.Again, i < 2)
+		if !e.Stay || e.Again != (i < 3) {
+			t.Errorf("turn %d: Stay %v Again %v, want true %v", i, e.Stay, e.Again, i < 3)
 		}
 	}
 	if f.queued {
