@@ -173,15 +173,26 @@ func (s *Server) pgWebhook(w http.ResponseWriter, r *http.Request) {
 	e := store.PGEvent{Provider: provider, EventKey: eventKeyOf(eventKey, body), PaymentKey: nonEmpty(ev.Data.PaymentKey),
 		OrderID: nonEmpty(ev.Data.OrderID), PGStatus: nonEmpty(string(ev.Data.Status)), Body: keep}
 	res, err := s.Store.StoreStatusEvent(ctx, e)
-	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
-		s.countPGEvent(provider, PGEventUnknownOrder)
-		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
-		return
-	} else if err != nil {
-		writeError(ctx, w, err)
+	if s.unknownOrFailed(w, r, provider, err) {
 		return
 	}
 	s.answerPGEvent(w, r, res.MerchantID, e, res.State)
+}
+
+// unknownOrFailed answers an event whose order lookup failed: 200 and
+// not stored for an order payrail does not know, the error otherwise. It
+// returns false, writing nothing, when err is nil.
+func (s *Server) unknownOrFailed(w http.ResponseWriter, r *http.Request, provider string, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case payment.ErrorCode(err) == payment.CodeOrderNotFound:
+		s.countPGEvent(provider, PGEventUnknownOrder)
+		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
+	default:
+		writeError(r.Context(), w, err)
+	}
+	return true
 }
 
 // sealDataSecret replaces data.secret in a PAYMENT_STATUS_CHANGED body
@@ -222,12 +233,7 @@ func (s *Server) depositWebhook(w http.ResponseWriter, r *http.Request, provider
 		return
 	}
 	row, err := s.Store.OrderRowForEvent(ctx, "", ev.OrderID)
-	if payment.ErrorCode(err) == payment.CodeOrderNotFound {
-		s.countPGEvent(provider, PGEventUnknownOrder)
-		writeJSON(w, http.StatusOK, map[string]any{"received": true, "stored": false})
-		return
-	} else if err != nil {
-		writeError(ctx, w, err)
+	if s.unknownOrFailed(w, r, provider, err) {
 		return
 	}
 	want, known, err := s.Store.VASecret(row)

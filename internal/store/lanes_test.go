@@ -162,13 +162,21 @@ func countRows(t *testing.T, db testenv.Database, q string) int {
 	return n
 }
 
-// Many PAID transitions of one merchant at once, while its lane takes turns
-// as fast as it can (issue 19: a wake that finds the lane queued and dirty
-// only reads it, under the lane lock, instead of updating the row): every
-// callback is claimed by some turn, none is left PENDING with no lane out
-// (no sweep runs here to rescue one), and each is delivered once.
+// 400 PAIDs of one merchant from 16 goroutines while its lane loops, with
+// no sweep: every callback is claimed once and delivered, none stranded.
+// Once with task turns only, once with turns started at their wake too (a
+// runner with room for one at a time, as a busy worker has).
 func TestConcurrentWakesAndTurnsStrandNothing(t *testing.T) {
 	t.Parallel()
+	for _, inline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "task turns", true: "and inline turns"}[inline], func(t *testing.T) {
+			t.Parallel()
+			strandNothing(t, inline)
+		})
+	}
+}
+
+func strandNothing(t *testing.T, inline bool) {
 	db := testenv.NewDatabase(t)
 	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
 	ctx := context.Background()
@@ -182,40 +190,41 @@ func TestConcurrentWakesAndTurnsStrandNothing(t *testing.T) {
 	})
 	var delivered sync.Map
 	var dup atomic.Int64
-	turn := func(w store.LaneWake) {
-		for {
-			_, batch, err := st.StartLaneTurn(ctx, w.MerchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 3 })
-			if errors.Is(err, store.ErrStaleLane) {
-				return
+	send := func(batch []store.CallbackDelivery) []store.CallbackOutcome {
+		for _, c := range batch {
+			if _, seen := delivered.LoadOrStore(c.CallbackID, true); seen {
+				dup.Add(1)
 			}
-			testenv.Must(t, err)
-			now := time.Now()
-			var outs []store.CallbackOutcome
-			for _, c := range batch {
-				if _, seen := delivered.LoadOrStore(c.CallbackID, true); seen {
-					dup.Add(1)
-				}
-				outs = append(outs, store.CallbackOutcome{CallbackID: c.CallbackID, MerchantID: w.MerchantID, Attempt: c.Attempt,
-					StartedAt: now, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: now})
-			}
-			_, next, again, err := st.FinishLaneTurn(ctx, outs, store.LaneEnd{MerchantID: w.MerchantID, Gen: w.Gen, Again: len(batch) == 3})
-			if errors.Is(err, store.ErrStaleLane) {
-				return
-			}
-			testenv.Must(t, err)
-			if !again {
-				return
-			}
-			w = next
 		}
+		return deliveredAll(m.MerchantID, batch)
+	}
+	// end ends a turn; a lane that goes on gets its next turn as a task.
+	end := func(gen int64, outs []store.CallbackOutcome, full bool) {
+		_, next, again, err := st.FinishLaneTurn(ctx, outs, store.LaneEnd{MerchantID: m.MerchantID, Gen: gen, Again: full})
+		if errors.Is(err, store.ErrStaleLane) {
+			return
+		}
+		testenv.Must(t, err)
+		if again {
+			wakes <- next
+		}
+	}
+	r := &fakeRunner{room: 1, slots: 3, play: func(lt store.LaneTurn) { end(lt.Lane.Gen, send(lt.Batch), len(lt.Batch) == 3) }}
+	if inline {
+		st.InlineTurns(r)
 	}
 	stop := make(chan struct{})
 	var lanes sync.WaitGroup
-	lanes.Go(func() { // one turn at a time, as the generation fence makes asynq run them
+	lanes.Go(func() { // one task turn at a time, as the generation fence makes asynq run them
 		for {
 			select {
 			case w := <-wakes:
-				turn(w)
+				_, batch, err := st.StartLaneTurn(ctx, w.MerchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 3 })
+				if errors.Is(err, store.ErrStaleLane) {
+					continue
+				}
+				testenv.Must(t, err)
+				end(w.Gen, send(batch), len(batch) == 3)
 			case <-stop:
 				return
 			}
@@ -226,12 +235,8 @@ func TestConcurrentWakesAndTurnsStrandNothing(t *testing.T) {
 	for range writers {
 		wg.Go(func() {
 			for range each {
-				o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: m.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "busy", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
-				testenv.Must(t, err)
-				pk := "pk_" + o.OrderID
-				c, err := st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: o.Version, To: payment.Confirming, Action: "test", PaymentKey: &pk})
-				testenv.Must(t, err)
-				_, err = st.Transition(ctx, store.Change{OrderID: o.OrderID, Version: c.Version, To: payment.Paid, Action: "test"})
+				c, _ := paidOrder(t, st, m.MerchantID)
+				_, err := st.Transition(ctx, c)
 				testenv.Must(t, err)
 			}
 		})
@@ -249,8 +254,14 @@ func TestConcurrentWakesAndTurnsStrandNothing(t *testing.T) {
 	}
 	close(stop)
 	lanes.Wait()
+	r.wg.Wait()
 	if n := countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'DELIVERED'`); n != writers*each || dup.Load() != 0 {
 		t.Fatalf("%d delivered of %d, %d claimed twice", n, writers*each, dup.Load())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if inline && (len(r.turns) == 0 || r.reserved != r.freed) {
+		t.Fatalf("%d inline turns, reserved %d freed %d; want some and every reservation back", len(r.turns), r.reserved, r.freed)
 	}
 }
 
@@ -552,166 +563,5 @@ func finishTask(t *testing.T, st *store.Store, merchantID string, w store.LaneWa
 			return
 		}
 		w = next
-	}
-}
-
-// 400 PAIDs of one merchant from 16 goroutines, with turns started at the
-// wake (a runner with room for one at a time, as a busy worker has) and
-// task turns for the rest: every callback is claimed once and delivered,
-// none stranded, and both kinds of turn ran.
-func TestConcurrentInlineAndTaskTurnsStrandNothing(t *testing.T) {
-	t.Parallel()
-	db := testenv.NewDatabase(t)
-	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
-	ctx := context.Background()
-	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "busy", CallbackURL: "https://example.com/cb"})
-	testenv.Must(t, err)
-	wakes := make(chan store.LaneWake, 4096)
-	st.OnLanes(func(_ context.Context, ws []store.LaneWake) {
-		for _, w := range ws {
-			wakes <- w
-		}
-	})
-	var delivered sync.Map
-	var dup, taskTurns atomic.Int64
-	send := func(batch []store.CallbackDelivery) []store.CallbackOutcome {
-		for _, c := range batch {
-			if _, seen := delivered.LoadOrStore(c.CallbackID, true); seen {
-				dup.Add(1)
-			}
-		}
-		return deliveredAll(m.MerchantID, batch)
-	}
-	end := func(gen int64, outs []store.CallbackOutcome, full bool) {
-		_, next, again, err := st.FinishLaneTurn(ctx, outs, store.LaneEnd{MerchantID: m.MerchantID, Gen: gen, Again: full})
-		if errors.Is(err, store.ErrStaleLane) {
-			return
-		}
-		testenv.Must(t, err)
-		if again {
-			wakes <- next
-		}
-	}
-	r := &fakeRunner{room: 1, slots: 3, play: func(lt store.LaneTurn) {
-		end(lt.Lane.Gen, send(lt.Batch), len(lt.Batch) == 3)
-	}}
-	st.InlineTurns(r)
-	stop := make(chan struct{})
-	var lanes sync.WaitGroup
-	lanes.Go(func() {
-		for {
-			select {
-			case w := <-wakes:
-				_, batch, err := st.StartLaneTurn(ctx, w.MerchantID, w.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 3 })
-				if errors.Is(err, store.ErrStaleLane) {
-					continue
-				}
-				testenv.Must(t, err)
-				taskTurns.Add(1)
-				end(w.Gen, send(batch), len(batch) == 3)
-			case <-stop:
-				return
-			}
-		}
-	})
-	const writers, each = 16, 25
-	var wg sync.WaitGroup
-	for range writers {
-		wg.Go(func() {
-			for range each {
-				c, _ := paidOrder(t, st, m.MerchantID)
-				_, err := st.Transition(ctx, c)
-				testenv.Must(t, err)
-			}
-		})
-	}
-	wg.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d callbacks still PENDING 30 s after the last transition: a wake was lost",
-				countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'PENDING'`))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	close(stop)
-	lanes.Wait()
-	r.wg.Wait()
-	r.mu.Lock()
-	inline, reserved, freed := len(r.turns), r.reserved, r.freed
-	r.mu.Unlock()
-	t.Logf("%d turns started at the wake, %d task turns", inline, taskTurns.Load())
-	if n := countRows(t, db, `SELECT count(*) FROM callbacks WHERE status = 'DELIVERED'`); n != writers*each || dup.Load() != 0 {
-		t.Fatalf("%d delivered of %d, %d claimed twice", n, writers*each, dup.Load())
-	}
-	if inline == 0 || reserved != freed {
-		t.Fatalf("%d inline turns, reserved %d freed %d; want some and every reservation back", inline, reserved, freed)
-	}
-}
-
-// A batch of attempts is recorded in one statement with what one attempt
-// at a time recorded: the callback moved on (another delivery got there)
-// is not recorded and gets no attempt row, a 410 disables its merchant's
-// endpoint, and every field lands as given.
-func TestRecordCallbackAttemptsBatch(t *testing.T) {
-	t.Parallel()
-	db := testenv.NewDatabase(t)
-	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
-	ctx := context.Background()
-	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "b", CallbackURL: "https://example.com/cb"})
-	testenv.Must(t, err)
-	o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: m.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "b", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
-	testenv.Must(t, err)
-	_, err = db.DB.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload)
-SELECT 'msg_b' || g, $1, $2, 'payment.paid', '{}' FROM generate_series(1, 3) g`, m.MerchantID, o.OrderID)
-	testenv.Must(t, err)
-	_, err = db.DB.ExecContext(ctx, `UPDATE callbacks SET attempt = 1 WHERE callback_id = 'msg_b2'`) // moved on
-	testenv.Must(t, err)
-	start := time.Date(2026, 12, 7, 12, 0, 0, 123456000, time.UTC)
-	next := start.Add(5 * time.Second)
-	outs := []store.CallbackOutcome{
-		{CallbackID: "msg_b1", MerchantID: m.MerchantID, StartedAt: start, Latency: 42 * time.Millisecond, StatusCode: 204, Response: "ok", Status: payment.CallbackDelivered, NextAttempt: start},
-		{CallbackID: "msg_b2", MerchantID: m.MerchantID, StartedAt: start, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: start},
-		{CallbackID: "msg_b3", MerchantID: m.MerchantID, StartedAt: start, Latency: 7 * time.Millisecond, StatusCode: 410, Error: "gone", Status: payment.CallbackPending, NextAttempt: next, DisableEndpoint: true},
-	}
-	recorded, err := st.RecordCallbackAttempts(ctx, outs)
-	testenv.Must(t, err)
-	if len(recorded) != 3 || !recorded[0] || recorded[1] || !recorded[2] {
-		t.Fatalf("recorded = %v, want [true false true]", recorded)
-	}
-	type row struct {
-		Status    string     `db:"status"`
-		Attempt   int        `db:"attempt"`
-		Next      time.Time  `db:"next_attempt_at"`
-		Delivered *time.Time `db:"delivered_at"`
-		LastError *string    `db:"last_error"`
-		Sending   *time.Time `db:"sending_until"`
-	}
-	var b1, b3 row
-	testenv.Must(t, db.DB.Get(&b1, `SELECT status, attempt, next_attempt_at, delivered_at, last_error, sending_until FROM callbacks WHERE callback_id = 'msg_b1'`))
-	testenv.Must(t, db.DB.Get(&b3, `SELECT status, attempt, next_attempt_at, delivered_at, last_error, sending_until FROM callbacks WHERE callback_id = 'msg_b3'`))
-	if b1.Status != "DELIVERED" || b1.Attempt != 1 || b1.Delivered == nil || !b1.Delivered.Equal(start.Add(42*time.Millisecond)) || b1.LastError != nil || b1.Sending != nil {
-		t.Errorf("msg_b1 = %+v", b1)
-	}
-	if b3.Status != "PENDING" || b3.Attempt != 1 || !b3.Next.Equal(next) || b3.Delivered != nil || b3.LastError == nil || *b3.LastError != "gone" {
-		t.Errorf("msg_b3 = %+v", b3)
-	}
-	var atts []struct {
-		ID       string  `db:"callback_id"`
-		Attempt  int     `db:"attempt"`
-		Code     *int    `db:"status_code"`
-		Latency  int     `db:"latency_ms"`
-		Error    *string `db:"error"`
-		Response *string `db:"response_prefix"`
-	}
-	testenv.Must(t, db.DB.Select(&atts, `SELECT callback_id, attempt, status_code, latency_ms, error, response_prefix FROM callback_attempts ORDER BY callback_id`))
-	if len(atts) != 2 || atts[0].ID != "msg_b1" || atts[0].Attempt != 1 || atts[0].Code == nil || *atts[0].Code != 204 || atts[0].Latency != 42 ||
-		atts[0].Error != nil || atts[0].Response == nil || *atts[0].Response != "ok" || atts[1].ID != "msg_b3" || *atts[1].Code != 410 || *atts[1].Error != "gone" {
-		t.Errorf("attempt rows = %+v", atts)
-	}
-	var enabled bool
-	testenv.Must(t, db.DB.Get(&enabled, `SELECT callback_enabled FROM merchants WHERE merchant_id = $1`, m.MerchantID))
-	if enabled {
-		t.Error("a 410 in the batch left the endpoint enabled")
 	}
 }
