@@ -347,8 +347,9 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // once per several waves: each is a transaction, and on a saturated
 // machine the start waits for the merchant's PAID transactions in flight
 // (the lane lock). A wave goes only when the ones before it delivered
-// everything; otherwise the rest's claims are given back at the turn's
-// end. The claims of a turn of n waves hold for n × timeout + 10 s.
+// everything, each within FastTurn; otherwise the rest's claims are given
+// back at the turn's end. The claims of a turn of n waves hold for
+// n × timeout + 10 s.
 const (
 	FastTurn = time.Second
 	MaxWaves = 4
@@ -458,9 +459,12 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 		results = make([]store.CallbackOutcome, len(batch))
 		for w := 0; w < len(batch); w += slots {
 			end := min(w+slots, len(batch))
-			if w > 0 && !allDelivered(results[:w]) {
-				// The first wave failed somewhere: the rest waits for
-				// the next turn, which the breaker decides.
+			if w > 0 && !cleanAndFast(results[:w]) {
+				// A wave failed or was slow: the rest waits for the next
+				// turn, which the breaker decides. (Slow waves in a row
+				// would make a turn outlast the sweep's RequeueAfter and
+				// be superseded while alive; this way a turn lasts at
+				// most (waves − 1) × FastTurn + the timeout.)
 				for _, c := range batch[w:] {
 					unclaim = append(unclaim, c.CallbackID)
 				}
@@ -498,10 +502,7 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 	if probe && !b.Open() {
 		again = true // the probe closed the breaker: drain the backlog
 	}
-	fast = len(batch) == limit && !probe && len(unclaim) == 0 && allDelivered(results)
-	for _, o := range results {
-		fast = fast && o.Latency < FastTurn
-	}
+	fast = len(batch) == limit && !probe && len(unclaim) == 0 && cleanAndFast(results)
 	// A turn that sent nothing ends the lane or waits for its breaker;
 	// one that sent may go on (again, or work arrived meanwhile).
 	stay = stayable && len(batch) > 0 && !b.Open() && d.mayStay(ctx, began, slots, held)
@@ -741,9 +742,10 @@ func (d *Deliverer) giveBack(n int) {
 	d.total -= n
 }
 
-func allDelivered(results []store.CallbackOutcome) bool {
+// cleanAndFast: every attempt delivered, each answered within FastTurn.
+func cleanAndFast(results []store.CallbackOutcome) bool {
 	for _, o := range results {
-		if o.Status != payment.CallbackDelivered {
+		if o.Status != payment.CallbackDelivered || o.Latency >= FastTurn {
 			return false
 		}
 	}

@@ -217,33 +217,41 @@ func TestLaneStaysWhileNoOtherLaneWaits(t *testing.T) {
 	}
 }
 
-// A second wave goes only when the first delivered everything: a failure
-// in the first gives the second wave's claims back, unsent.
-func TestSecondWaveOnlyAfterACleanFirst(t *testing.T) {
-	d, f, _, received := newStayFixture(t, 40)
-	var mu sync.Mutex
-	n := 0
-	f.answer = func(w http.ResponseWriter) {
-		mu.Lock()
-		n++
-		fail := n == 10 // the second turn's (first wave's) second callback
-		mu.Unlock()
-		if fail {
-			w.WriteHeader(500)
-		}
-	}
-	if err := d.ProcessTask(context.Background(), laneTask(7)); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.claims) < 3 || f.claims[1] != 16 {
-		t.Fatalf("claims %v, want a second turn of 16", f.claims)
-	}
-	if got := f.ends[1].Unclaim; len(got) != 8 {
-		t.Errorf("second turn gave back %d claims, want its unsent second wave (8)", len(got))
-	}
-	// The fake has no retry schedule: the failed one goes again at once.
-	if *received != 41 || len(f.due) != 0 {
-		t.Errorf("received %d, %d still due; want 41 (one failed and sent again) and none", *received, len(f.due))
+// A second wave goes only when the first delivered everything, each
+// within FastTurn: a failure or a slow answer in the first gives the
+// second wave's claims back, unsent.
+func TestSecondWaveOnlyAfterACleanFastFirst(t *testing.T) {
+	for name, answer := range map[string]func(http.ResponseWriter){
+		"a failure":     func(w http.ResponseWriter) { w.WriteHeader(500) },
+		"a slow answer": func(http.ResponseWriter) { time.Sleep(FastTurn + 50*time.Millisecond) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			d, f, _, received := newStayFixture(t, 40)
+			var mu sync.Mutex
+			n := 0
+			f.answer = func(w http.ResponseWriter) {
+				mu.Lock()
+				n++
+				odd := n == 10 // the second turn's (first wave's) second callback
+				mu.Unlock()
+				if odd {
+					answer(w)
+				}
+			}
+			if err := d.ProcessTask(context.Background(), laneTask(7)); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.claims) < 3 || f.claims[1] != 16 {
+				t.Fatalf("claims %v, want a second turn of 16", f.claims)
+			}
+			if got := f.ends[1].Unclaim; len(got) != 8 {
+				t.Errorf("second turn gave back %d claims, want its unsent second wave (8)", len(got))
+			}
+			// The fake has no retry schedule: a failed one goes again at once.
+			if len(f.due) != 0 || *received < 40 {
+				t.Errorf("received %d, %d still due; want all 40 delivered", *received, len(f.due))
+			}
+		})
 	}
 }
 
