@@ -375,7 +375,7 @@ func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, hel
 	if d.now().Sub(began) >= MaxStay || ctx.Err() != nil {
 		return false
 	}
-	if waiting, err := d.Queue.LanesWaiting(ctx); err != nil || waiting {
+	if d.othersWait(ctx) {
 		return false
 	}
 	d.mu.Lock()
@@ -400,12 +400,28 @@ func (d *Deliverer) mayStay(ctx context.Context, began time.Time, slots int, hel
 	return true
 }
 
+// othersWait reports whether another lane waits for room: its task is
+// queued in Redis (an error counts as yes), a turn was refused here in the
+// last second, or the worker is stopping.
+func (d *Deliverer) othersWait(ctx context.Context) bool {
+	d.mu.Lock()
+	busy := d.stopping || !d.refusedAt.IsZero() && d.now().Sub(d.refusedAt) < time.Second
+	d.mu.Unlock()
+	if busy {
+		return true
+	}
+	waiting, err := d.Queue.LanesWaiting(ctx)
+	return err != nil || waiting
+}
+
 // turn runs one turn of lane p with slots sends; *held is what it still
 // holds when it returns. stay is true when the lane goes on in this task.
 func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayload, slots, waves int, held *int, began time.Time) (stay, fast bool, err error) {
 	now := d.now()
 	probe := false
-	until := now.Add(time.Duration(waves)*d.Timeout + 10*time.Second)
+	// A later wave starts only within (w × FastTurn) of the turn's start
+	// (play), so the last one is out by (waves − 1) × FastTurn.
+	until := now.Add(d.Timeout + 10*time.Second + time.Duration(waves-1)*FastTurn)
 	lane, batch, err := d.Store.StartLaneTurn(ctx, p.MerchantID, p.Gen, until, func(lane store.Lane) int {
 		switch {
 		case !lane.CallbackEnabled:
@@ -429,7 +445,7 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 	if probe {
 		waves = 1
 	}
-	return d.play(ctx, log, p, lane, batch, probe, slots, waves, held, began, true)
+	return d.play(ctx, log, p, lane, batch, probe, slots, waves, until, held, began, true)
 }
 
 // play sends a started turn's batch, in waves of at most slots, records
@@ -437,7 +453,7 @@ func (d *Deliverer) turn(ctx context.Context, log *slog.Logger, p queue.LanePayl
 // task of its own (Run). fast reports a full turn that delivered all and
 // heard every answer within FastTurn.
 func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayload, lane store.Lane, batch []store.CallbackDelivery,
-	probe bool, slots, waves int, held *int, began time.Time, stayable bool) (stay, fast bool, err error) {
+	probe bool, slots, waves int, until time.Time, held *int, began time.Time, stayable bool) (stay, fast bool, err error) {
 	played := d.now()
 	policy := d.Breaker.orDefault()
 	limit := slots * waves
@@ -459,12 +475,14 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 		results = make([]store.CallbackOutcome, len(batch))
 		for w := 0; w < len(batch); w += slots {
 			end := min(w+slots, len(batch))
-			if w > 0 && !cleanAndFast(results[:w]) {
-				// A wave failed or was slow: the rest waits for the next
-				// turn, which the breaker decides. (Slow waves in a row
-				// would make a turn outlast the sweep's RequeueAfter and
-				// be superseded while alive; this way a turn lasts at
-				// most (waves − 1) × FastTurn + the timeout.)
+			if w > 0 && (!cleanAndFast(results[:w]) || d.now().Sub(played) >= time.Duration(w/slots)*FastTurn || d.othersWait(ctx)) {
+				// A wave failed or was slow (by its answers or by the
+				// clock: recording, scheduling), or another lane waits
+				// for room: the rest waits for the next turn. So a turn
+				// holds its claims and its slot for at most
+				// (waves − 1) × FastTurn + the timeout, well within the
+				// sweep's RequeueAfter, and a backlog delays another
+				// merchant by one wave, not by a whole turn.
 				for _, c := range batch[w:] {
 					unclaim = append(unclaim, c.CallbackID)
 				}
@@ -515,7 +533,7 @@ func (d *Deliverer) play(ctx context.Context, log *slog.Logger, p queue.LanePayl
 		}
 	}
 	sent := d.now()
-	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay, Unclaim: unclaim})
+	recorded, next, queued, err := d.Store.FinishLaneTurn(context.WithoutCancel(ctx), last, store.LaneEnd{MerchantID: p.MerchantID, Gen: p.Gen, Breaker: b, Again: again, Stay: stay, Unclaim: unclaim, ClaimedUntil: until})
 	log.Debug("lane turn", "task", stayable, "batch", len(batch), "send_ms", sent.Sub(played).Milliseconds(),
 		"finish_ms", d.now().Sub(sent).Milliseconds(), "queued", queued, "stay", stay)
 	if err != nil && !errors.Is(err, store.ErrStaleLane) {
@@ -597,7 +615,7 @@ func (d *Deliverer) Run(ctx context.Context, t store.LaneTurn) {
 		done := make(chan struct{})
 		defer close(done)
 		go d.touch(ctx, log, p, done, t.WokeAt)
-		if _, _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, 1, &held, d.now(), false); err != nil {
+		if _, _, err := d.play(ctx, log, p, t.Lane, t.Batch, false, t.Slots, 1, time.Time{}, &held, d.now(), false); err != nil {
 			log.Warn("lane turn started at its wake failed; its claims lapse and the sweep takes the lane", "err", err)
 		}
 	}()

@@ -130,10 +130,13 @@ func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackO
 // callback, and on a saturated machine each round trip waits for a core
 // (a busy merchant's turns took 90–220 ms for 8 callbacks, issue 19).
 const sqlRecordCallbacks = `
-WITH o AS (
+WITH raw AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]::timestamptz[], $5::text[], $6::text[]::timestamptz[],
-                         $7::text[]::timestamptz[], $8::int[], $9::int[], $10::text[])
-        AS o(callback_id, attempt, status, next_at, error, done_at, started_at, status_code, latency_ms, response)
+                         $7::text[]::timestamptz[], $8::int[], $9::int[], $10::text[]) WITH ORDINALITY
+        AS o(callback_id, attempt, status, next_at, error, done_at, started_at, status_code, latency_ms, response, i)
+), o AS (
+    -- One outcome per callback, the first, as one at a time would record.
+    SELECT DISTINCT ON (callback_id) * FROM raw ORDER BY callback_id, i
 ), upd AS (
     UPDATE callbacks c SET
         status = o.status,
@@ -143,13 +146,13 @@ WITH o AS (
         last_error = NULLIF(o.error, ''),
         delivered_at = CASE WHEN o.status = 'DELIVERED' THEN o.done_at ELSE NULL END
     FROM o WHERE c.callback_id = o.callback_id AND c.attempt = o.attempt AND c.status = 'PENDING'
-    RETURNING c.callback_id
+    RETURNING o.i
 ), ins AS (
     INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
     SELECT o.callback_id, o.attempt + 1, o.started_at, NULLIF(o.status_code, 0), o.latency_ms, NULLIF(o.error, ''), o.response
-    FROM o JOIN upd USING (callback_id)
+    FROM o JOIN upd USING (i)
 )
-SELECT callback_id FROM upd`
+SELECT i FROM upd`
 
 // recordAttemptsTx is recordAttemptTx for each outcome, in tx, in one
 // statement (and one more per endpoint a 410 disables).
@@ -172,19 +175,17 @@ func recordAttemptsTx(ctx context.Context, tx *sqlx.Tx, outcomes []CallbackOutco
 		ids[i], attempts[i], statuses[i], nexts[i], errs[i] = o.CallbackID, int64(o.Attempt), string(o.Status), ts(o.NextAttempt), o.Error
 		dones[i], starts[i], codes[i], lats[i], resps[i] = ts(o.StartedAt.Add(o.Latency)), ts(o.StartedAt), int64(o.StatusCode), o.Latency.Milliseconds(), o.Response
 	}
-	var applied []string
+	var applied []int64 // 1-based positions in outcomes
 	if err := tx.SelectContext(ctx, &applied, sqlRecordCallbacks, pq.StringArray(ids), pq.Int64Array(attempts), pq.StringArray(statuses),
 		pq.StringArray(nexts), pq.StringArray(errs), pq.StringArray(dones), pq.StringArray(starts), pq.Int64Array(codes),
 		pq.Int64Array(lats), pq.StringArray(resps)); err != nil {
 		return nil, fmt.Errorf("record callback attempts: %w", err)
 	}
-	done := make(map[string]bool, len(applied))
-	for _, id := range applied {
-		done[id] = true
+	for _, i := range applied {
+		recorded[i-1] = true
 	}
 	disabled := map[string]bool{}
 	for i, o := range outcomes {
-		recorded[i] = done[o.CallbackID]
 		if recorded[i] && o.DisableEndpoint && !disabled[o.MerchantID] {
 			disabled[o.MerchantID] = true
 			if _, err := tx.ExecContext(ctx, sqlDisableMerchantCallbacks, o.MerchantID); err != nil {

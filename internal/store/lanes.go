@@ -312,11 +312,14 @@ type LaneEnd struct {
 	// Stay keeps the generation for that next turn: the task that ran
 	// this one runs it, instead of a new task at the back of the queue.
 	Stay bool
-	// Unclaim gives back the claims of callbacks the turn did not send.
-	Unclaim []string
+	// Unclaim gives back the claims of callbacks the turn did not send;
+	// ClaimedUntil is the turn's claim, so a claim that lapsed and was
+	// taken by another turn is left alone.
+	Unclaim      []string
+	ClaimedUntil time.Time
 }
 
-const sqlUnclaimCallbacks = `UPDATE callbacks SET sending_until = NULL WHERE callback_id = ANY($1) AND status = 'PENDING'`
+const sqlUnclaimCallbacks = `UPDATE callbacks SET sending_until = NULL WHERE callback_id = ANY($1) AND status = 'PENDING' AND sending_until = $2`
 
 const sqlEndLane = `
 UPDATE callback_endpoints SET
@@ -546,7 +549,7 @@ func (s *Store) FinishLaneTurn(ctx context.Context, outcomes []CallbackOutcome, 
 			return err
 		}
 		if len(e.Unclaim) > 0 {
-			if _, err := tx.ExecContext(ctx, sqlUnclaimCallbacks, pq.StringArray(e.Unclaim)); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlUnclaimCallbacks, pq.StringArray(e.Unclaim), e.ClaimedUntil); err != nil {
 				return fmt.Errorf("unclaim callbacks: %w", err)
 			}
 		}

@@ -565,3 +565,80 @@ func finishTask(t *testing.T, st *store.Store, merchantID string, w store.LaneWa
 		w = next
 	}
 }
+
+// A batch of attempts is recorded in one statement with what one attempt
+// at a time recorded: the callback moved on (another delivery got there)
+// is not recorded and gets no attempt row, a 410 disables its merchant's
+// endpoint, and every field lands as given.
+func TestRecordCallbackAttemptsBatch(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "b", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: m.MerchantID, Amount: 1000, Currency: "KRW", OrderName: "b", TokenHash: store.HashToken("t"), TTL: time.Hour}, nil)
+	testenv.Must(t, err)
+	_, err = db.DB.ExecContext(ctx, `INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload)
+SELECT 'msg_b' || g, $1, $2, 'payment.paid', '{}' FROM generate_series(1, 4) g`, m.MerchantID, o.OrderID)
+	testenv.Must(t, err)
+	_, err = db.DB.ExecContext(ctx, `UPDATE callbacks SET attempt = 1 WHERE callback_id = 'msg_b2'`) // moved on
+	testenv.Must(t, err)
+	start := time.Date(2026, 12, 7, 12, 0, 0, 123456000, time.UTC)
+	next := start.Add(5 * time.Second)
+	outs := []store.CallbackOutcome{
+		{CallbackID: "msg_b1", MerchantID: m.MerchantID, StartedAt: start, Latency: 42 * time.Millisecond, StatusCode: 204, Response: "ok", Status: payment.CallbackDelivered, NextAttempt: start},
+		{CallbackID: "msg_b2", MerchantID: m.MerchantID, StartedAt: start, StatusCode: 204, Status: payment.CallbackDelivered, NextAttempt: start},
+		{CallbackID: "msg_b3", MerchantID: m.MerchantID, StartedAt: start, Latency: 7 * time.Millisecond, StatusCode: 410, Error: "gone", Status: payment.CallbackPending, NextAttempt: next, DisableEndpoint: true},
+		// No answer (a timeout), the last attempt: DEAD, no status code.
+		{CallbackID: "msg_b4", MerchantID: m.MerchantID, StartedAt: start, Latency: 2 * time.Second, Error: "timeout", Status: payment.CallbackDead, NextAttempt: start},
+		// The same callback twice: only the first counts, as one at a time.
+		{CallbackID: "msg_b1", MerchantID: m.MerchantID, StartedAt: start, StatusCode: 500, Status: payment.CallbackPending, NextAttempt: next},
+	}
+	recorded, err := st.RecordCallbackAttempts(ctx, outs)
+	testenv.Must(t, err)
+	if len(recorded) != 5 || !recorded[0] || recorded[1] || !recorded[2] || !recorded[3] || recorded[4] {
+		t.Fatalf("recorded = %v, want [true false true true false]", recorded)
+	}
+	type row struct {
+		Status    string     `db:"status"`
+		Attempt   int        `db:"attempt"`
+		Next      time.Time  `db:"next_attempt_at"`
+		Delivered *time.Time `db:"delivered_at"`
+		LastError *string    `db:"last_error"`
+		Sending   *time.Time `db:"sending_until"`
+	}
+	var b1, b3 row
+	testenv.Must(t, db.DB.Get(&b1, `SELECT status, attempt, next_attempt_at, delivered_at, last_error, sending_until FROM callbacks WHERE callback_id = 'msg_b1'`))
+	testenv.Must(t, db.DB.Get(&b3, `SELECT status, attempt, next_attempt_at, delivered_at, last_error, sending_until FROM callbacks WHERE callback_id = 'msg_b3'`))
+	if b1.Status != "DELIVERED" || b1.Attempt != 1 || b1.Delivered == nil || !b1.Delivered.Equal(start.Add(42*time.Millisecond)) || b1.LastError != nil || b1.Sending != nil {
+		t.Errorf("msg_b1 = %+v", b1)
+	}
+	if b3.Status != "PENDING" || b3.Attempt != 1 || !b3.Next.Equal(next) || b3.Delivered != nil || b3.LastError == nil || *b3.LastError != "gone" {
+		t.Errorf("msg_b3 = %+v", b3)
+	}
+	var atts []struct {
+		ID       string  `db:"callback_id"`
+		Attempt  int     `db:"attempt"`
+		Code     *int    `db:"status_code"`
+		Latency  int     `db:"latency_ms"`
+		Error    *string `db:"error"`
+		Response *string `db:"response_prefix"`
+	}
+	testenv.Must(t, db.DB.Select(&atts, `SELECT callback_id, attempt, status_code, latency_ms, error, response_prefix FROM callback_attempts ORDER BY callback_id`))
+	if len(atts) != 3 || atts[0].ID != "msg_b1" || atts[0].Attempt != 1 || atts[0].Code == nil || *atts[0].Code != 204 || atts[0].Latency != 42 ||
+		atts[0].Error != nil || atts[0].Response == nil || *atts[0].Response != "ok" || atts[1].ID != "msg_b3" || *atts[1].Code != 410 || *atts[1].Error != "gone" ||
+		atts[2].ID != "msg_b4" || atts[2].Code != nil || atts[2].Latency != 2000 || atts[2].Error == nil || *atts[2].Error != "timeout" {
+		t.Errorf("attempt rows = %+v", atts)
+	}
+	var b4 row
+	testenv.Must(t, db.DB.Get(&b4, `SELECT status, attempt, next_attempt_at, delivered_at, last_error, sending_until FROM callbacks WHERE callback_id = 'msg_b4'`))
+	if b4.Status != "DEAD" || b4.Attempt != 1 || b4.Delivered != nil || b4.LastError == nil || *b4.LastError != "timeout" {
+		t.Errorf("msg_b4 = %+v", b4)
+	}
+	var enabled bool
+	testenv.Must(t, db.DB.Get(&enabled, `SELECT callback_enabled FROM merchants WHERE merchant_id = $1`, m.MerchantID))
+	if enabled {
+		t.Error("a 410 in the batch left the endpoint enabled")
+	}
+}

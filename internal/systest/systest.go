@@ -178,6 +178,16 @@ func (s *System) stop() {
 	s.Deps.Close()
 }
 
+// merchantClient keeps up to 64 idle connections per api (the default
+// transport keeps 2): a test's concurrent clients otherwise dial for
+// nearly every request, and on a loaded machine the dials spread what the
+// test sends at once (the slow-start test's flood).
+var merchantClient = &http.Client{Transport: func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}()}
+
 // Merchant is a merchant's credentials.
 type Merchant struct {
 	sys              *System
@@ -264,7 +274,7 @@ func (m *Merchant) Do(method, path string, body any, hdr ...string) Response {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	testenv.Must(m.sys.T, auth.SignRequest(req, m.ClientID, m.ClientSecret, time.Now()))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := merchantClient.Do(req)
 	if err != nil {
 		m.sys.T.Errorf("%s %s: %v", method, path, err)
 		return Response{}
