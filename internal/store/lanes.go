@@ -208,26 +208,21 @@ func (o *outbox) startTurn(ctx context.Context, tx *sqlx.Tx, w LaneWake, now tim
 	if slots == 0 {
 		return false, nil
 	}
-	var l Lane
-	err := tx.GetContext(ctx, &l, sqlStartLane, w.MerchantID, w.Gen, now)
-	if err == nil && (!l.CallbackEnabled || l.OpenUntil != nil) {
-		err = sql.ErrNoRows
-	}
-	if errors.Is(err, sql.ErrNoRows) {
+	usable := true
+	l, batch, err := startLaneTx(ctx, tx, w.MerchantID, w.Gen, now, until, func(l Lane) int {
+		usable = l.CallbackEnabled && l.OpenUntil == nil
+		if !usable {
+			return 0
+		}
+		return slots
+	})
+	if err != nil || !usable {
 		o.runner.Release(slots)
+		if err != nil && !errors.Is(err, ErrStaleLane) {
+			return false, fmt.Errorf("at its wake: %w", err)
+		}
 		return false, nil
 	}
-	if err != nil {
-		o.runner.Release(slots)
-		return false, fmt.Errorf("start lane turn at its wake: %w", err)
-	}
-	l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
-	var batch []CallbackDelivery
-	if err := tx.SelectContext(ctx, &batch, sqlClaimLaneBatch, w.MerchantID, now, slots, until); err != nil {
-		o.runner.Release(slots)
-		return false, fmt.Errorf("claim lane batch at its wake: %w", err)
-	}
-	sortDeliveries(batch)
 	o.turns = append(o.turns, LaneTurn{Lane: l, Batch: batch, Slots: slots, WokeAt: now})
 	return true, nil
 }
@@ -512,24 +507,35 @@ func (s *Store) StartLaneTurn(ctx context.Context, merchantID string, gen int64,
 		if err := tx.GetContext(ctx, &locked, sqlLaneStartLock, merchantID); err != nil {
 			return fmt.Errorf("start lane: lock: %w", err)
 		}
-		now := s.now()
-		err := tx.GetContext(ctx, &l, sqlStartLane, merchantID, gen, now)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrStaleLane
-		}
-		if err != nil {
-			return fmt.Errorf("start lane: %w", err)
-		}
-		l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
-		if n := limit(l); n > 0 {
-			if err := tx.SelectContext(ctx, &batch, sqlClaimLaneBatch, merchantID, now, n, until); err != nil {
-				return fmt.Errorf("claim lane batch: %w", err)
-			}
-		}
-		return nil
+		var err error
+		l, batch, err = startLaneTx(ctx, tx, merchantID, gen, s.now(), until, limit)
+		return err
 	})
 	if err != nil {
 		return Lane{}, nil, err
+	}
+	return l, batch, nil
+}
+
+// startLaneTx begins generation gen's turn in tx (clears lane_dirty) and
+// claims up to limit(lane) of the merchant's due callbacks until `until`,
+// oldest first: StartLaneTurn's work after its lock, and a turn started at
+// its wake (outbox.startTurn). ErrStaleLane when gen is not the lane's.
+func startLaneTx(ctx context.Context, tx *sqlx.Tx, merchantID string, gen int64, now, until time.Time, limit func(Lane) int) (Lane, []CallbackDelivery, error) {
+	var l Lane
+	err := tx.GetContext(ctx, &l, sqlStartLane, merchantID, gen, now)
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, nil, ErrStaleLane
+	}
+	if err != nil {
+		return l, nil, fmt.Errorf("start lane: %w", err)
+	}
+	l.Cooldown = time.Duration(l.CooldownMS) * time.Millisecond
+	var batch []CallbackDelivery
+	if n := limit(l); n > 0 {
+		if err := tx.SelectContext(ctx, &batch, sqlClaimLaneBatch, merchantID, now, n, until); err != nil {
+			return l, nil, fmt.Errorf("claim lane batch: %w", err)
+		}
 	}
 	sortDeliveries(batch)
 	return l, batch, nil

@@ -642,3 +642,66 @@ SELECT 'msg_b' || g, $1, $2, 'payment.paid', '{}' FROM generate_series(1, 4) g`,
 		t.Error("a 410 in the batch left the endpoint enabled")
 	}
 }
+
+// A worker that dies while sending a turn started at its wake (no task in
+// Redis) loses nothing: its touches stop, the sweep's question about the
+// lane comes after LaneCheckAfter, the requeue takes a new generation, and
+// once the dead turn's claim lapses the new turn sends the callback. While
+// it was alive, a touch kept the requeue away.
+func TestInlineTurnOfADeadWorkerIsTakenOver(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "d", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	r := &fakeRunner{room: 1, slots: 4} // Run records the turn and never plays it: the worker died
+	st.InlineTurns(r)
+	c, _ := paidOrder(t, st, m.MerchantID)
+	_, err = st.Transition(ctx, c)
+	testenv.Must(t, err)
+	if len(r.turns) != 1 {
+		t.Fatalf("%d inline turns, want 1", len(r.turns))
+	}
+	turn := r.turns[0]
+	now := time.Now()
+	// Alive: touched, so not offered to the requeue.
+	if ok, err := st.TouchLane(ctx, m.MerchantID, turn.Lane.Gen); err != nil || !ok {
+		t.Fatalf("touch = %v %v", ok, err)
+	}
+	if got, err := st.QueuedLanes(ctx, now.Add(-3*time.Second), now.Add(-time.Minute), 10); err != nil || len(got) != 0 {
+		t.Fatalf("a touched lane is suspect: %+v %v", got, err)
+	}
+	// Dead: no touch for 10 s.
+	_, err = db.DB.ExecContext(ctx, `UPDATE callback_endpoints SET lane_queued_at = now() - interval '10 seconds' WHERE merchant_id = $1`, m.MerchantID)
+	testenv.Must(t, err)
+	got, err := st.QueuedLanes(ctx, now.Add(-3*time.Second), now.Add(-time.Minute), 10)
+	testenv.Must(t, err)
+	if len(got) != 1 || got[0].Gen != turn.Lane.Gen {
+		t.Fatalf("QueuedLanes = %+v, want the dead turn's lane at gen %d", got, turn.Lane.Gen)
+	}
+	next, ok, err := st.RequeueLane(ctx, got[0], now.Add(-3*time.Second))
+	testenv.Must(t, err)
+	if !ok || next.Gen != turn.Lane.Gen+1 {
+		t.Fatalf("RequeueLane = %+v %v", next, ok)
+	}
+	// The dead turn's claim still holds: nothing is sent twice at once.
+	_, batch, err := st.StartLaneTurn(ctx, m.MerchantID, next.Gen, time.Now().Add(time.Minute), func(store.Lane) int { return 8 })
+	testenv.Must(t, err)
+	if len(batch) != 0 {
+		t.Fatalf("claimed %d callbacks still claimed by the dead turn", len(batch))
+	}
+	_, _, again, err := st.FinishLaneTurn(ctx, nil, store.LaneEnd{MerchantID: m.MerchantID, Gen: next.Gen, Again: true})
+	testenv.Must(t, err)
+	if !again {
+		t.Fatal("the lane ended with its callback still pending")
+	}
+	// The claim lapses; the next turn sends it.
+	_, err = db.DB.ExecContext(ctx, `UPDATE callbacks SET sending_until = now() - interval '1 second' WHERE merchant_id = $1`, m.MerchantID)
+	testenv.Must(t, err)
+	_, batch, err = st.StartLaneTurn(ctx, m.MerchantID, next.Gen+1, time.Now().Add(time.Minute), func(store.Lane) int { return 8 })
+	testenv.Must(t, err)
+	if len(batch) != 1 || batch[0].OrderID != c.OrderID {
+		t.Fatalf("after the claim lapsed: claimed %+v, want the dead turn's callback", batch)
+	}
+}
