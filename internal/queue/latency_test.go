@@ -21,9 +21,11 @@ func TestOldestWaitMatchesInspector(t *testing.T) {
 		t.Fatalf("no queues yet: %v %v, want 0", d, err)
 	}
 	c := asynq.NewClientFromRedisClient(rdb)
+	enqStart := time.Now()
 	if _, err := c.Enqueue(asynq.NewTask("t", nil), asynq.Queue(QueuePaymentsBulk)); err != nil {
 		t.Fatal(err)
 	}
+	enqEnd := time.Now()
 	const testPause = 30 * time.Millisecond
 	time.Sleep(testPause) // ages the first task (nothing is being waited for)
 	for range 3 {
@@ -36,8 +38,16 @@ func TestOldestWaitMatchesInspector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The bulk task's pending_since lies in [enqStart, enqEnd], so its wait
+	// at now does too, exactly; no tolerance a loaded machine could exceed.
+	if d < now.Sub(enqEnd) || d > now.Sub(enqStart) || d < testPause {
+		t.Fatalf("OldestWait %v, want within [%v, %v] (the bulk task waited ≥ %v)", d, now.Sub(enqEnd), now.Sub(enqStart), testPause)
+	}
+	// The Inspector reads the same pending_since at its own clock, somewhere
+	// in [inspStart, inspEnd]: its Latency minus ours is that clock minus now.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	var want time.Duration
+	inspStart := time.Now()
 	for _, q := range []string{QueuePayments, QueuePaymentsBulk} {
 		info, err := insp.GetQueueInfo(q)
 		if err != nil {
@@ -45,8 +55,9 @@ func TestOldestWaitMatchesInspector(t *testing.T) {
 		}
 		want = max(want, info.Latency)
 	}
-	if d < testPause || d > want+50*time.Millisecond || d < want-50*time.Millisecond {
-		t.Fatalf("OldestWait %v, Inspector %v (the bulk task waited ≥ %v)", d, want, testPause)
+	inspEnd := time.Now()
+	if diff := want - d; diff < inspStart.Sub(now) || diff > inspEnd.Sub(now) {
+		t.Fatalf("OldestWait %v at now, Inspector %v read %v–%v later: the difference %v is outside that window", d, want, inspStart.Sub(now), inspEnd.Sub(now), diff)
 	}
 	if d, err := OldestWait(ctx, rdb, now, QueuePaymentsFlood); err != nil || d != 0 {
 		t.Fatalf("empty queue: %v %v, want 0", d, err)
