@@ -211,7 +211,7 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 	}
 	if cr.Enqueue {
 		// After commit, by design. A lost enqueue is recovered by the sweep.
-		if err := s.Queue.Confirm(ctx, merchantID(r), cr.Order.OrderID, cr.Order.Version); err != nil {
+		if err := s.Queue.Confirm(ctx, merchantID(r), cr.Order.OrderID, cr.Order.Version, cr.Accepted); err != nil {
 			logger(ctx).Warn("enqueue confirm failed; the sweep will re-enqueue", "order_id", cr.Order.OrderID, "err", err)
 		}
 	}

@@ -24,7 +24,7 @@ import (
 
 // Enqueuer is what the ingress enqueues after a commit.
 type Enqueuer interface {
-	Confirm(ctx context.Context, merchantID, orderID string, version int) error
+	Confirm(ctx context.Context, merchantID, orderID string, version int, accepted string) error
 	Cancel(ctx context.Context, cancelID string) error
 	Webhook(ctx context.Context, merchantID, provider, eventKey string) error
 }

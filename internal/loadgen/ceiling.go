@@ -50,10 +50,12 @@ const CeilingSchema = "loadgen_ceiling"
 
 // ceilingSteps is one payment through the store's own methods — the same
 // transactions the api and the worker run, called directly with no HTTP,
-// queue, lock or PG around them: create, confirm, the worker's read and its
-// CONFIRMING → PAID with the PG call's history row, the PG webhook stored,
-// matched and marked, and the lane turn the transition woke (start and
-// claim, then the attempts with the turn's end).
+// queue, lock or PG around them: create, confirm, the worker's CONFIRMING →
+// PAID with the PG call's history row, the PG webhook stored (already
+// IGNORED: the order shows it) in one statement, and the lane turn the
+// transition woke (start and claim, then the attempts with the turn's
+// end; the worker starts an idle lane's turn inside the PAID transaction,
+// which this runs as its own).
 var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPayment) error{
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
 		o, err := st.CreateOrder(ctx, store.NewOrder{MerchantID: p.merchant, Amount: 15000, Currency: "KRW", OrderName: "loadgen",
@@ -62,12 +64,10 @@ var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPaymen
 		return err
 	},
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		_, err := st.RequestConfirm(ctx, p.merchant, p.orderID, p.paymentKey, p.token, 15000, nil)
-		return err
-	},
-	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		row, err := st.OrderRowAnyMerchant(ctx, p.orderID)
-		p.version = row.Version
+		// The worker's first run takes the version from the sealed
+		// snapshot its task carries: no read.
+		cr, err := st.RequestConfirm(ctx, p.merchant, p.orderID, p.paymentKey, p.token, 15000, nil)
+		p.version = cr.Order.Version
 		return err
 	},
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
@@ -81,17 +81,9 @@ var ceilingSteps = []func(ctx context.Context, st *store.Store, p *ceilingPaymen
 	},
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
 		status := "DONE"
-		p.event = store.PGEvent{Provider: "mockpg", EventKey: "evt_" + p.paymentKey, PaymentKey: &p.paymentKey, OrderID: &p.orderID, PGStatus: &status,
-			Body: []byte(`{"eventType":"PAYMENT_STATUS_CHANGED","data":{"status":"DONE"}}`)}
-		_, err := st.InsertPGEvent(ctx, p.event)
+		_, err := st.StoreStatusEvent(ctx, store.PGEvent{Provider: "mockpg", EventKey: "evt_" + p.paymentKey, PaymentKey: &p.paymentKey, OrderID: &p.orderID, PGStatus: &status,
+			Body: []byte(`{"eventType":"PAYMENT_STATUS_CHANGED","data":{"status":"DONE"}}`)})
 		return err
-	},
-	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		_, err := st.OrderRowForEvent(ctx, p.paymentKey, p.orderID)
-		return err
-	},
-	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
-		return st.MarkPGEvent(ctx, p.event, payment.EventIgnored, "already reflected: order is PAID, event says DONE", p.orderID)
 	},
 	func(ctx context.Context, st *store.Store, p *ceilingPayment) error {
 		// The lane turn the PAID transition woke, as the worker runs it:

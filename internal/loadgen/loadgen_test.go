@@ -158,7 +158,7 @@ func TestSQLCeilingRunsTheStoreInAScratchSchema(t *testing.T) {
 	var progress countProgress
 	c, err := loadgen.RunSQLCeiling(context.Background(), db.URL, 60, 4, 3, &progress)
 	testenv.Must(t, err)
-	if c.Payments != 60 || c.PaymentsPerSec <= 0 || c.TxPerPayment != 8 || progress.n.Load() != 60 {
+	if c.Payments != 60 || c.PaymentsPerSec <= 0 || c.TxPerPayment != 5 || progress.n.Load() != 60 {
 		t.Fatalf("ceiling = %+v, progress %d", c, progress.n.Load())
 	}
 	t.Logf("ceiling: %.0f payments/s, %.1f commits per payment", c.PaymentsPerSec, c.CommitsPerPayment)

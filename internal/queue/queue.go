@@ -60,6 +60,10 @@ type OrderPayload struct {
 	// MerchantID is set on a merchant's confirm, whose outstanding entry
 	// (Fair) the worker ends.
 	MerchantID string `json:"merchantId,omitempty"`
+	// Accepted is set on the confirm the accept enqueues: the order as it
+	// left it, sealed by the store (store.SealAccepted), which the task's
+	// first run reads instead of PostgreSQL.
+	Accepted string `json:"accepted,omitempty"`
 }
 
 // IDPayload names one row (a cancel, refund, webhook event or callback).
@@ -128,12 +132,12 @@ func (c *Client) enqueue(ctx context.Context, typ, id, queue string, payload any
 }
 
 // Confirm enqueues the confirm of merchantID's order that entered CONFIRMING
-// at version: in QueuePayments while the merchant is within its fair share,
-// else in QueuePaymentsBulk (see Fair; Redis failing to count means
-// QueuePayments).
-func (c *Client) Confirm(ctx context.Context, merchantID, orderID string, version int) error {
+// at version (as accepted, when set, says): in QueuePayments while the
+// merchant is within its fair share, else in QueuePaymentsBulk (see Fair;
+// Redis failing to count means QueuePayments).
+func (c *Client) Confirm(ctx context.Context, merchantID, orderID string, version int, accepted string) error {
 	q, _ := c.Fair.queueFor(ctx, merchantID, orderID)
-	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), q, OrderPayload{orderID, version, merchantID})
+	return c.enqueue(ctx, TypeConfirm, "confirm:"+orderID+":"+strconv.Itoa(version), q, OrderPayload{OrderID: orderID, Version: version, MerchantID: merchantID, Accepted: accepted})
 }
 
 // FairDone ends the outstanding entry of a finished confirm (member: the

@@ -20,6 +20,10 @@ type ConfirmStore interface {
 	// OrderRowAnyMerchant returns ORDER_NOT_FOUND (a payment.Error) for an
 	// unknown order.
 	OrderRowAnyMerchant(ctx context.Context, orderID string) (store.OrderRow, error)
+	// OpenAccepted is the row a confirm task's snapshot sealed for orderID
+	// at version; an error when it does not open (altered, or another
+	// order's or version's).
+	OpenAccepted(orderID, merchantID string, version int, token string) (store.OrderRow, error)
 	// Transition moves the order and writes c.PGCall's history row in the
 	// same transaction; store.ErrVersionConflict (nothing written) when
 	// the order is no longer at c.Version.
@@ -61,12 +65,58 @@ func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
 	}
 	log := c.taskLog(ctx, p.OrderID)
 	err := c.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
-		return c.confirmLocked(ctx, log, p.OrderID)
+		return c.confirmTask(ctx, log, p)
 	})
 	c.observeTask(t.Type(), err)
 	err = finish(ctx, log, err)
 	c.fairDone(ctx, log, err, p.MerchantID, p.OrderID)
 	return err
+}
+
+// confirmTask runs a confirm task under the order's lock: its first run on
+// the accept's snapshot when it carries one that opens, else on the order
+// read.
+func (c *Confirmer) confirmTask(ctx context.Context, log *slog.Logger, p queue.OrderPayload) error {
+	if n, _ := asynq.GetRetryCount(ctx); n == 0 && p.Accepted != "" {
+		row, err := c.Store.OpenAccepted(p.OrderID, p.MerchantID, p.Version, p.Accepted)
+		if err == nil {
+			return c.confirmAccepted(ctx, log, row)
+		}
+		log.Warn("the confirm task's snapshot does not open; reading the order", "err", err)
+	}
+	return c.confirmRead(ctx, log, p.OrderID)
+}
+
+// confirmAccepted is the first run of the confirm the accept enqueued, on
+// the order as the accept left it (store.SealAccepted), not read again:
+// the PG call is the same either way (its idempotency key makes a repeat
+// harmless), and every write is fenced on the accepted version. When the
+// order moved meanwhile (a re-delivered task whose earlier run settled it,
+// a sweep's run that got there first) nothing is applied and the task
+// retries, reading the order.
+func (c *Confirmer) confirmAccepted(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
+	noted := &movedStore{ConfirmStore: c.Store}
+	cc := *c
+	cc.Store = noted
+	err := cc.confirmLocked(ctx, log, row)
+	if err == nil && noted.moved {
+		return fmt.Errorf("the order moved from its accepted version %d: %w", row.Version, errRetry)
+	}
+	return err
+}
+
+// movedStore notes a transition's version conflict.
+type movedStore struct {
+	ConfirmStore
+	moved bool
+}
+
+func (s *movedStore) Transition(ctx context.Context, c store.Change) (payment.Order, error) {
+	o, err := s.ConfirmStore.Transition(ctx, c)
+	if errors.Is(err, store.ErrVersionConflict) {
+		s.moved = true
+	}
+	return o, err
 }
 
 // fairDone ends a finished task's place in its merchant's fair share; a
@@ -102,11 +152,18 @@ func (c *Confirmer) HandleReconcile(ctx context.Context, t *asynq.Task) error {
 	return finish(ctx, log, err)
 }
 
-func (c *Confirmer) confirmLocked(ctx context.Context, log *slog.Logger, orderID string) error {
+// confirmRead confirms the order as PostgreSQL has it now; one no longer
+// CONFIRMING (settled by a webhook or an earlier run) is left alone.
+func (c *Confirmer) confirmRead(ctx context.Context, log *slog.Logger, orderID string) error {
 	row, err := c.Store.OrderRowAnyMerchant(ctx, orderID)
 	if err != nil || row.Status != payment.Confirming {
 		return ignoreNotFound(err)
 	}
+	return c.confirmLocked(ctx, log, row)
+}
+
+// confirmLocked confirms row, a CONFIRMING order, with the PG.
+func (c *Confirmer) confirmLocked(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
 	now := c.now()
 	if row.NeedsReconciliation || row.ConfirmRequestedAt == nil || now.Sub(*row.ConfirmRequestedAt) >= c.SessionWindow {
 		return c.lookupLocked(ctx, log, row)

@@ -11,11 +11,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/pgclient"
+	"github.com/payrail/payrail/internal/queue"
 	"github.com/payrail/payrail/internal/store"
 )
 
@@ -25,13 +27,27 @@ type fakeConfirmStore struct {
 	transitions []store.Change
 	calls       []store.PGCall // written on their own
 	refunds     []string
+	reads       int
+	accepted    *store.OrderRow // what OpenAccepted opens
 }
 
 func (f *fakeConfirmStore) OrderRowAnyMerchant(_ context.Context, id string) (store.OrderRow, error) {
+	f.reads++
 	if id != f.row.OrderID {
 		return store.OrderRow{}, payment.Errorf(payment.CodeOrderNotFound, "order not found")
 	}
 	return f.row, nil
+}
+
+// fakeSealed is the fake's sealed snapshot of its row at version v.
+func fakeSealed(orderID string, v int) string { return "fake." + orderID + "@" + strconv.Itoa(v) }
+
+// OpenAccepted opens what fakeSealed sealed: the row as it was accepted.
+func (f *fakeConfirmStore) OpenAccepted(orderID, _ string, version int, token string) (store.OrderRow, error) {
+	if token != fakeSealed(orderID, version) || f.accepted == nil {
+		return store.OrderRow{}, errors.New("does not open")
+	}
+	return *f.accepted, nil
 }
 
 func (f *fakeConfirmStore) Transition(_ context.Context, c store.Change) (payment.Order, error) {
@@ -195,7 +211,7 @@ func TestConfirmPaths(t *testing.T) {
 				c.row(&st.row)
 			}
 			pg, q := &fakePG{confirm: c.confirm, lookup: c.lookup}, &fakeQueue{}
-			err := newConfirmer(st, pg, q).confirmLocked(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), "ord_1")
+			err := newConfirmer(st, pg, q).confirmRead(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), "ord_1")
 			if c.wantErr != errors.Is(err, errRetry) || (err != nil && !errors.Is(err, errRetry)) {
 				t.Fatalf("err = %v, want retry=%v", err, c.wantErr)
 			}
@@ -262,11 +278,63 @@ func TestConfirmSkipsSettledOrders(t *testing.T) {
 		st.row.Status = s
 		pg := &fakePG{confirm: []pgclient.Result{paid(payment.PGDone)}}
 		c := newConfirmer(st, pg, &fakeQueue{})
-		if err := c.confirmLocked(context.Background(), c.Log, "ord_1"); err != nil || pg.confirms+pg.looks != 0 {
+		if err := c.confirmRead(context.Background(), c.Log, "ord_1"); err != nil || pg.confirms+pg.looks != 0 {
 			t.Fatalf("%s: err %v, %d PG calls", s, err, pg.confirms+pg.looks)
 		}
-		if err := c.confirmLocked(context.Background(), c.Log, "ord_missing"); err != nil {
+		if err := c.confirmRead(context.Background(), c.Log, "ord_missing"); err != nil {
 			t.Fatalf("unknown order: %v", err)
 		}
+	}
+}
+
+// The confirm the accept enqueued runs first on the order as the accept
+// left it (no read); an order that moved meanwhile writes nothing and the
+// task retries, reading it. A task without a snapshot (a sweep's), or
+// with one that does not open (altered, another order's or version's),
+// reads.
+func TestFirstRunConfirmsOnTheAcceptedSnapshot(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		sealed    func(r store.OrderRow) string
+		conflict  bool
+		wantReads int
+		wantRetry bool
+	}{
+		{name: "accepted snapshot: no read", sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version) }},
+		{name: "the order moved: retry with a read", conflict: true, wantRetry: true,
+			sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version) }},
+		{name: "no snapshot: read", sealed: func(store.OrderRow) string { return "" }, wantReads: 1},
+		{name: "another version's snapshot: read", wantReads: 1,
+			sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version-1) }},
+		{name: "another order's snapshot: read", wantReads: 1,
+			sealed: func(r store.OrderRow) string { return fakeSealed("ord_other", r.Version) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st := &fakeConfirmStore{row: confirmingRow(), conflict: c.conflict}
+			acc := st.row
+			st.accepted = &acc
+			pg, q := &fakePG{confirm: []pgclient.Result{paid(payment.PGDone)}}, &fakeQueue{}
+			p := queue.OrderPayload{OrderID: st.row.OrderID, Version: st.row.Version, MerchantID: st.row.MerchantID, Accepted: c.sealed(st.row)}
+			cf := newConfirmer(st, pg, q)
+			err := cf.confirmTask(context.Background(), cf.Log, p)
+			if c.wantRetry != errors.Is(err, errRetry) || (err != nil && !errors.Is(err, errRetry)) {
+				t.Fatalf("err = %v, want retry=%v", err, c.wantRetry)
+			}
+			if st.reads != c.wantReads || pg.confirms != 1 {
+				t.Fatalf("%d reads, %d PG confirms; want %d reads, 1 confirm", st.reads, pg.confirms, c.wantReads)
+			}
+			if len(st.pgCalls()) != 1 {
+				t.Fatalf("PG-call rows %d, want 1 (recorded with the transition or alone)", len(st.pgCalls()))
+			}
+			if c.conflict {
+				if len(st.transitions) != 0 {
+					t.Fatalf("moved order: transitions %+v, want none", st.transitions)
+				}
+				return
+			}
+			if len(st.transitions) != 1 || st.transitions[0].To != payment.Paid {
+				t.Fatalf("transitions %+v, want one to PAID", st.transitions)
+			}
+		})
 	}
 }
