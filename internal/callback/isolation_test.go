@@ -106,8 +106,10 @@ SELECT 'msg_dead_' || g, $1, $2, 'payment.paid', '{"type":"payment.paid"}' FROM 
 	p := func(s []time.Duration) time.Duration { return s[len(s)-1] }
 	t.Logf("B's outbox→received: alone max %s, beside D (10,000 pending, refusing) max %s; D attempted %d, still pending %d; queued callback tasks ≤ %d",
 		p(alone), p(beside), attempted, pending, maxQueued)
-	// 2× the baseline, with a floor for this noisy 2-core machine.
-	if limit := max(2*p(alone), p(alone)+300*time.Millisecond); p(beside) > limit {
+	// 2× the baseline, with a floor of 1 s for this noisy 2-core machine
+	// (it stalls for hundreds of ms); waiting behind D's backlog costs
+	// seconds to minutes.
+	if limit := max(2*p(alone), p(alone)+time.Second); p(beside) > limit {
 		t.Errorf("B's callbacks slowed by D's backlog: max %s beside D vs %s alone (limit %s)", p(beside), p(alone), limit)
 	}
 	if maxQueued > 10 {

@@ -299,8 +299,12 @@ func TestExpiredLockFencedByVersion(t *testing.T) {
 		return w
 	}
 	w1, w2 := mk(), mk()
-	started := make(chan struct{})
-	w1.PG = signalPG{PG: w1.PG, started: started}
+	// w1 calls the PG only once w2 has too (both inside the PG call, w1's
+	// lock lapsed): on a loaded machine w2 could otherwise arrive after
+	// w1's commit and, reading PAID, never call, which tests nothing.
+	started, w2Called := make(chan struct{}), make(chan struct{})
+	w1.PG = signalPG{PG: w1.PG, started: started, after: w2Called}
+	w2.PG = signalPG{PG: w2.PG, started: w2Called}
 	task := asynq.NewTask(queue.TypeConfirm, []byte(fmt.Sprintf(`{"orderId":%q,"version":%d}`, o.OrderID, row.Version)))
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -395,12 +399,21 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 }
 
 // signalPG tells the test when a confirm call has begun.
+// signalPG closes started when its Confirm is called and, when after is
+// set, waits (up to 10 s) for it to close before calling the PG.
 type signalPG struct {
 	worker.PG
 	started chan struct{}
+	after   chan struct{}
 }
 
 func (p signalPG) Confirm(ctx context.Context, idem, paymentKey, orderID string, amount int64) pgclient.Result {
 	close(p.started)
+	if p.after != nil {
+		select {
+		case <-p.after:
+		case <-time.After(10 * time.Second):
+		}
+	}
 	return p.PG.Confirm(ctx, idem, paymentKey, orderID, amount)
 }

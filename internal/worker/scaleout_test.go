@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -180,13 +181,14 @@ func TestBehindPgBouncer(t *testing.T) {
 			}
 		}
 	}()
-	var waited time.Duration
+	var waits []time.Duration
 	const n = 10
 	for i := range n {
 		o := m.CreateOrder(int64(5000 + i))
+		key := sys.Session(o)
 		start := time.Now()
-		r := m.Confirm(o, sys.Session(o), "Prefer", "wait=5")
-		waited += time.Since(start)
+		r := m.Confirm(o, key, "Prefer", "wait=5")
+		waits = append(waits, time.Since(start))
 		if r.Status != 200 || r.JSON()["status"] != "PAID" {
 			t.Fatalf("confirm with Prefer: wait: %d %s", r.Status, r.Body)
 		}
@@ -197,9 +199,11 @@ func TestBehindPgBouncer(t *testing.T) {
 		t.Errorf("%d backends on the database while paying, want at most the pool of %d + LISTEN + this test's", got, pool)
 	}
 	// A LISTEN through the pooler would hear nothing: each wait would last
-	// until the 2 s poll, about 1 s on average.
-	if mean := waited / n; mean > 500*time.Millisecond {
-		t.Errorf("Prefer: wait took %s on average, want the LISTEN's answer, not the poll's", mean)
+	// until the 2 s poll, about 1 s at the median. The median, not the
+	// mean, so a stall of this loaded machine does not decide it.
+	slices.Sort(waits)
+	if median := waits[n/2]; median > 500*time.Millisecond {
+		t.Errorf("Prefer: wait took %s at the median, want the LISTEN's answer, not the poll's", median)
 	}
-	t.Logf("%d payments with Prefer: wait through PgBouncer: %s each on average; at most %d backends", n, (waited / n).Round(time.Millisecond), most.Load())
+	t.Logf("%d payments with Prefer: wait through PgBouncer: %s at the median; at most %d backends", n, waits[n/2].Round(time.Millisecond), most.Load())
 }

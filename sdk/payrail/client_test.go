@@ -104,10 +104,13 @@ func TestTypedErrorsAndGivingUp(t *testing.T) {
 		t.Fatalf("429: %v after %d calls, want RATE_LIMITED after 3", err, calls)
 	}
 	calls = 0
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// A Retry-After (30 s) beyond the deadline (10 s) answers at once: not
+	// a sleep until the deadline, nor one of 30 s. The bounds are far from
+	// both, so a loaded machine does not trip them.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if _, err := c.GetOrder(ctx, "wait30"); payrail.ErrorCode(err) != "RATE_LIMITED" || time.Since(start) > 150*time.Millisecond {
-		t.Fatalf("Retry-After beyond the deadline: %v after %s", err, time.Since(start))
+	if _, err := c.GetOrder(ctx, "wait30"); payrail.ErrorCode(err) != "RATE_LIMITED" || calls != 1 || time.Since(start) > 5*time.Second {
+		t.Fatalf("Retry-After beyond the deadline: %v after %s and %d calls, want RATE_LIMITED at once after 1", err, time.Since(start), calls)
 	}
 }
