@@ -379,7 +379,9 @@ func TestRotationSignsWithBothSecrets(t *testing.T) {
 func TestRedisFlushLosesNoCallback(t *testing.T) {
 	t.Parallel()
 	ep := newEndpoint(t, status(500))
-	sys := start(t, map[string]string{"PAYRAIL_CALLBACK_SCHEDULE": "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms"},
+	// 60 steps of 300 ms: the first callback must not run out of attempts
+	// (DEAD) while the other four payments are made on a loaded machine.
+	sys := start(t, map[string]string{"PAYRAIL_CALLBACK_SCHEDULE": strings.TrimSuffix(strings.Repeat("300ms,", 60), ",")},
 		func(d *callback.Deliverer) {
 			d.RequeueAfter = time.Second
 			// This test is about lost triggers, not the breaker.

@@ -133,7 +133,9 @@ func TestIdempotencyAbandonedKeyIsTakenOver(t *testing.T) {
 	if r.Status != 201 || r.Header.Get("Idempotent-Replayed") != "" {
 		t.Fatalf("abandoned key: %d %s", r.Status, r.Body)
 	}
-	if d := time.Since(start); d > 3*time.Second {
+	// Waiting would mean the idempotency wait (5 s) or more; a loaded
+	// machine's slow request is well under it.
+	if d := time.Since(start); d >= 5*time.Second {
 		t.Errorf("taking over an expired lease took %s; it must not wait", d)
 	}
 	if n := sys.Count(`SELECT count(*) FROM orders`); n != 1 {

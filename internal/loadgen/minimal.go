@@ -112,14 +112,20 @@ func RunMinimalCeiling(ctx context.Context, dbURL string, n, conns int, progress
 // settleCommits reads pg_stat_database's commit count until it stops
 // moving: a backend reports its counts when idle for a second or on exit.
 func settleCommits(commits func() float64) float64 {
-	last := commits()
-	for range 30 {
-		time.Sleep(100 * time.Millisecond)
+	// A closing backend reports its counts as it exits, after the client
+	// has moved on; on a loaded machine that can take a while. Settled is
+	// unchanged for 1 s (5 reads 200 ms apart), for at most 10 s.
+	last, same := commits(), 0
+	for range 50 {
+		time.Sleep(200 * time.Millisecond)
 		c := commits()
-		if c == last {
+		if c != last {
+			last, same = c, 0
+			continue
+		}
+		if same++; same == 5 {
 			break
 		}
-		last = c
 	}
 	return last
 }

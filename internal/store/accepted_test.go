@@ -40,11 +40,23 @@ func TestAcceptedSnapshotOpensOnlyForItsOrderAndVersion(t *testing.T) {
 	altered := []byte(cr.Accepted)
 	altered[len(altered)-3] ^= 2
 	for name, open := range map[string]func() error{
-		"another version": func() error { _, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version+1, cr.Accepted); return err },
-		"another order":   func() error { _, err := st.OpenAccepted("ord_other", m.MerchantID, cr.Order.Version, cr.Accepted); return err },
-		"another keyring": func() error { _, err := other.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, cr.Accepted); return err },
-		"altered":         func() error { _, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, string(altered)); return err },
-		"empty":           func() error { _, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, ""); return err },
+		"another version": func() error {
+			_, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version+1, cr.Accepted)
+			return err
+		},
+		"another order": func() error {
+			_, err := st.OpenAccepted("ord_other", m.MerchantID, cr.Order.Version, cr.Accepted)
+			return err
+		},
+		"another keyring": func() error {
+			_, err := other.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, cr.Accepted)
+			return err
+		},
+		"altered": func() error {
+			_, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, string(altered))
+			return err
+		},
+		"empty": func() error { _, err := st.OpenAccepted(o.OrderID, m.MerchantID, cr.Order.Version, ""); return err },
 	} {
 		if open() == nil {
 			t.Errorf("%s: the snapshot opened", name)

@@ -348,10 +348,15 @@ func TestExpiredLockFencedByVersion(t *testing.T) {
 
 func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	t.Parallel()
-	// The PG answers after 5 s, so all 200 are still waiting however slowly
-	// a loaded machine delivers them (the first answer would end a waiter).
-	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 5000},
-		Env: map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "200", "PAYRAIL_DB_MAX_CONNS": "20", "PAYRAIL_LOCK_TTL": "20s", "PAYRAIL_PG_TIMEOUT": "8s"}})
+	// The PG answers after 12 s, so all 200 are still waiting however
+	// slowly a loaded machine delivers them (the first answer would end a
+	// waiter, and 200 signed confirms under -race on a starved 2-core
+	// machine can take more than 5 s to arrive), and the last still
+	// settles within its wait=30.
+	sys := systest.Start(t, systest.Options{Worker: true, Faults: mockpg.Faults{LatencyMS: 12000},
+		Env: map[string]string{"PAYRAIL_WORKER_CONCURRENCY": "200", "PAYRAIL_DB_MAX_CONNS": "20", "PAYRAIL_LOCK_TTL": "30s", "PAYRAIL_PG_TIMEOUT": "16s",
+			// No sweep re-enqueues while the PG takes its 12 s.
+			"PAYRAIL_CONFIRM_STUCK_AFTER": "30s"}})
 	sys.PG.SetWebhookURL("") // measure the waiters, not webhook ingestion
 	m := sys.NewMerchant("")
 	const n = 200
@@ -398,7 +403,6 @@ func TestPreferWaitDoesNotHoldConnections(t *testing.T) {
 	}
 }
 
-// signalPG tells the test when a confirm call has begun.
 // signalPG closes started when its Confirm is called and, when after is
 // set, waits (up to 10 s) for it to close before calling the PG.
 type signalPG struct {

@@ -208,8 +208,9 @@ func TestConcurrentReconRequestsRunOnce(t *testing.T) {
 	// the last request arrived would rightly make that one a new run (one
 	// live run per window), and a worker that takes its task at once (the
 	// idle gate wakes it) can finish it within 100 ms, while twenty
-	// requests may still be arriving on a loaded machine.
-	sys.PG.SetFaults(mockpg.Faults{LatencyMS: 1500})
+	// requests may still be arriving on a loaded machine (4 s per PG call
+	// leaves them several seconds).
+	sys.PG.SetFaults(mockpg.Faults{LatencyMS: 4000})
 	var wg sync.WaitGroup
 	ids := make([]string, 20)
 	for i := range ids {
