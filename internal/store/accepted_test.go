@@ -10,8 +10,8 @@ import (
 	"github.com/payrail/payrail/internal/testenv"
 )
 
-// A confirm's accepted snapshot opens only for its own order at its own
-// version, only under the keyring that sealed it, and only unaltered; a
+// A confirm's accepted snapshot opens only for its own merchant's order at
+// its own version, only under the keyring that sealed it, and only unaltered; a
 // duplicate confirm seals nothing (it enqueues nothing).
 func TestAcceptedSnapshotOpensOnlyForItsOrderAndVersion(t *testing.T) {
 	t.Parallel()
@@ -46,6 +46,10 @@ func TestAcceptedSnapshotOpensOnlyForItsOrderAndVersion(t *testing.T) {
 		},
 		"another order": func() error {
 			_, err := st.OpenAccepted("ord_other", m.MerchantID, cr.Order.Version, cr.Accepted)
+			return err
+		},
+		"another merchant": func() error {
+			_, err := st.OpenAccepted(o.OrderID, "mer_other", cr.Order.Version, cr.Accepted)
 			return err
 		},
 		"another keyring": func() error {

@@ -450,15 +450,17 @@ type ConfirmResult struct {
 
 // SealAccepted and OpenAccepted carry what a confirm's first run reads of
 // an order, as the merchant's accept (CREATED → CONFIRMING) left it: an
-// opaque token sealed with the store's keyring and bound to the order and
-// version. The api puts it in
+// opaque token sealed with the store's keyring and bound to the merchant,
+// the order and the version. The api puts it in
 // the confirm task, so the worker calls the PG without reading the order
 // again: one statement and one commit less per payment (issue 19). Sealed,
 // because a task is in Redis and PostgreSQL is the truth: a snapshot that
 // was altered, or copied to another order or version, does not open, and
-// the run reads the order. Only the task's first run uses it; a retry or a
-// sweep's re-enqueue reads the order, which may have moved. Every write of
-// a run on it is fenced on its version.
+// the run reads the order. Only the task's first run uses it, within
+// ConfirmStuckAfter of the accept; a retry or a sweep's re-enqueue reads
+// the order, which may have moved. A run on it fences its transitions on
+// the version and on outcome_unknown (Change.FenceUnknown), which
+// RecordPGCall writes without a version change.
 //
 // accepted is the token's plaintext: the fields a confirm reads
 // (TestAcceptedSnapshotIsTheRowRead holds it to the row PostgreSQL has).
@@ -474,8 +476,8 @@ type accepted struct {
 	ReservedCancelAmount int64     `json:"reservedCancelAmount,omitempty"`
 }
 
-func acceptedAAD(orderID string, version int) []byte {
-	return secretbox.AssociatedData("confirm.accepted", orderID, strconv.Itoa(version))
+func acceptedAAD(orderID, merchantID string, version int) []byte {
+	return secretbox.AssociatedData("confirm.accepted", merchantID, orderID, strconv.Itoa(version))
 }
 
 // SealAccepted seals r, a CONFIRMING row, into "keyID.base64url(box)";
@@ -490,22 +492,22 @@ func (s *Store) SealAccepted(r OrderRow) string {
 	if err != nil {
 		return ""
 	}
-	id, box, err := s.keys.Encrypt(pt, acceptedAAD(r.OrderID, r.Version))
+	id, box, err := s.keys.Encrypt(pt, acceptedAAD(r.OrderID, r.MerchantID, r.Version))
 	if err != nil {
 		return ""
 	}
 	return id + "." + base64.RawURLEncoding.EncodeToString(box)
 }
 
-// OpenAccepted is the CONFIRMING row token sealed for orderID at version:
-// every field a confirm reads. An error means it is not one.
+// OpenAccepted is the CONFIRMING row token sealed for merchantID's orderID
+// at version: every field a confirm reads. An error means it is not one.
 func (s *Store) OpenAccepted(orderID, merchantID string, version int, token string) (OrderRow, error) {
 	id, enc, _ := strings.Cut(token, ".")
 	box, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil {
 		return OrderRow{}, fmt.Errorf("open the accepted snapshot: %w", err)
 	}
-	pt, err := s.keys.Decrypt(id, box, acceptedAAD(orderID, version))
+	pt, err := s.keys.Decrypt(id, box, acceptedAAD(orderID, merchantID, version))
 	if err != nil {
 		return OrderRow{}, fmt.Errorf("open the accepted snapshot: %w", err)
 	}
@@ -624,6 +626,9 @@ type Change struct {
 	// PGCall, when set, is the PG call that caused the transition; its
 	// history row is written in the same transaction, before the transition's.
 	PGCall *PGCall
+	// FenceUnknown makes an order whose outcome_unknown is set a conflict
+	// too: the caller did not read it (a run on an accepted snapshot).
+	FenceUnknown bool
 }
 
 // ErrNotFound is what a lookup of a record with no API error code of its
@@ -731,7 +736,7 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 // transitionRowTx is transitionTx that also returns the updated row.
 func (s *Store) transitionRowTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (OrderRow, payment.Order, error) {
 	from := payment.Status(row.Status)
-	if row.Version != c.Version {
+	if row.Version != c.Version || c.FenceUnknown && row.OutcomeUnknown {
 		return OrderRow{}, payment.Order{}, ErrVersionConflict
 	}
 	if err := payment.CheckTransition(from, c.To); err != nil {

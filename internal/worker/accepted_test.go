@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/payrail/payrail/internal/mockpg"
 	"github.com/payrail/payrail/internal/payment"
 	"github.com/payrail/payrail/internal/process"
 	"github.com/payrail/payrail/internal/queue"
@@ -109,6 +110,27 @@ func TestAcceptedSnapshotIsFencedByTheOrder(t *testing.T) {
 		paidOnce(o, 15000)
 		if n := sys.PG.Stats()[o.OrderID].ConfirmCalls; n != 2 {
 			t.Fatalf("confirm calls %d, want 2 (the snapshot run asked again, idempotently)", n)
+		}
+	})
+
+	t.Run("an earlier unknown outcome is not overruled by a decline", func(t *testing.T) {
+		// An earlier run of this task met an unknown outcome (recorded
+		// without a version change) and a shutdown requeued it at retry
+		// count 0: its snapshot says nothing is unknown. A decline now
+		// must not fail the order before a lookup (DESIGN rule 4).
+		o := m.CreateOrder(18000)
+		p := accepted(o)
+		testenv.Must(t, sys.Exec(`UPDATE orders SET outcome_unknown = true WHERE order_id = $1`, o.OrderID))
+		sys.PG.SetFaults(mockpg.Faults{DeclineRate: 1})
+		defer sys.PG.SetFaults(mockpg.Faults{})
+		_ = w.HandleConfirm(ctx, task(p))
+		got, err := sys.Deps.Store.OrderRowAnyMerchant(ctx, o.OrderID)
+		testenv.Must(t, err)
+		if got.Status != payment.Confirming || transitions(sys, o.OrderID, "FAILED") != 0 {
+			t.Fatalf("a decline on the snapshot moved the order to %s past an unknown outcome", got.Status)
+		}
+		if n := sys.PG.Stats()[o.OrderID].ConfirmCalls; n != 1 {
+			t.Fatalf("confirm calls %d, want 1", n)
 		}
 	})
 

@@ -65,7 +65,8 @@ func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
 	}
 	log := c.taskLog(ctx, p.OrderID)
 	err := c.Locks.Do(ctx, "order:"+p.OrderID, func(ctx context.Context) error {
-		return c.confirmTask(ctx, log, p)
+		n, _ := asynq.GetRetryCount(ctx)
+		return c.confirmTask(ctx, log, p, n)
 	})
 	c.observeTask(t.Type(), err)
 	err = finish(ctx, log, err)
@@ -73,48 +74,62 @@ func (c *Confirmer) HandleConfirm(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// confirmTask runs a confirm task under the order's lock: its first run on
-// the accept's snapshot when it carries one that opens, else on the order
-// read.
-func (c *Confirmer) confirmTask(ctx context.Context, log *slog.Logger, p queue.OrderPayload) error {
-	if n, _ := asynq.GetRetryCount(ctx); n == 0 && p.Accepted != "" {
+// confirmTask runs a confirm task under the order's lock; retried is
+// asynq's retry count. Its first run (retried 0, which a lock-taken retry
+// and a shutdown's requeue keep) works on the accept's snapshot when the
+// task carries one that opens and the accept is younger than
+// ConfirmStuckAfter; otherwise it reads the order.
+func (c *Confirmer) confirmTask(ctx context.Context, log *slog.Logger, p queue.OrderPayload, retried int) error {
+	if retried == 0 && p.Accepted != "" {
 		row, err := c.Store.OpenAccepted(p.OrderID, p.MerchantID, p.Version, p.Accepted)
-		if err == nil {
+		switch {
+		case err != nil:
+			log.Warn("the confirm task's snapshot does not open; reading the order", "err", err)
+		case c.now().Sub(*row.ConfirmRequestedAt) < c.Store.ConfirmStuckAfter():
 			return c.confirmAccepted(ctx, log, row)
 		}
-		log.Warn("the confirm task's snapshot does not open; reading the order", "err", err)
 	}
 	return c.confirmRead(ctx, log, p.OrderID)
 }
 
 // confirmAccepted is the first run of the confirm the accept enqueued, on
-// the order as the accept left it (store.SealAccepted), not read again:
-// the PG call is the same either way (its idempotency key makes a repeat
-// harmless), and every write is fenced on the accepted version. When the
-// order moved meanwhile (a re-delivered task whose earlier run settled it,
-// a sweep's run that got there first) nothing is applied and the task
-// retries, reading the order.
+// the order as the accept left it (store.SealAccepted), not read again.
+//
+// Why that is safe: within ConfirmStuckAfter of the accept no sweep has
+// re-enqueued the order, and its PG call is the one a read would have
+// made (the same key, amount and idempotency key; a repeat is answered
+// from the PG's idempotency record). Every transition is fenced on the
+// accepted version, which every transition bumps. What the version does
+// not fence is the bookkeeping a PG call without a transition writes
+// (RecordPGCall): an earlier run of this very task that met an unknown
+// outcome and was then requeued by a shutdown (retry count still 0)
+// leaves outcome_unknown set, which the snapshot does not show, and a
+// decline must then not be believed without a lookup (DESIGN rule 4). So
+// the transitions are also fenced on that (Change.FenceUnknown). On any
+// conflict nothing is applied and the task retries, reading the order.
 func (c *Confirmer) confirmAccepted(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
-	noted := &movedStore{ConfirmStore: c.Store}
+	fenced := &acceptedStore{ConfirmStore: c.Store}
 	cc := *c
-	cc.Store = noted
+	cc.Store = fenced
 	err := cc.confirmLocked(ctx, log, row)
-	if err == nil && noted.moved {
-		return fmt.Errorf("the order moved from its accepted version %d: %w", row.Version, errRetry)
+	if err == nil && fenced.conflict {
+		return fmt.Errorf("the order is not as accepted (version %d moved, or an earlier attempt's outcome is unknown): %w", row.Version, errRetry)
 	}
 	return err
 }
 
-// movedStore notes a transition's version conflict.
-type movedStore struct {
+// acceptedStore is the ConfirmStore of a run on an accepted snapshot: its
+// transitions are fenced on outcome_unknown too, and it notes a conflict.
+type acceptedStore struct {
 	ConfirmStore
-	moved bool
+	conflict bool
 }
 
-func (s *movedStore) Transition(ctx context.Context, c store.Change) (payment.Order, error) {
+func (s *acceptedStore) Transition(ctx context.Context, c store.Change) (payment.Order, error) {
+	c.FenceUnknown = true
 	o, err := s.ConfirmStore.Transition(ctx, c)
 	if errors.Is(err, store.ErrVersionConflict) {
-		s.moved = true
+		s.conflict = true
 	}
 	return o, err
 }

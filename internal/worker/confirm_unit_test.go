@@ -51,7 +51,7 @@ func (f *fakeConfirmStore) OpenAccepted(orderID, _ string, version int, token st
 }
 
 func (f *fakeConfirmStore) Transition(_ context.Context, c store.Change) (payment.Order, error) {
-	if f.conflict || c.Version != f.row.Version {
+	if f.conflict || c.Version != f.row.Version || c.FenceUnknown && f.row.OutcomeUnknown {
 		return payment.Order{}, store.ErrVersionConflict
 	}
 	if !payment.CanTransition(f.row.Status, c.To) {
@@ -288,52 +288,71 @@ func TestConfirmSkipsSettledOrders(t *testing.T) {
 }
 
 // The confirm the accept enqueued runs first on the order as the accept
-// left it (no read); an order that moved meanwhile writes nothing and the
-// task retries, reading it. A task without a snapshot (a sweep's), or
-// with one that does not open (altered, another order's or version's),
-// reads.
+// left it (no read); an order that moved meanwhile, or whose earlier
+// attempt's outcome is unknown (bookkeeping the version does not fence),
+// writes nothing and the task retries, reading it. A retry, a task without
+// a snapshot (a sweep's), one whose snapshot does not open (altered,
+// another order's or version's), and one older than ConfirmStuckAfter
+// read.
 func TestFirstRunConfirmsOnTheAcceptedSnapshot(t *testing.T) {
+	sealed := func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version) }
+	declined := pgclient.Result{Outcome: pgclient.Declined, Code: "REJECT_CARD_COMPANY", Message: "no"}
 	for _, c := range []struct {
 		name      string
 		sealed    func(r store.OrderRow) string
+		retried   int
+		row       func(*store.OrderRow) // the order as PostgreSQL has it now
 		conflict  bool
+		confirm   pgclient.Result
 		wantReads int
 		wantRetry bool
+		wantTo    payment.Status
 	}{
-		{name: "accepted snapshot: no read", sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version) }},
-		{name: "the order moved: retry with a read", conflict: true, wantRetry: true,
-			sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version) }},
-		{name: "no snapshot: read", sealed: func(store.OrderRow) string { return "" }, wantReads: 1},
-		{name: "another version's snapshot: read", wantReads: 1,
+		{name: "accepted snapshot: no read", sealed: sealed, wantTo: payment.Paid},
+		{name: "accepted snapshot, declined: failed", sealed: sealed, confirm: declined, wantTo: payment.Failed},
+		{name: "the order moved: retry with a read", sealed: sealed, conflict: true, wantRetry: true},
+		{name: "an earlier attempt's outcome unknown: a decline fails nothing, retry with a read", sealed: sealed,
+			row: func(r *store.OrderRow) { r.OutcomeUnknown = true }, confirm: declined, wantRetry: true},
+		{name: "a retry reads", sealed: sealed, retried: 1, wantReads: 1, wantTo: payment.Paid},
+		{name: "an accept older than ConfirmStuckAfter: read", sealed: sealed, wantReads: 1, wantTo: payment.Paid,
+			row: func(r *store.OrderRow) { at := t0.Add(-2 * time.Minute); r.ConfirmRequestedAt = &at }},
+		{name: "no snapshot: read", sealed: func(store.OrderRow) string { return "" }, wantReads: 1, wantTo: payment.Paid},
+		{name: "another version's snapshot: read", wantReads: 1, wantTo: payment.Paid,
 			sealed: func(r store.OrderRow) string { return fakeSealed(r.OrderID, r.Version-1) }},
-		{name: "another order's snapshot: read", wantReads: 1,
+		{name: "another order's snapshot: read", wantReads: 1, wantTo: payment.Paid,
 			sealed: func(r store.OrderRow) string { return fakeSealed("ord_other", r.Version) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st := &fakeConfirmStore{row: confirmingRow(), conflict: c.conflict}
+			if c.row != nil {
+				c.row(&st.row)
+			}
 			acc := st.row
+			acc.OutcomeUnknown = false // the snapshot is the accept's
 			st.accepted = &acc
-			pg, q := &fakePG{confirm: []pgclient.Result{paid(payment.PGDone)}}, &fakeQueue{}
+			answer := paid(payment.PGDone)
+			if c.confirm.Outcome != 0 {
+				answer = c.confirm
+			}
+			pg, q := &fakePG{confirm: []pgclient.Result{answer}, lookup: []pgclient.Result{paid(payment.PGDone)}}, &fakeQueue{}
 			p := queue.OrderPayload{OrderID: st.row.OrderID, Version: st.row.Version, MerchantID: st.row.MerchantID, Accepted: c.sealed(st.row)}
 			cf := newConfirmer(st, pg, q)
-			err := cf.confirmTask(context.Background(), cf.Log, p)
+			err := cf.confirmTask(context.Background(), cf.Log, p, c.retried)
 			if c.wantRetry != errors.Is(err, errRetry) || (err != nil && !errors.Is(err, errRetry)) {
 				t.Fatalf("err = %v, want retry=%v", err, c.wantRetry)
 			}
 			if st.reads != c.wantReads || pg.confirms != 1 {
 				t.Fatalf("%d reads, %d PG confirms; want %d reads, 1 confirm", st.reads, pg.confirms, c.wantReads)
 			}
+			if c.wantTo == "" {
+				if len(st.transitions) != 0 {
+					t.Fatalf("transitions %+v, want none", st.transitions)
+				}
+			} else if len(st.transitions) != 1 || st.transitions[0].To != c.wantTo {
+				t.Fatalf("transitions %+v, want one to %s", st.transitions, c.wantTo)
+			}
 			if len(st.pgCalls()) != 1 {
 				t.Fatalf("PG-call rows %d, want 1 (recorded with the transition or alone)", len(st.pgCalls()))
-			}
-			if c.conflict {
-				if len(st.transitions) != 0 {
-					t.Fatalf("moved order: transitions %+v, want none", st.transitions)
-				}
-				return
-			}
-			if len(st.transitions) != 1 || st.transitions[0].To != payment.Paid {
-				t.Fatalf("transitions %+v, want one to PAID", st.transitions)
 			}
 		})
 	}
