@@ -191,7 +191,9 @@ func TestReconFindsAndRepairsEachDisagreementOnce(t *testing.T) {
 // its repair is applied once.
 func TestConcurrentReconRequestsRunOnce(t *testing.T) {
 	t.Parallel()
-	sys := systest.Start(t, systest.Options{Worker: true})
+	// A PG timeout above the 4 s the PG takes below while the requests
+	// arrive (systest's 2 s would fail the run's calls).
+	sys := systest.Start(t, systest.Options{Worker: true, Env: map[string]string{"PAYRAIL_PG_TIMEOUT": "10s"}})
 	m := sys.NewMerchant("")
 	from := time.Now().Add(-time.Minute).UTC()
 	to := time.Now().Add(time.Hour).UTC()
