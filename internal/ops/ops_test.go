@@ -344,7 +344,7 @@ func TestActionsNeedCSRFAndAreRecorded(t *testing.T) {
 		t.Error("the timeline does not show the operator's action")
 	}
 	// And the delivery is queued.
-	testenv.Poll(t, 5*time.Second, "the callback task to be queued", func() bool {
+	testenv.Poll(t, 20*time.Second, "the callback task to be queued", func() bool {
 		p := b.get("/ops/queues/api/queues")
 		return strings.Contains(p.Body, `"queue":"callbacks"`)
 	})

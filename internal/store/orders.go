@@ -627,7 +627,8 @@ type Change struct {
 	// history row is written in the same transaction, before the transition's.
 	PGCall *PGCall
 	// FenceUnknown makes an order whose outcome_unknown is set a conflict
-	// too: the caller did not read it (a run on an accepted snapshot).
+	// too (ErrOutcomeUnknownConflict): the caller did not read it (a run
+	// on an accepted snapshot).
 	FenceUnknown bool
 }
 
@@ -647,6 +648,11 @@ func notFound(err error) error {
 // ErrVersionConflict means someone else moved the order first: re-read, never
 // overwrite.
 var ErrVersionConflict = payment.Errorf(payment.CodeVersionConflict, "order was changed concurrently")
+
+// ErrOutcomeUnknownConflict is the ErrVersionConflict of a transition
+// with FenceUnknown whose order has outcome_unknown set: the caller must
+// read the order and decide again.
+var ErrOutcomeUnknownConflict = fmt.Errorf("%w: an earlier PG attempt's outcome is unknown", ErrVersionConflict)
 
 // Transition applies c in one transaction: the fenced UPDATE, a payment_log
 // row and, when the merchant must hear of it, a callbacks outbox row. It
@@ -736,8 +742,11 @@ func (s *Store) transitionTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row O
 // transitionRowTx is transitionTx that also returns the updated row.
 func (s *Store) transitionRowTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, row OrderRow, c Change) (OrderRow, payment.Order, error) {
 	from := payment.Status(row.Status)
-	if row.Version != c.Version || c.FenceUnknown && row.OutcomeUnknown {
+	if row.Version != c.Version {
 		return OrderRow{}, payment.Order{}, ErrVersionConflict
+	}
+	if c.FenceUnknown && row.OutcomeUnknown {
+		return OrderRow{}, payment.Order{}, ErrOutcomeUnknownConflict
 	}
 	if err := payment.CheckTransition(from, c.To); err != nil {
 		return OrderRow{}, payment.Order{}, err

@@ -105,31 +105,35 @@ func (c *Confirmer) confirmTask(ctx context.Context, log *slog.Logger, p queue.O
 // outcome and was then requeued by a shutdown (retry count still 0)
 // leaves outcome_unknown set, which the snapshot does not show, and a
 // decline must then not be believed without a lookup (DESIGN rule 4). So
-// the transitions are also fenced on that (Change.FenceUnknown). On any
-// conflict nothing is applied and the task retries, reading the order.
+// the transitions are also fenced on that (Change.FenceUnknown), and such
+// a conflict sends the task back to read the order. A version conflict
+// needs nothing more: every version change takes an order out of
+// CONFIRMING, from the PG's record, and a read-path run that loses that
+// race during its PG call leaves the order alone too.
 func (c *Confirmer) confirmAccepted(ctx context.Context, log *slog.Logger, row store.OrderRow) error {
 	fenced := &acceptedStore{ConfirmStore: c.Store}
 	cc := *c
 	cc.Store = fenced
 	err := cc.confirmLocked(ctx, log, row)
-	if err == nil && fenced.conflict {
-		return fmt.Errorf("the order is not as accepted (version %d moved, or an earlier attempt's outcome is unknown): %w", row.Version, errRetry)
+	if err == nil && fenced.unknown {
+		return fmt.Errorf("an earlier PG attempt's outcome is unknown (not in the accepted snapshot): %w", errRetry)
 	}
 	return err
 }
 
 // acceptedStore is the ConfirmStore of a run on an accepted snapshot: its
-// transitions are fenced on outcome_unknown too, and it notes a conflict.
+// transitions are fenced on outcome_unknown too, and it notes when that
+// fence refused one.
 type acceptedStore struct {
 	ConfirmStore
-	conflict bool
+	unknown bool
 }
 
 func (s *acceptedStore) Transition(ctx context.Context, c store.Change) (payment.Order, error) {
 	c.FenceUnknown = true
 	o, err := s.ConfirmStore.Transition(ctx, c)
-	if errors.Is(err, store.ErrVersionConflict) {
-		s.conflict = true
+	if errors.Is(err, store.ErrOutcomeUnknownConflict) {
+		s.unknown = true
 	}
 	return o, err
 }

@@ -51,8 +51,11 @@ func (f *fakeConfirmStore) OpenAccepted(orderID, _ string, version int, token st
 }
 
 func (f *fakeConfirmStore) Transition(_ context.Context, c store.Change) (payment.Order, error) {
-	if f.conflict || c.Version != f.row.Version || c.FenceUnknown && f.row.OutcomeUnknown {
+	if f.conflict || c.Version != f.row.Version {
 		return payment.Order{}, store.ErrVersionConflict
+	}
+	if c.FenceUnknown && f.row.OutcomeUnknown {
+		return payment.Order{}, store.ErrOutcomeUnknownConflict
 	}
 	if !payment.CanTransition(f.row.Status, c.To) {
 		return payment.Order{}, payment.Errorf(payment.CodeIllegalTransition, "illegal")
@@ -288,9 +291,10 @@ func TestConfirmSkipsSettledOrders(t *testing.T) {
 }
 
 // The confirm the accept enqueued runs first on the order as the accept
-// left it (no read); an order that moved meanwhile, or whose earlier
-// attempt's outcome is unknown (bookkeeping the version does not fence),
-// writes nothing and the task retries, reading it. A retry, a task without
+// left it (no read); an order that moved meanwhile (settled from the PG's
+// record) is left alone, and one whose earlier attempt's outcome is
+// unknown (bookkeeping the version does not fence) gets nothing written
+// and the task retries, reading it. A retry, a task without
 // a snapshot (a sweep's), one whose snapshot does not open (altered,
 // another order's or version's), and one older than ConfirmStuckAfter
 // read.
@@ -310,7 +314,7 @@ func TestFirstRunConfirmsOnTheAcceptedSnapshot(t *testing.T) {
 	}{
 		{name: "accepted snapshot: no read", sealed: sealed, wantTo: payment.Paid},
 		{name: "accepted snapshot, declined: failed", sealed: sealed, confirm: declined, wantTo: payment.Failed},
-		{name: "the order moved: retry with a read", sealed: sealed, conflict: true, wantRetry: true},
+		{name: "the order moved (settled from the PG's record): left alone", sealed: sealed, conflict: true},
 		{name: "an earlier attempt's outcome unknown: a decline fails nothing, retry with a read", sealed: sealed,
 			row: func(r *store.OrderRow) { r.OutcomeUnknown = true }, confirm: declined, wantRetry: true},
 		{name: "a retry reads", sealed: sealed, retried: 1, wantReads: 1, wantTo: payment.Paid},

@@ -121,7 +121,7 @@ func TestReconFindsAndRepairsEachDisagreementOnce(t *testing.T) {
 	if it := got[consoleCancel.OrderID]; it.Class != "CANCEL_MISMATCH" || it.NeedsAttention {
 		t.Errorf("console cancel: %+v; want a repaired CANCEL_MISMATCH", it)
 	}
-	m.WaitStatus(consoleCancel.OrderID, "PARTIALLY_CANCELED", 5*time.Second)
+	m.WaitStatus(consoleCancel.OrderID, "PARTIALLY_CANCELED", 20*time.Second)
 	if n := sys.Count(`SELECT count(*) FROM payment_log WHERE order_id = $1 AND action = 'recon.applied'`, consoleCancel.OrderID); n != 1 {
 		t.Errorf("recon.applied history rows = %d", n)
 	}

@@ -36,7 +36,7 @@ func TestExclusiveNeverRunsTwiceAtOnce(t *testing.T) {
 			}
 		}()
 	}
-	testenv.Poll(t, 5*time.Second, "one holder", func() bool { return running.Load() == 1 })
+	testenv.Poll(t, 20*time.Second, "one holder", func() bool { return running.Load() == 1 })
 	close(release)
 	wg.Wait()
 	if maxRunning.Load() != 1 {

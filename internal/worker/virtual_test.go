@@ -140,7 +140,7 @@ func TestFiftyDuplicateDepositCallbacks(t *testing.T) {
 	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE provider = 'toss' AND order_id = $1`, o.OrderID); n != 1 {
 		t.Fatalf("stored %d deposit events, want 1", n)
 	}
-	testenv.Poll(t, 5*time.Second, "the event to settle", func() bool {
+	testenv.Poll(t, 20*time.Second, "the event to settle", func() bool {
 		return sys.Count(`SELECT count(*) FROM pg_events WHERE order_id = $1 AND state = 'APPLIED'`, o.OrderID) == 1
 	})
 	if n := transitions(sys, o.OrderID, "PAID"); n != 1 {
@@ -296,7 +296,7 @@ func TestDepositAfterPayrailExpiredIsRefunded(t *testing.T) {
 	if st := m.Status(o.OrderID); st != "EXPIRED" {
 		t.Fatalf("order is %s", st)
 	}
-	testenv.Poll(t, 5*time.Second, "payment.refunded_late_approval", func() bool {
+	testenv.Poll(t, 20*time.Second, "payment.refunded_late_approval", func() bool {
 		return callbacks(sys, o.OrderID, "payment.refunded_late_approval") == 1
 	})
 }

@@ -37,7 +37,7 @@ func TestWebhookBeforeConfirmAnswer(t *testing.T) {
 	m.Confirm(o, key)
 	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
 	// The event is marked APPLIED just after the transition it made commits.
-	testenv.Poll(t, 5*time.Second, "the webhook to be settled", func() bool {
+	testenv.Poll(t, 20*time.Second, "the webhook to be settled", func() bool {
 		return sys.Count(`SELECT count(*) FROM pg_events WHERE state <> 'RECEIVED'`) >= 1
 	})
 	if n := sys.Count(`SELECT count(*) FROM pg_events WHERE state = 'APPLIED'`); n != 1 {
@@ -89,7 +89,7 @@ func TestSameWebhookFiftyTimes(t *testing.T) {
 	// The event says DONE but mockpg never approved: our confirm decides.
 	sys.StartWorker()
 	m.WaitStatus(o.OrderID, "PAID", 10*time.Second)
-	testenv.Poll(t, 5*time.Second, "the event to be settled", func() bool {
+	testenv.Poll(t, 20*time.Second, "the event to be settled", func() bool {
 		return sys.Count(`SELECT count(*) FROM pg_events WHERE event_key = 'evt_same_1' AND state <> 'RECEIVED'`) == 1
 	})
 	if n := transitions(sys, o.OrderID, "PAID"); n != 1 {
