@@ -117,7 +117,13 @@ func TestAdmissionLowersOnlyTheFloodingMerchant(t *testing.T) {
 func TestAdmissionSlowStartsAFloodBesideAnotherMerchant(t *testing.T) {
 	t.Parallel()
 	sys := systest.Start(t, systest.Options{Env: map[string]string{
-		"PAYRAIL_RATE_LIMIT": "100000", "PAYRAIL_RATE_BURST": "100000", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000",
+		// A limit the flood's 192 creates stay within (burst 500), and low
+		// enough that the slow start's ramp (Increase × the limit per
+		// 100 ms window: +10/s) stays slow while a loaded machine spreads
+		// the flood's first 50 answers over several windows. At 100,000
+		// the ramp added 2,000/s a window, and a loaded run let 44 of the
+		// first 50 through.
+		"PAYRAIL_RATE_LIMIT": "500", "PAYRAIL_RATE_BURST": "500", "PAYRAIL_MERCHANT_MAX_IN_FLIGHT": "1000",
 		// A pool share (max conns ÷ active merchants) above the flood's 32
 		// clients: every 429 here is the slow start's.
 		"PAYRAIL_DB_MAX_CONNS": "80"}})
