@@ -348,8 +348,9 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // machine the start waits for the merchant's PAID transactions in flight
 // (the lane lock). A wave goes only when the ones before it delivered
 // everything, each within FastTurn; otherwise the rest's claims are given
-// back at the turn's end. The claims of a turn of n waves hold for
-// n × timeout + 10 s.
+// back at the turn's end. The claims of a turn of n waves hold for the
+// timeout + 10 s + (n − 1) × FastTurn (a later wave starts only within
+// its share of FastTurn of the turn's start).
 const (
 	FastTurn = time.Second
 	MaxWaves = 4

@@ -82,38 +82,14 @@ type CallbackOutcome struct {
 	MerchantID      string
 }
 
-const sqlRecordCallback = `
-UPDATE callbacks SET
-    status = $3,
-    attempt = attempt + 1,
-    sending_until = NULL,
-    next_attempt_at = $4,
-    last_error = NULLIF($5, ''),
-    delivered_at = CASE WHEN $3 = 'DELIVERED' THEN $6::timestamptz ELSE NULL END
-WHERE callback_id = $1 AND attempt = $2 AND status = 'PENDING'`
-
-const sqlInsertCallbackAttempt = `
-INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
-VALUES ($1, $2, $3, NULLIF($4, 0), $5, NULLIF($6, ''), $7)`
-
 const sqlDisableMerchantCallbacks = `UPDATE merchants SET callback_enabled = false, updated_at = now() WHERE merchant_id = $1`
 
-// RecordCallbackAttempt records one attempt and moves the callback's schedule,
-// in one transaction: the attempt row and one conditional update of the
-// callback (and, for a 410, of the merchant). recorded is false, and nothing
-// is written, when the callback is no longer PENDING at o.Attempt: another
-// delivery of the same generation got there first.
-func (s *Store) RecordCallbackAttempt(ctx context.Context, o CallbackOutcome) (recorded bool, err error) {
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		recorded, err = recordAttemptTx(ctx, tx, o)
-		return err
-	})
-	return recorded && err == nil, err
-}
-
-// RecordCallbackAttempts records several attempts in one transaction (the
-// answers a lane turn collected while others of its batch are still out,
-// or that a shutdown cut short); recorded[i] as for RecordCallbackAttempt.
+// RecordCallbackAttempts records attempts in one transaction (the answers
+// a lane turn collected while others of its batch are still out, or that a
+// shutdown cut short): each moves its callback's schedule and adds its
+// attempt row (and, for a 410, disables the merchant's callbacks).
+// recorded[i] is false, and nothing is written for it, when its callback is
+// no longer PENDING at its attempt: another delivery got there first.
 func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackOutcome) (recorded []bool, err error) {
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
 		recorded, err = recordAttemptsTx(ctx, tx, outcomes)
@@ -125,8 +101,9 @@ func (s *Store) RecordCallbackAttempts(ctx context.Context, outcomes []CallbackO
 	return recorded, nil
 }
 
-// sqlRecordCallbacks is sqlRecordCallback and sqlInsertCallbackAttempt for
-// a whole batch, in one statement: a lane turn's end was 2 statements per
+// sqlRecordCallbacks records a batch of attempts in one statement: for each
+// callback still PENDING at its attempt, one conditional update of the
+// callback and its attempt row. A lane turn's end was 2 statements per
 // callback, and on a saturated machine each round trip waits for a core
 // (a busy merchant's turns took 90–220 ms for 8 callbacks, issue 19).
 const sqlRecordCallbacks = `
@@ -154,17 +131,12 @@ WITH raw AS (
 )
 SELECT i FROM upd`
 
-// recordAttemptsTx is recordAttemptTx for each outcome, in tx, in one
-// statement (and one more per endpoint a 410 disables).
+// recordAttemptsTx records outcomes in tx (see RecordCallbackAttempts) in
+// one statement, and one more per endpoint a 410 disables.
 func recordAttemptsTx(ctx context.Context, tx *sqlx.Tx, outcomes []CallbackOutcome) ([]bool, error) {
 	recorded := make([]bool, len(outcomes))
-	switch len(outcomes) {
-	case 0:
+	if len(outcomes) == 0 {
 		return recorded, nil
-	case 1:
-		ok, err := recordAttemptTx(ctx, tx, outcomes[0])
-		recorded[0] = ok
-		return recorded, err
 	}
 	n := len(outcomes)
 	ids, statuses, nexts, errs, dones, starts, resps := make([]string, n), make([]string, n), make([]string, n),
@@ -194,29 +166,6 @@ func recordAttemptsTx(ctx context.Context, tx *sqlx.Tx, outcomes []CallbackOutco
 		}
 	}
 	return recorded, nil
-}
-
-// recordAttemptTx is one attempt: one conditional update of the callback,
-// and only when it applied, the attempt row (and, for a 410, the merchant).
-func recordAttemptTx(ctx context.Context, tx *sqlx.Tx, o CallbackOutcome) (bool, error) {
-	res, err := tx.ExecContext(ctx, sqlRecordCallback, o.CallbackID, o.Attempt, o.Status, o.NextAttempt,
-		o.Error, o.StartedAt.Add(o.Latency))
-	if err != nil {
-		return false, fmt.Errorf("update callback: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return false, nil
-	}
-	if _, err := tx.ExecContext(ctx, sqlInsertCallbackAttempt, o.CallbackID, o.Attempt+1, o.StartedAt, o.StatusCode,
-		o.Latency.Milliseconds(), o.Error, o.Response); err != nil {
-		return false, fmt.Errorf("insert callback attempt: %w", err)
-	}
-	if o.DisableEndpoint {
-		if _, err := tx.ExecContext(ctx, sqlDisableMerchantCallbacks, o.MerchantID); err != nil {
-			return false, fmt.Errorf("disable endpoint: %w", err)
-		}
-	}
-	return true, nil
 }
 
 // Callback is a callback as its merchant sees it, with its attempts.
