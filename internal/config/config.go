@@ -63,6 +63,7 @@ type Config struct {
 	AdmitCeiling         time.Duration   // PAYRAIL_ADMIT_CEILING (a median service time above this is overload whatever the baseline; default 50ms)
 	RateLimit            int             // PAYRAIL_RATE_LIMIT (per merchant and second; default 100)
 	RateBurst            int             // PAYRAIL_RATE_BURST (default 200)
+	RateLease            time.Duration   // PAYRAIL_RATE_LEASE (a busy bucket's tokens drawn ahead are spent for at most this; default 100ms, at most 1s; 0 or off: one draw per request)
 	MerchantMaxInFlight  int             // PAYRAIL_MERCHANT_MAX_IN_FLIGHT (requests of one merchant an api process serves at once: this or the merchant's burst, whichever is larger; confirms twice; default 64)
 	ConfirmFairShare     int             // PAYRAIL_CONFIRM_FAIR_SHARE (a merchant's confirms outstanding in the payments queue before the rest go to payments_bulk; default 4)
 	PGWebhookRate        int             // PAYRAIL_PG_WEBHOOK_RATE (per source address and second; default 50)
@@ -176,6 +177,11 @@ func Load(getenv func(string) string) (Config, error) {
 	durVar("PAYRAIL_OPS_SESSION_MAX", 12*time.Hour, &c.OpsSessionMax)
 	intVar("PAYRAIL_RATE_LIMIT", 100, &c.RateLimit)
 	intVar("PAYRAIL_RATE_BURST", 200, &c.RateBurst)
+	if v := getenv("PAYRAIL_RATE_LEASE"); v == "0" || v == "off" {
+		c.RateLease = 0
+	} else if durVar("PAYRAIL_RATE_LEASE", 100*time.Millisecond, &c.RateLease); c.RateLease > time.Second {
+		bad("PAYRAIL_RATE_LEASE", "want 0 (off) to 1s, got %s", c.RateLease)
+	}
 	intVar("PAYRAIL_CONFIRM_FAIR_SHARE", 4, &c.ConfirmFairShare)
 	intVar("PAYRAIL_CALLBACK_CONCURRENCY", 8, &c.CallbackConcurrency)
 	if c.CallbackConcurrency > 16 {

@@ -276,3 +276,20 @@ func TestRedisTopologies(t *testing.T) {
 		}
 	}
 }
+
+// PAYRAIL_RATE_LEASE: 100 ms by default, 0/off turns drawing ahead off,
+// and more than a second (tokens held that long) is refused.
+func TestRateLease(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]string{"": "100ms", "0": "0s", "off": "0s", "250ms": "250ms"} {
+		c, err := load(t, with(sandboxEnv(), "PAYRAIL_RATE_LEASE", v))
+		if err != nil || c.RateLease.String() != want {
+			t.Errorf("PAYRAIL_RATE_LEASE=%q: %s %v, want %s", v, c.RateLease, err, want)
+		}
+	}
+	for _, v := range []string{"2s", "-1s", "fast"} {
+		if _, err := load(t, with(sandboxEnv(), "PAYRAIL_RATE_LEASE", v)); err == nil || !strings.Contains(err.Error(), "PAYRAIL_RATE_LEASE") {
+			t.Errorf("PAYRAIL_RATE_LEASE=%q loaded (%v)", v, err)
+		}
+	}
+}

@@ -56,17 +56,15 @@ const FloodFactor = 16
 
 func fairKey(merchantID string) string { return "payrail:confirming:{" + merchantID + "}" }
 
-// takeScript drops lapsed entries, counts the rest and adds this order;
-// it returns the count before the add (an order already present is not
-// counted twice: a retried request keeps its place).
+// takeScript drops lapsed entries, adds this order and returns how many
+// others are outstanding (an order already present is not counted twice:
+// a retried request keeps its place). After the add the set holds member
+// once, so the others are its size less one: no ZSCORE needed.
 var takeScript = redis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local had = redis.call('ZSCORE', KEYS[1], ARGV[3])
-local n = redis.call('ZCARD', KEYS[1])
-if had then n = n - 1 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return n`)
+return redis.call('ZCARD', KEYS[1]) - 1`)
 
 func (f *Fair) now() time.Time {
 	if f.Now != nil {
