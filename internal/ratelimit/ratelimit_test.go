@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/payrail/payrail/internal/ratelimit"
+	"github.com/payrail/payrail/internal/testenv"
 	"github.com/payrail/payrail/internal/testredis"
 )
 
@@ -254,5 +255,59 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 			t.Fatalf("request %d: %+v %v, want admitted with ErrUnavailable", i, d, err)
 		}
 		c.add(time.Minute)
+	}
+}
+
+// One key flooded far past its bucket (its draws ahead refused, then one
+// by one) costs another key on the same limiter nothing: the quiet key is
+// admitted exactly as often as alone, against a baseline in this test.
+func TestAFloodedKeyDoesNotTouchAnother(t *testing.T) {
+	t.Parallel()
+	db := testredis.New(t)
+	c := newClock()
+	l := replica(db.Client, c)
+	ctx := context.Background()
+	small := ratelimit.Limit{PerSecond: 3600, Burst: 40, Per: time.Hour} // draws 5 ahead
+	quiet := func(key string) int {
+		ok := 0
+		for range 30 {
+			if d, err := l.Allow(ctx, key, small); err == nil && d.Allowed {
+				ok++
+			}
+		}
+		return ok
+	}
+	start := time.Now()
+	alone := quiet("quiet:alone")
+	stop := make(chan struct{})
+	var flood sync.WaitGroup
+	var floodOK, floodN atomic.Int64
+	for range 16 {
+		flood.Add(1)
+		go func() {
+			defer flood.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				floodN.Add(1)
+				if d, _ := l.Allow(ctx, "noisy", small); d.Allowed {
+					floodOK.Add(1)
+				}
+			}
+		}()
+	}
+	testenv.Poll(t, 20*time.Second, "the flood", func() bool { return floodN.Load() > 200 })
+	c.add(time.Minute) // both keys now known busy: they draw ahead
+	beside := quiet("quiet:beside")
+	close(stop)
+	flood.Wait()
+	if alone != 30 || beside != alone {
+		t.Fatalf("quiet key admitted %d of 30 alone, %d beside the flood", alone, beside)
+	}
+	if n := floodOK.Load(); n > 40+int64(time.Since(start).Seconds())+1 {
+		t.Fatalf("the flooded key admitted %d of %d, over its bucket of 40", n, floodN.Load())
 	}
 }
