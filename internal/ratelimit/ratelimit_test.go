@@ -44,6 +44,15 @@ func newClock() *clock {
 	c.ns.Store(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC).UnixNano())
 	return c
 }
+
+// setup gives a test its Redis, counting its script calls, and a lease clock.
+func setup(t *testing.T) (testredis.DB, *scripts, *clock) {
+	db := testredis.New(t)
+	count := &scripts{}
+	db.Client.AddHook(count)
+	return db, count, newClock()
+}
+
 func replica(rdb *redis.Client, c *clock) *ratelimit.Limiter {
 	l := ratelimit.New(rdb)
 	l.Lease, l.Now = time.Minute, c.now
@@ -60,10 +69,7 @@ var slow = ratelimit.Limit{PerSecond: 3600, Burst: 400, Per: time.Hour}
 // the lease ends, never spent later.
 func TestLeaseDrawsAheadForABusyKey(t *testing.T) {
 	t.Parallel()
-	db := testredis.New(t)
-	var count scripts
-	db.Client.AddHook(&count)
-	c := newClock()
+	db, count, c := setup(t)
 	l := replica(db.Client, c)
 	ctx := context.Background()
 	allow := func(key string) ratelimit.Decision {
@@ -141,10 +147,7 @@ func TestLeaseDrawsAheadForABusyKey(t *testing.T) {
 // bucket is drawn from one token at a time, so no fraction is lost).
 func TestReplicasTogetherAdmitExactlyTheBucket(t *testing.T) {
 	t.Parallel()
-	db := testredis.New(t)
-	var count scripts
-	db.Client.AddHook(&count)
-	c := newClock()
+	db, count, c := setup(t)
 	a, b := replica(db.Client, c), replica(db.Client, c)
 	ctx := context.Background()
 	start := time.Now()
@@ -210,10 +213,7 @@ func TestReplicasTogetherAdmitExactlyTheBucket(t *testing.T) {
 // one exactly and still refuses at its limit.
 func TestSmallOrUntrackedBucketsAreExact(t *testing.T) {
 	t.Parallel()
-	db := testredis.New(t)
-	var count scripts
-	db.Client.AddHook(&count)
-	c := newClock()
+	db, count, c := setup(t)
 	l := replica(db.Client, c)
 	ctx := context.Background()
 	small := ratelimit.Limit{PerSecond: 2, Burst: 5}
