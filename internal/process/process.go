@@ -311,6 +311,7 @@ func NewWorker(cfg config.Config, deps *Deps, log *slog.Logger) *Worker {
 		Timeout: cfg.CallbackTimeout, MaxInFlight: max(cfg.WorkerConcurrency/2, 4*cfg.CallbackConcurrency),
 		MaxTurns: max(1, cfg.WorkerConcurrency/2), PerMerchant: cfg.CallbackConcurrency})
 	gate := queue.NewIdleGate(slices.Collect(maps.Keys(queue.Priorities))...)
+	gate.Redis = deps.Redis // probes and forwarder rounds look with one pipeline
 	deps.Redis.AddHook(gate.Hook())
 	srv := asynq.NewServerFromRedisClient(deps.Redis, asynq.Config{
 		Concurrency:              cfg.WorkerConcurrency,

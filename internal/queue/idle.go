@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,14 @@ type IdleGate struct {
 	// per queue (fewer when one yields a task).
 	Queues int
 	Now    func() time.Time
+	// Redis, when set, lets a probe and a forwarder round look first, with
+	// one pipeline each (LLEN of every pending list; ZCOUNT of every retry
+	// and scheduled set up to now), and send asynq's scripts only for the
+	// queues and sets holding something: idle, two round trips and 15
+	// commands a second instead of 15 scripts and 35 commands. Without it
+	// (or for a gate serving any queue) every probe and forwarder round
+	// asks with asynq's own scripts.
+	Redis redis.UniversalClient
 	// serves names the queues: a wake for another (a worker with other
 	// queues, another deployment on the same Redis: PUBLISH ignores the
 	// database) would otherwise hold a credit no dequeue of ours clears,
@@ -79,12 +88,17 @@ type IdleGate struct {
 	nextForward time.Time
 	forwardLeft int
 	forwardOpen time.Time
+	due         map[string]bool // retry and scheduled sets with a task due, as of dueAt
+	dueAt       time.Time
 	// Passed counts dequeue scripts sent to Redis, Skipped those answered
 	// "empty" for a queue with no credit, Waited the rounds held back until
 	// a wake or a probe.
 	Passed, Skipped, Waited atomic.Int64
-	wake                    chan struct{}
-	once                    sync.Once
+	// Looked counts probes made as one pipeline, LookedDue forwarder
+	// rounds' looks (Redis set).
+	Looked, LookedDue atomic.Int64
+	wake              chan struct{}
+	once              sync.Once
 }
 
 // NewIdleGate returns a gate for a worker serving queues, with the
@@ -274,8 +288,16 @@ func (g *IdleGate) endRound() {
 // every time.
 const forwardWindow = time.Second
 
-// allowForward is allow for the forwarder: once a second while shut.
-func (g *IdleGate) allowForward() bool {
+// allowForward decides one forwarder script on set (a retry or scheduled
+// set): once a second while shut, at asynq's interval for Hold after a
+// wake; and with Redis set, only for a set the round's look found a task
+// due in.
+func (g *IdleGate) allowForward(ctx context.Context, set string) bool {
+	return g.forwardRound() && g.isDue(ctx, set)
+}
+
+// forwardRound is whether the forwarder runs now: once a second while shut.
+func (g *IdleGate) forwardRound() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -292,6 +314,85 @@ func (g *IdleGate) allowForward() bool {
 		return true
 	}
 	return false
+}
+
+// dueFresh is how long one look at the retry and scheduled sets answers
+// for: a forwarder round's scripts follow each other within it, and a task
+// that becomes due meanwhile is moved by the next round.
+const dueFresh = 100 * time.Millisecond
+
+// isDue reports whether set may hold a task due now: one pipelined ZCOUNT
+// per served set answers a whole forwarder round. Without Redis, for a set
+// the gate does not know, or when the look fails, it says yes.
+func (g *IdleGate) isDue(ctx context.Context, set string) bool {
+	if g.Redis == nil || len(g.serves) == 0 {
+		return true
+	}
+	g.mu.Lock()
+	now := g.now()
+	if g.due != nil && !now.Before(g.dueAt) && now.Sub(g.dueAt) < dueFresh {
+		due, known := g.due[set]
+		g.mu.Unlock()
+		return due || !known
+	}
+	g.mu.Unlock()
+	sets := make([]string, 0, 2*len(g.serves))
+	for q := range g.serves {
+		sets = append(sets, "asynq:{"+q+"}:scheduled", "asynq:{"+q+"}:retry")
+	}
+	upTo := strconv.FormatInt(now.Unix(), 10) // asynq's forwarder compares whole seconds
+	pipe := g.Redis.Pipeline()
+	counts := make([]*redis.IntCmd, len(sets))
+	for i, k := range sets {
+		counts[i] = pipe.ZCount(ctx, k, "-inf", upTo)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return true
+	}
+	g.LookedDue.Add(1)
+	due := make(map[string]bool, len(sets))
+	for i, k := range sets {
+		due[k] = counts[i].Val() > 0
+	}
+	g.mu.Lock()
+	g.due, g.dueAt = due, now
+	g.mu.Unlock()
+	d, known := due[set]
+	return d || !known
+}
+
+// look, with Redis set, runs a due probe as one pipeline of LLENs at the
+// start of a round: the queues holding tasks get a credit per task, and
+// the round asks only them. A failed look asks every queue.
+func (g *IdleGate) look(ctx context.Context) {
+	if g.Redis == nil || len(g.serves) == 0 {
+		return
+	}
+	g.mu.Lock()
+	now := g.now()
+	if now.Before(g.nextProbe) || g.round > 0 {
+		g.mu.Unlock()
+		return
+	}
+	g.nextProbe = now.Add(g.Probe)
+	g.mu.Unlock()
+	queues := make([]string, 0, len(g.serves))
+	pipe := g.Redis.Pipeline()
+	var lens []*redis.IntCmd
+	for q := range g.serves {
+		queues = append(queues, q)
+		lens = append(lens, pipe.LLen(ctx, "asynq:{"+q+"}:pending"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		g.Wake()
+		return
+	}
+	g.Looked.Add(1)
+	for i, q := range queues {
+		if n := lens[i].Val(); n > 0 {
+			g.credit(q, n)
+		}
+	}
 }
 
 // Listen wakes the gate on every WakeChannel message until ctx ends
@@ -394,7 +495,7 @@ func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if q, ok := forwardQueue(cmd); ok {
 			c, isCmd := cmd.(*redis.Cmd)
-			if isCmd && !h.g.allowForward() {
+			if isCmd && !h.g.allowForward(ctx, cmd.Args()[3].(string)) {
 				c.SetVal(int64(0)) // "nothing became due": checked again within a second
 				return nil
 			}
@@ -410,12 +511,17 @@ func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if !ok {
 			return next(ctx, cmd)
 		}
+		h.g.look(ctx)
 		d := h.g.decide(q)
 		if d == hold {
 			h.g.Waited.Add(1)
-			for d == hold && ctx.Err() == nil {
-				h.g.wait(ctx) // asynq passes no deadline: shutdown waits at most Probe
-				d = h.g.decide(q)
+			h.g.wait(ctx)
+			h.g.look(ctx)
+			if d = h.g.decide(q); d == hold {
+				// Nothing came (a look found the queues empty): "empty",
+				// without Redis, so that asynq, which passes no deadline,
+				// checks for shutdown at least once a Probe.
+				d = skip
 			}
 		}
 		if d == skip {

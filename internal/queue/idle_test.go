@@ -105,19 +105,51 @@ func TestIdleGateDecisions(t *testing.T) {
 
 // A real asynq server behind the gate: idle, it asks Redis only for the
 // probes; a task enqueued with a wake runs, and so does one enqueued
-// without (its wake lost), through a probe.
+// without (its wake lost), through a probe. With Redis set (as the worker
+// runs it), the same, and idle it sends none of asynq's scripts at all:
+// each probe and forwarder round is one pipelined look.
 func TestIdleGateWithAsynq(t *testing.T) {
 	t.Parallel()
+	// One after the other: wakes go to every subscriber (PUBLISH ignores
+	// the database), so one's enqueues would credit the other's gate.
+	t.Run("scripts", func(t *testing.T) { idleGateWithAsynq(t, false) })
+	t.Run("look", func(t *testing.T) { idleGateWithAsynq(t, true) })
+}
+
+// scriptCount counts the asynq scripts that reach Redis.
+type scriptCount struct{ dequeues, forwards atomic.Int64 }
+
+func (s *scriptCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (s *scriptCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isDequeue(cmd) {
+			s.dequeues.Add(1)
+		} else if isForward(cmd) {
+			s.forwards.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (s *scriptCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func idleGateWithAsynq(t *testing.T, look bool) {
 	rdb := testredis.New(t).Client
 	gate := NewIdleGate("gated", "other")
 	srvClient := redis.NewClient(rdb.Options())
 	defer srvClient.Close()
 	srvClient.AddHook(gate.Hook())
+	var sent scriptCount
+	srvClient.AddHook(&sent) // inside the gate's: what reaches Redis
+	if look {
+		gate.Redis = srvClient
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go gate.Listen(ctx, srvClient, nil)
 	var ran atomic.Int64
-	srv := asynq.NewServerFromRedisClient(srvClient, asynq.Config{Concurrency: 2, Queues: map[string]int{"gated": 1, "other": 1},
+	srv := asynq.NewServerFromRedisClient(srvClient, asynq.Config{Concurrency: 2, Queues: map[string]int{"gated": 1, "other": 1}, DelayedTaskCheckInterval: 250 * time.Millisecond,
 		TaskCheckInterval: 20 * time.Millisecond, LogLevel: asynq.ErrorLevel})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc("gated:task", func(context.Context, *asynq.Task) error { ran.Add(1); return nil })
@@ -137,6 +169,18 @@ func TestIdleGateWithAsynq(t *testing.T) {
 	// second's probe. 10/s leaves room for a loaded machine.
 	if w, p, d := gate.Waited.Load(), gate.Passed.Load(), time.Since(start); w < 4 || float64(p) > 10*d.Seconds()+4 {
 		t.Fatalf("idle %s: %d waits, %d polls sent to Redis, %d skipped", d, w, p, gate.Skipped.Load())
+	}
+	if look {
+		// Wait for a forwarder round too (asynq's first is 5 s after start
+		// at its default interval), then nothing was sent but looks.
+		for sent.forwards.Load() == 0 && gate.LookedDue.Load() < 2 && time.Since(start) < 20*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if dq, fw, l := sent.dequeues.Load(), sent.forwards.Load(), gate.Looked.Load(); dq != 0 || fw != 0 || l < 3 || gate.LookedDue.Load() < 1 {
+			t.Fatalf("idle with looks: %d dequeue and %d forward scripts sent, %d probe looks, %d forwarder looks; want 0, 0, ≥ 3, ≥ 1", dq, fw, l, gate.LookedDue.Load())
+		}
+	} else if sent.dequeues.Load() == 0 {
+		t.Fatal("idle without looks: no probe sent a dequeue script")
 	}
 	must(t, c.enqueue(ctx, "gated:task", "gated:1", "gated", map[string]string{}))
 	waitRan(t, &ran, 1)
@@ -203,21 +247,21 @@ func TestIdleGateForwarderRounds(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: 250 * time.Millisecond, Queues: 3, Now: func() time.Time { return now }}
 	for i := range 6 {
-		if !g.allowForward() {
+		if !g.allowForward(context.Background(), "asynq:{a}:retry") {
 			t.Fatalf("forward %d of the round refused", i+1)
 		}
 	}
-	if g.allowForward() {
+	if g.allowForward(context.Background(), "asynq:{a}:retry") {
 		t.Fatal("a seventh forward passed")
 	}
 	now = now.Add(time.Second)
-	if !g.allowForward() {
+	if !g.allowForward(context.Background(), "asynq:{a}:retry") {
 		t.Fatal("no forwarder round a second later")
 	}
 	now = now.Add(300 * time.Millisecond)
 	g.WakeQueue("a")
 	for i := range 10 {
-		if !g.allowForward() {
+		if !g.allowForward(context.Background(), "asynq:{a}:retry") {
 			t.Fatalf("forward %d refused within Hold of a wake", i+1)
 		}
 	}
@@ -273,5 +317,27 @@ func TestIdleGateLateWakesAndRounds(t *testing.T) {
 	}
 	if g.round != 0 {
 		t.Fatalf("a queue asked twice did not start a new round (round %d)", g.round)
+	}
+}
+
+// A look that cannot reach Redis hides nothing: the probe's round asks
+// every queue with asynq's scripts, and every forwarder script passes.
+func TestIdleGateFailedLookAsksEverything(t *testing.T) {
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer dead.Close()
+	now := time.Unix(1700000000, 0)
+	g := NewIdleGate("a", "b")
+	g.Now = func() time.Time { return now }
+	g.Redis = dead
+	ctx := context.Background()
+	g.look(ctx)
+	if got := round(t, g, []string{"a", "b"}, nil); len(got) != 2 || got[0] != pass || got[1] != pass {
+		t.Fatalf("after a failed look: %v, want both queues asked", got)
+	}
+	if g.Looked.Load() != 0 {
+		t.Fatal("a failed look counted as made")
+	}
+	if !g.allowForward(ctx, "asynq:{a}:retry") || !g.allowForward(ctx, "asynq:{b}:scheduled") {
+		t.Fatal("a forwarder script held back after a failed look")
 	}
 }
