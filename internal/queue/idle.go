@@ -347,6 +347,11 @@ func (g *IdleGate) isDue(ctx context.Context, set string) bool {
 		counts[i] = pipe.ZCount(ctx, k, "-inf", upTo)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
+		// Every set passes for this round (an empty map knows no set), and
+		// its other scripts do not each wait for another failed look.
+		g.mu.Lock()
+		g.due, g.dueAt = map[string]bool{}, now
+		g.mu.Unlock()
 		return true
 	}
 	g.LookedDue.Add(1)

@@ -337,7 +337,28 @@ func TestIdleGateFailedLookAsksEverything(t *testing.T) {
 	if g.Looked.Load() != 0 {
 		t.Fatal("a failed look counted as made")
 	}
-	if !g.allowForward(ctx, "asynq:{a}:retry") || !g.allowForward(ctx, "asynq:{b}:scheduled") {
-		t.Fatal("a forwarder script held back after a failed look")
+	var pipes pipelines
+	dead.AddHook(&pipes)
+	for _, set := range []string{"asynq:{a}:retry", "asynq:{a}:scheduled", "asynq:{b}:retry", "asynq:{b}:scheduled"} {
+		if !g.allowForward(ctx, set) {
+			t.Fatalf("forwarder script on %s held back after a failed look", set)
+		}
+	}
+	// One failed look answers the round: its other scripts do not each
+	// wait for another (against a hung Redis, a timeout each).
+	if n := pipes.n.Load(); n != 1 {
+		t.Fatalf("%d looks for one forwarder round against a dead Redis, want 1", n)
+	}
+}
+
+// pipelines counts the pipelines a client sends.
+type pipelines struct{ n atomic.Int64 }
+
+func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.n.Add(1)
+		return next(ctx, cmds)
 	}
 }

@@ -170,6 +170,12 @@ func (l *Limiter) drawAhead(ctx context.Context, key string, lim Limit, h *held,
 	// charge the fraction of a token it cannot return.
 	res, err := l.l.AllowN(ctx, key, redisLimit(lim), want)
 	if err != nil {
+		// Redis is slow or gone: the requests waiting on this draw must not
+		// each draw in turn, one timeout after another; for the rest of the
+		// lease they ask Redis side by side, as without a lease.
+		l.mu.Lock()
+		h.scarce = now.Add(l.Lease)
+		l.mu.Unlock()
 		return Decision{Limit: lim, Allowed: true}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if res.Allowed == 0 {
@@ -214,7 +220,7 @@ func (l *Limiter) entry(key string, lim Limit, now time.Time) *held {
 		l.held[key] = h
 	}
 	if h.lim != lim {
-		*h = held{lim: lim, win: now}
+		*h = held{lim: lim, win: now, drawing: h.drawing} // the draw in flight still ends here
 	}
 	if d := now.Sub(h.win); d >= l.Lease {
 		h.prev = 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,5 +310,68 @@ func TestAFloodedKeyDoesNotTouchAnother(t *testing.T) {
 	}
 	if n := floodOK.Load(); n > 40+int64(time.Since(start).Seconds())+1 {
 		t.Fatalf("the flooded key admitted %d of %d, over its bucket of 40", n, floodN.Load())
+	}
+}
+
+// A Redis that accepts connections and never answers (a hung server, a
+// dropped link): a busy key's requests must reach it side by side, each
+// with its own timeout, as without a lease, not queue behind one failed
+// draw after another. The server counts requests waiting on it at once.
+func TestHungRedisDoesNotSerializeABusyKey(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waiting, most atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, 4096)
+				if _, err := conn.Read(buf); err != nil {
+					return
+				}
+				n := waiting.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				// Waiting until the client gives up and closes the connection.
+				_, _ = conn.Read(buf)
+				waiting.Add(-1)
+			}()
+		}
+	}()
+	hung := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 2 * time.Second,
+		Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { ln.Close(); hung.Close() })
+	c := newClock()
+	l := replica(hung, c)
+	ctx := context.Background()
+	key := "busy"
+	// Make the key busy in the lease before (counted locally; each of these
+	// fails at once against a closed context).
+	dead, cancel := context.WithCancel(ctx)
+	cancel()
+	for range 20 {
+		l.Allow(dead, key, slow)
+	}
+	c.add(time.Minute)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if d, err := l.Allow(ctx, key, slow); !errors.Is(err, ratelimit.ErrUnavailable) || !d.Allowed {
+				t.Errorf("against a hung Redis: %+v %v, want admitted with ErrUnavailable", d, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := most.Load(); m < 4 {
+		t.Fatalf("at most %d of 8 requests were at Redis at once: the busy key's requests queued behind each other's draws", m)
 	}
 }
