@@ -26,21 +26,22 @@ type MinimalCeiling struct {
 }
 
 // The four transactions. Statements are the shape payrail's are (fenced on
-// status and version, a payment_log row per state change, the callback row
-// in the same transaction as the change it announces).
+// status and version, the fences written so only the primary key serves
+// them as store's package doc says, a payment_log row per state change, the
+// callback row in the same transaction as the change it announces).
 const (
 	sqlMinimalCreate = `INSERT INTO orders (order_id, merchant_id, amount, currency, order_name, payment_token_hash, expires_at)
 VALUES ($1, $2, 15000, 'KRW', 'loadgen', $3, now() + interval '30 minutes')`
 	sqlMinimalAccept = `WITH o AS (
     UPDATE orders SET status = 'CONFIRMING', payment_key = $2, pg_idempotency_key = $3, confirm_requested_at = now(),
         next_check_at = now() + interval '30 seconds', version = version + 1, updated_at = now()
-    WHERE order_id = $1 AND status = 'CREATED' RETURNING order_id)
+    WHERE order_id = $1 AND (status = 'CREATED') IS TRUE RETURNING order_id)
 INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details)
 SELECT order_id, 'payment.confirm_requested', 'CREATED', 'CONFIRMING', 'merchant', '{}' FROM o`
 	sqlMinimalPaid = `WITH o AS (
     UPDATE orders SET status = 'PAID', method = '카드', approved_at = now(), confirm_attempts = confirm_attempts + 1,
         version = version + 1, updated_at = now()
-    WHERE order_id = $1 AND version = 2 AND status = 'CONFIRMING' RETURNING order_id, merchant_id),
+    WHERE order_id = $1 AND version = 2 AND (status = 'CONFIRMING') IS TRUE RETURNING order_id, merchant_id),
 l AS (
     INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details)
     SELECT order_id, 'payment.approved', 'CONFIRMING', 'PAID', 'worker', '{"source":"pg.confirm","pgStatus":"DONE"}' FROM o)
@@ -48,7 +49,7 @@ INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, 
 SELECT $2, merchant_id, order_id, 'payment.paid', $3, now(), now() FROM o`
 	sqlMinimalDelivered = `WITH c AS (
     UPDATE callbacks SET status = 'DELIVERED', attempt = attempt + 1, delivered_at = now(), next_attempt_at = now()
-    WHERE callback_id = $1 AND status = 'PENDING' AND attempt = 0 RETURNING callback_id)
+    WHERE callback_id = $1 AND (status = 'PENDING') IS TRUE AND attempt = 0 RETURNING callback_id)
 INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms)
 SELECT callback_id, 1, now(), 204, 1 FROM c`
 )

@@ -122,7 +122,10 @@ WITH raw AS (
         next_attempt_at = o.next_at,
         last_error = NULLIF(o.error, ''),
         delivered_at = CASE WHEN o.status = 'DELIVERED' THEN o.done_at ELSE NULL END
-    FROM o WHERE c.callback_id = o.callback_id AND c.attempt = o.attempt AND c.status = 'PENDING'
+    -- By primary key (package doc): the ids again as an array, which the
+    -- key's index serves, or a join from the unnest may scan callbacks.
+    FROM o WHERE c.callback_id = ANY($1::text[]) AND c.callback_id = o.callback_id AND c.attempt = o.attempt
+        AND (c.status = 'PENDING') IS TRUE
     RETURNING o.i
 ), ins AS (
     INSERT INTO callback_attempts (callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix)
@@ -266,7 +269,7 @@ const sqlRedeliverCallback = `UPDATE callbacks SET
     sending_until = CASE WHEN status = 'PENDING' THEN sending_until ELSE NULL END,
     pending_since = CASE WHEN status = 'PENDING' THEN pending_since ELSE $3 END,
     status = 'PENDING', next_attempt_at = $3, delivered_at = NULL
-WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2)
+WHERE callback_id = $1 AND ($2 = '' OR merchant_id = $2) IS TRUE -- by primary key only (package doc)
 `
 
 // RedeliverCallback makes a merchant's callback due now. A DELIVERED or DEAD

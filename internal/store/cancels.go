@@ -208,7 +208,7 @@ func (s *Store) CancelsOfOrder(ctx context.Context, orderID string) ([]Cancel, e
 }
 
 const sqlRecordCancelAttempt = `UPDATE cancels SET attempts = attempts + 1, needs_reconciliation = needs_reconciliation OR $2, updated_at = now()
-WHERE cancel_id = $1 AND status = 'PENDING'`
+WHERE cancel_id = $1 AND (status = 'PENDING') IS TRUE` // by primary key only (package doc)
 
 // RecordCancelAttempt notes a PG cancel call whose outcome is not final.
 func (s *Store) RecordCancelAttempt(ctx context.Context, c Cancel, outcome, code string, needsReconciliation bool) error {

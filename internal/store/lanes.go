@@ -314,7 +314,8 @@ type LaneEnd struct {
 	ClaimedUntil time.Time
 }
 
-const sqlUnclaimCallbacks = `UPDATE callbacks SET sending_until = NULL WHERE callback_id = ANY($1) AND status = 'PENDING' AND sending_until = $2`
+// (…) IS TRUE: by primary key only (package doc).
+const sqlUnclaimCallbacks = `UPDATE callbacks SET sending_until = NULL WHERE callback_id = ANY($1) AND (status = 'PENDING') IS TRUE AND sending_until = $2`
 
 const sqlEndLane = `
 UPDATE callback_endpoints SET

@@ -174,7 +174,8 @@ func scoped(merchantID string) error {
 	return nil
 }
 
-const sqlOrderRow = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2)`
+// (…) IS TRUE: by primary key only (package doc).
+const sqlOrderRow = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1 AND ($2 = '' OR merchant_id = $2) IS TRUE`
 
 func (s *Store) orderRow(ctx context.Context, q sqlx.QueryerContext, merchantID, orderID string, forUpdate bool) (OrderRow, error) {
 	var row OrderRow
@@ -693,7 +694,7 @@ UPDATE orders SET
     va_secret_key_id = COALESCE($20, va_secret_key_id),
     va_secret_aad_version = COALESCE($21, va_secret_aad_version),
     va_secret = COALESCE($22, va_secret)
-WHERE order_id = $1 AND version = $2 AND status = ANY($3)
+WHERE order_id = $1 AND version = $2 AND (status = ANY($3)) IS TRUE -- by primary key only (package doc)
 RETURNING ` + orderColumns
 
 const sqlNotifyOrder = `SELECT pg_notify('payrail_order', $1)`

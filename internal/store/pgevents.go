@@ -118,7 +118,7 @@ func (s *Store) PGEventByKey(ctx context.Context, provider, key string) (PGEvent
 const maxEventNote = 300
 
 const sqlMarkPGEvent = `UPDATE pg_events SET state = $3, note = $4, applied_at = now(), order_id = COALESCE(NULLIF($5, ''), order_id)
-WHERE provider = $1 AND event_key = $2 AND state = 'RECEIVED'`
+WHERE provider = $1 AND event_key = $2 AND (state = 'RECEIVED') IS TRUE` // by primary key only (package doc)
 
 // MarkPGEvent settles an event (APPLIED, IGNORED or REJECTED) with a note and
 // the order it was matched to. Only an APPLIED event, one that moved the

@@ -402,7 +402,7 @@ func (s *Store) AddReconItem(ctx context.Context, it ReconItem) (added bool, err
 	return n == 1, nil
 }
 
-const sqlReconHeartbeat = `UPDATE recon_runs SET heartbeat_at = $2 WHERE run_id = $1 AND status = 'RUNNING'`
+const sqlReconHeartbeat = `UPDATE recon_runs SET heartbeat_at = $2 WHERE run_id = $1 AND (status = 'RUNNING') IS TRUE` // by primary key only (package doc)
 
 // ReconHeartbeat tells other workers the run is alive.
 func (s *Store) ReconHeartbeat(ctx context.Context, runID string) error {

@@ -73,7 +73,7 @@ func (s *Store) RefundsOfOrder(ctx context.Context, orderID string) ([]Refund, e
 	return rs, err
 }
 
-const sqlRecordRefundAttempt = `UPDATE refunds SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, updated_at = now() WHERE refund_id = $1 AND status = 'PENDING'`
+const sqlRecordRefundAttempt = `UPDATE refunds SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, updated_at = now() WHERE refund_id = $1 AND (status = 'PENDING') IS TRUE` // by primary key only (package doc)
 
 // RecordRefundAttempt notes a refund attempt that did not settle and when
 // the sweep should try again.

@@ -3,6 +3,20 @@
 // that changes state opens its own transaction, so a transition, its log row
 // and its outbox row commit together or not at all. Unique violations become
 // domain errors here and nowhere else.
+//
+// Fences written (…) IS TRUE. A statement that finds its row by primary key
+// and also checks a status or a merchant writes that check as
+// `(status = 'PENDING') IS TRUE` or `(merchant_id = $2) IS TRUE`, which no
+// index can serve, so the primary key is the only way in. Written plainly,
+// the planner took a partial index over that status (orders_created_expiry,
+// callbacks_pending_since, …) whenever a vacuum had found it empty — its
+// reltuples stays 0 and it looks free however large it grows — or the
+// merchant's (merchant_id, …) index for a merchant missing from the
+// statistics; then every payment's transition read every CREATED order,
+// every PENDING callback or every order of the merchant (issue 19: about
+// 1,000 tuples and 300 buffers per payment in the bench; a dead endpoint's
+// backlog made every merchant's callbacks slower). TestFencesUsePrimaryKey
+// holds the plans.
 package store
 
 import (

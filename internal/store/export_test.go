@@ -1,0 +1,10 @@
+package store
+
+// Fenced statements whose plans TestFencesUsePrimaryKey holds (package doc).
+const (
+	SQLOrderRow          = sqlOrderRow
+	SQLTransition        = sqlTransition
+	SQLRecordCallbacks   = sqlRecordCallbacks
+	SQLUnclaimCallbacks  = sqlUnclaimCallbacks
+	SQLRedeliverCallback = sqlRedeliverCallback
+)
