@@ -89,7 +89,7 @@ func (s *Store) sealRefundAccount(cancelID string, a *payment.RefundAccount) (ke
 }
 
 const sqlRequestCancelUpdateOrders = `UPDATE orders SET reserved_cancel_amount = reserved_cancel_amount + $3, version = version + 1, updated_at = now()
-WHERE order_id = $1 AND version = $2 AND status IN ('PAID', 'PARTIALLY_CANCELED', 'AWAITING_DEPOSIT')`
+WHERE order_id = $1 AND version = $2 AND (status IN ('PAID', 'PARTIALLY_CANCELED', 'AWAITING_DEPOSIT')) IS TRUE` // by primary key only (package doc)
 
 const sqlRequestCancelInsertCancels = `INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg_idempotency_key,
     refund_account_key_id, refund_account_aad_version, refund_account)

@@ -35,7 +35,7 @@ const sqlRecordPGCall = `UPDATE orders SET
     outcome_unknown = outcome_unknown OR $4,
     needs_reconciliation = needs_reconciliation OR $5,
     next_check_at = $6
-WHERE order_id = $1 AND version = $2 AND status IN ('CONFIRMING', 'AWAITING_DEPOSIT')`
+WHERE order_id = $1 AND version = $2 AND (status IN ('CONFIRMING', 'AWAITING_DEPOSIT')) IS TRUE` // by primary key only (package doc)
 
 // RecordPGCall writes the call to the order's history and updates the
 // order's retry bookkeeping, fenced on version and CONFIRMING (or

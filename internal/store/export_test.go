@@ -2,9 +2,12 @@ package store
 
 // Fenced statements whose plans TestFencesUsePrimaryKey holds (package doc).
 const (
-	SQLOrderRow          = sqlOrderRow
-	SQLTransition        = sqlTransition
-	SQLRecordCallbacks   = sqlRecordCallbacks
-	SQLUnclaimCallbacks  = sqlUnclaimCallbacks
-	SQLRedeliverCallback = sqlRedeliverCallback
+	SQLOrderRow            = sqlOrderRow
+	SQLTransition          = sqlTransition
+	SQLRecordCallbacks     = sqlRecordCallbacks
+	SQLUnclaimCallbacks    = sqlUnclaimCallbacks
+	SQLRedeliverCallback   = sqlRedeliverCallback
+	SQLRecordCancelAttempt = sqlRecordCancelAttempt
+	SQLRecordRefundAttempt = sqlRecordRefundAttempt
+	SQLMarkPGEvent         = sqlMarkPGEvent
 )
