@@ -14,35 +14,12 @@ import (
 	"github.com/payrail/payrail/internal/testenv"
 )
 
-// The statements that find a row by primary key and fence on a status or a
-// merchant reach it by the primary key alone, in the state that made the
-// planner choose otherwise (package doc): a vacuum found the partial indexes
-// over CREATED orders and PENDING callbacks, cancels and refunds and over
-// RECEIVED events empty after their rows moved on (reltuples 0 however they
-// grow), and the merchant paying now came after the last ANALYZE. The plain
-// statements are planned too, to show the trap is set: through them each
-// call read all 3,000 of the merchant's rows.
-func TestFencesUsePrimaryKey(t *testing.T) {
-	t.Parallel()
-	db := testenv.NewDatabase(t)
-	st := store.New(db.DB, testenv.Keyring(t), store.Options{})
-	ctx := context.Background()
-	exec := func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.DB.ExecContext(ctx, q, args...); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	// An autovacuum or analyze in the middle would refresh what the test
-	// sets up; the database is this test's own.
-	for _, tbl := range []string{"orders", "callbacks", "cancels", "refunds", "pg_events"} {
-		exec(`ALTER TABLE ` + tbl + ` SET (autovacuum_enabled = off)`)
-	}
-	old, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "analyzed", CallbackURL: "https://example.com/cb"})
-	testenv.Must(t, err)
-	const insertOrders = `INSERT INTO orders (order_id, merchant_id, merchant_order_id, amount, currency, order_name, payment_token_hash, expires_at)
+// Rows for a merchant: orders (CREATED), and for each a PENDING callback,
+// cancel and refund and a RECEIVED PG event.
+const (
+	sqlTestOrders = `INSERT INTO orders (order_id, merchant_id, merchant_order_id, amount, currency, order_name, payment_token_hash, expires_at)
 SELECT $2 || g, $1, 'mo_000' || g, 1000, 'KRW', 'p', convert_to('h' || g, 'UTF8'), now() + interval '1 hour' FROM generate_series(1, $3) g`
-	const insertRest = `
+	sqlTestRest = `
 WITH o AS (SELECT order_id, merchant_id FROM orders WHERE merchant_id = $1),
 cb AS (INSERT INTO callbacks (callback_id, merchant_id, order_id, event_type, payload, pending_since)
     SELECT 'cb_' || order_id, merchant_id, order_id, 'payment.paid', '{}', now() FROM o),
@@ -51,10 +28,40 @@ cn AS (INSERT INTO cancels (cancel_id, order_id, merchant_id, amount, reason, pg
 rf AS (INSERT INTO refunds (refund_id, order_id, payment_key, amount, pg_idempotency_key)
     SELECT 'rf_' || order_id, order_id, 'pk_' || order_id, 1, 'ik_rf_' || order_id FROM o)
 INSERT INTO pg_events (provider, event_key, order_id, body) SELECT 'mockpg', 'ev_' || order_id, order_id, '{}' FROM o`
+)
+
+// trappedDB is a database in the state that made the planner leave the
+// primary key (package doc): a vacuum found the partial indexes over
+// CREATED orders, PENDING callbacks, cancels and refunds and RECEIVED
+// events empty after their rows moved on (reltuples 0 however they grow),
+// and every merchant made from here on comes after the last ANALYZE.
+// addRows gives a merchant n orders with their rows (sqlTestRest).
+func trappedDB(t *testing.T) (db testenv.Database, st *store.Store, exec func(q string, args ...any), addRows func(merchantID, prefix string, n int)) {
+	t.Helper()
+	db = testenv.NewDatabase(t)
+	st = store.New(db.DB, testenv.Keyring(t), store.Options{})
+	ctx := context.Background()
+	exec = func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.DB.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	addRows = func(merchantID, prefix string, n int) {
+		t.Helper()
+		exec(sqlTestOrders, merchantID, prefix, n)
+		exec(sqlTestRest, merchantID)
+	}
+	// An autovacuum or analyze in the middle would refresh what the test
+	// sets up; the database is this test's own.
+	for _, tbl := range []string{"orders", "callbacks", "cancels", "refunds", "pg_events"} {
+		exec(`ALTER TABLE ` + tbl + ` SET (autovacuum_enabled = off)`)
+	}
+	old, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "analyzed", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
 	// The analyzed merchant's rows pass through the partial indexes' states
 	// and leave them; the vacuum then counts them empty.
-	exec(insertOrders, old.MerchantID, "ord_old_", 200)
-	exec(insertRest, old.MerchantID)
+	addRows(old.MerchantID, "ord_old_", 200)
 	exec(`UPDATE orders SET status = 'EXPIRED'`)
 	exec(`UPDATE callbacks SET status = 'DELIVERED'`)
 	exec(`UPDATE cancels SET status = 'SUCCEEDED'`)
@@ -69,10 +76,20 @@ INSERT INTO pg_events (provider, event_key, order_id, body) SELECT 'mockpg', 'ev
 			t.Fatalf("%s: reltuples %v, relpages %d after the vacuum; want 0 tuples on 2+ pages (the trap)", ix, tuples, pages)
 		}
 	}
+	return db, st, exec, addRows
+}
+
+// The statements that find a row by primary key and fence on a status or a
+// merchant reach it by the primary key alone in a trappedDB, for a merchant
+// with 3,000 orders and their rows. The plain statements are planned too,
+// to show the trap is set: through them each call read all 3,000.
+func TestFencesUsePrimaryKey(t *testing.T) {
+	t.Parallel()
+	db, st, _, addRows := trappedDB(t)
+	ctx := context.Background()
 	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "new", CallbackURL: "https://example.com/cb"})
 	testenv.Must(t, err)
-	exec(insertOrders, m.MerchantID, "ord_new_", 3000)
-	exec(insertRest, m.MerchantID)
+	addRows(m.MerchantID, "ord_new_", 3000)
 
 	// indexes lists the indexes a plan reads and the tables it scans whole.
 	indexes := func(q string, args ...any) []string {
@@ -138,5 +155,68 @@ INSERT INTO pg_events (provider, event_key, order_id, body) SELECT 'mockpg', 'ev
 		} else {
 			t.Logf("%s written plainly reads %v", c.name, got)
 		}
+	}
+}
+
+// A noisy merchant's abandoned checkouts (CREATED orders) and dead
+// endpoint's backlog (PENDING callbacks) cost a quiet merchant's payments
+// nothing: its transition and its callback record read as many buffers
+// beside 10,000 of each as alone, measured first in the same database
+// (EXPLAIN ANALYZE, rolled back). Written plainly, both read the noisy
+// merchant's rows, which shows the measure would see them.
+func TestNoisyMerchantsRowsCostAQuietOneNothing(t *testing.T) {
+	t.Parallel()
+	db, st, _, addRows := trappedDB(t)
+	ctx := context.Background()
+	quiet, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "quiet", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	addRows(quiet.MerchantID, "ord_q_", 10)
+
+	// buffers runs q under EXPLAIN ANALYZE in a transaction it rolls back
+	// and returns the buffers the whole plan touched.
+	buffers := func(q string, args ...any) int64 {
+		t.Helper()
+		tx, err := db.DB.BeginTx(ctx, nil)
+		testenv.Must(t, err)
+		defer tx.Rollback()
+		var raw []byte
+		if err := tx.QueryRowContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+q, args...).Scan(&raw); err != nil {
+			t.Fatalf("explain analyze %s: %v", q, err)
+		}
+		var plans []struct{ Plan map[string]any }
+		testenv.Must(t, json.Unmarshal(raw, &plans))
+		hit, _ := plans[0].Plan["Shared Hit Blocks"].(float64)
+		read, _ := plans[0].Plan["Shared Read Blocks"].(float64)
+		return int64(hit + read)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	plainTransition := strings.Replace(store.SQLTransition, "(status = ANY($3)) IS TRUE", "status = ANY($3)", 1)
+	plainRecord := strings.NewReplacer("c.callback_id = ANY($1::text[]) AND ", "", "(c.status = 'PENDING') IS TRUE", "c.status = 'PENDING'").Replace(store.SQLRecordCallbacks)
+	transition := func(q, orderID string) int64 {
+		return buffers(q, orderID, 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil)
+	}
+	record := func(q, callbackID string) int64 {
+		return buffers(q, pq.StringArray{callbackID}, pq.Int64Array{0}, pq.StringArray{"DELIVERED"}, pq.StringArray{now}, pq.StringArray{""},
+			pq.StringArray{now}, pq.StringArray{now}, pq.Int64Array{204}, pq.Int64Array{1}, pq.StringArray{""})
+	}
+	aloneT, aloneR := transition(store.SQLTransition, "ord_q_1"), record(store.SQLRecordCallbacks, "cb_ord_q_1")
+
+	noisy, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "noisy", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	addRows(noisy.MerchantID, "ord_noisy_", 10000)
+	besideT, besideR := transition(store.SQLTransition, "ord_q_2"), record(store.SQLRecordCallbacks, "cb_ord_q_2")
+	plainT, plainR := transition(plainTransition, "ord_q_3"), record(plainRecord, "cb_ord_q_3")
+	t.Logf("buffers, alone / beside the noisy merchant / written plainly: transition %d / %d / %d, callback record %d / %d / %d",
+		aloneT, besideT, plainT, aloneR, besideR, plainR)
+	// A few buffers of slack: a page split or a new heap page for the row
+	// version is not the noisy merchant's doing; reading its rows is
+	// hundreds.
+	const slack = 20
+	if besideT > aloneT+slack || besideR > aloneR+slack {
+		t.Errorf("beside the noisy merchant's 10,000 CREATED orders and PENDING callbacks the quiet merchant's transition read %d buffers (alone %d) and its callback record %d (alone %d)",
+			besideT, aloneT, besideR, aloneR)
+	}
+	if plainT < aloneT+150 || plainR < aloneR+150 {
+		t.Errorf("written plainly the transition read %d buffers and the record %d: the noisy rows are not in the way, so this test shows nothing", plainT, plainR)
 	}
 }

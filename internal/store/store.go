@@ -17,8 +17,10 @@
 // each callback record every PENDING callback (a dead endpoint's backlog
 // included) and each order read every order of the merchant: about 1,000
 // tuples and up to 300 buffers per payment in the bench (issue 19).
-// TestFencesUsePrimaryKey plans them in that state; a later planner that
-// sees through IS TRUE would fail it.
+// TestFencesUsePrimaryKey plans them in that state (a later planner that
+// sees through IS TRUE would fail it); TestNoisyMerchantsRowsCostAQuietOneNothing
+// counts the buffers a quiet merchant's payment reads beside another's
+// 10,000 abandoned orders and PENDING callbacks.
 package store
 
 import (
