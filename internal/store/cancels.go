@@ -184,7 +184,7 @@ func (s *Store) CancelAnyMerchant(ctx context.Context, cancelID string) (Cancel,
 	return s.cancelByID(ctx, anyMerchant, "", cancelID)
 }
 
-const sqlCancelByID = `SELECT ` + cancelColumns + ` FROM cancels WHERE cancel_id = $1 AND ($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)`
+const sqlCancelByID = `SELECT ` + cancelColumns + ` FROM cancels WHERE cancel_id = $1 AND (($2 = '' OR order_id = $2) AND ($3 = '' OR merchant_id = $3)) IS TRUE` // by primary key only (package doc)
 
 func (s *Store) cancelByID(ctx context.Context, merchantID, orderID, cancelID string) (Cancel, error) {
 	var c Cancel

@@ -2,7 +2,11 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -36,12 +40,12 @@ INSERT INTO pg_events (provider, event_key, order_id, body) SELECT 'mockpg', 'ev
 // events empty after their rows moved on (reltuples 0 however they grow),
 // and every merchant made from here on comes after the last ANALYZE.
 // addRows gives a merchant n orders with their rows (sqlTestRest).
-func trappedDB(t *testing.T) (db testenv.Database, st *store.Store, exec func(q string, args ...any), addRows func(merchantID, prefix string, n int)) {
+func trappedDB(t *testing.T) (db testenv.Database, st *store.Store, addRows func(merchantID, prefix string, n int)) {
 	t.Helper()
 	db = testenv.NewDatabase(t)
 	st = store.New(db.DB, testenv.Keyring(t), store.Options{})
 	ctx := context.Background()
-	exec = func(q string, args ...any) {
+	exec := func(q string, args ...any) {
 		t.Helper()
 		if _, err := db.DB.ExecContext(ctx, q, args...); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -76,7 +80,53 @@ func trappedDB(t *testing.T) (db testenv.Database, st *store.Store, exec func(q 
 			t.Fatalf("%s: reltuples %v, relpages %d after the vacuum; want 0 tuples on 2+ pages (the trap)", ix, tuples, pages)
 		}
 	}
-	return db, st, exec, addRows
+	return db, st, addRows
+}
+
+// explain runs EXPLAIN (options, FORMAT JSON) q on db and returns the top
+// plan node.
+func explain(t *testing.T, db interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, options, q string, args ...any) map[string]any {
+	t.Helper()
+	var raw []byte
+	if err := db.QueryRowContext(context.Background(), "EXPLAIN ("+options+"FORMAT JSON) "+q, args...).Scan(&raw); err != nil {
+		t.Fatalf("explain %s: %v", q, err)
+	}
+	var plans []struct{ Plan map[string]any }
+	testenv.Must(t, json.Unmarshal(raw, &plans))
+	return plans[0].Plan
+}
+
+// The transition and the callback record as they were written before the
+// fences, and arguments that move one order CREATED → CONFIRMING and record
+// one callback delivered.
+var (
+	plainTransition = strings.Replace(store.SQLTransition, "(status = ANY($3)) IS TRUE", "status = ANY($3)", 1)
+	plainRecord     = strings.NewReplacer("c.callback_id = ANY($1::text[]) AND ", "", "(c.status = 'PENDING') IS TRUE", "c.status = 'PENDING'").Replace(store.SQLRecordCallbacks)
+)
+
+func transitionArgs(orderID string) []any {
+	return []any{orderID, 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil}
+}
+
+func recordArgs(now string, callbackIDs ...string) []any {
+	n := len(callbackIDs)
+	fill := func(v string) pq.StringArray {
+		a := make(pq.StringArray, n)
+		for i := range a {
+			a[i] = v
+		}
+		return a
+	}
+	ints := func(v int64) pq.Int64Array {
+		a := make(pq.Int64Array, n)
+		for i := range a {
+			a[i] = v
+		}
+		return a
+	}
+	return []any{pq.StringArray(callbackIDs), ints(0), fill("DELIVERED"), fill(now), fill(""), fill(now), fill(now), ints(204), ints(1), fill("")}
 }
 
 // The statements that find a row by primary key and fence on a status or a
@@ -85,7 +135,7 @@ func trappedDB(t *testing.T) (db testenv.Database, st *store.Store, exec func(q 
 // to show the trap is set: through them each call read all 3,000.
 func TestFencesUsePrimaryKey(t *testing.T) {
 	t.Parallel()
-	db, st, _, addRows := trappedDB(t)
+	db, st, addRows := trappedDB(t)
 	ctx := context.Background()
 	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "new", CallbackURL: "https://example.com/cb"})
 	testenv.Must(t, err)
@@ -94,12 +144,6 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 	// indexes lists the indexes a plan reads and the tables it scans whole.
 	indexes := func(q string, args ...any) []string {
 		t.Helper()
-		var raw []byte
-		if err := db.DB.QueryRowContext(ctx, "EXPLAIN (FORMAT JSON) "+q, args...).Scan(&raw); err != nil {
-			t.Fatalf("explain %s: %v", q, err)
-		}
-		var plans []struct{ Plan map[string]any }
-		testenv.Must(t, json.Unmarshal(raw, &plans))
 		var out []string
 		var walk func(n map[string]any)
 		walk = func(n map[string]any) {
@@ -114,7 +158,7 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 				walk(k.(map[string]any))
 			}
 		}
-		walk(plans[0].Plan)
+		walk(explain(t, db.DB, "", q, args...))
 		return out
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
@@ -125,12 +169,8 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 	}{
 		{"order row", store.SQLOrderRow + " FOR UPDATE", strings.Replace(store.SQLOrderRow, "($2 = '' OR merchant_id = $2) IS TRUE", "merchant_id = $2", 1) + " FOR UPDATE",
 			"orders_pkey", []any{"ord_new_7", m.MerchantID}},
-		{"transition", store.SQLTransition, strings.Replace(store.SQLTransition, "(status = ANY($3)) IS TRUE", "status = ANY($3)", 1),
-			"orders_pkey", []any{"ord_new_8", 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil}},
-		{"record callbacks", store.SQLRecordCallbacks, strings.NewReplacer("c.callback_id = ANY($1::text[]) AND ", "", "(c.status = 'PENDING') IS TRUE", "c.status = 'PENDING'").Replace(store.SQLRecordCallbacks),
-			"callbacks_pkey", []any{pq.StringArray{"cb_ord_new_9", "cb_ord_new_10"}, pq.Int64Array{0, 0}, pq.StringArray{"DELIVERED", "DELIVERED"},
-				pq.StringArray{now, now}, pq.StringArray{"", ""}, pq.StringArray{now, now}, pq.StringArray{now, now}, pq.Int64Array{204, 204},
-				pq.Int64Array{1, 1}, pq.StringArray{"", ""}}},
+		{"transition", store.SQLTransition, plainTransition, "orders_pkey", transitionArgs("ord_new_8")},
+		{"record callbacks", store.SQLRecordCallbacks, plainRecord, "callbacks_pkey", recordArgs(now, "cb_ord_new_9", "cb_ord_new_10")},
 		{"unclaim callbacks", store.SQLUnclaimCallbacks, strings.Replace(store.SQLUnclaimCallbacks, "(status = 'PENDING') IS TRUE", "status = 'PENDING'", 1),
 			"callbacks_pkey", []any{pq.StringArray{"cb_ord_new_11"}, now}},
 		{"redeliver callback", store.SQLRedeliverCallback, strings.Replace(store.SQLRedeliverCallback, "($2 = '' OR merchant_id = $2) IS TRUE", "merchant_id = $2", 1),
@@ -166,7 +206,7 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 // merchant's rows, which shows the measure would see them.
 func TestNoisyMerchantsRowsCostAQuietOneNothing(t *testing.T) {
 	t.Parallel()
-	db, st, _, addRows := trappedDB(t)
+	db, st, addRows := trappedDB(t)
 	ctx := context.Background()
 	quiet, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "quiet", CallbackURL: "https://example.com/cb"})
 	testenv.Must(t, err)
@@ -179,26 +219,14 @@ func TestNoisyMerchantsRowsCostAQuietOneNothing(t *testing.T) {
 		tx, err := db.DB.BeginTx(ctx, nil)
 		testenv.Must(t, err)
 		defer tx.Rollback()
-		var raw []byte
-		if err := tx.QueryRowContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+q, args...).Scan(&raw); err != nil {
-			t.Fatalf("explain analyze %s: %v", q, err)
-		}
-		var plans []struct{ Plan map[string]any }
-		testenv.Must(t, json.Unmarshal(raw, &plans))
-		hit, _ := plans[0].Plan["Shared Hit Blocks"].(float64)
-		read, _ := plans[0].Plan["Shared Read Blocks"].(float64)
+		plan := explain(t, tx, "ANALYZE, BUFFERS, ", q, args...)
+		hit, _ := plan["Shared Hit Blocks"].(float64)
+		read, _ := plan["Shared Read Blocks"].(float64)
 		return int64(hit + read)
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	plainTransition := strings.Replace(store.SQLTransition, "(status = ANY($3)) IS TRUE", "status = ANY($3)", 1)
-	plainRecord := strings.NewReplacer("c.callback_id = ANY($1::text[]) AND ", "", "(c.status = 'PENDING') IS TRUE", "c.status = 'PENDING'").Replace(store.SQLRecordCallbacks)
-	transition := func(q, orderID string) int64 {
-		return buffers(q, orderID, 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil)
-	}
-	record := func(q, callbackID string) int64 {
-		return buffers(q, pq.StringArray{callbackID}, pq.Int64Array{0}, pq.StringArray{"DELIVERED"}, pq.StringArray{now}, pq.StringArray{""},
-			pq.StringArray{now}, pq.StringArray{now}, pq.Int64Array{204}, pq.Int64Array{1}, pq.StringArray{""})
-	}
+	transition := func(q, orderID string) int64 { return buffers(q, transitionArgs(orderID)...) }
+	record := func(q, callbackID string) int64 { return buffers(q, recordArgs(now, callbackID)...) }
 	aloneT, aloneR := transition(store.SQLTransition, "ord_q_1"), record(store.SQLRecordCallbacks, "cb_ord_q_1")
 
 	noisy, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "noisy", CallbackURL: "https://example.com/cb"})
@@ -218,5 +246,51 @@ func TestNoisyMerchantsRowsCostAQuietOneNothing(t *testing.T) {
 	}
 	if plainT < aloneT+150 || plainR < aloneR+150 {
 		t.Errorf("written plainly the transition read %d buffers and the record %d: the noisy rows are not in the way, so this test shows nothing", plainT, plainR)
+	}
+}
+
+// Every statement of the store that finds a row by its table's primary key
+// and also checks a status, state or scope writes the check (…) IS TRUE
+// (package doc): a new one written plainly fails here before a vacuum at a
+// quiet moment makes it scan other merchants' rows in production.
+func TestKeyLookupsFenceTheirChecks(t *testing.T) {
+	// Each table's primary key as the first condition of a WHERE.
+	keys := map[string]string{"orders": "order_id", "callbacks": "callback_id", "cancels": "cancel_id",
+		"refunds": "refund_id", "recon_runs": "run_id", "pg_events": `provider\s*=\s*\$\d+ AND event_key`}
+	literal := regexp.MustCompile("(?s)`[^`]*`")
+	table := regexp.MustCompile(`(?:UPDATE|FROM|INTO)\s+(\w+)`)
+	check := regexp.MustCompile(`\b(?:status|state)\s+(?:=|IN\b)|OR\s+(?:\w+\.)?(?:merchant_id|order_id)\s*=\s*\$`)
+	files, err := filepath.Glob("*.go")
+	testenv.Must(t, err)
+	found := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		testenv.Must(t, err)
+		for _, lit := range literal.FindAllString(string(src), -1) {
+			m := table.FindStringSubmatch(lit)
+			if m == nil || keys[m[1]] == "" {
+				continue
+			}
+			byKey := regexp.MustCompile(`^\s*(?:\w+\.)?` + keys[m[1]] + `\s*=\s*(?:\$\d+|ANY\(\$\d+)`)
+			for _, where := range strings.Split(lit, "WHERE")[1:] {
+				where, _, _ = strings.Cut(where, "RETURNING")
+				where, _, _ = strings.Cut(where, "ORDER BY")
+				if !byKey.MatchString(where) || !check.MatchString(where) {
+					continue
+				}
+				found++
+				if !strings.Contains(where, "IS TRUE") {
+					t.Errorf("%s: %s\n  finds a %s row by %s and checks it plainly; write the check (…) IS TRUE (package doc)",
+						f, strings.Join(strings.Fields(lit), " "), m[1], keys[m[1]])
+				}
+			}
+		}
+	}
+	// The scan itself must see the fenced statements it guards.
+	if found < 10 {
+		t.Errorf("found %d key lookups with a check; the scan no longer sees the store's SQL", found)
 	}
 }

@@ -191,7 +191,7 @@ func (s *Store) LastReconSuccess(ctx context.Context) (time.Time, error) {
 const ReconStale = 2 * time.Minute
 
 const sqlStartReconRunUpdateReconRuns = `UPDATE recon_runs SET status = 'RUNNING', started_at = $2, heartbeat_at = $2, pg_rows = 0
-WHERE run_id = $1 AND (status = 'PENDING' OR (status = 'RUNNING' AND heartbeat_at < $3)) RETURNING ` + reconRunColumns
+WHERE run_id = $1 AND (status = 'PENDING' OR (status = 'RUNNING' AND heartbeat_at < $3)) IS TRUE RETURNING ` + reconRunColumns
 
 const sqlStartReconRunSelectReconRuns = `SELECT status FROM recon_runs WHERE run_id = $1`
 

@@ -20,7 +20,8 @@
 // TestFencesUsePrimaryKey plans them in that state (a later planner that
 // sees through IS TRUE would fail it); TestNoisyMerchantsRowsCostAQuietOneNothing
 // counts the buffers a quiet merchant's payment reads beside another's
-// 10,000 abandoned orders and PENDING callbacks.
+// 10,000 abandoned orders and PENDING callbacks; TestKeyLookupsFenceTheirChecks
+// fails a new key lookup whose check is written plainly.
 package store
 
 import (
