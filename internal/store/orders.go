@@ -131,25 +131,47 @@ SELECT $1, $2, $3, $4, $5, $6, COALESCE($7, m.return_url), COALESCE($8, m.return
 FROM merchants m WHERE m.merchant_id = $2
 RETURNING ` + orderColumns
 
+// sqlCreateOrder inserts the order and its order.created history row in one
+// statement: without an Idempotency-Key it is the whole transaction, so a
+// create costs one statement and no BEGIN/COMMIT (issue 19). payment_log's
+// foreign key is checked at the end of the statement, when the order exists.
+const sqlCreateOrder = `WITH o AS (` + sqlInsertOrder + `), l AS (
+INSERT INTO payment_log (order_id, action, to_status, actor, details)
+SELECT order_id, 'order.created', 'CREATED', 'merchant', $11::jsonb FROM o)
+SELECT * FROM o`
+
 // CreateOrder inserts an order in CREATED; success and fail URLs default to
 // the merchant's returnUrl. ORDER_ALREADY_EXISTS when the
 // merchant already used merchantOrderId. fin, when set, records the
 // idempotent response in the same transaction.
 func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish[payment.Order]) (payment.Order, error) {
-	var out payment.Order
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	details, err := json.Marshal(map[string]any{"amount": o.Amount})
+	if err != nil {
+		return payment.Order{}, fmt.Errorf("log details: %w", err)
+	}
+	insert := func(q sqlx.QueryerContext) (OrderRow, error) {
 		var row OrderRow
-		now := s.now()
-		err := tx.GetContext(ctx, &row, sqlInsertOrder, NewID("ord_", 24), o.MerchantID, o.MerchantOrderID, o.Amount,
-			o.Currency, o.OrderName, o.SuccessURL, o.FailURL, o.TokenHash, now.Add(o.TTL))
+		err := sqlx.GetContext(ctx, q, &row, sqlCreateOrder, NewID("ord_", 24), o.MerchantID, o.MerchantOrderID, o.Amount,
+			o.Currency, o.OrderName, o.SuccessURL, o.FailURL, o.TokenHash, s.now().Add(o.TTL), string(details))
 		if isUniqueViolation(err, "orders_merchant_id_merchant_order_id_key") {
-			return payment.Errorf(payment.CodeOrderAlreadyExists, "merchantOrderId %q is already used", *o.MerchantOrderID)
+			return row, payment.Errorf(payment.CodeOrderAlreadyExists, "merchantOrderId %q is already used", *o.MerchantOrderID)
 		}
 		if err != nil {
-			return fmt.Errorf("insert order: %w", err)
+			return row, fmt.Errorf("insert order: %w", err)
 		}
-		to := payment.Created
-		if err := appendLogTx(ctx, tx, row.OrderID, "order.created", nil, &to, "merchant", map[string]any{"amount": o.Amount}); err != nil {
+		return row, nil
+	}
+	if fin == nil || fin.Claim == nil {
+		row, err := insert(s.db)
+		if err != nil {
+			return payment.Order{}, err
+		}
+		return row.Order(), nil
+	}
+	var out payment.Order
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		row, err := insert(tx)
+		if err != nil {
 			return err
 		}
 		out = row.Order()
@@ -402,22 +424,30 @@ func (s *Store) ListOrders(ctx context.Context, merchantID string, f ListFilter)
 const sqlAppendLogTx = `INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details) VALUES ($1, $2, $3, $4, $5, $6)`
 
 func appendLogTx(ctx context.Context, tx *sqlx.Tx, orderID, action string, from, to *payment.Status, actor string, details map[string]any) error {
+	args, err := logArgs(action, from, to, actor, details)
+	if err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, sqlAppendLogTx, append([]any{orderID}, args...)...); err != nil {
+		return fmt.Errorf("insert payment_log: %w", err)
+	}
+	return nil
+}
+
+// logArgs are a history row's action, from_status, to_status, actor and
+// details (JSON text), with the defaults every row gets.
+func logArgs(action string, from, to *payment.Status, actor string, details map[string]any) ([]any, error) {
 	if details == nil {
 		details = map[string]any{}
 	}
 	d, err := json.Marshal(details)
 	if err != nil {
-		return fmt.Errorf("log details: %w", err)
+		return nil, fmt.Errorf("log details: %w", err)
 	}
 	if actor == "" {
 		actor = "system"
 	}
-	_, err = tx.ExecContext(ctx, sqlAppendLogTx,
-		orderID, action, statusPtr(from), statusPtr(to), actor, string(d))
-	if err != nil {
-		return fmt.Errorf("insert payment_log: %w", err)
-	}
-	return nil
+	return []any{action, statusPtr(from), statusPtr(to), actor, string(d)}, nil
 }
 
 func statusPtr(s *payment.Status) *string {
@@ -672,7 +702,11 @@ func (s *Store) Transition(ctx context.Context, c Change) (payment.Order, error)
 	return out, err
 }
 
-const sqlTransition = `
+// sqlTransition is the fenced UPDATE with its history rows (the PG call's,
+// when one caused it, then the transition's) in one statement: a row is
+// logged only when the UPDATE matched, and a transition costs one
+// statement instead of two or three (issue 19).
+const sqlTransition = `WITH u AS (
 UPDATE orders SET
     status = $4, version = version + 1, updated_at = now(),
     payment_key = COALESCE($5, payment_key),
@@ -695,7 +729,14 @@ UPDATE orders SET
     va_secret_aad_version = COALESCE($21, va_secret_aad_version),
     va_secret = COALESCE($22, va_secret)
 WHERE order_id = $1 AND version = $2 AND (status = ANY($3)) IS TRUE -- by primary key only (package doc)
-RETURNING ` + orderColumns
+RETURNING ` + orderColumns + `
+), l AS (
+INSERT INTO payment_log (order_id, action, from_status, to_status, actor, details)
+SELECT u.order_id, v.action, v.from_status, v.to_status, v.actor, v.details FROM u,
+    (VALUES (1, $23::text, $24::text, $25::text, $26::text, $27::jsonb),
+            (2, $28::text, $29::text, $30::text, $31::text, $32::jsonb)) v (n, action, from_status, to_status, actor, details)
+WHERE v.action IS NOT NULL ORDER BY v.n)
+SELECT * FROM u`
 
 const sqlNotifyOrder = `SELECT pg_notify('payrail_order', $1)`
 
@@ -761,25 +802,28 @@ func (s *Store) transitionRowTx(ctx context.Context, tx *sqlx.Tx, ob *outbox, ro
 	if err != nil {
 		return OrderRow{}, payment.Order{}, err
 	}
-	var updated OrderRow
-	err = tx.GetContext(ctx, &updated, sqlTransition, c.OrderID, c.Version, pq.Array(src), string(c.To),
+	callLog := []any{nil, nil, nil, nil, nil}
+	if c.PGCall != nil {
+		if callLog, err = logArgs(c.PGCall.Action, nil, nil, "worker", c.PGCall.details()); err != nil {
+			return OrderRow{}, payment.Order{}, err
+		}
+	}
+	to := c.To
+	changeLog, err := logArgs(c.Action, &from, &to, c.Actor, c.Details)
+	if err != nil {
+		return OrderRow{}, payment.Order{}, err
+	}
+	args := []any{c.OrderID, c.Version, pq.Array(src), string(c.To),
 		c.PaymentKey, c.PGIdempotencyKey, c.Method, c.ApprovedAt, c.FailureCode, c.FailureMessage,
 		c.ConfirmRequestedAt, c.NextCheckAt, c.CanceledAmountDelta, c.ReservedDelta, c.PGCall.confirmDelta(),
-		va.bank, va.number, va.customer, va.due, va.keyID, va.aadVersion, va.secret)
+		va.bank, va.number, va.customer, va.due, va.keyID, va.aadVersion, va.secret}
+	var updated OrderRow
+	err = tx.GetContext(ctx, &updated, sqlTransition, append(append(args, callLog...), changeLog...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return OrderRow{}, payment.Order{}, ErrVersionConflict
 	}
 	if err != nil {
 		return OrderRow{}, payment.Order{}, fmt.Errorf("transition %s → %s: %w", from, c.To, err)
-	}
-	if c.PGCall != nil {
-		if err := appendLogTx(ctx, tx, c.OrderID, c.PGCall.Action, nil, nil, "worker", c.PGCall.details()); err != nil {
-			return OrderRow{}, payment.Order{}, err
-		}
-	}
-	to := c.To
-	if err := appendLogTx(ctx, tx, c.OrderID, c.Action, &from, &to, c.Actor, c.Details); err != nil {
-		return OrderRow{}, payment.Order{}, err
 	}
 	order := updated.Order()
 	event := c.Event

@@ -107,7 +107,8 @@ var (
 )
 
 func transitionArgs(orderID string) []any {
-	return []any{orderID, 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil}
+	return []any{orderID, 1, pq.StringArray{"CREATED"}, "CONFIRMING", nil, nil, nil, nil, nil, nil, nil, nil, 0, 0, 0, nil, nil, nil, nil, nil, nil, nil,
+		nil, nil, nil, nil, nil, "confirm.accepted", "CREATED", "CONFIRMING", "merchant", "{}"}
 }
 
 func recordArgs(now string, callbackIDs ...string) []any {
