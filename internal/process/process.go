@@ -234,7 +234,7 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	wctx, stopWaiter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWaiter()
-	go a.Waiter.Run(wctx, cmp.Or(a.cfg.DatabaseListenURL, a.cfg.DatabaseURL))
+	go a.Waiter.Run(wctx, store.ListenURL(cmp.Or(a.cfg.DatabaseListenURL, a.cfg.DatabaseURL)))
 	errc := make(chan error, 1)
 	go func() { errc <- a.HTTP.Serve(ln) }()
 	select {

@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -130,6 +132,26 @@ func recordArgs(now string, callbackIDs ...string) []any {
 	return []any{pq.StringArray(callbackIDs), ints(0), fill("DELIVERED"), fill(now), fill(""), fill(now), fill(now), ints(204), ints(1), fill("")}
 }
 
+// planIndexes lists the indexes a plan reads and the tables it scans whole.
+func planIndexes(plan map[string]any) []string {
+	var out []string
+	var walk func(n map[string]any)
+	walk = func(n map[string]any) {
+		if ix, ok := n["Index Name"].(string); ok {
+			out = append(out, ix)
+		}
+		if n["Node Type"] == "Seq Scan" {
+			out = append(out, "seq scan of "+n["Relation Name"].(string))
+		}
+		kids, _ := n["Plans"].([]any)
+		for _, k := range kids {
+			walk(k.(map[string]any))
+		}
+	}
+	walk(plan)
+	return out
+}
+
 // The statements that find a row by primary key and fence on a status or a
 // merchant reach it by the primary key alone in a trappedDB, for a merchant
 // with 3,000 orders and their rows. The plain statements are planned too,
@@ -142,25 +164,46 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 	testenv.Must(t, err)
 	addRows(m.MerchantID, "ord_new_", 3000)
 
-	// indexes lists the indexes a plan reads and the tables it scans whole.
 	indexes := func(q string, args ...any) []string {
 		t.Helper()
-		var out []string
-		var walk func(n map[string]any)
-		walk = func(n map[string]any) {
-			if ix, ok := n["Index Name"].(string); ok {
-				out = append(out, ix)
+		return planIndexes(explain(t, db.DB, "", q, args...))
+	}
+	// generic is indexes for the plan PostgreSQL caches for q once it stops
+	// planning each call (the store keeps statements prepared): PREPARE, then
+	// EXPLAIN EXECUTE under force_generic_plan, on one connection.
+	conn, err := db.DB.Connx(ctx)
+	testenv.Must(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`)
+	testenv.Must(t, err)
+	prepared := 0
+	generic := func(q string, args ...any) []string {
+		t.Helper()
+		prepared++
+		name := fmt.Sprintf("fence_%d", prepared)
+		_, err := conn.ExecContext(ctx, `PREPARE `+name+` AS `+q)
+		testenv.Must(t, err)
+		// EXECUTE takes no bound parameters: the arguments go in as literals.
+		params := make([]string, len(args))
+		for i, a := range args {
+			if v, ok := a.(driver.Valuer); ok {
+				a, err = v.Value()
+				testenv.Must(t, err)
 			}
-			if n["Node Type"] == "Seq Scan" {
-				out = append(out, "seq scan of "+n["Relation Name"].(string))
-			}
-			kids, _ := n["Plans"].([]any)
-			for _, k := range kids {
-				walk(k.(map[string]any))
+			switch a := a.(type) {
+			case nil:
+				params[i] = "NULL"
+			case string:
+				params[i] = pq.QuoteLiteral(a)
+			default:
+				params[i] = fmt.Sprint(a)
 			}
 		}
-		walk(explain(t, db.DB, "", q, args...))
-		return out
+		var raw []byte
+		testenv.Must(t, conn.QueryRowContext(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+name+`(`+strings.Join(params, ", ")+`)`).Scan(&raw))
+		var plans []struct{ Plan map[string]any }
+		testenv.Must(t, json.Unmarshal(raw, &plans))
+		return planIndexes(plans[0].Plan)
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	cases := []struct {
@@ -189,6 +232,9 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 		}
 		if got := indexes(c.sql, c.args...); len(got) == 0 || slices.ContainsFunc(got, func(ix string) bool { return ix != c.pkey }) {
 			t.Errorf("%s reads %v, want %s alone", c.name, got, c.pkey)
+		}
+		if got := generic(c.sql, c.args...); len(got) == 0 || slices.ContainsFunc(got, func(ix string) bool { return ix != c.pkey }) {
+			t.Errorf("%s's generic plan reads %v, want %s alone", c.name, got, c.pkey)
 		}
 		got := indexes(c.plain, c.args...)
 		if !slices.ContainsFunc(got, func(ix string) bool { return ix != c.pkey }) {

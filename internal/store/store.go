@@ -22,6 +22,15 @@
 // counts the buffers a quiet merchant's payment reads beside another's
 // 10,000 abandoned orders and PENDING callbacks; TestKeyLookupsFenceTheirChecks
 // fails a new key lookup whose check is written plainly.
+//
+// Statements stay prepared. Open keeps every statement with arguments
+// prepared by name on its connection after its first call (stmtcache.go), so
+// PostgreSQL parses it once per connection and, after five calls, may keep a
+// generic plan; TestFencesUsePrimaryKey holds the fenced statements' generic
+// plans to the primary key too. statement_cache=off in the URL turns it off
+// for a transaction-mode pooler (docs/scaling.md). A statement's history
+// rows ride in the statement that changes the order (sqlTransition,
+// sqlCreateOrder), so a transition is one statement.
 package store
 
 import (
@@ -112,10 +121,19 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 
 // Open connects to url with a bounded pool.
 func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", withBinaryParameters(url))
+	dsn, cache, err := withStatementCache(withBinaryParameters(url))
+	if err != nil {
+		return nil, err
+	}
+	connector, err := pq.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	size := 0
+	if cache {
+		size = stmtCacheSize
+	}
+	db := sqlx.NewDb(sql.OpenDB(&cachingConnector{inner: connector, size: size}), "postgres")
 	if maxConns <= 0 {
 		maxConns = 20
 	}
@@ -146,6 +164,39 @@ func withBinaryParameters(raw string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
+}
+
+// withStatementCache reads and removes statement_cache (on, the default, or
+// off) from the URL; lib/pq would send it to the server as a setting. off
+// keeps every statement unnamed, for a transaction-mode pooler that cannot
+// carry named ones (docs/scaling.md).
+func withStatementCache(raw string) (string, bool, error) {
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return raw, true, nil
+	}
+	q := u.Query()
+	if !q.Has("statement_cache") {
+		return raw, true, nil
+	}
+	v := q.Get("statement_cache")
+	if v != "on" && v != "off" {
+		return "", false, fmt.Errorf("database URL: statement_cache=%q, want on or off", v)
+	}
+	q.Del("statement_cache")
+	u.RawQuery = q.Encode()
+	return u.String(), v == "on", nil
+}
+
+// ListenURL is url for a LISTEN session (pq.NewListener), which runs no
+// statements to cache: without statement_cache, which PostgreSQL would
+// refuse as an unknown setting.
+func ListenURL(url string) string {
+	dsn, _, err := withStatementCache(url)
+	if err != nil {
+		return url // store.Open refuses it first
+	}
+	return dsn
 }
 
 // Migrate applies every pending migration.
