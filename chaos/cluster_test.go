@@ -303,15 +303,18 @@ func (c *cluster) baseEnv() map[string]string {
 		"PAYRAIL_PG_TIMEOUT":             "2s",
 		"PAYRAIL_SWEEP_INTERVAL":         "1s",
 		"PAYRAIL_DB_MAX_CONNS":           "10",
-		"PAYRAIL_WORKER_CONCURRENCY":     "10",
-		"PAYRAIL_CONFIRM_BACKOFF":        "100ms",
-		"PAYRAIL_CONFIRM_BACKOFF_MAX":    "1s",
-		"PAYRAIL_RECONCILE_BACKOFF":      "300ms",
-		"PAYRAIL_RECONCILE_BACKOFF_MAX":  "2s",
-		"PAYRAIL_CONFIRM_STUCK_AFTER":    "3s",
-		"PAYRAIL_CALLBACK_SCHEDULE":      callbackSched,
-		"PAYRAIL_CALLBACK_TIMEOUT":       "3s",
-		"PAYRAIL_LOG_LEVEL":              "info",
+		// Prepared statements on direct connections; behind PgBouncer 1.18
+		// (the replica scenario) unnamed ones.
+		"PAYRAIL_DB_STATEMENT_CACHE":    strconv.FormatBool(c.bouncer == nil),
+		"PAYRAIL_WORKER_CONCURRENCY":    "10",
+		"PAYRAIL_CONFIRM_BACKOFF":       "100ms",
+		"PAYRAIL_CONFIRM_BACKOFF_MAX":   "1s",
+		"PAYRAIL_RECONCILE_BACKOFF":     "300ms",
+		"PAYRAIL_RECONCILE_BACKOFF_MAX": "2s",
+		"PAYRAIL_CONFIRM_STUCK_AFTER":   "3s",
+		"PAYRAIL_CALLBACK_SCHEDULE":     callbackSched,
+		"PAYRAIL_CALLBACK_TIMEOUT":      "3s",
+		"PAYRAIL_LOG_LEVEL":             "info",
 	}
 	for k, v := range c.env {
 		env[k] = v

@@ -68,7 +68,7 @@ func (c *cli) keyStore(ctx context.Context) (*store.Store, *secretbox.Keyring, f
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("PAYRAIL_ENCRYPTION_KEYS: %w", err)
 	}
-	db, err := store.Open(ctx, url, 2)
+	db, err := store.Open(ctx, url, store.Pool{MaxConns: 2})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -169,7 +169,7 @@ func (c *cli) migrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(ctx, url, 2)
+	db, err := store.Open(ctx, url, store.Pool{MaxConns: 2})
 	if err != nil {
 		return err
 	}

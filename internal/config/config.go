@@ -26,9 +26,13 @@ type Config struct {
 	// (PAYRAIL_DATABASE_LISTEN_URL; default DatabaseURL). Behind PgBouncer in
 	// transaction mode it must be a direct connection to the primary.
 	DatabaseListenURL string
-	DBMaxConns        int    // PAYRAIL_DB_MAX_CONNS
-	RedisURL          string // PAYRAIL_REDIS_URL
-	AdminToken        string // PAYRAIL_ADMIN_TOKEN
+	DBMaxConns        int // PAYRAIL_DB_MAX_CONNS
+	// DBStatementCache keeps statements prepared per connection
+	// (PAYRAIL_DB_STATEMENT_CACHE, default false): only where connections
+	// are sessions, never behind a transaction-mode PgBouncer before 1.21.
+	DBStatementCache bool
+	RedisURL         string // PAYRAIL_REDIS_URL
+	AdminToken       string // PAYRAIL_ADMIN_TOKEN
 	// AdminTokens are every admin token accepted: PAYRAIL_ADMIN_TOKENS
 	// (comma-separated, at most two, while one is rotated out) and
 	// PAYRAIL_ADMIN_TOKEN. Clients send AdminTokens[0].
@@ -334,6 +338,7 @@ func Load(getenv func(string) string) (Config, error) {
 	boolVar("PAYRAIL_SECURE_COOKIES", !c.Sandbox(), &c.SecureCookies)
 	boolVar("PAYRAIL_HSTS", !c.Sandbox(), &c.HSTS)
 	boolVar("PAYRAIL_RECON_DAILY", true, &c.ReconDaily)
+	boolVar("PAYRAIL_DB_STATEMENT_CACHE", false, &c.DBStatementCache)
 	prefixesVar := func(name string, dst *[]netip.Prefix) {
 		v := getenv(name)
 		if v == "" {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,7 +275,8 @@ func openScratch(ctx context.Context, dbURL string, conns int) (*scratch, error)
 	}
 	scoped, err := withSearchPath(dbURL, CeilingSchema)
 	if err == nil {
-		sc.db, err = store.Open(ctx, scoped, conns)
+		// The store's pool as the api and worker run it (.run/env).
+		sc.db, err = store.Open(ctx, scoped, store.Pool{MaxConns: conns, StatementCache: os.Getenv("PAYRAIL_DB_STATEMENT_CACHE") == "true"})
 	}
 	if err == nil {
 		err = store.Migrate(ctx, sc.db.DB, nil)

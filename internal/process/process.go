@@ -54,7 +54,7 @@ type Deps struct {
 
 // Connect opens PostgreSQL and Redis.
 func Connect(ctx context.Context, cfg config.Config) (*Deps, error) {
-	db, err := store.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Pool{MaxConns: cfg.DBMaxConns, StatementCache: cfg.DBStatementCache})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +234,7 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	wctx, stopWaiter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWaiter()
-	go a.Waiter.Run(wctx, store.ListenURL(cmp.Or(a.cfg.DatabaseListenURL, a.cfg.DatabaseURL)))
+	go a.Waiter.Run(wctx, cmp.Or(a.cfg.DatabaseListenURL, a.cfg.DatabaseURL))
 	errc := make(chan error, 1)
 	go func() { errc <- a.HTTP.Serve(ln) }()
 	select {

@@ -131,7 +131,7 @@ func ParseAuditFilter(q url.Values) (AuditFilter, error) {
 	return f, nil
 }
 
-const sqlAuditLog = `SELECT id, at, actor, action, target, before, after, source_addr, request_id FROM audit_log
+const sqlAuditLog = planPerCall + `SELECT id, at, actor, action, target, before, after, source_addr, request_id FROM audit_log
 WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR target = $2) AND ($3 = '' OR action = $3) AND at >= $4 AND at < $5 AND id < $6
 ORDER BY id DESC LIMIT $7`
 

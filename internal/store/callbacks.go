@@ -207,7 +207,7 @@ type CallbackFilter struct {
 	Limit      int
 }
 
-const sqlCallbacksSelectCallbacks = `SELECT ` + callbackColumns + ` FROM callbacks
+const sqlCallbacksSelectCallbacks = planPerCall + `SELECT ` + callbackColumns + ` FROM callbacks
 WHERE merchant_id = $1 AND ($2 = '' OR order_id = $2) ORDER BY seq DESC LIMIT $3`
 
 const sqlCallbacksSelectCallbackAttempts = `SELECT callback_id, attempt, started_at, status_code, latency_ms, error, response_prefix

@@ -1,5 +1,8 @@
 package store
 
+// PlanPerCall marks a statement the cache leaves unnamed.
+const PlanPerCall = planPerCall
+
 // Fenced statements whose plans TestFencesUsePrimaryKey holds (package doc).
 const (
 	SQLOrderRow            = sqlOrderRow

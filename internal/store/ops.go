@@ -133,7 +133,7 @@ type OrderSearch struct {
 	Before int64
 }
 
-const sqlSearchOrders = `SELECT ` + orderColumns + ` FROM orders
+const sqlSearchOrders = planPerCall + `SELECT ` + orderColumns + ` FROM orders
 WHERE ($1 = '' OR order_id = $1 OR merchant_order_id = $1 OR payment_key = $1)
   AND ($2 = '' OR status = $2) AND ($3 = '' OR merchant_id = $3) AND (NOT $4 OR needs_reconciliation)
   AND ($5 = 0 OR seq < $5)

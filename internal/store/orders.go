@@ -149,10 +149,21 @@ func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish[pay
 	if err != nil {
 		return payment.Order{}, fmt.Errorf("log details: %w", err)
 	}
+	id := NewID("ord_", 24)
 	insert := func(q sqlx.QueryerContext) (OrderRow, error) {
 		var row OrderRow
-		err := sqlx.GetContext(ctx, q, &row, sqlCreateOrder, NewID("ord_", 24), o.MerchantID, o.MerchantOrderID, o.Amount,
+		err := sqlx.GetContext(ctx, q, &row, sqlCreateOrder, id, o.MerchantID, o.MerchantOrderID, o.Amount,
 			o.Currency, o.OrderName, o.SuccessURL, o.FailURL, o.TokenHash, s.now().Add(o.TTL), string(details))
+		if isUniqueViolation(err, "orders_pkey") {
+			// Our own insert, run again: lib/pq reports a connection lost
+			// after the statement went out as driver.ErrBadConn, and
+			// database/sql then repeats a call made outside a transaction.
+			// The first run committed; the order is the answer.
+			if prev, rerr := s.orderRow(ctx, q, o.MerchantID, id, false); rerr == nil &&
+				subtle.ConstantTimeCompare(prev.PaymentTokenHash, o.TokenHash) == 1 {
+				return prev, nil
+			}
+		}
 		if isUniqueViolation(err, "orders_merchant_id_merchant_order_id_key") {
 			return row, payment.Errorf(payment.CodeOrderAlreadyExists, "merchantOrderId %q is already used", *o.MerchantOrderID)
 		}

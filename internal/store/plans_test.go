@@ -6,10 +6,13 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
-	"os"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -301,43 +304,130 @@ func TestNoisyMerchantsRowsCostAQuietOneNothing(t *testing.T) {
 // (package doc): a new one written plainly fails here before a vacuum at a
 // quiet moment makes it scan other merchants' rows in production.
 func TestKeyLookupsFenceTheirChecks(t *testing.T) {
-	// Each table's primary key as the first condition of a WHERE.
-	keys := map[string]string{"orders": "order_id", "callbacks": "callback_id", "cancels": "cancel_id",
-		"refunds": "refund_id", "recon_runs": "run_id", "pg_events": `provider\s*=\s*\$\d+ AND event_key`}
-	literal := regexp.MustCompile("(?s)`[^`]*`")
-	table := regexp.MustCompile(`(?:UPDATE|FROM|INTO)\s+(\w+)`)
 	check := regexp.MustCompile(`\b(?:status|state)\s+(?:=|IN\b)|OR\s+(?:\w+\.)?(?:merchant_id|order_id)\s*=\s*\$`)
-	files, err := filepath.Glob("*.go")
-	testenv.Must(t, err)
 	found := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(f)
-		testenv.Must(t, err)
-		for _, lit := range literal.FindAllString(string(src), -1) {
-			m := table.FindStringSubmatch(lit)
-			if m == nil || keys[m[1]] == "" {
+	for _, lit := range storeSQL(t) {
+		for _, where := range lit.keyLookups() {
+			if !check.MatchString(where) {
 				continue
 			}
-			byKey := regexp.MustCompile(`^\s*(?:\w+\.)?` + keys[m[1]] + `\s*=\s*(?:\$\d+|ANY\(\$\d+)`)
-			for _, where := range strings.Split(lit, "WHERE")[1:] {
-				where, _, _ = strings.Cut(where, "RETURNING")
-				where, _, _ = strings.Cut(where, "ORDER BY")
-				if !byKey.MatchString(where) || !check.MatchString(where) {
-					continue
-				}
-				found++
-				if !strings.Contains(where, "IS TRUE") {
-					t.Errorf("%s: %s\n  finds a %s row by %s and checks it plainly; write the check (…) IS TRUE (package doc)",
-						f, strings.Join(strings.Fields(lit), " "), m[1], keys[m[1]])
-				}
+			found++
+			if !strings.Contains(where, "IS TRUE") {
+				t.Errorf("%s: %s\n  finds a %s row by its primary key and checks it plainly; write the check (…) IS TRUE (package doc)",
+					lit.file, strings.Join(strings.Fields(lit.text), " "), lit.table)
 			}
 		}
 	}
 	// The scan itself must see the fenced statements it guards.
 	if found < 10 {
 		t.Errorf("found %d key lookups with a check; the scan no longer sees the store's SQL", found)
+	}
+}
+
+// sqlLiteral is one SQL text of the store's source.
+type sqlLiteral struct {
+	file, text, table string
+	// perCall: a constant whose value starts with planPerCall.
+	perCall bool
+}
+
+// Each table's primary key as the first condition of a WHERE.
+var primaryKeys = map[string]string{"orders": "order_id", "callbacks": "callback_id", "cancels": "cancel_id",
+	"refunds": "refund_id", "recon_runs": "run_id", "pg_events": `provider\s*=\s*\$\d+ AND event_key`}
+
+// keyLookups are the literal's WHERE clauses that start with its table's
+// primary key (up to RETURNING or ORDER BY).
+func (l sqlLiteral) keyLookups() []string {
+	if primaryKeys[l.table] == "" {
+		return nil
+	}
+	byKey := regexp.MustCompile(`^\s*(?:\w+\.)?` + primaryKeys[l.table] + `\s*=\s*(?:\$\d+|ANY\(\$\d+)`)
+	var out []string
+	for _, where := range strings.Split(l.text, "WHERE")[1:] {
+		where, _, _ = strings.Cut(where, "RETURNING")
+		where, _, _ = strings.Cut(where, "ORDER BY")
+		if byKey.MatchString(where) {
+			out = append(out, where)
+		}
+	}
+	return out
+}
+
+// storeSQL reads the SQL of the store's (non-test) source: each constant's
+// value with its string pieces joined (an identifier such as orderColumns
+// stands for itself), and every other backquoted string alone.
+func storeSQL(t *testing.T) []sqlLiteral {
+	t.Helper()
+	table := regexp.MustCompile(`(?:UPDATE|FROM|INTO)\s+(\w+)`)
+	files, err := filepath.Glob("*.go")
+	testenv.Must(t, err)
+	var out []sqlLiteral
+	add := func(f, text string, perCall bool) {
+		l := sqlLiteral{file: f, text: text, perCall: perCall}
+		if tm := table.FindStringSubmatch(text); tm != nil {
+			l.table = tm[1]
+		}
+		out = append(out, l)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
+		testenv.Must(t, err)
+		joined := map[*ast.BasicLit]bool{}
+		ast.Inspect(file, func(n ast.Node) bool {
+			if d, ok := n.(*ast.GenDecl); ok && d.Tok == token.CONST {
+				for _, spec := range d.Specs {
+					for _, v := range spec.(*ast.ValueSpec).Values {
+						var b strings.Builder
+						perCall := false
+						ast.Inspect(v, func(n ast.Node) bool {
+							switch n := n.(type) {
+							case *ast.BasicLit:
+								if n.Kind == token.STRING {
+									joined[n] = true
+									text, err := strconv.Unquote(n.Value)
+									testenv.Must(t, err)
+									b.WriteString(text)
+								}
+							case *ast.Ident:
+								perCall = perCall || (n.Name == "planPerCall" && b.Len() == 0)
+								b.WriteString(n.Name)
+							}
+							return true
+						})
+						add(f, b.String(), perCall)
+					}
+				}
+			}
+			if l, ok := n.(*ast.BasicLit); ok && l.Kind == token.STRING && strings.HasPrefix(l.Value, "`") && !joined[l] {
+				add(f, strings.Trim(l.Value, "`"), false)
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// A catch-all filter (a column = $n unless $n is empty or 0) uses an index
+// only when planned with its value; the statement cache's generic plan
+// would scan instead. Every such statement is marked planPerCall, unless
+// the primary key finds its row (TestFencesUsePrimaryKey plans those).
+func TestCatchAllFiltersPlanPerCall(t *testing.T) {
+	catchAll := regexp.MustCompile(`\$\d+\s*=\s*(?:''|0)\s+OR\b`)
+	found := 0
+	for _, lit := range storeSQL(t) {
+		if !catchAll.MatchString(lit.text) {
+			continue
+		}
+		found++
+		if !lit.perCall && len(lit.keyLookups()) == 0 {
+			t.Errorf("%s: %s\n  filters with a catch-all and is not planPerCall: a generic plan would scan", lit.file, strings.Join(strings.Fields(lit.text), " "))
+		}
+	}
+	// The scan must see them: the three marked ones and the fenced key lookups.
+	if found < 5 {
+		t.Errorf("found %d catch-all statements; the scan no longer sees the store's SQL", found)
 	}
 }

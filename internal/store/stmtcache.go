@@ -15,17 +15,27 @@ import (
 // statements built at run time, which would otherwise grow without end.
 const stmtCacheSize = 256
 
+// planPerCall starts a statement whose plan must follow its values: a
+// catch-all filter (order_id = $2 unless $2 is empty) can use an index only
+// when planned with the value, and a generic plan would scan instead. The cache
+// leaves such statements unnamed, planned every call as before
+// (TestCatchAllFiltersPlanPerCall finds the ones not marked).
+const planPerCall = "/* plan per call */ "
+
 // cachingConnector hands out lib/pq connections that keep every statement
 // with arguments prepared (named, per connection) after its first use, so
 // PostgreSQL parses and analyses it once per connection instead of on every
-// call, and may settle on a generic plan (issue 19: parse, analysis and
+// call and may settle on a generic plan (issue 19: parsing, analysis and
 // planning were a third of PostgreSQL's CPU per payment). Statements without
-// arguments (BEGIN, COMMIT, LISTEN) keep the simple protocol.
+// arguments (BEGIN, COMMIT, LISTEN) keep the simple protocol, and
+// planPerCall ones the unnamed statement.
 //
-// Named statements are session state: a transaction-mode pooler older than
-// PgBouncer 1.21 (or one without max_prepared_statements) hands the next
-// Bind to a server that never saw the Parse. Open turns the cache off with
-// statement_cache=off in the URL (docs/scaling.md).
+// Named statements are session state, and lib/pq names them "1", "2", … on
+// every connection: behind a transaction-mode pooler that does not track them
+// (PgBouncer before 1.21, or without max_prepared_statements) a Bind can reach
+// a server where another client prepared another statement under the same
+// name, and run it. So the cache is off unless Pool.StatementCache says the
+// connections are sessions.
 type cachingConnector struct {
 	inner driver.Connector
 	size  int
@@ -110,7 +120,8 @@ func (c *cachingConn) stale(err error) error {
 	if !errors.As(err, &pqErr) {
 		return err
 	}
-	if pqErr.Code == "26000" || (pqErr.Code == "0A000" && strings.Contains(pqErr.Message, "cached plan")) {
+	// The routine, not the message, which lc_messages translates.
+	if pqErr.Code == "26000" || (pqErr.Code == "0A000" && pqErr.Routine == "RevalidateCachedQuery") {
 		c.bad = true
 		return driver.ErrBadConn
 	}
@@ -130,7 +141,7 @@ func (c *cachingConn) ResetSession(ctx context.Context) error {
 }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if len(args) == 0 {
+	if len(args) == 0 || strings.HasPrefix(query, planPerCall) {
 		return c.pqConn.QueryContext(ctx, query, args)
 	}
 	st, err := c.prepared(ctx, query)
@@ -145,7 +156,7 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if len(args) == 0 {
+	if len(args) == 0 || strings.HasPrefix(query, planPerCall) {
 		return c.pqConn.ExecContext(ctx, query, args)
 	}
 	st, err := c.prepared(ctx, query)

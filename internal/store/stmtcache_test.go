@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/payrail/payrail/internal/store"
 	"github.com/payrail/payrail/internal/testenv"
 )
+
+func cached(conns int) store.Pool { return store.Pool{MaxConns: conns, StatementCache: true} }
 
 // prepared counts the named statements this session holds (the query has
 // no arguments, so it is not one of them).
@@ -32,7 +33,7 @@ func TestStatementCachePreparesOncePerConnection(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, 1)
+	pool, err := store.Open(ctx, db.URL, cached(1))
 	testenv.Must(t, err)
 	defer pool.Close()
 	for i := range 5 {
@@ -55,25 +56,24 @@ func TestStatementCachePreparesOncePerConnection(t *testing.T) {
 	if n := prepared(t, pool); n != 256 {
 		t.Errorf("%d statements prepared after 301 distinct queries, want the bound of 256", n)
 	}
-	// statement_cache=off: nothing is prepared.
-	withCache := func(v string) string {
-		u, err := url.Parse(db.URL)
-		testenv.Must(t, err)
-		q := u.Query()
-		q.Set("statement_cache", v)
-		u.RawQuery = q.Encode()
-		return u.String()
+	// A statement whose plan must follow its values is never prepared.
+	for i := range 6 {
+		var got int
+		testenv.Must(t, pool.GetContext(ctx, &got, store.PlanPerCall+`SELECT $1::int + 1000`, i))
 	}
-	off, err := store.Open(ctx, withCache("off"), 1)
+	var perCall int
+	testenv.Must(t, pool.GetContext(ctx, &perCall, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%+ 1000'`))
+	if perCall != 0 {
+		t.Errorf("a planPerCall statement was prepared (%d)", perCall)
+	}
+	// Without StatementCache (the default) nothing is prepared.
+	off, err := store.Open(ctx, db.URL, store.Pool{MaxConns: 1})
 	testenv.Must(t, err)
 	defer off.Close()
 	var got int
 	testenv.Must(t, off.GetContext(ctx, &got, `SELECT $1::int + 1`, 1))
 	if n := prepared(t, off); n != 0 || got != 2 {
-		t.Errorf("statement_cache=off: %d statements prepared (answer %d), want 0", n, got)
-	}
-	if _, err := store.Open(ctx, withCache("yes"), 1); err == nil {
-		t.Error("statement_cache=yes was accepted; want on or off only")
+		t.Errorf("without the cache: %d statements prepared (answer %d), want 0", n, got)
 	}
 }
 
@@ -85,7 +85,7 @@ func TestStatementCacheSurvivesStaleStatements(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, 1)
+	pool, err := store.Open(ctx, db.URL, cached(1))
 	testenv.Must(t, err)
 	defer pool.Close()
 	one := func() (int, error) {
@@ -145,7 +145,7 @@ func TestStatementCacheConcurrentDuplicateTransitions(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, 4)
+	pool, err := store.Open(ctx, db.URL, cached(4))
 	testenv.Must(t, err)
 	defer pool.Close()
 	st := store.New(pool, testenv.Keyring(t), store.Options{})

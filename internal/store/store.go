@@ -23,14 +23,18 @@
 // 10,000 abandoned orders and PENDING callbacks; TestKeyLookupsFenceTheirChecks
 // fails a new key lookup whose check is written plainly.
 //
-// Statements stay prepared. Open keeps every statement with arguments
-// prepared by name on its connection after its first call (stmtcache.go), so
-// PostgreSQL parses it once per connection and, after five calls, may keep a
-// generic plan; TestFencesUsePrimaryKey holds the fenced statements' generic
-// plans to the primary key too. statement_cache=off in the URL turns it off
-// for a transaction-mode pooler (docs/scaling.md). A statement's history
-// rows ride in the statement that changes the order (sqlTransition,
-// sqlCreateOrder), so a transition is one statement.
+// Statements stay prepared. With Pool.StatementCache, Open keeps every
+// statement with arguments prepared by name on its connection after its
+// first call (stmtcache.go), so PostgreSQL parses it once per connection and,
+// after five calls, may keep a generic plan; TestFencesUsePrimaryKey holds
+// the fenced statements' generic plans to the primary key too, and a
+// statement whose plan must follow its values (a catch-all filter: order_id
+// = $2 unless $2 is empty) is marked planPerCall and never prepared
+// (TestCatchAllFiltersPlanPerCall). Only for connections that are sessions
+// (docs/scaling.md).
+//
+// A transition's history rows ride in the statement that changes the order
+// (sqlTransition, sqlCreateOrder), so a transition is one statement.
 package store
 
 import (
@@ -119,27 +123,41 @@ func (s *Store) ConfirmStuckAfter() time.Duration { return s.stuckAfter }
 // DB returns the underlying pool (for health checks and tests).
 func (s *Store) DB() *sqlx.DB { return s.db }
 
+// Pool is how Open connects.
+type Pool struct {
+	// MaxConns bounds the pool (default 20).
+	MaxConns int
+	// StatementCache keeps every statement with arguments prepared by name
+	// on its connection after its first call (stmtcache.go;
+	// PAYRAIL_DB_STATEMENT_CACHE). Only for connections that are sessions:
+	// a direct connection, or PgBouncer 1.21+ with max_prepared_statements.
+	// Behind an older transaction-mode pooler a Bind can reach a server where
+	// another client prepared another statement under the same name.
+	StatementCache bool
+}
+
 // Open connects to url with a bounded pool.
-func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
-	dsn, cache, err := withStatementCache(withBinaryParameters(url))
-	if err != nil {
-		return nil, err
-	}
-	connector, err := pq.NewConnector(dsn)
+func Open(ctx context.Context, url string, p Pool) (*sqlx.DB, error) {
+	connector, err := pq.NewConnector(withBinaryParameters(url))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	size := 0
-	if cache {
+	if p.StatementCache {
 		size = stmtCacheSize
 	}
 	db := sqlx.NewDb(sql.OpenDB(&cachingConnector{inner: connector, size: size}), "postgres")
+	maxConns := p.MaxConns
 	if maxConns <= 0 {
 		maxConns = 20
 	}
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
+	// A connection's prepared statements keep the parameter types and plan
+	// choices of when they were made: renew them now and then, after a
+	// migration and as the data changes.
+	db.SetConnMaxLifetime(time.Hour)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
@@ -164,39 +182,6 @@ func withBinaryParameters(raw string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
-}
-
-// withStatementCache reads and removes statement_cache (on, the default, or
-// off) from the URL; lib/pq would send it to the server as a setting. off
-// keeps every statement unnamed, for a transaction-mode pooler that cannot
-// carry named ones (docs/scaling.md).
-func withStatementCache(raw string) (string, bool, error) {
-	u, err := neturl.Parse(raw)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return raw, true, nil
-	}
-	q := u.Query()
-	if !q.Has("statement_cache") {
-		return raw, true, nil
-	}
-	v := q.Get("statement_cache")
-	if v != "on" && v != "off" {
-		return "", false, fmt.Errorf("database URL: statement_cache=%q, want on or off", v)
-	}
-	q.Del("statement_cache")
-	u.RawQuery = q.Encode()
-	return u.String(), v == "on", nil
-}
-
-// ListenURL is url for a LISTEN session (pq.NewListener), which runs no
-// statements to cache: without statement_cache, which PostgreSQL would
-// refuse as an unknown setting.
-func ListenURL(url string) string {
-	dsn, _, err := withStatementCache(url)
-	if err != nil {
-		return url // store.Open refuses it first
-	}
-	return dsn
 }
 
 // Migrate applies every pending migration.

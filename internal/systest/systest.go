@@ -108,6 +108,7 @@ func Start(t testing.TB, opt Options) *System {
 		"PAYRAIL_PG_TIMEOUT":             "2s",
 		"PAYRAIL_SWEEP_INTERVAL":         "1s",
 		"PAYRAIL_DB_MAX_CONNS":           "20",
+		"PAYRAIL_DB_STATEMENT_CACHE":     "true",
 		"PAYRAIL_WORKER_CONCURRENCY":     "10",
 		"PAYRAIL_METRICS_ADDR":           "127.0.0.1:0",
 		"PAYRAIL_CONFIRM_BACKOFF":        "50ms",
@@ -121,6 +122,7 @@ func Start(t testing.TB, opt Options) *System {
 		s.Bouncer = testenv.StartPgBouncer(t, s.DB.URL, opt.PgBouncerPool)
 		s.Env["PAYRAIL_DATABASE_URL"] = s.Bouncer.URL(s.DB.URL)
 		s.Env["PAYRAIL_DATABASE_LISTEN_URL"] = s.DB.URL
+		s.Env["PAYRAIL_DB_STATEMENT_CACHE"] = "false" // pgbouncer 1.18, transaction mode
 	}
 	for k, v := range opt.Env {
 		s.Env[k] = v

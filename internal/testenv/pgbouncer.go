@@ -162,18 +162,13 @@ func (b *PgBouncer) Retarget(hostport string) error {
 	return b.cmd.Process.Signal(syscall.SIGHUP)
 }
 
-// URL is raw (a postgres:// URL) pointed at pgbouncer instead, with the
-// store's statement cache off: pgbouncer 1.18 in transaction mode cannot
-// carry named prepared statements (docs/scaling.md).
+// URL is raw (a postgres:// URL) pointed at pgbouncer instead.
 func (b *PgBouncer) URL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		panic(err)
 	}
 	u.Host = "127.0.0.1:" + strconv.Itoa(b.Port)
-	q := u.Query()
-	q.Set("statement_cache", "off")
-	u.RawQuery = q.Encode()
 	return u.String()
 }
 

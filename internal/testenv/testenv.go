@@ -160,7 +160,8 @@ func NewDatabase(tb testing.TB) Database {
 		tb.Fatalf("create test database: %v", err)
 	}
 	u := withDBName(admin, name)
-	db, err := store.Open(ctx, u, 20)
+	// With the statement cache, as make up runs payrail (a direct connection).
+	db, err := store.Open(ctx, u, store.Pool{MaxConns: 20, StatementCache: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
