@@ -55,8 +55,9 @@ PAYRAIL_API_METRICS_ADDR=$API_METRICS_ADDR
 PAYRAIL_ADMIN_TOKEN=$ADMIN_TOKEN
 PAYRAIL_ENCRYPTION_KEYS=$ENC_KEYS
 PAYRAIL_DATABASE_URL=$PAYRAIL_DATABASE_URL
-# A direct connection to the private server: statements stay prepared (docs/scaling.md).
-PAYRAIL_DB_STATEMENT_CACHE=true
+# A direct connection to the private server: statements stay prepared (docs/scaling.md;
+# PAYRAIL_DB_STATEMENT_CACHE=false make up runs without, for comparison).
+PAYRAIL_DB_STATEMENT_CACHE=${PAYRAIL_DB_STATEMENT_CACHE:-true}
 PAYRAIL_REDIS_URL=$PAYRAIL_REDIS_URL
 PAYRAIL_CALLBACK_ALLOW_PRIVATE=true
 # The demo's ops console signs in with a password alone; production asks for
