@@ -18,6 +18,15 @@ import (
 
 func cached(conns int) store.Pool { return store.Pool{MaxConns: conns, StatementCache: true} }
 
+// openPool is store.Open of url, closed when t ends.
+func openPool(t *testing.T, url string, p store.Pool) *sqlx.DB {
+	t.Helper()
+	pool, err := store.Open(context.Background(), url, p)
+	testenv.Must(t, err)
+	t.Cleanup(func() { pool.Close() })
+	return pool
+}
+
 // prepared counts the named statements this session holds (the query has
 // no arguments, so it is not one of them).
 func prepared(t *testing.T, c *sqlx.DB) int {
@@ -33,9 +42,7 @@ func TestStatementCachePreparesOncePerConnection(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, cached(1))
-	testenv.Must(t, err)
-	defer pool.Close()
+	pool := openPool(t, db.URL, cached(1))
 	for i := range 5 {
 		var got int
 		testenv.Must(t, pool.GetContext(ctx, &got, `SELECT $1::int + 1`, i))
@@ -67,9 +74,7 @@ func TestStatementCachePreparesOncePerConnection(t *testing.T) {
 		t.Errorf("a planPerCall statement was prepared (%d)", perCall)
 	}
 	// Without StatementCache (the default) nothing is prepared.
-	off, err := store.Open(ctx, db.URL, store.Pool{MaxConns: 1})
-	testenv.Must(t, err)
-	defer off.Close()
+	off := openPool(t, db.URL, store.Pool{MaxConns: 1})
 	var got int
 	testenv.Must(t, off.GetContext(ctx, &got, `SELECT $1::int + 1`, 1))
 	if n := prepared(t, off); n != 0 || got != 2 {
@@ -85,15 +90,13 @@ func TestStatementCacheSurvivesStaleStatements(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, cached(1))
-	testenv.Must(t, err)
-	defer pool.Close()
+	pool := openPool(t, db.URL, cached(1))
 	one := func() (int, error) {
 		var got int
 		err := pool.GetContext(ctx, &got, `SELECT $1::int`, 7)
 		return got, err
 	}
-	_, err = one()
+	_, err := one()
 	testenv.Must(t, err)
 	_, err = pool.ExecContext(ctx, `DEALLOCATE ALL`)
 	testenv.Must(t, err)
@@ -145,9 +148,7 @@ func TestStatementCacheConcurrentDuplicateTransitions(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
-	pool, err := store.Open(ctx, db.URL, cached(4))
-	testenv.Must(t, err)
-	defer pool.Close()
+	pool := openPool(t, db.URL, cached(4))
 	st := store.New(pool, testenv.Keyring(t), store.Options{})
 	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "dup", CallbackURL: "https://example.com/cb"})
 	testenv.Must(t, err)
