@@ -29,6 +29,9 @@ mkdir -p "$RUN"/{bin,logs,pids}
 [[ $EUID -eq 0 ]] && chmod 711 "$RUN/logs" # the postgres user writes .run/logs/postgres.log
 
 # ---- 1. services ---------------------------------------------------------------------------
+# The statement cache needs connections that are sessions: on by default only for this
+# repo's private server; a PAYRAIL_DATABASE_URL of your own may be a pooler (docs/scaling.md).
+if [[ -z ${PAYRAIL_DATABASE_URL:-} ]]; then STATEMENT_CACHE_DEFAULT=true; else STATEMENT_CACHE_DEFAULT=false; fi
 "$ROOT/scripts/services.sh" up --owner up
 eval "$("$ROOT/scripts/services.sh" env)"
 
@@ -55,9 +58,10 @@ PAYRAIL_API_METRICS_ADDR=$API_METRICS_ADDR
 PAYRAIL_ADMIN_TOKEN=$ADMIN_TOKEN
 PAYRAIL_ENCRYPTION_KEYS=$ENC_KEYS
 PAYRAIL_DATABASE_URL=$PAYRAIL_DATABASE_URL
-# A direct connection to the private server: statements stay prepared (docs/scaling.md;
-# PAYRAIL_DB_STATEMENT_CACHE=false make up runs without, for comparison).
-PAYRAIL_DB_STATEMENT_CACHE=${PAYRAIL_DB_STATEMENT_CACHE:-true}
+# Statements stay prepared on a direct connection to the private server; with a
+# PAYRAIL_DATABASE_URL of your own, only if you say so (docs/scaling.md).
+# PAYRAIL_DB_STATEMENT_CACHE=false make up runs without, for comparison.
+PAYRAIL_DB_STATEMENT_CACHE=${PAYRAIL_DB_STATEMENT_CACHE:-$STATEMENT_CACHE_DEFAULT}
 PAYRAIL_REDIS_URL=$PAYRAIL_REDIS_URL
 PAYRAIL_CALLBACK_ALLOW_PRIVATE=true
 # The demo's ops console signs in with a password alone; production asks for

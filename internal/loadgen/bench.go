@@ -269,7 +269,9 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 	// 3. Ceiling on the same servers.
 	if cfg.CeilingN > 0 && cfg.want("ceiling") {
 		p := StartProgress(prog, "ceiling: SQL", cfg.CeilingN)
-		sc, err := RunSQLCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, cfg.CeilingConns, p)
+		// The ceilings open their pools as the api and worker open theirs.
+		cache := getenv("PAYRAIL_DB_STATEMENT_CACHE") == "true" || getenv("PAYRAIL_DB_STATEMENT_CACHE") == "1"
+		sc, err := RunSQLCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, cfg.CeilingConns, cache, p)
 		p.Stop()
 		if err != nil {
 			rep.Problems = append(rep.Problems, "sql ceiling: "+err.Error())
@@ -277,7 +279,7 @@ func Bench(ctx context.Context, cfg BenchConfig, args []string, getenv func(stri
 			rep.SQLCeiling = &sc
 		}
 		p = StartProgress(prog, "ceiling: minimal durable path", cfg.CeilingN)
-		mc, err := RunMinimalCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, p)
+		mc, err := RunMinimalCeiling(ctx, dbURL, cfg.CeilingN, cfg.CeilingConns, cache, p)
 		p.Stop()
 		if err != nil {
 			rep.Problems = append(rep.Problems, "minimal ceiling: "+err.Error())

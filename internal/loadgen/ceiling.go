@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +27,12 @@ import (
 // SQLCeiling is the rate at which PostgreSQL runs payrail's per-payment
 // transactions with nothing else in the way.
 type SQLCeiling struct {
-	Payments       int     `json:"payments"`
-	Conns          int     `json:"conns"`
-	Merchants      int     `json:"merchants"`
+	Payments  int `json:"payments"`
+	Conns     int `json:"conns"`
+	Merchants int `json:"merchants"`
+	// StatementCache: the pool kept its statements prepared
+	// (PAYRAIL_DB_STATEMENT_CACHE, as the api and worker run).
+	StatementCache bool    `json:"statementCache"`
 	Seconds        float64 `json:"seconds"`
 	PaymentsPerSec float64 `json:"paymentsPerSec"`
 	// TxPerPayment is the store calls one payment makes below, each one
@@ -160,8 +162,8 @@ func randID(prefix string) string {
 // connections in the scratch schema CeilingSchema of the database at
 // dbURL (migrated by store.Migrate, dropped afterwards), spread over
 // `merchants` merchants as the worker's lanes spread callbacks.
-func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, progress Progresser) (SQLCeiling, error) {
-	sc, err := openScratch(ctx, dbURL, conns)
+func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, cache bool, progress Progresser) (SQLCeiling, error) {
+	sc, err := openScratch(ctx, dbURL, conns, cache)
 	if err != nil {
 		return SQLCeiling{}, err
 	}
@@ -182,7 +184,7 @@ func RunSQLCeiling(ctx context.Context, dbURL string, n, conns, merchants int, p
 		}
 		ids[i] = m.MerchantID
 	}
-	out := SQLCeiling{Payments: n, Conns: conns, Merchants: merchants, TxPerPayment: len(ceilingSteps)}
+	out := SQLCeiling{Payments: n, Conns: conns, Merchants: merchants, TxPerPayment: len(ceilingSteps), StatementCache: cache}
 	settle := func() float64 { return settleCommits(func() float64 { return sc.commits(ctx) }) }
 	db.SetMaxIdleConns(0)
 	db.SetMaxIdleConns(conns)
@@ -253,7 +255,7 @@ func (sc *scratch) commits(ctx context.Context) float64 {
 	return c
 }
 
-func openScratch(ctx context.Context, dbURL string, conns int) (*scratch, error) {
+func openScratch(ctx context.Context, dbURL string, conns int, cache bool) (*scratch, error) {
 	admin, err := sql.Open("postgres", dbURL)
 	if err != nil {
 		return nil, err
@@ -275,8 +277,7 @@ func openScratch(ctx context.Context, dbURL string, conns int) (*scratch, error)
 	}
 	scoped, err := withSearchPath(dbURL, CeilingSchema)
 	if err == nil {
-		// The store's pool as the api and worker run it (.run/env).
-		sc.db, err = store.Open(ctx, scoped, store.Pool{MaxConns: conns, StatementCache: os.Getenv("PAYRAIL_DB_STATEMENT_CACHE") == "true"})
+		sc.db, err = store.Open(ctx, scoped, store.Pool{MaxConns: conns, StatementCache: cache})
 	}
 	if err == nil {
 		err = store.Migrate(ctx, sc.db.DB, nil)

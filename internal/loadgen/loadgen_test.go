@@ -156,7 +156,7 @@ func TestSQLCeilingRunsTheStoreInAScratchSchema(t *testing.T) {
 	var before int
 	testenv.Must(t, db.DB.Get(&before, `SELECT count(*) FROM orders`))
 	var progress countProgress
-	c, err := loadgen.RunSQLCeiling(context.Background(), db.URL, 60, 4, 3, &progress)
+	c, err := loadgen.RunSQLCeiling(context.Background(), db.URL, 60, 4, 3, true, &progress)
 	testenv.Must(t, err)
 	if c.Payments != 60 || c.PaymentsPerSec <= 0 || c.TxPerPayment != 5 || progress.n.Load() != 60 {
 		t.Fatalf("ceiling = %+v, progress %d", c, progress.n.Load())
@@ -189,7 +189,7 @@ func TestMinimalCeilingIsFourCommits(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
 	var progress countProgress
-	c, err := loadgen.RunMinimalCeiling(context.Background(), db.URL, 80, 4, &progress)
+	c, err := loadgen.RunMinimalCeiling(context.Background(), db.URL, 80, 4, true, &progress)
 	testenv.Must(t, err)
 	if c.Payments != 80 || c.PaymentsPerSec <= 0 || progress.n.Load() != 80 {
 		t.Fatalf("minimal ceiling = %+v, progress %d", c, progress.n.Load())

@@ -18,8 +18,12 @@ import (
 // reference for what payrail could cost, not payrail's code: that is what
 // SQLCeiling measures.
 type MinimalCeiling struct {
-	Payments          int     `json:"payments"`
-	Conns             int     `json:"conns"`
+	Payments int `json:"payments"`
+	Conns    int `json:"conns"`
+	// StatementCache: the pool kept its statements prepared, as the api
+	// and worker run (a prepared payrail against an unprepared reference
+	// would flatter efficiency_minimal).
+	StatementCache    bool    `json:"statementCache"`
 	Seconds           float64 `json:"seconds"`
 	PaymentsPerSec    float64 `json:"paymentsPerSec"`
 	CommitsPerPayment float64 `json:"commitsPerPayment"`
@@ -57,9 +61,9 @@ SELECT callback_id, 1, now(), 204, 1 FROM c`
 // RunMinimalCeiling runs n payments of the minimal durable path over conns
 // connections in the scratch schema CeilingSchema of dbURL (created,
 // migrated and dropped here, as for RunSQLCeiling).
-func RunMinimalCeiling(ctx context.Context, dbURL string, n, conns int, progress Progresser) (MinimalCeiling, error) {
-	out := MinimalCeiling{Payments: n, Conns: conns}
-	sc, err := openScratch(ctx, dbURL, conns)
+func RunMinimalCeiling(ctx context.Context, dbURL string, n, conns int, cache bool, progress Progresser) (MinimalCeiling, error) {
+	out := MinimalCeiling{Payments: n, Conns: conns, StatementCache: cache}
+	sc, err := openScratch(ctx, dbURL, conns, cache)
 	if err != nil {
 		return out, err
 	}

@@ -13,4 +13,7 @@ const (
 	SQLRecordCancelAttempt = sqlRecordCancelAttempt
 	SQLRecordRefundAttempt = sqlRecordRefundAttempt
 	SQLMarkPGEvent         = sqlMarkPGEvent
+	SQLCancelByID          = sqlCancelByID
+	SQLOrderRowForEvent    = sqlOrderRowForEvent
+	SQLStoreStatusEvent    = sqlStoreStatusEvent
 )

@@ -154,11 +154,12 @@ func (s *Store) CreateOrder(ctx context.Context, o NewOrder, fin *IdemFinish[pay
 		var row OrderRow
 		err := sqlx.GetContext(ctx, q, &row, sqlCreateOrder, id, o.MerchantID, o.MerchantOrderID, o.Amount,
 			o.Currency, o.OrderName, o.SuccessURL, o.FailURL, o.TokenHash, s.now().Add(o.TTL), string(details))
-		if isUniqueViolation(err, "orders_pkey") {
-			// Our own insert, run again: lib/pq reports a connection lost
-			// after the statement went out as driver.ErrBadConn, and
+		if _, inTx := q.(*sqlx.Tx); !inTx && isUniqueViolation(err, "") {
+			// Our own insert, run again: lib/pq reports a connection that
+			// closed after the statement went out as driver.ErrBadConn, and
 			// database/sql then repeats a call made outside a transaction.
-			// The first run committed; the order is the answer.
+			// The first run committed; the order with our id (it collides on
+			// the key and on merchantOrderId alike) is the answer.
 			if prev, rerr := s.orderRow(ctx, q, o.MerchantID, id, false); rerr == nil &&
 				subtle.ConstantTimeCompare(prev.PaymentTokenHash, o.TokenHash) == 1 {
 				return prev, nil

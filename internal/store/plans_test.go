@@ -9,14 +9,17 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/payrail/payrail/internal/store"
@@ -155,6 +158,91 @@ func planIndexes(plan map[string]any) []string {
 	return out
 }
 
+// genericConn is a connection that plans prepared statements generically
+// (plan_cache_mode = force_generic_plan), as the statement cache may after
+// five calls; closed when t ends.
+func genericConn(t *testing.T, db *sqlx.DB) *sqlx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := db.Connx(ctx)
+	testenv.Must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	_, err = conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`)
+	testenv.Must(t, err)
+	return conn
+}
+
+var genericPrepared atomic.Int64
+
+// genericIndexes is planIndexes of q's generic plan on conn: PREPARE, then
+// EXPLAIN EXECUTE with args written as literals (EXECUTE takes no bound
+// parameters).
+func genericIndexes(t *testing.T, conn *sqlx.Conn, q string, args ...any) []string {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("generic_%d", genericPrepared.Add(1))
+	_, err := conn.ExecContext(ctx, `PREPARE `+name+` AS `+q)
+	testenv.Must(t, err)
+	params := make([]string, len(args))
+	for i, a := range args {
+		if v, ok := a.(driver.Valuer); ok {
+			a, err = v.Value()
+			testenv.Must(t, err)
+		}
+		switch a := a.(type) {
+		case nil:
+			params[i] = "NULL"
+		case string:
+			params[i] = pq.QuoteLiteral(a)
+		default:
+			params[i] = fmt.Sprint(a)
+		}
+	}
+	var raw []byte
+	testenv.Must(t, conn.QueryRowContext(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+name+`(`+strings.Join(params, ", ")+`)`).Scan(&raw))
+	var plans []struct{ Plan map[string]any }
+	testenv.Must(t, json.Unmarshal(raw, &plans))
+	return planIndexes(plans[0].Plan)
+}
+
+// genericChecked names the statements with a catch-all filter whose generic
+// plans are held to their keys: the fenced key lookups of
+// TestFencesUsePrimaryKey and the lookups of TestKeyLookupsGenericPlans.
+// TestCatchAllFiltersPlanPerCall lets them be prepared.
+var genericChecked = map[string]bool{"sqlOrderRow": true, "sqlRedeliverCallback": true,
+	"sqlCancelByID": true, "sqlOrderRowForEvent": true, "sqlStoreStatusEvent": true}
+
+// The key lookups with a catch-all that the statement cache prepares read
+// only their keys in a generic plan, in the trapped database beside a
+// merchant's 3,000 rows: the cancel by id its primary key, the event's order
+// lookups the order's key or the paymentKey index.
+func TestKeyLookupsGenericPlans(t *testing.T) {
+	t.Parallel()
+	db, st, addRows := trappedDB(t)
+	ctx := context.Background()
+	m, err := st.CreateMerchant(ctx, store.NewMerchant{Name: "new", CallbackURL: "https://example.com/cb"})
+	testenv.Must(t, err)
+	addRows(m.MerchantID, "ord_new_", 3000)
+	conn := genericConn(t, db.DB)
+	keys := map[string]bool{"orders_pkey": true, "orders_payment_key_any": true, "orders_merchant_payment_key": true}
+	for _, c := range []struct {
+		name, sql string
+		allowed   map[string]bool
+		args      []any
+	}{
+		{"cancel by id", store.SQLCancelByID, map[string]bool{"cancels_pkey": true}, []any{"cn_ord_new_13", "", m.MerchantID}},
+		{"order for event", store.SQLOrderRowForEvent, keys, []any{"pk_ord_new_7", "ord_new_7"}},
+		{"status event", store.SQLStoreStatusEvent, keys, []any{"mockpg", "ev_generic", "pk_ord_new_8", "ord_new_8", "DONE", "{}", pq.StringArray{"PAID"}}},
+	} {
+		got := genericIndexes(t, conn, c.sql, c.args...)
+		if len(got) == 0 || slices.ContainsFunc(got, func(ix string) bool { return !c.allowed[ix] }) {
+			t.Errorf("%s's generic plan reads %v, want only %v", c.name, got, slices.Sorted(maps.Keys(c.allowed)))
+		} else {
+			t.Logf("%s's generic plan reads %v", c.name, got)
+		}
+	}
+}
+
 // The statements that find a row by primary key and fence on a status or a
 // merchant reach it by the primary key alone in a trappedDB, for a merchant
 // with 3,000 orders and their rows. The plain statements are planned too,
@@ -171,43 +259,8 @@ func TestFencesUsePrimaryKey(t *testing.T) {
 		t.Helper()
 		return planIndexes(explain(t, db.DB, "", q, args...))
 	}
-	// generic is indexes for the plan PostgreSQL caches for q once it stops
-	// planning each call (the store keeps statements prepared): PREPARE, then
-	// EXPLAIN EXECUTE under force_generic_plan, on one connection.
-	conn, err := db.DB.Connx(ctx)
-	testenv.Must(t, err)
-	defer conn.Close()
-	_, err = conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`)
-	testenv.Must(t, err)
-	prepared := 0
-	generic := func(q string, args ...any) []string {
-		t.Helper()
-		prepared++
-		name := fmt.Sprintf("fence_%d", prepared)
-		_, err := conn.ExecContext(ctx, `PREPARE `+name+` AS `+q)
-		testenv.Must(t, err)
-		// EXECUTE takes no bound parameters: the arguments go in as literals.
-		params := make([]string, len(args))
-		for i, a := range args {
-			if v, ok := a.(driver.Valuer); ok {
-				a, err = v.Value()
-				testenv.Must(t, err)
-			}
-			switch a := a.(type) {
-			case nil:
-				params[i] = "NULL"
-			case string:
-				params[i] = pq.QuoteLiteral(a)
-			default:
-				params[i] = fmt.Sprint(a)
-			}
-		}
-		var raw []byte
-		testenv.Must(t, conn.QueryRowContext(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+name+`(`+strings.Join(params, ", ")+`)`).Scan(&raw))
-		var plans []struct{ Plan map[string]any }
-		testenv.Must(t, json.Unmarshal(raw, &plans))
-		return planIndexes(plans[0].Plan)
-	}
+	conn := genericConn(t, db.DB)
+	generic := func(q string, args ...any) []string { t.Helper(); return genericIndexes(t, conn, q, args...) }
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	cases := []struct {
 		name, sql, plain string
@@ -326,8 +379,8 @@ func TestKeyLookupsFenceTheirChecks(t *testing.T) {
 
 // sqlLiteral is one SQL text of the store's source.
 type sqlLiteral struct {
-	file, text, table string
-	// perCall: a constant whose value starts with planPerCall.
+	name, file, text, table string
+	// perCall: the statement starts with planPerCall, as the cache sees it.
 	perCall bool
 }
 
@@ -354,55 +407,88 @@ func (l sqlLiteral) keyLookups() []string {
 }
 
 // storeSQL reads the SQL of the store's (non-test) source: each constant's
-// value with its string pieces joined (an identifier such as orderColumns
-// stands for itself), and every other backquoted string alone.
+// value, with the constants it is built from resolved (an identifier that is
+// not a constant of the package stands for its name), and every other
+// backquoted string alone.
 func storeSQL(t *testing.T) []sqlLiteral {
 	t.Helper()
-	table := regexp.MustCompile(`(?:UPDATE|FROM|INTO)\s+(\w+)`)
 	files, err := filepath.Glob("*.go")
 	testenv.Must(t, err)
+	fset := token.NewFileSet()
+	consts := map[string]ast.Expr{}
+	constFile := map[string]string{}
+	var parsed []*ast.File
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		testenv.Must(t, err)
+		parsed = append(parsed, file)
+		for _, d := range file.Decls {
+			if d, ok := d.(*ast.GenDecl); ok && d.Tok == token.CONST {
+				for _, spec := range d.Specs {
+					vs := spec.(*ast.ValueSpec)
+					for i, n := range vs.Names {
+						if i < len(vs.Values) {
+							consts[n.Name], constFile[n.Name] = vs.Values[i], f
+						}
+					}
+				}
+			}
+		}
+	}
+	var eval func(e ast.Expr, depth int) string
+	eval = func(e ast.Expr, depth int) string {
+		switch e := e.(type) {
+		case *ast.BasicLit:
+			if e.Kind == token.STRING {
+				text, err := strconv.Unquote(e.Value)
+				testenv.Must(t, err)
+				return text
+			}
+			return e.Value
+		case *ast.Ident:
+			if v, ok := consts[e.Name]; ok && depth < 20 {
+				return eval(v, depth+1)
+			}
+			return e.Name
+		case *ast.BinaryExpr:
+			return eval(e.X, depth) + eval(e.Y, depth)
+		case *ast.ParenExpr:
+			return eval(e.X, depth)
+		}
+		return ""
+	}
+	perCall := eval(consts["planPerCall"], 0)
+	if perCall == "" {
+		t.Fatal("no planPerCall constant in the store's source")
+	}
+	table := regexp.MustCompile(`(?:UPDATE|FROM|INTO)\s+(\w+)`)
 	var out []sqlLiteral
-	add := func(f, text string, perCall bool) {
-		l := sqlLiteral{file: f, text: text, perCall: perCall}
+	add := func(name, f, text string) {
+		l := sqlLiteral{name: name, file: f, text: text, perCall: strings.HasPrefix(text, perCall)}
 		if tm := table.FindStringSubmatch(text); tm != nil {
 			l.table = tm[1]
 		}
 		out = append(out, l)
 	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
-		testenv.Must(t, err)
-		joined := map[*ast.BasicLit]bool{}
+	for name, v := range consts {
+		add(name, constFile[name], eval(v, 0))
+	}
+	for _, file := range parsed {
+		inConst := map[*ast.BasicLit]bool{}
 		ast.Inspect(file, func(n ast.Node) bool {
 			if d, ok := n.(*ast.GenDecl); ok && d.Tok == token.CONST {
-				for _, spec := range d.Specs {
-					for _, v := range spec.(*ast.ValueSpec).Values {
-						var b strings.Builder
-						perCall := false
-						ast.Inspect(v, func(n ast.Node) bool {
-							switch n := n.(type) {
-							case *ast.BasicLit:
-								if n.Kind == token.STRING {
-									joined[n] = true
-									text, err := strconv.Unquote(n.Value)
-									testenv.Must(t, err)
-									b.WriteString(text)
-								}
-							case *ast.Ident:
-								perCall = perCall || (n.Name == "planPerCall" && b.Len() == 0)
-								b.WriteString(n.Name)
-							}
-							return true
-						})
-						add(f, b.String(), perCall)
+				ast.Inspect(d, func(n ast.Node) bool {
+					if l, ok := n.(*ast.BasicLit); ok {
+						inConst[l] = true
 					}
-				}
+					return true
+				})
 			}
-			if l, ok := n.(*ast.BasicLit); ok && l.Kind == token.STRING && strings.HasPrefix(l.Value, "`") && !joined[l] {
-				add(f, strings.Trim(l.Value, "`"), false)
+			if l, ok := n.(*ast.BasicLit); ok && l.Kind == token.STRING && strings.HasPrefix(l.Value, "`") && !inConst[l] {
+				add("", fset.File(file.Pos()).Name(), strings.Trim(l.Value, "`"))
 			}
 			return true
 		})
@@ -410,24 +496,40 @@ func storeSQL(t *testing.T) []sqlLiteral {
 	return out
 }
 
-// A catch-all filter (a column = $n unless $n is empty or 0) uses an index
-// only when planned with its value; the statement cache's generic plan
-// would scan instead. Every such statement is marked planPerCall, unless
-// the primary key finds its row (TestFencesUsePrimaryKey plans those).
+// A catch-all filter (a column = $n unless $n is empty, NULL, 0 or false,
+// or an arm taken only when $n is not empty) uses an index only when
+// planned with its value; the statement cache's generic plan would scan
+// instead. Every statement with one in a WHERE starts with planPerCall,
+// unless its generic plan is held to its keys (genericChecked).
 func TestCatchAllFiltersPlanPerCall(t *testing.T) {
-	catchAll := regexp.MustCompile(`\$\d+\s*=\s*(?:''|0)\s+OR\b`)
-	found := 0
+	catchAll := regexp.MustCompile(`\$\d+(?:::\w+(?:\[\])?)?\s*(?:=\s*(?:''|0)|IS\s+NULL|<>\s*'')\s+OR\b` +
+		`|(?:''|0)\s*=\s*\$\d+\s+OR\b|\bNOT\s+\$\d+\s+OR\b` +
+		`|\bOR\s+\$\d+(?:::\w+)?\s*(?:=\s*''|IS\s+NULL)|\bAND\s+\$\d+(?:::\w+)?\s*<>\s*''`)
+	found, marked := 0, 0
 	for _, lit := range storeSQL(t) {
-		if !catchAll.MatchString(lit.text) {
+		var filters []string
+		for _, where := range strings.Split(lit.text, "WHERE")[1:] {
+			// A WHERE ends where the next clause or statement part begins.
+			where, _, _ = strings.Cut(where, "RETURNING")
+			where, _, _ = strings.Cut(where, "ORDER BY")
+			where, _, _ = strings.Cut(where, " SET ")
+			filters = append(filters, where)
+		}
+		if !catchAll.MatchString(strings.Join(filters, " ")) {
 			continue
 		}
 		found++
-		if !lit.perCall && len(lit.keyLookups()) == 0 {
-			t.Errorf("%s: %s\n  filters with a catch-all and is not planPerCall: a generic plan would scan", lit.file, strings.Join(strings.Fields(lit.text), " "))
+		if lit.perCall {
+			marked++
+			continue
+		}
+		if lit.name == "" || !genericChecked[lit.name] {
+			t.Errorf("%s %s: %s\n  filters with a catch-all, is not planPerCall and its generic plan is not checked (genericChecked): a generic plan would scan",
+				lit.file, lit.name, strings.Join(strings.Fields(lit.text), " "))
 		}
 	}
-	// The scan must see them: the three marked ones and the fenced key lookups.
-	if found < 5 {
-		t.Errorf("found %d catch-all statements; the scan no longer sees the store's SQL", found)
+	// The scan must see them: the marked ones and the checked key lookups.
+	if marked < 3 || found < 3+len(genericChecked) {
+		t.Errorf("found %d catch-all statements, %d marked; the scan no longer sees the store's SQL", found, marked)
 	}
 }

@@ -447,7 +447,7 @@ func (s *Store) FinishReconRun(ctx context.Context, runID string, matched int64,
 	return run, err
 }
 
-const sqlReconItems = `SELECT run_id, item_id, class, payment_key, order_id, merchant_id, pg_amount, our_amount, action,
+const sqlReconItems = planPerCall + `SELECT run_id, item_id, class, payment_key, order_id, merchant_id, pg_amount, our_amount, action,
     needs_attention, detail, created_at FROM recon_items WHERE run_id = $1 AND item_id > $2 AND (NOT $3 OR needs_attention)
 ORDER BY item_id LIMIT $4`
 

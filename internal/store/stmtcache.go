@@ -5,7 +5,9 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/lib/pq"
 )
@@ -77,6 +79,10 @@ type cachingConn struct {
 	lru   *list.List // of *cachedStmt, most recently used first
 	index map[string]*list.Element
 	bad   bool
+	// renew: after it the connection leaves the pool, so its statements'
+	// parameter types and plans are made again; spread over 45–60 minutes
+	// so a pool opened at once is not re-prepared at once.
+	renew time.Time
 }
 
 func newCachingConn(cn driver.Conn, size int) driver.Conn {
@@ -84,7 +90,8 @@ func newCachingConn(cn driver.Conn, size int) driver.Conn {
 	if !ok || size <= 0 {
 		return cn
 	}
-	return &cachingConn{pqConn: pc, size: size, lru: list.New(), index: map[string]*list.Element{}}
+	life := 45*time.Minute + rand.N(15*time.Minute)
+	return &cachingConn{pqConn: pc, size: size, lru: list.New(), index: map[string]*list.Element{}, renew: time.Now().Add(life)}
 }
 
 // prepared returns query's statement on this connection, preparing it on
@@ -129,9 +136,11 @@ func (c *cachingConn) stale(err error) error {
 }
 
 // IsValid and ResetSession keep a connection whose statements went stale
-// out of the pool (database/sql does not mark a transaction's connection
-// bad by itself).
-func (c *cachingConn) IsValid() bool { return !c.bad && c.pqConn.IsValid() }
+// (database/sql does not mark a transaction's connection bad by itself) or
+// are due for renewal out of the pool.
+func (c *cachingConn) IsValid() bool {
+	return !c.bad && time.Now().Before(c.renew) && c.pqConn.IsValid()
+}
 
 func (c *cachingConn) ResetSession(ctx context.Context) error {
 	if c.bad {
