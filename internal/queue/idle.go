@@ -288,6 +288,10 @@ func (g *IdleGate) endRound() {
 // every time.
 const forwardWindow = time.Second
 
+// forwardSlack is how much earlier than a second after the last one a
+// shut gate's forwarder round may come.
+const forwardSlack = 100 * time.Millisecond
+
 // allowForward decides one forwarder script on set (a retry or scheduled
 // set): once a second while shut, at asynq's interval for Hold after a
 // wake; and with Redis set, only for a set the round's look found a task
@@ -309,7 +313,10 @@ func (g *IdleGate) forwardRound() bool {
 		return true
 	}
 	if !now.Before(g.nextForward) {
-		g.nextForward = now.Add(time.Second)
+		// Less than a second: a forwarder ticking every second (the
+		// default) whose tick comes a hair early would otherwise lose
+		// every other round.
+		g.nextForward = now.Add(time.Second - forwardSlack)
 		g.forwardLeft, g.forwardOpen = 2*max(1, g.Queues)-1, now.Add(forwardWindow)
 		return true
 	}

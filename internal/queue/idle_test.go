@@ -267,6 +267,26 @@ func TestIdleGateForwarderRounds(t *testing.T) {
 	}
 }
 
+// A forwarder ticking every second (PAYRAIL_DELAYED_CHECK_INTERVAL's
+// default) gets every round through a shut gate even when its ticks come
+// a little early; twice a second still does not.
+func TestIdleGateForwarderTicksEverySecond(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: time.Second, Queues: 3, Now: func() time.Time { return now }}
+	for tick := range 5 {
+		for i := range 6 { // two scripts per queue
+			if !g.allowForward(context.Background(), "asynq:{a}:retry") {
+				t.Fatalf("tick %d: forward %d of the round refused", tick, i+1)
+			}
+		}
+		now = now.Add(time.Second - 5*time.Millisecond)
+	}
+	now = now.Add(-time.Second + 5*time.Millisecond + 500*time.Millisecond) // half a second after the last round
+	if g.allowForward(context.Background(), "asynq:{a}:retry") {
+		t.Fatal("a second round within half a second passed")
+	}
+}
+
 // Found by a second read: a wake that arrives while Redis is answering
 // "empty" for its queue keeps its credit (its task may have been pushed
 // after the script looked), and the gate's count of a round heals when it
