@@ -211,13 +211,7 @@ func Load(getenv func(string) string) (Config, error) {
 		c.AuthCacheTTL = d
 	}
 	durVar("PAYRAIL_TASK_CHECK_INTERVAL", 20*time.Millisecond, &c.TaskCheckInterval)
-	// A second (issue 19, "idle is idle"): asynq's forwarder wakes the
-	// worker at every tick even when the idle gate lets only one round a
-	// second through, and 250 ms cost an idle worker 0.56–0.58 % of a core
-	// against 0.35–0.41 % (docs/bench.md). A retry now waits up to a
-	// second past the second it is due in (asynq compares whole seconds),
-	// where it waited up to 250 ms while the worker was busy.
-	durVar("PAYRAIL_DELAYED_CHECK_INTERVAL", time.Second, &c.DelayedCheckInterval)
+	durVar("PAYRAIL_DELAYED_CHECK_INTERVAL", 250*time.Millisecond, &c.DelayedCheckInterval)
 	if v := getenv("PAYRAIL_CALLBACK_SCHEDULE"); v != "" {
 		var sched []time.Duration
 		for _, p := range strings.Split(v, ",") {

@@ -287,6 +287,48 @@ func TestIdleGateForwarderTicksEverySecond(t *testing.T) {
 	}
 }
 
+// A forwarder tick between rounds waits in the gate for the next round,
+// taken with the waiting dequeue's probe when that comes within a second
+// of it, and a wake lets it through at once.
+func TestIdleGateForwarderWaitsForItsRound(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: time.Second, Queues: 1, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	for i := range 2 { // a round: two scripts for the one queue
+		if !g.allowForward(ctx, "asynq:{a}:retry") {
+			t.Fatalf("forward %d of the first round refused", i+1)
+		}
+	}
+	if at, want := g.forwardAt(), now.Add(time.Second-forwardSlack); !at.Equal(want) {
+		t.Fatalf("next round at %s, want %s", at, want)
+	}
+	g.nextProbe = now.Add(time.Second)
+	if at, want := g.forwardAt(), now.Add(time.Second); !at.Equal(want) {
+		t.Fatalf("with a probe due 100 ms after the round: at %s, want the probe's %s", at, want)
+	}
+	g.nextProbe = now.Add(5 * time.Second)
+	if at, want := g.forwardAt(), now.Add(time.Second-forwardSlack); !at.Equal(want) {
+		t.Fatalf("with a probe 4 s after the round: at %s, want the round's %s", at, want)
+	}
+	// The clock stands still: a script released by its timer finds no
+	// round and is refused; one released by a wake passes (Hold). The
+	// round is put far off so the timer cannot win on a slow machine.
+	g.nextForward = now.Add(time.Minute)
+	got := make(chan bool, 1)
+	go func() { got <- g.allowForward(ctx, "asynq:{a}:retry") }()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.ForwardWaits.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the forwarder script between rounds did not wait")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	g.WakeQueue("a")
+	if !<-got {
+		t.Fatal("a wake did not let the waiting forwarder script through")
+	}
+}
+
 // Found by a second read: a wake that arrives while Redis is answering
 // "empty" for its queue keeps its credit (its task may have been pushed
 // after the script looked), and the gate's count of a round heals when it
