@@ -346,6 +346,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			w.Deps.Store.InlineTurns(nil)
 			w.Deliverer.Stop()
+			w.Gate.Close() // asynq's forwarder and processor stop only between scripts
 			w.Server.Shutdown()
 			if !w.Deliverer.Wait(w.cfg.CallbackTimeout + 5*time.Second) {
 				w.log.Warn("callback turns still sending at shutdown; their claims lapse and they are sent again")

@@ -44,10 +44,12 @@ const WakeChannel = "payrail:wake"
 // interval for Hold after a wake, else once a second (its script compares
 // whole unix seconds, so nothing becomes due more often than that). A task
 // it moves credits its queue. Its ticks between rounds wait in the hook for
-// the next round, taken with the next probe: every tick wakes the process,
-// and an idle worker woke four times a second for a forwarder that did
-// nothing at three of them (0.56–0.58 % of a core against 0.35–0.41 % with
-// one tick a second; docs/bench.md).
+// the next round (with the next probe when that comes less than a second
+// later) or a wake: every tick wakes the process, and an idle worker woke
+// four times a second for a forwarder that did nothing at three of them
+// (0.45–0.60 % of a core before, 0.31–0.40 % waiting; docs/bench.md). A
+// held script is sent with the time it is released at, so a task due by
+// then moves.
 //
 // A second, not less: an idle worker's probes are most of what it costs
 // (5 dequeue scripts a round; at 4 rounds a second they were a quarter of
@@ -56,7 +58,8 @@ const WakeChannel = "payrail:wake"
 // moved while that worker was busy.
 //
 // So no task waits longer than Probe for a worker that missed its wake, and
-// with a wake none waits longer than before. Only asynq's dequeue and
+// with a wake none waits longer than before. Close releases what waits in
+// the gate, so a shutting-down asynq is not held a round. Only asynq's dequeue and
 // forward scripts (recognised by their keys) are touched; a future asynq
 // whose scripts differ is simply never gated.
 type IdleGate struct {
@@ -110,6 +113,23 @@ type IdleGate struct {
 	// asleep until its probe).
 	fwake chan struct{}
 	fonce sync.Once
+	// stop, closed by Close, ends every wait in the gate.
+	stop      chan struct{}
+	stopOnce  sync.Once
+	closeOnce sync.Once
+}
+
+func (g *IdleGate) stopCh() chan struct{} {
+	g.stopOnce.Do(func() { g.stop = make(chan struct{}) })
+	return g.stop
+}
+
+// Close releases the dequeue and forwarder scripts waiting in the gate and
+// keeps later ones from waiting: call it before asynq's Shutdown, whose
+// forwarder and processor stop only between scripts (asynq passes them no
+// context to cancel).
+func (g *IdleGate) Close() {
+	g.closeOnce.Do(func() { close(g.stopCh()) })
 }
 
 // NewIdleGate returns a gate for a worker serving queues, with the
@@ -254,6 +274,7 @@ func (g *IdleGate) wait(ctx context.Context) {
 	case <-g.wakeCh():
 	case <-t.C:
 	case <-ctx.Done():
+	case <-g.stopCh():
 	}
 }
 
@@ -318,20 +339,25 @@ const forwardSlack = 100 * time.Millisecond
 // due in. A script that comes between rounds waits for the next one
 // (waitForward).
 func (g *IdleGate) allowForward(ctx context.Context, set string) bool {
+	ok, _ := g.allowForwardWaited(ctx, set)
+	return ok
+}
+
+// allowForwardWaited is allowForward, also reporting whether the script
+// was held for its round (its arguments' time is then stale).
+func (g *IdleGate) allowForwardWaited(ctx context.Context, set string) (ok, waited bool) {
 	round := g.forwardRound()
 	if !round {
-		g.waitForward(ctx)
+		waited = g.waitForward(ctx)
 		round = g.forwardRound()
 	}
-	return round && g.isDue(ctx, set)
+	return round && g.isDue(ctx, set), waited
 }
 
 // forwardAt is when a forwarder script refused now may pass: the next
-// round, or the waiting dequeue's next probe if that comes later, so the
-// two wake the process together.
+// round, or the waiting dequeue's next probe if that comes later by less
+// than a second, so the two wake the process together (g.mu held).
 func (g *IdleGate) forwardAt() time.Time {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	at := g.nextForward
 	if g.nextProbe.After(at) && g.nextProbe.Sub(at) < time.Second {
 		at = g.nextProbe
@@ -340,14 +366,25 @@ func (g *IdleGate) forwardAt() time.Time {
 }
 
 // waitForward holds a forwarder script the gate refused until its round
-// (forwardAt) or a wake. asynq's forwarder ticks at its interval whether
-// or not the gate lets it through, and every tick wakes the process: held
-// here, an idle worker's forwarder wakes with the probe, once a Probe,
-// while a busy one (a wake within Hold) still runs at asynq's interval.
-func (g *IdleGate) waitForward(ctx context.Context) {
-	d := g.forwardAt().Sub(g.now())
-	if d <= 0 {
-		return
+// (forwardAt), a wake or Close, and reports whether it waited. asynq's
+// forwarder ticks at its interval whether or not the gate lets it
+// through, and every tick wakes the process: held here, an idle worker's
+// forwarder wakes about once a second, with the probe, while a busy one (a
+// wake within Hold) still runs at asynq's interval.
+func (g *IdleGate) waitForward(ctx context.Context) bool {
+	// A token left by a wake before this script is stale (that wake's
+	// Hold is in openUntil, checked below under the lock); one that comes
+	// after the check is in the channel when the select looks.
+	select {
+	case <-g.fwakeCh():
+	default:
+	}
+	g.mu.Lock()
+	now := g.now()
+	d, open := g.forwardAt().Sub(now), now.Before(g.openUntil)
+	g.mu.Unlock()
+	if d <= 0 || open {
+		return false
 	}
 	g.ForwardWaits.Add(1)
 	t := time.NewTimer(d)
@@ -356,7 +393,9 @@ func (g *IdleGate) waitForward(ctx context.Context) {
 	case <-g.fwakeCh():
 	case <-t.C:
 	case <-ctx.Done():
+	case <-g.stopCh():
 	}
+	return true
 }
 
 // forwardRound is whether the forwarder runs now: once a second while shut.
@@ -494,6 +533,25 @@ func (g *IdleGate) Listen(ctx context.Context, rdb redis.UniversalClient, log *s
 	}
 }
 
+// freshForwardTime sets the time in asynq's forward script arguments
+// (ARGV[1] unix seconds, ARGV[3] unix nanoseconds, set when asynq built the
+// command) to now, for a script the gate held: with the build time it
+// would move only what was due before the wait. Arguments of another shape
+// are left as they are.
+func freshForwardTime(cmd redis.Cmder, now time.Time) {
+	a := cmd.Args()
+	if len(a) < 8 {
+		return
+	}
+	if _, ok := a[5].(int64); !ok {
+		return
+	}
+	if _, ok := a[7].(int64); !ok {
+		return
+	}
+	a[5], a[7] = now.Unix(), now.UnixNano()
+}
+
 // isDequeue recognises asynq's dequeue script by its keys.
 func isDequeue(cmd redis.Cmder) bool {
 	_, ok := dequeueQueue(cmd)
@@ -566,9 +624,15 @@ func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if q, ok := forwardQueue(cmd); ok {
 			c, isCmd := cmd.(*redis.Cmd)
-			if isCmd && !h.g.allowForward(ctx, cmd.Args()[3].(string)) {
-				c.SetVal(int64(0)) // "nothing became due": checked again within a second
-				return nil
+			if isCmd {
+				ok, waited := h.g.allowForwardWaited(ctx, cmd.Args()[3].(string))
+				if !ok {
+					c.SetVal(int64(0)) // "nothing became due": checked again within a second
+					return nil
+				}
+				if waited {
+					freshForwardTime(cmd, h.g.now())
+				}
 			}
 			err := next(ctx, cmd)
 			if isCmd {

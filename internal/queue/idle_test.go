@@ -267,9 +267,9 @@ func TestIdleGateForwarderRounds(t *testing.T) {
 	}
 }
 
-// A forwarder ticking every second (PAYRAIL_DELAYED_CHECK_INTERVAL's
-// default) gets every round through a shut gate even when its ticks come
-// a little early; twice a second still does not.
+// A forwarder ticking every second (PAYRAIL_DELAYED_CHECK_INTERVAL=1s)
+// gets every round through a shut gate even when its ticks come a little
+// early; twice a second still does not.
 func TestIdleGateForwarderTicksEverySecond(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: time.Second, Queues: 3, Now: func() time.Time { return now }}
@@ -310,23 +310,96 @@ func TestIdleGateForwarderWaitsForItsRound(t *testing.T) {
 	if at, want := g.forwardAt(), now.Add(time.Second-forwardSlack); !at.Equal(want) {
 		t.Fatalf("with a probe 4 s after the round: at %s, want the round's %s", at, want)
 	}
-	// The clock stands still: a script released by its timer finds no
-	// round and is refused; one released by a wake passes (Hold). The
-	// round is put far off so the timer cannot win on a slow machine.
+	// The clock stands still, so a script released by its timer would
+	// find no round and be refused; one released by a wake passes (Hold).
+	// The round is put far off so the timer cannot win on a slow machine.
 	g.nextForward = now.Add(time.Minute)
 	got := make(chan bool, 1)
 	go func() { got <- g.allowForward(ctx, "asynq:{a}:retry") }()
+	waitForwardWaits(t, g, 1)
+	g.WakeQueue("a")
+	if !<-got {
+		t.Fatal("a wake did not let the waiting forwarder script through")
+	}
+}
+
+func waitForwardWaits(t *testing.T, g *IdleGate, n int64) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for g.ForwardWaits.Load() == 0 {
+	for g.ForwardWaits.Load() < n {
 		if time.Now().After(deadline) {
 			t.Fatal("the forwarder script between rounds did not wait")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	g.WakeQueue("a")
-	if !<-got {
-		t.Fatal("a wake did not let the waiting forwarder script through")
+}
+
+// A forwarder script the gate held goes to Redis with the time it was
+// released at, not the time asynq built it at (its script moves what is
+// due by that time), and Close releases what waits in the gate so a
+// shutting-down asynq is not held for a round.
+func TestIdleGateHeldForwardIsSentFreshAndCloseReleases(t *testing.T) {
+	var clock atomic.Int64
+	t0 := time.Unix(1700000000, 0)
+	clock.Store(t0.UnixNano())
+	g := &IdleGate{Hold: 200 * time.Millisecond, Probe: time.Second, Queues: 1, Now: func() time.Time { return time.Unix(0, clock.Load()) }}
+	ctx := context.Background()
+	for range 2 {
+		if !g.allowForward(ctx, "asynq:{a}:retry") {
+			t.Fatal("the first round refused")
+		}
 	}
+	g.mu.Lock()
+	g.nextForward = t0.Add(time.Minute) // only a wake or Close ends the wait
+	g.mu.Unlock()
+	var sent []any
+	hook := g.Hook().ProcessHook(func(_ context.Context, cmd redis.Cmder) error {
+		sent = cmd.Args()
+		cmd.(*redis.Cmd).SetVal(int64(0))
+		return nil
+	})
+	forward := redis.NewCmd(ctx, "evalsha", "sha", 2, "asynq:{a}:retry", "asynq:{a}:pending", t0.Unix(), "asynq:{a}:t:", t0.UnixNano(), "asynq:{a}:g:")
+	done := make(chan error, 1)
+	go func() { done <- hook(ctx, forward) }()
+	waitForwardWaits(t, g, 1)
+	released := t0.Add(3 * time.Second)
+	clock.Store(released.UnixNano())
+	g.WakeQueue("a")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if sent == nil {
+		t.Fatal("the held forward script was not sent after the wake")
+	}
+	if sent[5] != released.Unix() || sent[7] != released.UnixNano() {
+		t.Fatalf("held forward sent with now = %v / %v, want the release time %d / %d", sent[5], sent[7], released.Unix(), released.UnixNano())
+	}
+
+	// Close: a forwarder script and a dequeue waiting in the gate return.
+	clock.Store(released.Add(time.Second).UnixNano()) // past Hold: shut again
+	g.mu.Lock()
+	g.nextForward, g.nextProbe = released.Add(time.Minute), released.Add(time.Minute)
+	g.mu.Unlock()
+	fwd := make(chan bool, 1)
+	go func() { fwd <- g.allowForward(ctx, "asynq:{a}:retry") }()
+	waitForwardWaits(t, g, 2)
+	deq := make(chan struct{})
+	go func() { g.wait(ctx); close(deq) }()
+	g.Close()
+	select { // they wait a minute otherwise
+	case passed := <-fwd:
+		if passed {
+			t.Fatal("a forwarder script released by Close passed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not release the waiting forwarder script")
+	}
+	select {
+	case <-deq:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not release the waiting dequeue")
+	}
+	g.Close() // twice is fine
 }
 
 // Found by a second read: a wake that arrives while Redis is answering
