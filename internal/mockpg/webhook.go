@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -101,6 +102,8 @@ type webhookSender struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// pending counts events queued and not yet delivered (or given up).
+	pending atomic.Int64
 }
 
 const (
@@ -173,9 +176,11 @@ func (s *Server) emitBodyLocked(body []byte, what string) string {
 		duplicate: s.rollLocked(s.faults.WebhookDuplicateRate),
 		holdBack:  s.rollLocked(s.faults.WebhookReorderRate),
 	}
+	s.hooks.pending.Add(1)
 	select {
 	case s.hooks.q <- ev:
 	default:
+		s.hooks.pending.Add(-1)
 		s.noteLocked("webhook", "queue full, dropped "+ev.id)
 		s.log.Warn("webhook queue full, event dropped", slog.String("eventId", ev.id))
 	}
@@ -210,12 +215,18 @@ func (ws *webhookSender) loop() {
 }
 
 func (ws *webhookSender) deliver(ev outEvent) {
+	defer ws.pending.Add(-1)
 	ws.send(ev)
 	if ev.duplicate {
 		ws.s.note("fault", "webhook "+ev.id+" sent twice")
 		ws.send(ev)
 	}
 }
+
+// WebhooksPending is how many webhook events are queued or being sent
+// (their URL was taken when they were queued: SetWebhookURL("") does not
+// stop them).
+func (s *Server) WebhooksPending() int64 { return s.hooks.pending.Load() }
 
 // send POSTs one event, retrying a non-200 answer a few times with a short
 // backoff (Toss counts only 200 as delivered).

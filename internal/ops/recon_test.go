@@ -32,7 +32,7 @@ func TestReconciliationPages(t *testing.T) {
 	}
 	cancelled, ck := pay()
 	lost, lk := pay()
-	sys.PG.SetWebhookURL("")
+	sys.QuietPGWebhooks()
 	if r := sys.PGClient().Cancel(context.Background(), "console", ck, "console", 1000, nil); r.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", r)
 	}

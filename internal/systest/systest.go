@@ -358,6 +358,21 @@ func (m *Merchant) WaitStatus(orderID, want string, timeout time.Duration) {
 	})
 }
 
+// QuietPGWebhooks stops the PG's webhooks and waits until those it had
+// already queued (the approval of a payment just made) have reached
+// payrail and been settled there. Without the wait, a late approval
+// notice, which payrail answers with a lookup of the PG's current state,
+// could tell payrail of what the test does at the PG next (a console
+// cancel) by a path the test means to be closed.
+func (s *System) QuietPGWebhooks() {
+	s.T.Helper()
+	s.PG.SetWebhookURL("")
+	testenv.Poll(s.T, 30*time.Second, "the PG's queued webhooks to be sent", func() bool { return s.PG.WebhooksPending() == 0 })
+	testenv.Poll(s.T, 30*time.Second, "payrail to settle the PG's webhooks", func() bool {
+		return s.Count(`SELECT count(*) FROM pg_events WHERE state = 'RECEIVED'`) == 0
+	})
+}
+
 // Count runs a count query on the test database.
 func (s *System) Count(query string, args ...any) int {
 	s.T.Helper()

@@ -111,7 +111,7 @@ func TestRefusedCancelAppliesTheCancelThePGMade(t *testing.T) {
 	sys := systest.Start(t, systest.Options{Worker: true})
 	m := sys.NewMerchant("")
 	o, key := payOrder(t, sys, m, 7000)
-	sys.PG.SetWebhookURL("")
+	sys.QuietPGWebhooks()
 	if res := sys.PGClient().Cancel(t.Context(), "console", key, "console", 0, nil); res.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", res)
 	}

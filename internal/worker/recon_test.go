@@ -101,7 +101,7 @@ func TestReconFindsAndRepairsEachDisagreementOnce(t *testing.T) {
 	expired := m.CreateOrder(4000)
 	expKey := sys.Session(expired)
 
-	sys.PG.SetWebhookURL("") // the PG's notices of what follows are lost
+	sys.QuietPGWebhooks() // the PG's notices of what follows are lost
 	if r := sys.PGClient().Cancel(ctx, "console-1", ccKey, "cancelled in the PG's console", 2500, nil); r.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", r)
 	}
@@ -202,7 +202,7 @@ func TestConcurrentReconRequestsRunOnce(t *testing.T) {
 	if r := m.Confirm(o, key, "Prefer", "wait=10"); r.Status != 200 {
 		t.Fatalf("pay: %d", r.Status)
 	}
-	sys.PG.SetWebhookURL("")
+	sys.QuietPGWebhooks()
 	if r := sys.PGClient().Cancel(context.Background(), "console", key, "console", 3000, nil); r.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", r)
 	}
@@ -258,7 +258,7 @@ func TestReconSurvivesAFailingTransactionList(t *testing.T) {
 	if r := m.Confirm(o, key, "Prefer", "wait=10"); r.Status != 200 {
 		t.Fatalf("pay: %d", r.Status)
 	}
-	sys.PG.SetWebhookURL("")
+	sys.QuietPGWebhooks()
 	if r := sys.PGClient().Cancel(context.Background(), "console", key, "console", 0, nil); r.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", r)
 	}
@@ -294,7 +294,7 @@ func TestReconRunOfAKilledWorkerIsTakenOver(t *testing.T) {
 	if r := m.Confirm(o, key, "Prefer", "wait=10"); r.Status != 200 {
 		t.Fatalf("pay: %d", r.Status)
 	}
-	sys.PG.SetWebhookURL("")
+	sys.QuietPGWebhooks()
 	if r := sys.PGClient().Cancel(context.Background(), "console", key, "console", 2000, nil); r.Outcome != pgclient.Approved {
 		t.Fatalf("console cancel: %+v", r)
 	}
