@@ -268,10 +268,15 @@ func (g *IdleGate) wait(ctx context.Context) {
 	if d <= 0 {
 		return
 	}
+	g.sleep(ctx, d, g.wakeCh())
+}
+
+// sleep waits d, or until wake, ctx or Close.
+func (g *IdleGate) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-g.wakeCh():
+	case <-wake:
 	case <-t.C:
 	case <-ctx.Done():
 	case <-g.stopCh():
@@ -387,14 +392,7 @@ func (g *IdleGate) waitForward(ctx context.Context) bool {
 		return false
 	}
 	g.ForwardWaits.Add(1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-g.fwakeCh():
-	case <-t.C:
-	case <-ctx.Done():
-	case <-g.stopCh():
-	}
+	g.sleep(ctx, d, g.fwakeCh())
 	return true
 }
 
