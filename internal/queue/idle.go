@@ -59,9 +59,9 @@ const WakeChannel = "payrail:wake"
 //
 // So no task waits longer than Probe for a worker that missed its wake, and
 // with a wake none waits longer than before. Close releases what waits in
-// the gate, so a shutting-down asynq is not held a round. Only asynq's dequeue and
-// forward scripts (recognised by their keys) are touched; a future asynq
-// whose scripts differ is simply never gated.
+// the gate, so a shutting-down asynq is not held a round. Only asynq's
+// dequeue and forward scripts (recognised by their keys) are touched; a
+// future asynq whose scripts differ is simply never gated.
 type IdleGate struct {
 	Hold, Probe time.Duration
 	// Queues is how many queues the worker serves: a round is one dequeue
@@ -409,9 +409,9 @@ func (g *IdleGate) forwardRound() bool {
 		return true
 	}
 	if !now.Before(g.nextForward) {
-		// Less than a second: a forwarder ticking every second (the
-		// default) whose tick comes a hair early would otherwise lose
-		// every other round.
+		// Less than a second: a forwarder ticking every second
+		// (PAYRAIL_DELAYED_CHECK_INTERVAL=1s) whose tick comes a hair
+		// early would otherwise lose every other round.
 		g.nextForward = now.Add(time.Second - forwardSlack)
 		g.forwardLeft, g.forwardOpen = 2*max(1, g.Queues)-1, now.Add(forwardWindow)
 		return true
