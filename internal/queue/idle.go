@@ -344,19 +344,12 @@ const forwardSlack = 100 * time.Millisecond
 // due in. A script that comes between rounds waits for the next one
 // (waitForward).
 func (g *IdleGate) allowForward(ctx context.Context, set string) bool {
-	ok, _ := g.allowForwardWaited(ctx, set)
-	return ok
-}
-
-// allowForwardWaited is allowForward, also reporting whether the script
-// was held for its round (its arguments' time is then stale).
-func (g *IdleGate) allowForwardWaited(ctx context.Context, set string) (ok, waited bool) {
 	round := g.forwardRound()
 	if !round {
-		waited = g.waitForward(ctx)
+		g.waitForward(ctx)
 		round = g.forwardRound()
 	}
-	return round && g.isDue(ctx, set), waited
+	return round && g.isDue(ctx, set)
 }
 
 // forwardAt is when a forwarder script refused now may pass: the next
@@ -371,12 +364,12 @@ func (g *IdleGate) forwardAt() time.Time {
 }
 
 // waitForward holds a forwarder script the gate refused until its round
-// (forwardAt), a wake or Close, and reports whether it waited. asynq's
+// (forwardAt), a wake or Close. asynq's
 // forwarder ticks at its interval whether or not the gate lets it
 // through, and every tick wakes the process: held here, an idle worker's
 // forwarder wakes about once a second, with the probe, while a busy one (a
 // wake within Hold) still runs at asynq's interval.
-func (g *IdleGate) waitForward(ctx context.Context) bool {
+func (g *IdleGate) waitForward(ctx context.Context) {
 	// A token left by a wake before this script is stale (that wake's
 	// Hold is in openUntil, checked below under the lock); one that comes
 	// after the check is in the channel when the select looks.
@@ -389,11 +382,10 @@ func (g *IdleGate) waitForward(ctx context.Context) bool {
 	d, open := g.forwardAt().Sub(now), now.Before(g.openUntil)
 	g.mu.Unlock()
 	if d <= 0 || open {
-		return false
+		return
 	}
 	g.ForwardWaits.Add(1)
 	g.sleep(ctx, d, g.fwakeCh())
-	return true
 }
 
 // forwardRound is whether the forwarder runs now: once a second while shut.
@@ -533,9 +525,10 @@ func (g *IdleGate) Listen(ctx context.Context, rdb redis.UniversalClient, log *s
 
 // freshForwardTime sets the time in asynq's forward script arguments
 // (ARGV[1] unix seconds, ARGV[3] unix nanoseconds, set when asynq built the
-// command) to now, for a script the gate held: with the build time it
-// would move only what was due before the wait. Arguments of another shape
-// are left as they are.
+// command) to now, for every script the gate lets through: one it held
+// would otherwise move only what was due before the wait, and so would
+// go-redis's EVAL after NOSCRIPT, built again from asynq's arguments.
+// Arguments of another shape are left as they are.
 func freshForwardTime(cmd redis.Cmder, now time.Time) {
 	a := cmd.Args()
 	if len(a) < 8 {
@@ -623,14 +616,11 @@ func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if q, ok := forwardQueue(cmd); ok {
 			c, isCmd := cmd.(*redis.Cmd)
 			if isCmd {
-				ok, waited := h.g.allowForwardWaited(ctx, cmd.Args()[3].(string))
-				if !ok {
+				if !h.g.allowForward(ctx, cmd.Args()[3].(string)) {
 					c.SetVal(int64(0)) // "nothing became due": checked again within a second
 					return nil
 				}
-				if waited {
-					freshForwardTime(cmd, h.g.now())
-				}
+				freshForwardTime(cmd, h.g.now())
 			}
 			err := next(ctx, cmd)
 			if isCmd {
