@@ -619,7 +619,10 @@ ON CONFLICT (merchant_id) DO UPDATE SET failures = 6, failing_since = now() - in
 func TestWrongPGKeyBannerAndMetric(t *testing.T) {
 	t.Parallel()
 	var workerMetrics http.Handler
-	sys := setup(t, systest.Options{Worker: true, Env: map[string]string{"PAYRAIL_PG_SECRET_KEY": "test_sk_wrong"},
+	// A minute's backoff: a retry of the refused confirm would record the
+	// alert again (last_at = now) between the test ageing it and reading
+	// the page (it did, once, in make test).
+	sys := setup(t, systest.Options{Worker: true, Env: map[string]string{"PAYRAIL_PG_SECRET_KEY": "test_sk_wrong", "PAYRAIL_CONFIRM_BACKOFF": "1m"},
 		WorkerHook: func(w *process.Worker) { workerMetrics = process.WorkerMetrics(w) }})
 	b := loggedIn(t, sys)
 	if p := b.get("/ops/"); strings.Contains(p.Body, `id="pg-alert"`) {
